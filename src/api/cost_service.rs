@@ -1,0 +1,129 @@
+//! CostService: thin handlers that parse, call the engine, and convert.
+
+use super::{convert, status};
+use crate::{
+    deadline::Deadline,
+    domain::ProviderAccountId,
+    engine::{Engine, EngineError},
+    proto as pb,
+};
+use std::{sync::Arc, time::Duration};
+use tonic::{Request, Response, Status};
+
+pub struct CostApi {
+    engine: Arc<Engine>,
+    account_ids: Vec<ProviderAccountId>,
+    max_range_days: u32,
+    deadline_margin: Duration,
+}
+
+impl CostApi {
+    pub fn new(engine: Arc<Engine>, max_range_days: u32, deadline_margin: Duration) -> Self {
+        let account_ids = engine
+            .providers()
+            .iter()
+            .map(|p| p.account().id.clone())
+            .collect();
+        CostApi {
+            engine,
+            account_ids,
+            max_range_days,
+            deadline_margin,
+        }
+    }
+
+    fn limits(&self) -> convert::QueryLimits<'_> {
+        convert::QueryLimits {
+            known_accounts: &self.account_ids,
+            max_range_days: self.max_range_days,
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl pb::cost_service_server::CostService for CostApi {
+    async fn get_costs(
+        &self,
+        request: Request<pb::GetCostsRequest>,
+    ) -> Result<Response<pb::GetCostsResponse>, Status> {
+        let deadline = Deadline::from_grpc_metadata(request.metadata(), self.deadline_margin);
+        let query = convert::parse_query(request.into_inner().query, &self.limits())
+            .map_err(status::invalid_argument)?;
+        let report = self
+            .engine
+            .report(&query, deadline)
+            .await
+            .map_err(status::engine)?;
+        let report =
+            convert::report_to_proto(&report).map_err(|e| status::engine(EngineError::from(e)))?;
+        Ok(Response::new(pb::GetCostsResponse {
+            report: Some(report),
+        }))
+    }
+
+    async fn list_cost_records(
+        &self,
+        _request: Request<pb::ListCostRecordsRequest>,
+    ) -> Result<Response<pb::ListCostRecordsResponse>, Status> {
+        Err(status::not_yet(
+            "ListCostRecords",
+            "the query engine's cached chunks and page tokens (issue 6)",
+        ))
+    }
+
+    async fn list_providers(
+        &self,
+        _request: Request<pb::ListProvidersRequest>,
+    ) -> Result<Response<pb::ListProvidersResponse>, Status> {
+        let provider_accounts = self
+            .engine
+            .providers()
+            .iter()
+            .map(|provider| {
+                let account = provider.account();
+                let capabilities = provider.capabilities();
+                let health = self.engine.health().snapshot(&account.id);
+                let state = match (health.last_success, health.last_failure) {
+                    (None, None) => pb::HealthState::Unspecified,
+                    (_, None) => pb::HealthState::Healthy,
+                    (Some(ok), Some(failed)) if ok > failed => pb::HealthState::Healthy,
+                    _ => pb::HealthState::Failing,
+                };
+                pb::ProviderAccount {
+                    id: account.id.to_string(),
+                    provider: convert::provider_kind_to_proto(account.kind) as i32,
+                    display_name: account.display_name.to_string(),
+                    capabilities: Some(pb::ProviderCapabilities {
+                        granularities: capabilities
+                            .granularities
+                            .iter()
+                            .map(|g| convert::granularity_to_proto(*g) as i32)
+                            .collect(),
+                        group_by: capabilities
+                            .group_by
+                            .iter()
+                            .map(|g| convert::group_by_to_proto(*g) as i32)
+                            .collect(),
+                        asynchronous: capabilities.asynchronous,
+                        native_unit: capabilities.native_unit.to_string(),
+                    }),
+                    health: Some(pb::ProviderHealth {
+                        state: state as i32,
+                        last_success_time: health.last_success.map(convert::time_to_proto),
+                        last_failure_time: health.last_failure.map(convert::time_to_proto),
+                        last_error: health
+                            .last_error
+                            .as_ref()
+                            .map(|e| status::upstream_failure(account, e)),
+                        consecutive_failures: health.consecutive_failures.min(i32::MAX as u32)
+                            as i32,
+                        rate_limit_remaining: health.rate_limit_remaining,
+                    }),
+                }
+            })
+            .collect();
+        Ok(Response::new(pb::ListProvidersResponse {
+            provider_accounts,
+        }))
+    }
+}

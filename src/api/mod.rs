@@ -1,0 +1,9 @@
+//! The gRPC surface: one file per service, wire ↔ domain conversion, and the one error mapping.
+
+pub mod convert;
+mod cost_service;
+mod query_job_service;
+pub mod status;
+
+pub use cost_service::CostApi;
+pub use query_job_service::QueryJobApi;

@@ -1,0 +1,97 @@
+//! The one place where costd's errors become gRPC statuses with google.rpc details.
+
+use crate::{
+    engine::EngineError,
+    providers::{
+        AccountRef,
+        error::{UpstreamError, UpstreamErrorKind},
+    },
+};
+use prost::Message;
+use std::collections::HashMap;
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, FieldViolation, StatusExt};
+
+/// The ErrorInfo domain of costd's own errors.
+pub const COSTD_DOMAIN: &str = "costd";
+
+/// `INVALID_ARGUMENT` listing every violation at once (BadRequest).
+pub fn invalid_argument(violations: Vec<FieldViolation>) -> Status {
+    let summary = violations
+        .iter()
+        .map(|v| format!("{}: {}", v.field, v.description))
+        .collect::<Vec<_>>()
+        .join("; ");
+    Status::with_error_details(
+        Code::InvalidArgument,
+        format!("invalid request: {summary}"),
+        ErrorDetails::with_bad_request(violations),
+    )
+}
+
+/// `UNIMPLEMENTED`, saying when the capability arrives.
+pub fn not_yet(what: &str, arrives_with: &str) -> Status {
+    Status::unimplemented(format!(
+        "{what} is not implemented yet; it arrives with {arrives_with}"
+    ))
+}
+
+pub fn engine(error: EngineError) -> Status {
+    let details = ErrorDetails::with_error_info("ARITHMETIC", COSTD_DOMAIN, HashMap::new());
+    Status::with_error_details(Code::Internal, error.to_string(), details)
+}
+
+/// The gRPC code a caller sees for an upstream failure.
+pub fn upstream_code(kind: UpstreamErrorKind) -> Code {
+    match kind {
+        UpstreamErrorKind::Unauthenticated | UpstreamErrorKind::PermissionDenied => {
+            Code::PermissionDenied
+        }
+        UpstreamErrorKind::NotFound => Code::NotFound,
+        UpstreamErrorKind::Rejected => Code::InvalidArgument,
+        UpstreamErrorKind::RateLimited | UpstreamErrorKind::TooLarge => Code::ResourceExhausted,
+        UpstreamErrorKind::Unavailable => Code::Unavailable,
+        UpstreamErrorKind::Timeout => Code::DeadlineExceeded,
+        UpstreamErrorKind::Malformed => Code::Unknown,
+    }
+}
+
+/// An upstream failure of one account as a `google.rpc.Status`: ErrorInfo (reason, domain = provider,
+/// metadata with the account, the HTTP status and the upstream's own code) and RetryInfo when a retry
+/// may help.
+pub fn upstream_failure(account: &AccountRef, error: &UpstreamError) -> tonic_types::Status {
+    let mut metadata = HashMap::from([("provider_account".to_string(), account.id.to_string())]);
+    if let Some(status) = error.http_status {
+        metadata.insert("http_status".to_string(), status.to_string());
+    }
+    if let Some(code) = &error.upstream_code {
+        metadata.insert("upstream_code".to_string(), code.clone());
+    }
+    let mut details =
+        ErrorDetails::with_error_info(error.kind.reason(), account.kind.as_str(), metadata);
+    if error.is_retryable() {
+        details.set_retry_info(error.retry_after);
+    }
+    let message = match error.http_status {
+        Some(status) => format!(
+            "{}: upstream answered {status}: {}",
+            account.id, error.message
+        ),
+        None => format!("{}: {}", account.id, error.message),
+    };
+    to_rpc_status(Status::with_error_details(
+        upstream_code(error.kind),
+        message,
+        details,
+    ))
+}
+
+/// The `google.rpc.Status` a `tonic::Status` carries, for embedding in messages.
+pub fn to_rpc_status(status: Status) -> tonic_types::Status {
+    // with_error_details always encodes a google.rpc.Status; an empty one means no details were set.
+    tonic_types::Status::decode(status.details()).unwrap_or_else(|_| tonic_types::Status {
+        code: status.code() as i32,
+        message: status.message().to_string(),
+        details: Vec::new(),
+    })
+}

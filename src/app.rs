@@ -1,0 +1,160 @@
+//! Server assembly: binds, wires the services, health and reflection, and drains on stop.
+
+use crate::{
+    api::{CostApi, QueryJobApi},
+    config::Settings,
+    engine::Engine,
+    proto::{
+        self as pb, cost_service_server::CostServiceServer,
+        query_job_service_server::QueryJobServiceServer,
+    },
+    providers::http::UpstreamHttp,
+    telemetry,
+};
+use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::server::NamedService;
+use tonic_health::{ServingStatus, server::HealthReporter};
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot build the upstream HTTP client: {0}")]
+    Http(#[from] reqwest::Error),
+    #[error("cannot build server reflection: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    #[error("server failed: {0}")]
+    Serve(#[from] tonic::transport::Error),
+}
+
+/// A bound, not yet serving, costd.
+pub struct App {
+    listener: TcpListener,
+    local_addr: SocketAddr,
+    engine: Arc<Engine>,
+    settings: Settings,
+}
+
+impl App {
+    /// Binds the listener (port 0 picks a free port) and builds everything behind it.
+    pub async fn build(settings: Settings) -> Result<App, AppError> {
+        let addr = settings.server.listen;
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| AppError::Bind { addr, source })?;
+        let local_addr = listener
+            .local_addr()
+            .map_err(|source| AppError::Bind { addr, source })?;
+        let http = Arc::new(UpstreamHttp::new(&settings.upstream)?);
+        let engine = Arc::new(Engine::new(&settings, http));
+        Ok(App {
+            listener,
+            local_addr,
+            engine,
+            settings,
+        })
+    }
+
+    /// The address actually bound.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Serves until `shutdown` resolves; then reports NOT_SERVING, stops accepting, and gives in-flight
+    /// calls the drain timeout to finish.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), AppError> {
+        let (health, health_service) = tonic_health::server::health_reporter();
+        set_all(&health, ServingStatus::Serving).await;
+        let reflection_v1 = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()?;
+        let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1alpha()?;
+        let cost_api = CostApi::new(
+            self.engine.clone(),
+            self.settings.server.max_range_days,
+            Duration::from_millis(self.settings.server.deadline_margin_ms),
+        );
+        let (stop_accepting, accepting_stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tonic::transport::Server::builder()
+            .trace_fn(rpc_span)
+            .add_service(health_service)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha)
+            .add_service(CostServiceServer::new(cost_api))
+            .add_service(QueryJobServiceServer::new(QueryJobApi))
+            .serve_with_incoming_shutdown(TcpListenerStream::new(self.listener), async {
+                let _ = accepting_stopped.await;
+            });
+        let mut server = tokio::spawn(server);
+        tracing::info!(addr = %self.local_addr, accounts = self.settings.accounts.len(), "serving");
+        tokio::select! {
+            result = &mut server => return flatten(result),
+            () = shutdown => {}
+        }
+        tracing::info!(
+            drain_timeout_ms = self.settings.server.drain_timeout_ms,
+            "stopping: not serving, draining"
+        );
+        set_all(&health, ServingStatus::NotServing).await;
+        let _ = stop_accepting.send(());
+        match tokio::time::timeout(self.settings.drain_timeout(), &mut server).await {
+            Ok(result) => flatten(result),
+            Err(_) => {
+                tracing::warn!("drain timeout reached; closing the calls still open");
+                server.abort();
+                Ok(())
+            }
+        }
+    }
+}
+
+async fn set_all(health: &HealthReporter, status: ServingStatus) {
+    health.set_service_status("", status).await;
+    for name in [
+        <CostServiceServer<CostApi> as NamedService>::NAME,
+        <QueryJobServiceServer<QueryJobApi> as NamedService>::NAME,
+    ] {
+        health.set_service_status(name, status).await;
+    }
+}
+
+fn flatten(
+    result: Result<Result<(), tonic::transport::Error>, tokio::task::JoinError>,
+) -> Result<(), AppError> {
+    match result {
+        Ok(served) => served.map_err(AppError::from),
+        // The server task is never aborted before this point, and a panic in it is a bug worth a loud end.
+        Err(join) => Err(AppError::Bind {
+            addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+            source: std::io::Error::other(join.to_string()),
+        }),
+    }
+}
+
+/// One span per RPC, continuing the caller's trace when it sent a `traceparent`.
+fn rpc_span(request: &http::Request<()>) -> tracing::Span {
+    let path = request.uri().path().trim_start_matches('/');
+    let (service, method) = path.split_once('/').unwrap_or((path, ""));
+    let span = tracing::info_span!(
+        "rpc",
+        otel.name = path,
+        otel.kind = "server",
+        rpc.system = "grpc",
+        rpc.service = service,
+        rpc.method = method,
+    );
+    telemetry::continue_remote_trace(&span, request.headers());
+    span
+}

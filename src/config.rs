@@ -1,0 +1,551 @@
+//! Configuration: defaults, then an optional TOML file, then `COSTD_*` environment overrides, validated
+//! into typed [`Settings`]. Credentials are references (env var or mounted file) resolved into
+//! `secrecy` types here and nowhere else.
+
+use crate::domain::{ProviderAccountId, ProviderKind};
+use secrecy::SecretString;
+use serde::Deserialize;
+use std::{
+    collections::{BTreeMap, HashMap},
+    fmt,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+/// Path of the TOML file.
+pub const ENV_CONFIG_FILE: &str = "COSTD_CONFIG";
+/// Overrides `server.listen`.
+pub const ENV_LISTEN: &str = "COSTD_LISTEN";
+/// Overrides `telemetry.log_level` (an `EnvFilter` directive such as `info,costd=debug`).
+pub const ENV_LOG_LEVEL: &str = "COSTD_LOG_LEVEL";
+/// Overrides `telemetry.log_format` (`json` or `text`).
+pub const ENV_LOG_FORMAT: &str = "COSTD_LOG_FORMAT";
+/// Overrides `telemetry.otlp_endpoint`.
+pub const ENV_OTLP_ENDPOINT: &str = "COSTD_OTLP_ENDPOINT";
+/// The OpenTelemetry standard variable, honoured when `COSTD_OTLP_ENDPOINT` is not set.
+pub const ENV_OTEL_ENDPOINT: &str = "OTEL_EXPORTER_OTLP_ENDPOINT";
+/// Overrides `server.drain_timeout_ms`.
+pub const ENV_DRAIN_TIMEOUT_MS: &str = "COSTD_DRAIN_TIMEOUT_MS";
+
+const KNOWN_ENV: [&str; 6] = [
+    ENV_CONFIG_FILE,
+    ENV_LISTEN,
+    ENV_LOG_LEVEL,
+    ENV_LOG_FORMAT,
+    ENV_OTLP_ENDPOINT,
+    ENV_DRAIN_TIMEOUT_MS,
+];
+
+/// A configuration problem, naming the key at fault. Never carries a secret's value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub key: String,
+    pub message: String,
+}
+
+impl ConfigError {
+    fn new(key: impl Into<String>, message: impl Into<String>) -> Self {
+        ConfigError {
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid configuration: {}: {}", self.key, self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// The file's shape. Every section is optional; unknown keys are errors.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    #[serde(default)]
+    pub server: ServerConfig,
+    #[serde(default)]
+    pub telemetry: TelemetryConfig,
+    #[serde(default)]
+    pub upstream: UpstreamConfig,
+    #[serde(default)]
+    pub providers: Vec<ProviderAccountConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address of the gRPC listener.
+    pub listen: SocketAddr,
+    /// How long in-flight calls may finish after a stop signal, in milliseconds.
+    pub drain_timeout_ms: u64,
+    /// Time kept back from the caller's deadline to build the answer, in milliseconds.
+    pub deadline_margin_ms: u64,
+    /// Longest date range one query may cover, in days.
+    pub max_range_days: u32,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: SocketAddr::from(([0, 0, 0, 0], 50051)),
+            drain_timeout_ms: 10_000,
+            deadline_margin_ms: 200,
+            max_range_days: 731,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    Json,
+    Text,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TelemetryConfig {
+    /// An `EnvFilter` directive.
+    pub log_level: String,
+    pub log_format: LogFormat,
+    /// OTLP/gRPC collector endpoint, e.g. `http://otel-collector:4317`. Unset: no trace export.
+    pub otlp_endpoint: Option<String>,
+    /// `service.name` of exported spans.
+    pub service_name: String,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        TelemetryConfig {
+            log_level: "info".to_string(),
+            log_format: LogFormat::Json,
+            otlp_endpoint: None,
+            service_name: "costd".to_string(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UpstreamConfig {
+    /// Longest single upstream request, in milliseconds (shortened to the caller's deadline).
+    pub request_timeout_ms: u64,
+    /// Tries per upstream call, the first included.
+    pub max_attempts: u32,
+    /// First retry delay, in milliseconds; doubles per retry, with jitter.
+    pub retry_initial_delay_ms: u64,
+    /// Longest retry delay, in milliseconds.
+    pub retry_max_delay_ms: u64,
+    /// Largest upstream response body accepted, in bytes.
+    pub max_response_bytes: u64,
+    /// Concurrent upstream calls per provider account.
+    pub max_concurrency_per_account: usize,
+}
+
+impl Default for UpstreamConfig {
+    fn default() -> Self {
+        UpstreamConfig {
+            request_timeout_ms: 30_000,
+            max_attempts: 5,
+            retry_initial_delay_ms: 1_000,
+            retry_max_delay_ms: 32_000,
+            max_response_bytes: 256 * 1024 * 1024,
+            max_concurrency_per_account: 8,
+        }
+    }
+}
+
+/// Where a credential comes from: exactly one of an environment variable or a mounted file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretRef {
+    pub env: Option<String>,
+    pub file: Option<PathBuf>,
+}
+
+/// One provider account as written in the file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderAccountConfig {
+    /// `team_billing` (atlas and elastic come with their providers).
+    pub kind: String,
+    /// Unique id used in queries and results.
+    pub id: String,
+    pub display_name: Option<String>,
+    /// Upstream base URL; `http://` only for loopback addresses.
+    pub base_url: String,
+    /// Named credential references; which names a kind needs is checked per kind.
+    #[serde(default)]
+    pub credentials: BTreeMap<String, SecretRef>,
+    /// team_billing: the team whose costs to read.
+    pub team_id: Option<String>,
+    /// team_billing: a fixed pricing sheet; unset means the upstream's latest effective one.
+    pub pricing_sheet_id: Option<String>,
+}
+
+/// Validated settings the app runs on.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub server: ServerConfig,
+    pub telemetry: TelemetryConfig,
+    pub upstream: UpstreamConfig,
+    pub accounts: Vec<AccountSettings>,
+}
+
+/// A validated provider account with its resolved credentials.
+#[derive(Debug, Clone)]
+pub struct AccountSettings {
+    pub id: ProviderAccountId,
+    pub display_name: String,
+    pub base_url: reqwest::Url,
+    pub kind: AccountKind,
+}
+
+impl AccountSettings {
+    pub fn provider(&self) -> ProviderKind {
+        match self.kind {
+            AccountKind::TeamBilling { .. } => ProviderKind::TeamBilling,
+        }
+    }
+}
+
+/// Kind-specific settings. `SecretString` never prints its value.
+#[derive(Debug, Clone)]
+pub enum AccountKind {
+    TeamBilling {
+        team_id: String,
+        token: SecretString,
+        pricing_sheet_id: Option<String>,
+    },
+}
+
+/// Reads the environment into a map, so loading itself stays a pure function of its inputs.
+pub fn process_env() -> HashMap<String, String> {
+    std::env::vars().collect()
+}
+
+impl Settings {
+    /// Defaults ← the file named by `COSTD_CONFIG` (if any) ← `COSTD_*` overrides; then validation.
+    pub fn load(env: &HashMap<String, String>) -> Result<Settings, ConfigError> {
+        let file = match env.get(ENV_CONFIG_FILE) {
+            Some(path) => parse_file(Path::new(path))?,
+            None => FileConfig::default(),
+        };
+        Settings::from_file_config(file, env)
+    }
+
+    pub fn from_file_config(
+        mut file: FileConfig,
+        env: &HashMap<String, String>,
+    ) -> Result<Settings, ConfigError> {
+        apply_env(&mut file, env)?;
+        let referenced: Vec<&str> = file
+            .providers
+            .iter()
+            .flat_map(|p| p.credentials.values())
+            .filter_map(|r| r.env.as_deref())
+            .collect();
+        if let Some(unknown) = env.keys().find(|name| {
+            name.starts_with("COSTD_")
+                && !KNOWN_ENV.contains(&name.as_str())
+                && !referenced.contains(&name.as_str())
+        }) {
+            return Err(ConfigError::new(
+                unknown.clone(),
+                format!("unknown variable; known: {}", KNOWN_ENV.join(", ")),
+            ));
+        }
+        validate_limits(&file)?;
+        let mut accounts: Vec<AccountSettings> = Vec::with_capacity(file.providers.len());
+        for (index, account) in file.providers.iter().enumerate() {
+            let resolved = resolve_account(&format!("providers[{index}]"), account, env)?;
+            if accounts.iter().any(|a| a.id == resolved.id) {
+                return Err(ConfigError::new(
+                    format!("providers[{index}].id"),
+                    format!("`{}` is used by another account", resolved.id),
+                ));
+            }
+            accounts.push(resolved);
+        }
+        Ok(Settings {
+            server: file.server,
+            telemetry: file.telemetry,
+            upstream: file.upstream,
+            accounts,
+        })
+    }
+
+    pub fn drain_timeout(&self) -> Duration {
+        Duration::from_millis(self.server.drain_timeout_ms)
+    }
+}
+
+/// Parses a TOML file; the error is one line naming the file, the line and the key.
+pub fn parse_file(path: &Path) -> Result<FileConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        ConfigError::new(
+            ENV_CONFIG_FILE,
+            format!("cannot read {}: {e}", path.display()),
+        )
+    })?;
+    parse_toml(&text).map_err(|e| ConfigError::new(path.display().to_string(), e.message))
+}
+
+/// Parses TOML text into the file shape.
+pub fn parse_toml(text: &str) -> Result<FileConfig, ConfigError> {
+    toml::from_str(text).map_err(|e| {
+        let line = e
+            .span()
+            .map(|span| text[..span.start.min(text.len())].lines().count().max(1));
+        let message = e.message().replace('\n', " ");
+        match line {
+            Some(line) => ConfigError::new(format!("line {line}"), message),
+            None => ConfigError::new("file", message),
+        }
+    })
+}
+
+fn apply_env(file: &mut FileConfig, env: &HashMap<String, String>) -> Result<(), ConfigError> {
+    if let Some(listen) = env.get(ENV_LISTEN) {
+        file.server.listen = listen.parse().map_err(|_| {
+            ConfigError::new(
+                ENV_LISTEN,
+                format!("`{listen}` is not an address like 0.0.0.0:50051"),
+            )
+        })?;
+    }
+    if let Some(level) = env.get(ENV_LOG_LEVEL) {
+        file.telemetry.log_level = level.clone();
+    }
+    if let Some(format) = env.get(ENV_LOG_FORMAT) {
+        file.telemetry.log_format = match format.as_str() {
+            "json" => LogFormat::Json,
+            "text" => LogFormat::Text,
+            _ => {
+                return Err(ConfigError::new(
+                    ENV_LOG_FORMAT,
+                    "expected `json` or `text`",
+                ));
+            }
+        };
+    }
+    if let Some(endpoint) = env
+        .get(ENV_OTLP_ENDPOINT)
+        .or_else(|| env.get(ENV_OTEL_ENDPOINT))
+    {
+        file.telemetry.otlp_endpoint = Some(endpoint.clone()).filter(|e| !e.is_empty());
+    }
+    if let Some(drain) = env.get(ENV_DRAIN_TIMEOUT_MS) {
+        file.server.drain_timeout_ms = drain.parse().map_err(|_| {
+            ConfigError::new(
+                ENV_DRAIN_TIMEOUT_MS,
+                "expected a whole number of milliseconds",
+            )
+        })?;
+    }
+    Ok(())
+}
+
+fn validate_limits(file: &FileConfig) -> Result<(), ConfigError> {
+    let upstream = &file.upstream;
+    if upstream.max_attempts == 0 {
+        return Err(ConfigError::new(
+            "upstream.max_attempts",
+            "must be at least 1",
+        ));
+    }
+    if upstream.max_concurrency_per_account == 0 {
+        return Err(ConfigError::new(
+            "upstream.max_concurrency_per_account",
+            "must be at least 1",
+        ));
+    }
+    if upstream.request_timeout_ms == 0 {
+        return Err(ConfigError::new(
+            "upstream.request_timeout_ms",
+            "must be at least 1",
+        ));
+    }
+    if upstream.retry_max_delay_ms < upstream.retry_initial_delay_ms {
+        return Err(ConfigError::new(
+            "upstream.retry_max_delay_ms",
+            "must not be below retry_initial_delay_ms",
+        ));
+    }
+    if file.server.max_range_days == 0 {
+        return Err(ConfigError::new(
+            "server.max_range_days",
+            "must be at least 1",
+        ));
+    }
+    tracing_subscriber::EnvFilter::try_new(&file.telemetry.log_level)
+        .map_err(|e| ConfigError::new("telemetry.log_level", e.to_string()))?;
+    Ok(())
+}
+
+fn resolve_account(
+    key: &str,
+    account: &ProviderAccountConfig,
+    env: &HashMap<String, String>,
+) -> Result<AccountSettings, ConfigError> {
+    let id = ProviderAccountId::parse(&account.id)
+        .map_err(|e| ConfigError::new(format!("{key}.id"), e.to_string()))?;
+    let provider: ProviderKind = account.kind.parse().map_err(|e: crate::domain::IdError| {
+        ConfigError::new(format!("{key}.kind"), e.to_string())
+    })?;
+    let base_url = parse_base_url(&account.base_url)
+        .map_err(|m| ConfigError::new(format!("{key}.base_url"), m))?;
+    let mut credentials = Credentials {
+        key,
+        refs: &account.credentials,
+        env,
+        used: Vec::new(),
+    };
+    let kind = match provider {
+        ProviderKind::TeamBilling => {
+            let team_id = required(key, "team_id", &account.team_id)?;
+            if !is_url_segment(team_id) {
+                return Err(ConfigError::new(
+                    format!("{key}.team_id"),
+                    "must be 1 to 128 characters of letters, digits, '-', '_' and '.'",
+                ));
+            }
+            AccountKind::TeamBilling {
+                team_id: team_id.to_string(),
+                token: credentials.take("token")?,
+                pricing_sheet_id: account.pricing_sheet_id.clone(),
+            }
+        }
+        ProviderKind::Atlas | ProviderKind::Elastic => {
+            return Err(ConfigError::new(
+                format!("{key}.kind"),
+                format!("`{provider}` is not supported yet"),
+            ));
+        }
+    };
+    credentials.reject_unused()?;
+    forbid_foreign_fields(key, provider, account)?;
+    Ok(AccountSettings {
+        display_name: account
+            .display_name
+            .clone()
+            .unwrap_or_else(|| account.id.clone()),
+        id,
+        base_url,
+        kind,
+    })
+}
+
+/// Kind-specific keys set on an account of another kind are mistakes, not noise.
+fn forbid_foreign_fields(
+    key: &str,
+    provider: ProviderKind,
+    account: &ProviderAccountConfig,
+) -> Result<(), ConfigError> {
+    let team_only = [
+        ("team_id", account.team_id.is_some()),
+        ("pricing_sheet_id", account.pricing_sheet_id.is_some()),
+    ];
+    if provider != ProviderKind::TeamBilling {
+        if let Some((name, _)) = team_only.iter().find(|(_, set)| *set) {
+            return Err(ConfigError::new(
+                format!("{key}.{name}"),
+                format!("not a setting of kind `{provider}`"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn required<'a>(key: &str, name: &str, value: &'a Option<String>) -> Result<&'a str, ConfigError> {
+    value
+        .as_deref()
+        .filter(|v| !v.is_empty())
+        .ok_or_else(|| ConfigError::new(format!("{key}.{name}"), "required for this kind"))
+}
+
+fn is_url_segment(text: &str) -> bool {
+    !text.is_empty()
+        && text.len() <= 128
+        && text
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        && text != "."
+        && text != ".."
+}
+
+/// `https://` anywhere; `http://` only to loopback, where there is no network to protect a token on.
+pub fn parse_base_url(text: &str) -> Result<reqwest::Url, String> {
+    let url = reqwest::Url::parse(text).map_err(|e| format!("`{text}` is not a URL: {e}"))?;
+    let loopback = match url.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(url::Host::Domain(name)) => name == "localhost",
+        None => false,
+    };
+    match url.scheme() {
+        "https" => Ok(url),
+        "http" if loopback => Ok(url),
+        "http" => Err("`http://` is only allowed for loopback addresses; use https".to_string()),
+        other => Err(format!("unsupported scheme `{other}`")),
+    }
+}
+
+struct Credentials<'a> {
+    key: &'a str,
+    refs: &'a BTreeMap<String, SecretRef>,
+    env: &'a HashMap<String, String>,
+    used: Vec<&'static str>,
+}
+
+impl Credentials<'_> {
+    fn take(&mut self, name: &'static str) -> Result<SecretString, ConfigError> {
+        self.used.push(name);
+        let key = format!("{}.credentials.{name}", self.key);
+        let Some(reference) = self.refs.get(name) else {
+            return Err(ConfigError::new(
+                key,
+                "required: { env = \"VAR\" } or { file = \"/path\" }",
+            ));
+        };
+        let value = match (&reference.env, &reference.file) {
+            (Some(var), None) => self.env.get(var).cloned().ok_or_else(|| {
+                ConfigError::new(&key, format!("environment variable `{var}` is not set"))
+            })?,
+            (None, Some(path)) => std::fs::read_to_string(path).map_err(|e| {
+                ConfigError::new(
+                    &key,
+                    format!("cannot read {}: {}", path.display(), e.kind()),
+                )
+            })?,
+            _ => return Err(ConfigError::new(key, "set exactly one of `env` or `file`")),
+        };
+        // Mounted secrets usually end with a newline that is not part of the credential.
+        let value = value.trim_end_matches(['\n', '\r']).to_string();
+        if value.is_empty() {
+            return Err(ConfigError::new(key, "the credential is empty"));
+        }
+        Ok(SecretString::from(value))
+    }
+
+    fn reject_unused(&self) -> Result<(), ConfigError> {
+        match self
+            .refs
+            .keys()
+            .find(|name| !self.used.contains(&name.as_str()))
+        {
+            Some(name) => Err(ConfigError::new(
+                format!("{}.credentials.{name}", self.key),
+                format!(
+                    "not a credential of this kind (expected: {})",
+                    self.used.join(", ")
+                ),
+            )),
+            None => Ok(()),
+        }
+    }
+}

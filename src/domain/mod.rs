@@ -1,0 +1,17 @@
+//! The exact cost model: money, periods, identifiers, records and queries. Pure: no IO, no async.
+
+mod decimal;
+mod ids;
+mod money;
+mod period;
+mod query;
+mod record;
+
+pub use decimal::{DecimalError, format_decimal, parse_decimal};
+pub use ids::{IdError, ProviderAccountId, ProviderKind};
+pub use money::{Currency, Money, MoneyError, NANOS_PER_UNIT};
+pub use period::{Period, PeriodError};
+pub use query::{CostFilter, CostQuery, Granularity, GroupBy};
+pub use record::{
+    ChargeCategory, CostRecord, DataQualityWarning, Named, Quantity, Resource, Text, UnitPrice,
+};

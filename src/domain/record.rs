@@ -1,0 +1,91 @@
+//! The normalized, FOCUS-aligned cost record every provider produces.
+
+use super::{Currency, Money, Period, ProviderAccountId, ProviderKind};
+use rust_decimal::Decimal;
+use std::{collections::BTreeMap, sync::Arc};
+
+/// Shared text: the same id appears in many records, so it is stored once.
+pub type Text = Arc<str>;
+
+/// An identifier with the upstream's display name, when it gives one.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Named {
+    pub id: Text,
+    pub name: Option<Text>,
+}
+
+/// FOCUS Resource: id, name and type.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Resource {
+    pub id: Text,
+    pub name: Option<Text>,
+    pub kind: Text,
+}
+
+/// An exact decimal amount of some unit, e.g. 24 "hours" or 19.1808 "ECU".
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Quantity {
+    pub value: Decimal,
+    pub unit: Text,
+}
+
+/// The price of one consumed unit, exact.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct UnitPrice {
+    pub amount: Decimal,
+    pub currency: Currency,
+}
+
+/// FOCUS ChargeCategory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ChargeCategory {
+    Usage,
+    Purchase,
+    Tax,
+    Credit,
+    Adjustment,
+}
+
+impl ChargeCategory {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            ChargeCategory::Usage => "usage",
+            ChargeCategory::Purchase => "purchase",
+            ChargeCategory::Tax => "tax",
+            ChargeCategory::Credit => "credit",
+            ChargeCategory::Adjustment => "adjustment",
+        }
+    }
+}
+
+/// One normalized cost record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CostRecord {
+    pub provider: ProviderKind,
+    pub provider_account: ProviderAccountId,
+    pub billing_account: Named,
+    pub sub_account: Option<Named>,
+    pub resource: Option<Resource>,
+    pub service_name: Text,
+    pub sku_id: Option<Text>,
+    pub charge_dimension: Option<Text>,
+    pub charge_category: ChargeCategory,
+    pub charge_period: Period,
+    /// Always USD.
+    pub billed_cost: Money,
+    /// The amount exactly as the upstream stated it, in its own unit.
+    pub original_amount: Quantity,
+    pub consumed_quantity: Option<Quantity>,
+    pub list_unit_price: Option<UnitPrice>,
+    pub invoice_id: Option<Text>,
+    /// FOCUS `x_` columns, e.g. `x_pricing_rule_id`.
+    pub extensions: BTreeMap<&'static str, Text>,
+}
+
+/// An upstream total that did not match its parts. The data is kept as sent; this says so.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DataQualityWarning {
+    /// Stable code, e.g. `TOTAL_MISMATCH`.
+    pub code: &'static str,
+    pub message: String,
+}

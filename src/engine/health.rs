@@ -1,0 +1,78 @@
+//! Recent upstream outcomes per provider account, for ListProviders.
+
+use crate::{domain::ProviderAccountId, providers::error::UpstreamError};
+use chrono::{DateTime, Utc};
+use std::{collections::HashMap, sync::Mutex};
+
+/// What ListProviders reports about an account.
+#[derive(Debug, Clone, Default)]
+pub struct HealthSnapshot {
+    pub last_success: Option<DateTime<Utc>>,
+    pub last_failure: Option<DateTime<Utc>>,
+    pub last_error: Option<UpstreamError>,
+    pub consecutive_failures: u32,
+    pub rate_limit_remaining: Option<i64>,
+}
+
+/// One entry per configured account; updated after every chunk.
+pub struct HealthBoard {
+    entries: HashMap<ProviderAccountId, Mutex<HealthSnapshot>>,
+}
+
+impl HealthBoard {
+    pub fn new(accounts: impl Iterator<Item = ProviderAccountId>) -> Self {
+        HealthBoard {
+            entries: accounts
+                .map(|id| (id, Mutex::new(HealthSnapshot::default())))
+                .collect(),
+        }
+    }
+
+    pub fn record_success(
+        &self,
+        account: &ProviderAccountId,
+        at: DateTime<Utc>,
+        rate_limit_remaining: Option<i64>,
+    ) {
+        self.update(account, |entry| {
+            entry.last_success = Some(at);
+            entry.consecutive_failures = 0;
+            if rate_limit_remaining.is_some() {
+                entry.rate_limit_remaining = rate_limit_remaining;
+            }
+        });
+    }
+
+    pub fn record_failure(
+        &self,
+        account: &ProviderAccountId,
+        at: DateTime<Utc>,
+        error: &UpstreamError,
+    ) {
+        self.update(account, |entry| {
+            entry.last_failure = Some(at);
+            entry.last_error = Some(error.clone());
+            entry.consecutive_failures = entry.consecutive_failures.saturating_add(1);
+        });
+    }
+
+    pub fn snapshot(&self, account: &ProviderAccountId) -> HealthSnapshot {
+        self.entries
+            .get(account)
+            .map(|entry| match entry.lock() {
+                Ok(guard) => guard.clone(),
+                Err(poisoned) => poisoned.into_inner().clone(),
+            })
+            .unwrap_or_default()
+    }
+
+    fn update(&self, account: &ProviderAccountId, change: impl FnOnce(&mut HealthSnapshot)) {
+        if let Some(entry) = self.entries.get(account) {
+            // A panic elsewhere while holding the lock leaves plain data; keep using it.
+            let mut guard = entry
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            change(&mut guard);
+        }
+    }
+}

@@ -1,0 +1,17 @@
+//! costd: what we spend on SaaS infrastructure, by provider, account, project, resource, service and
+//! day — one exact, FOCUS-aligned answer over gRPC.
+
+pub mod api;
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod deadline;
+pub mod demo;
+pub mod domain;
+pub mod engine;
+pub mod proto;
+pub mod providers;
+pub mod sandbox;
+pub mod telemetry;
+
+pub use app::{App, AppError};

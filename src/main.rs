@@ -1,0 +1,168 @@
+//! The costd binary: serve, run the demo, run the sandbox alone, or query a server.
+
+use clap::{Parser, Subcommand};
+use costd::{App, cli, config, demo, sandbox, telemetry};
+use std::{net::SocketAddr, process::ExitCode};
+
+/// Exit code for a bad configuration (EX_USAGE, sysexits.h).
+const EXIT_BAD_CONFIG: u8 = 64;
+
+#[derive(Parser)]
+#[command(
+    name = "costd",
+    version,
+    about = "What we spend on SaaS infrastructure, over gRPC"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the gRPC API with the configuration from COSTD_CONFIG (or --config) and COSTD_* variables.
+    Serve {
+        /// TOML configuration file (overrides COSTD_CONFIG).
+        #[arg(long)]
+        config: Option<std::path::PathBuf>,
+    },
+    /// Serve the API wired to the built-in sandbox upstreams on loopback.
+    Demo {
+        #[arg(long, default_value = "127.0.0.1:50051")]
+        listen: SocketAddr,
+    },
+    /// Run only the sandbox upstreams, printing their URL and credentials.
+    Sandbox {
+        #[arg(long, default_value = "127.0.0.1:8088")]
+        listen: SocketAddr,
+    },
+    /// Ask a costd server for costs.
+    Query(cli::QueryArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("costd: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async {
+        match cli.command {
+            Command::Serve { config } => serve(config).await,
+            Command::Demo { listen } => run_demo(listen).await,
+            Command::Sandbox { listen } => report(
+                sandbox::run_standalone(listen)
+                    .await
+                    .map_err(|e| e.to_string()),
+            ),
+            Command::Query(args) => report(cli::run_query(args).await),
+        }
+    })
+}
+
+async fn serve(config_path: Option<std::path::PathBuf>) -> ExitCode {
+    let mut env = config::process_env();
+    if let Some(path) = config_path {
+        env.insert(
+            config::ENV_CONFIG_FILE.to_string(),
+            path.display().to_string(),
+        );
+    }
+    let settings = match config::Settings::load(&env) {
+        Ok(settings) => settings,
+        Err(error) => {
+            eprintln!("costd: {error}");
+            return ExitCode::from(EXIT_BAD_CONFIG);
+        }
+    };
+    run(settings, None).await
+}
+
+async fn run_demo(listen: SocketAddr) -> ExitCode {
+    let upstreams = match sandbox::Sandbox::start(sandbox::SandboxOptions::default()) {
+        Ok(upstreams) => upstreams,
+        Err(e) => return report(Err(format!("cannot start the sandbox upstreams: {e}"))),
+    };
+    match demo::settings(&upstreams, listen) {
+        Ok(settings) => run(settings, Some(&upstreams)).await,
+        Err(e) => report(Err(e)),
+    }
+}
+
+async fn run(
+    settings: config::Settings,
+    demo_upstreams: Option<&sandbox::SandboxHandle>,
+) -> ExitCode {
+    let _telemetry = match telemetry::init(&settings.telemetry) {
+        Ok(guard) => guard,
+        Err(e) => return report(Err(e.to_string())),
+    };
+    let app = match App::build(settings).await {
+        Ok(app) => app,
+        Err(e) => return report(Err(e.to_string())),
+    };
+    if let Some(upstreams) = demo_upstreams {
+        print_demo_help(app.local_addr(), upstreams);
+    }
+    report(
+        app.run_until_stopped(stop_signal())
+            .await
+            .map_err(|e| e.to_string()),
+    )
+}
+
+fn print_demo_help(addr: SocketAddr, upstreams: &sandbox::SandboxHandle) {
+    let month = chrono::Utc::now().format("%Y-%m-01");
+    println!(
+        "costd demo: serving gRPC on {addr}, sandbox upstreams on {}",
+        upstreams.base_url()
+    );
+    println!(
+        "accounts: {}",
+        upstreams
+            .dataset()
+            .teams()
+            .iter()
+            .map(|t| t.id.replace('_', "-"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    println!("try, from another terminal:");
+    println!(
+        "  cargo run --release -- query --addr http://{addr} --from 2026-01-01 --to {month} --group-by billing_account,service"
+    );
+    println!(
+        "  cargo run --release -- query --addr http://{addr} --from 2026-10-01 --to 2026-10-08 --granularity daily --output csv"
+    );
+    println!("  grpcurl -plaintext {addr} list");
+    println!("stop with Ctrl-C");
+}
+
+/// Resolves on SIGTERM (Kubernetes) or SIGINT (Ctrl-C).
+async fn stop_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = terminate => {}
+    }
+}
+
+fn report(result: Result<(), String>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("costd: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}

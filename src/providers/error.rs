@@ -1,0 +1,130 @@
+//! What went wrong with an upstream, in terms every provider shares.
+
+use std::time::Duration;
+
+/// The class of an upstream failure; decides the gRPC code and whether a retry may help.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamErrorKind {
+    /// 401: costd's credentials were refused.
+    Unauthenticated,
+    /// 403: the credentials lack a permission.
+    PermissionDenied,
+    /// 404: the account, organization or resource does not exist upstream.
+    NotFound,
+    /// 400 and other 4xx: the upstream refused the request.
+    Rejected,
+    /// 429: rate limited.
+    RateLimited,
+    /// 5xx or a connection failure.
+    Unavailable,
+    /// No answer before the deadline.
+    Timeout,
+    /// An answer that does not parse as documented.
+    Malformed,
+    /// An answer larger than the configured cap.
+    TooLarge,
+}
+
+impl UpstreamErrorKind {
+    /// The `ErrorInfo.reason` for this kind.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            UpstreamErrorKind::Unauthenticated => "UPSTREAM_UNAUTHENTICATED",
+            UpstreamErrorKind::PermissionDenied => "UPSTREAM_PERMISSION_DENIED",
+            UpstreamErrorKind::NotFound => "UPSTREAM_NOT_FOUND",
+            UpstreamErrorKind::Rejected => "UPSTREAM_REJECTED",
+            UpstreamErrorKind::RateLimited => "UPSTREAM_RATE_LIMITED",
+            UpstreamErrorKind::Unavailable => "UPSTREAM_UNAVAILABLE",
+            UpstreamErrorKind::Timeout => "UPSTREAM_TIMEOUT",
+            UpstreamErrorKind::Malformed => "UPSTREAM_MALFORMED_RESPONSE",
+            UpstreamErrorKind::TooLarge => "UPSTREAM_RESPONSE_TOO_LARGE",
+        }
+    }
+
+    /// The kind an HTTP error status means.
+    pub fn from_http_status(status: u16) -> Self {
+        match status {
+            401 => UpstreamErrorKind::Unauthenticated,
+            403 => UpstreamErrorKind::PermissionDenied,
+            404 => UpstreamErrorKind::NotFound,
+            429 => UpstreamErrorKind::RateLimited,
+            500..=599 => UpstreamErrorKind::Unavailable,
+            _ => UpstreamErrorKind::Rejected,
+        }
+    }
+}
+
+/// One upstream failure. `message` is the upstream's own words (shortened) or ours; it never holds a
+/// credential, because requests carry credentials only in headers and headers are never echoed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}: {message}", kind.reason())]
+pub struct UpstreamError {
+    pub kind: UpstreamErrorKind,
+    /// The HTTP status the upstream answered, when it answered.
+    pub http_status: Option<u16>,
+    /// The upstream's own error code, e.g. `VALIDATION_ERROR` or `organization.not_found`.
+    pub upstream_code: Option<String>,
+    pub message: String,
+    /// When the upstream said when to come back.
+    pub retry_after: Option<Duration>,
+    /// The upstream's own word on whether a retry may help, when its error body says.
+    pub upstream_retryable: Option<bool>,
+}
+
+/// Upstream messages are kept short: they end up in responses and logs.
+const MAX_MESSAGE_CHARS: usize = 300;
+
+impl UpstreamError {
+    pub fn new(kind: UpstreamErrorKind, message: impl Into<String>) -> Self {
+        let message: String = message.into();
+        UpstreamError {
+            kind,
+            http_status: None,
+            upstream_code: None,
+            message: message.chars().take(MAX_MESSAGE_CHARS).collect(),
+            retry_after: None,
+            upstream_retryable: None,
+        }
+    }
+
+    /// An error answer of the upstream, classified by its HTTP status.
+    pub fn from_http(
+        status: u16,
+        upstream_code: Option<String>,
+        message: impl Into<String>,
+        retry_after: Option<Duration>,
+    ) -> Self {
+        UpstreamError {
+            http_status: Some(status),
+            upstream_code,
+            retry_after,
+            ..UpstreamError::new(UpstreamErrorKind::from_http_status(status), message)
+        }
+    }
+
+    /// A 2xx answer whose body is not what the document says.
+    pub fn malformed(status: u16, what: impl std::fmt::Display) -> Self {
+        UpstreamError {
+            http_status: Some(status),
+            ..UpstreamError::new(
+                UpstreamErrorKind::Malformed,
+                format!("unexpected response body: {what}"),
+            )
+        }
+    }
+
+    /// Whether asking again later may succeed: the upstream's word when it gave one, else the kind's.
+    pub fn is_retryable(&self) -> bool {
+        self.upstream_retryable
+            .unwrap_or_else(|| self.kind_is_retryable())
+    }
+
+    fn kind_is_retryable(&self) -> bool {
+        matches!(
+            self.kind,
+            UpstreamErrorKind::RateLimited
+                | UpstreamErrorKind::Unavailable
+                | UpstreamErrorKind::Timeout
+        )
+    }
+}

@@ -1,0 +1,9 @@
+//! The team billing API (`GET /teams/{teamId}/billing/cost`): exact costs in nanodollars.
+
+mod client;
+mod normalize;
+mod wire;
+
+pub use client::TeamBillingClient;
+pub use normalize::{Normalized, normalize};
+pub use wire::CostResponse;

@@ -1,0 +1,155 @@
+//! Logs and traces: one subscriber builder, one guard that flushes the exporter on shutdown, and the W3C
+//! trace-context glue for incoming gRPC metadata and outgoing upstream requests.
+
+use crate::config::{LogFormat, TelemetryConfig};
+use opentelemetry::{
+    Context,
+    propagation::{Extractor, Injector, TextMapPropagator},
+    trace::TracerProvider as _,
+};
+use opentelemetry_otlp::WithExportConfig;
+use opentelemetry_sdk::{Resource, propagation::TraceContextPropagator, trace::SdkTracerProvider};
+use tracing::Subscriber;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+use tracing_subscriber::{
+    EnvFilter, Layer, fmt::MakeWriter, layer::SubscriberExt, registry::LookupSpan,
+};
+
+/// Why telemetry could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum TelemetryError {
+    #[error("OTLP exporter: {0}")]
+    Exporter(String),
+    #[error("a global subscriber is already set")]
+    AlreadySet,
+}
+
+/// Flushes and stops the trace exporter when dropped.
+pub struct TelemetryGuard {
+    provider: Option<SdkTracerProvider>,
+}
+
+impl Drop for TelemetryGuard {
+    fn drop(&mut self) {
+        if let Some(provider) = self.provider.take() {
+            // Errors here only mean some spans were not exported; nothing is left to tell.
+            let _ = provider.shutdown();
+        }
+    }
+}
+
+/// Installs the process-wide subscriber: logs to stdout, and spans to OTLP when an endpoint is set.
+pub fn init(config: &TelemetryConfig) -> Result<TelemetryGuard, TelemetryError> {
+    let provider = match &config.otlp_endpoint {
+        Some(endpoint) => Some(otlp_provider(endpoint, &config.service_name)?),
+        None => None,
+    };
+    let subscriber = subscriber(config, std::io::stdout, provider.as_ref());
+    tracing::subscriber::set_global_default(subscriber).map_err(|_| TelemetryError::AlreadySet)?;
+    Ok(TelemetryGuard { provider })
+}
+
+/// The subscriber costd runs with, writing logs to `writer` and spans to `tracer_provider` if given.
+/// Tests build theirs here too, with a capture writer and an in-memory exporter.
+pub fn subscriber<W>(
+    config: &TelemetryConfig,
+    writer: W,
+    tracer_provider: Option<&SdkTracerProvider>,
+) -> impl Subscriber + Send + Sync + 'static
+where
+    W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
+{
+    let filter = EnvFilter::try_new(&config.log_level).unwrap_or_else(|_| EnvFilter::new("info"));
+    let otel = tracer_provider
+        .map(|provider| tracing_opentelemetry::layer().with_tracer(provider.tracer("costd")));
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(otel)
+        .with(log_layer(config.log_format, writer))
+}
+
+fn log_layer<S, W>(format: LogFormat, writer: W) -> Box<dyn Layer<S> + Send + Sync>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
+{
+    match format {
+        LogFormat::Json => tracing_subscriber::fmt::layer()
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .with_writer(writer)
+            .boxed(),
+        LogFormat::Text => tracing_subscriber::fmt::layer().with_writer(writer).boxed(),
+    }
+}
+
+fn otlp_provider(endpoint: &str, service_name: &str) -> Result<SdkTracerProvider, TelemetryError> {
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_tonic()
+        .with_endpoint(endpoint)
+        .build()
+        .map_err(|e| TelemetryError::Exporter(e.to_string()))?;
+    Ok(SdkTracerProvider::builder()
+        .with_batch_exporter(exporter)
+        .with_resource(
+            Resource::builder()
+                .with_service_name(service_name.to_string())
+                .build(),
+        )
+        .build())
+}
+
+/// Makes `span` a child of the W3C `traceparent` carried by incoming headers, when there is one.
+pub fn continue_remote_trace(span: &tracing::Span, headers: &http::HeaderMap) {
+    let parent = TraceContextPropagator::new().extract(&HeaderCarrier(HeaderRef::Read(headers)));
+    if opentelemetry::trace::TraceContextExt::has_active_span(&parent) {
+        // Fails only when the span is disabled, in which case there is nothing to link.
+        let _ = span.set_parent(parent);
+    }
+}
+
+/// Adds the `traceparent` of `span` to outgoing headers.
+pub fn inject_trace_context(span: &tracing::Span, headers: &mut http::HeaderMap) {
+    let context: Context = span.context();
+    TraceContextPropagator::new()
+        .inject_context(&context, &mut HeaderCarrier(HeaderRef::Write(headers)));
+}
+
+enum HeaderRef<'a> {
+    Read(&'a http::HeaderMap),
+    Write(&'a mut http::HeaderMap),
+}
+
+struct HeaderCarrier<'a>(HeaderRef<'a>);
+
+impl Extractor for HeaderCarrier<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        let headers: &http::HeaderMap = match &self.0 {
+            HeaderRef::Read(headers) => headers,
+            HeaderRef::Write(headers) => headers,
+        };
+        headers.get(key).and_then(|v| v.to_str().ok())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        match &self.0 {
+            HeaderRef::Read(headers) => headers.keys().map(|k| k.as_str()).collect(),
+            HeaderRef::Write(headers) => headers.keys().map(|k| k.as_str()).collect(),
+        }
+    }
+}
+
+impl Injector for HeaderCarrier<'_> {
+    fn set(&mut self, key: &str, value: String) {
+        if let HeaderRef::Write(headers) = &mut self.0 {
+            if let (Ok(name), Ok(value)) = (
+                http::HeaderName::from_bytes(key.as_bytes()),
+                http::HeaderValue::from_str(&value),
+            ) {
+                headers.insert(name, value);
+            }
+        }
+    }
+}
