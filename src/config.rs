@@ -292,20 +292,36 @@ pub fn parse_file(path: &Path) -> Result<FileConfig, ConfigError> {
             format!("cannot read {}: {e}", path.display()),
         )
     })?;
-    parse_toml(&text).map_err(|e| ConfigError::new(path.display().to_string(), e.message))
+    parse_toml(&text)
+        .map_err(|e| ConfigError::new(e.key, format!("{} (in {})", e.message, path.display())))
 }
 
-/// Parses TOML text into the file shape.
+/// Parses TOML text into the file shape. The error names the key (its dotted path) and the line.
 pub fn parse_toml(text: &str) -> Result<FileConfig, ConfigError> {
-    toml::from_str(text).map_err(|e| {
-        let line = e
+    let line_of = |error: &toml::de::Error| {
+        error
             .span()
-            .map(|span| text[..span.start.min(text.len())].lines().count().max(1));
-        let message = e.message().replace('\n', " ");
-        match line {
-            Some(line) => ConfigError::new(format!("line {line}"), message),
-            None => ConfigError::new("file", message),
-        }
+            .map(|span| text[..span.start.min(text.len())].lines().count().max(1))
+    };
+    let deserializer = toml::Deserializer::parse(text).map_err(|e| {
+        ConfigError::new(
+            format!("line {}", line_of(&e).unwrap_or(1)),
+            e.message().replace('\n', " "),
+        )
+    })?;
+    serde_path_to_error::deserialize(deserializer).map_err(|error| {
+        let path = error.path().to_string();
+        let inner = error.into_inner();
+        let message = inner.message().replace('\n', " ");
+        let place = line_of(&inner)
+            .map(|line| format!(" (line {line})"))
+            .unwrap_or_default();
+        let key = if path == "." {
+            "file".to_string()
+        } else {
+            path
+        };
+        ConfigError::new(format!("{key}{place}"), message)
     })
 }
 

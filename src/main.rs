@@ -141,19 +141,23 @@ fn print_demo_help(addr: SocketAddr, upstreams: &sandbox::SandboxHandle) {
     println!("stop with Ctrl-C");
 }
 
-/// Resolves on SIGTERM (Kubernetes) or SIGINT (Ctrl-C).
-async fn stop_signal() {
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
+/// Resolves on SIGTERM (Kubernetes) or SIGINT (Ctrl-C). The handlers are installed at once, before the
+/// server says it is serving, so a signal sent right after that line is never missed.
+fn stop_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
+    use tokio::signal::unix::{SignalKind, signal};
+    let terminate = signal(SignalKind::terminate());
+    let interrupt = signal(SignalKind::interrupt());
+    async move {
+        match (terminate, interrupt) {
+            (Ok(mut terminate), Ok(mut interrupt)) => {
+                tokio::select! {
+                    _ = terminate.recv() => {}
+                    _ = interrupt.recv() => {}
+                }
             }
-            Err(_) => std::future::pending::<()>().await,
+            // Without signal handlers the process still stops on a signal, just without draining.
+            _ => std::future::pending::<()>().await,
         }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        () = terminate => {}
     }
 }
 

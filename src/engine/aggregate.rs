@@ -4,6 +4,7 @@ use crate::domain::{
     CostQuery, CostRecord, Currency, Granularity, GroupBy, Money, MoneyError, Period,
     ProviderAccountId, Quantity, Text,
 };
+use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use std::collections::{BTreeMap, HashMap};
 
@@ -45,12 +46,6 @@ pub struct AccountTotal {
     pub record_count: u64,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-struct RowKey {
-    bucket_start: i64,
-    ids: Vec<Option<Text>>,
-}
-
 enum QuantitySum {
     Same(Quantity),
     Missing,
@@ -70,7 +65,11 @@ pub fn aggregate<'a>(
     records: impl IntoIterator<Item = &'a CostRecord>,
     query: &CostQuery,
 ) -> Result<Aggregation, MoneyError> {
-    let mut rows: HashMap<RowKey, RowAccumulator> = HashMap::new();
+    // Bucket start → group ids → row. A reused scratch key means a record that joins an existing row
+    // allocates nothing.
+    let mut rows: BTreeMap<DateTime<Utc>, HashMap<Vec<Option<Text>>, RowAccumulator>> =
+        BTreeMap::new();
+    let mut scratch: Vec<Option<Text>> = Vec::with_capacity(query.group_by.len());
     let mut unbucketed: BTreeMap<ProviderAccountId, u64> = BTreeMap::new();
     let mut by_account: BTreeMap<ProviderAccountId, (i128, u64)> = BTreeMap::new();
     let mut total_nanos: i128 = 0;
@@ -88,31 +87,32 @@ pub fn aggregate<'a>(
                 .or_default() += 1;
             continue;
         };
-        let key = RowKey {
-            bucket_start: bucket.start().timestamp_nanos_opt().unwrap_or(i64::MIN),
-            ids: query
-                .group_by
-                .iter()
-                .map(|g| key_of(record, *g).0)
-                .collect(),
+        scratch.clear();
+        scratch.extend(query.group_by.iter().map(|g| key_of(record, *g).0));
+        let bucket_rows = rows.entry(bucket.start()).or_default();
+        if !bucket_rows.contains_key(scratch.as_slice()) {
+            let row = RowAccumulator {
+                period: bucket,
+                names: query
+                    .group_by
+                    .iter()
+                    .map(|g| key_of(record, *g).1)
+                    .collect(),
+                billed_nanos: 0,
+                quantity: match &record.consumed_quantity {
+                    Some(q) => QuantitySum::Same(Quantity {
+                        value: Decimal::ZERO,
+                        unit: q.unit.clone(),
+                    }),
+                    None => QuantitySum::Missing,
+                },
+                record_count: 0,
+            };
+            bucket_rows.insert(scratch.clone(), row);
+        }
+        let Some(row) = bucket_rows.get_mut(scratch.as_slice()) else {
+            continue;
         };
-        let row = rows.entry(key).or_insert_with(|| RowAccumulator {
-            period: bucket,
-            names: query
-                .group_by
-                .iter()
-                .map(|g| key_of(record, *g).1)
-                .collect(),
-            billed_nanos: 0,
-            quantity: match &record.consumed_quantity {
-                Some(q) => QuantitySum::Same(Quantity {
-                    value: Decimal::ZERO,
-                    unit: q.unit.clone(),
-                }),
-                None => QuantitySum::Missing,
-            },
-            record_count: 0,
-        });
         row.billed_nanos = row
             .billed_nanos
             .checked_add(record.billed_cost.nanos())
@@ -146,15 +146,19 @@ pub fn aggregate<'a>(
             .ok_or(MoneyError::Overflow)?;
         record_count += 1;
     }
-    let mut keyed: Vec<(RowKey, RowAccumulator)> = rows.into_iter().collect();
-    keyed.sort_by(|a, b| a.0.cmp(&b.0));
-    let rows = keyed
-        .into_iter()
-        .map(|(key, acc)| Row {
+    let rows = rows
+        .into_values()
+        .flat_map(|bucket_rows| {
+            let mut keyed: Vec<(Vec<Option<Text>>, RowAccumulator)> =
+                bucket_rows.into_iter().collect();
+            keyed.sort_by(|a, b| a.0.cmp(&b.0));
+            keyed
+        })
+        .map(|(ids, acc)| Row {
             group_values: query
                 .group_by
                 .iter()
-                .zip(key.ids)
+                .zip(ids)
                 .zip(acc.names)
                 .map(|((group_by, id), display_name)| GroupValue {
                     group_by: *group_by,

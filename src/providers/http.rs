@@ -167,7 +167,10 @@ impl UpstreamHttp {
         };
         match &result {
             Ok(response) => {
-                span.record("http.response.status_code", response.status.as_u16());
+                span.record(
+                    "http.response.status_code",
+                    i64::from(response.status.as_u16()),
+                );
                 if response.status.is_client_error() || response.status.is_server_error() {
                     span.record("error.type", response.status.as_str());
                     span.record("otel.status_code", "ERROR");
@@ -177,7 +180,7 @@ impl UpstreamHttp {
                 span.record("error.type", error.kind.reason());
                 span.record("otel.status_code", "ERROR");
                 if let Some(status) = error.http_status {
-                    span.record("http.response.status_code", status);
+                    span.record("http.response.status_code", i64::from(status));
                 }
             }
         }
@@ -224,6 +227,7 @@ impl UpstreamHttp {
 }
 
 /// One span per request sent, named and attributed after the OpenTelemetry HTTP client conventions.
+/// Integers are recorded as `i64`: tracing-opentelemetry exports unsigned values as text.
 fn attempt_span(request: &UpstreamRequest<'_>, attempt: u32) -> tracing::Span {
     let span = tracing::info_span!(
         "upstream request",
@@ -233,13 +237,13 @@ fn attempt_span(request: &UpstreamRequest<'_>, attempt: u32) -> tracing::Span {
         http.request.method = %request.method,
         url.template = request.url_template,
         server.address = request.url.host_str().unwrap_or_default(),
-        server.port = request.url.port_or_known_default().unwrap_or_default(),
-        http.request.resend_count = attempt - 1,
+        server.port = i64::from(request.url.port_or_known_default().unwrap_or_default()),
+        http.request.resend_count = i64::from(attempt - 1),
         http.response.status_code = Empty,
         error.type = Empty,
         costd.provider = request.provider.as_str(),
         costd.account = request.account.as_str(),
-        costd.attempt = attempt,
+        costd.attempt = i64::from(attempt),
     );
     span
 }

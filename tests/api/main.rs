@@ -1,1 +1,11 @@
-//! Integration tests through the real server.
+//! Integration tests through the real server: each test spawns costd on 127.0.0.1:0 with its own
+//! sandbox upstreams and calls it with the generated tonic client.
+
+mod binary;
+mod failures;
+mod get_costs;
+mod helpers;
+mod retries;
+mod server;
+mod telemetry;
+mod validation;

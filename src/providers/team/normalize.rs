@@ -10,7 +10,7 @@ use crate::{
 };
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 /// Records and the checks that failed.
 #[derive(Debug)]
@@ -53,27 +53,27 @@ pub fn normalize(
         name: Some(account.display_name.clone()),
     };
     let pricing_sheet = Text::from(body.pricing_sheet_id.as_str());
+    let mut texts = Interner::default();
+    let nanodollar = Text::from("nanodollar");
     let mut records = Vec::new();
     let mut operations_sum: i128 = 0;
     for operation in &body.operation_costs {
         let service = Text::from(operation.operation_type.as_str());
         let mut dimensions_sum: i128 = 0;
         for dimension in &operation.dimensions {
-            let field = |name: &str| {
-                format!(
-                    "operationCosts[{}].dimensions[{}].{name}",
-                    operation.operation_type, dimension.dimension
-                )
+            // Field names are only spelled out when something is wrong with the field.
+            let field = |name: &'static str| {
+                move || {
+                    format!(
+                        "operationCosts[{}].dimensions[{}].{name}",
+                        operation.operation_type, dimension.dimension
+                    )
+                }
             };
-            let nanos = whole_nanos(&field("costNanodollars"), dimension.cost_nanodollars.0)?;
-            check_usd(
-                &mut warnings,
-                &field("costUsd"),
-                dimension.cost_usd.0,
-                nanos,
-            );
+            let nanos = whole_nanos(field("costNanodollars"), dimension.cost_nanodollars.0)?;
+            check_usd(&mut warnings, field("costUsd"), dimension.cost_usd.0, nanos);
             dimensions_sum = dimensions_sum.checked_add(nanos).ok_or("cost overflow")?;
-            let charge_dimension = Text::from(dimension.dimension.as_str());
+            let charge_dimension = texts.get(&dimension.dimension);
             records.push(CostRecord {
                 provider: account.kind,
                 provider_account: account.id.clone(),
@@ -88,7 +88,7 @@ pub fn normalize(
                 billed_cost: Money::from_nanos(Currency::USD, nanos),
                 original_amount: Quantity {
                     value: dimension.cost_nanodollars.0,
-                    unit: Text::from("nanodollar"),
+                    unit: nanodollar.clone(),
                 },
                 consumed_quantity: Some(Quantity {
                     value: dimension.units.0,
@@ -96,7 +96,7 @@ pub fn normalize(
                 }),
                 list_unit_price: Some(UnitPrice {
                     amount: nanos_to_units(
-                        &field("unitPriceNanodollars"),
+                        field("unitPriceNanodollars"),
                         dimension.unit_price_nanodollars.0,
                     )?,
                     currency: Currency::USD,
@@ -104,23 +104,20 @@ pub fn normalize(
                 invoice_id: None,
                 extensions: BTreeMap::from([
                     ("x_pricing_sheet_id", pricing_sheet.clone()),
-                    (
-                        "x_pricing_rule_id",
-                        Text::from(dimension.pricing_rule_id.as_str()),
-                    ),
+                    ("x_pricing_rule_id", texts.get(&dimension.pricing_rule_id)),
                 ]),
             });
         }
+        let operation_field = |name: &'static str| {
+            move || format!("operationCosts[{}].{name}", operation.operation_type)
+        };
         let stated = whole_nanos(
-            &format!(
-                "operationCosts[{}].totalCostNanodollars",
-                operation.operation_type
-            ),
+            operation_field("totalCostNanodollars"),
             operation.total_cost_nanodollars.0,
         )?;
         check_usd(
             &mut warnings,
-            &format!("operationCosts[{}].totalCostUsd", operation.operation_type),
+            operation_field("totalCostUsd"),
             operation.total_cost_usd.0,
             stated,
         );
@@ -135,19 +132,21 @@ pub fn normalize(
         }
         operations_sum = operations_sum.checked_add(stated).ok_or("cost overflow")?;
     }
-    let stated_total = whole_nanos("totalCostNanodollars", body.total_cost_nanodollars.0)?;
+    let top_field = |name: &'static str| move || name.to_string();
+    let stated_total = whole_nanos(
+        top_field("totalCostNanodollars"),
+        body.total_cost_nanodollars.0,
+    )?;
     check_usd(
         &mut warnings,
-        "totalCostUsd",
+        top_field("totalCostUsd"),
         body.total_cost_usd.0,
         stated_total,
     );
     if stated_total != operations_sum {
         warnings.push(DataQualityWarning {
             code: "TOTAL_MISMATCH",
-            message: format!(
-                "operation totals sum to {operations_sum} nanodollars, the grand total says {stated_total}"
-            ),
+            message: format!("operation totals sum to {operations_sum} nanodollars, the grand total says {stated_total}"),
         });
     }
     Ok(Normalized { records, warnings })
@@ -164,27 +163,48 @@ fn parse_time(field: &str, text: &str) -> Result<DateTime<Utc>, String> {
         })
 }
 
+/// One shared `Text` per distinct string of a body: dimension and rule names repeat across records.
+#[derive(Default)]
+struct Interner(HashMap<String, Text>);
+
+impl Interner {
+    fn get(&mut self, text: &str) -> Text {
+        if let Some(shared) = self.0.get(text) {
+            return shared.clone();
+        }
+        let shared = Text::from(text);
+        self.0.insert(text.to_string(), shared.clone());
+        shared
+    }
+}
+
 /// Nanodollar fields are whole numbers by contract; a fraction is not silently dropped.
-fn whole_nanos(field: &str, value: Decimal) -> Result<i128, String> {
+fn whole_nanos(field: impl Fn() -> String, value: Decimal) -> Result<i128, String> {
     if !value.fract().is_zero() {
         return Err(format!(
-            "{field}: {value} is not a whole number of nanodollars"
+            "{}: {value} is not a whole number of nanodollars",
+            field()
         ));
     }
-    i128::try_from(value.trunc()).map_err(|_| format!("{field}: {value} is out of range"))
+    i128::try_from(value.trunc()).map_err(|_| format!("{}: {value} is out of range", field()))
 }
 
 /// Nanodollars as exact dollars.
-fn nanos_to_units(field: &str, nanos: Decimal) -> Result<Decimal, String> {
+fn nanos_to_units(field: impl Fn() -> String, nanos: Decimal) -> Result<Decimal, String> {
     let mut units = nanos;
     units
         .set_scale(nanos.scale() + 9)
-        .map_err(|_| format!("{field}: {nanos} has too many decimal places"))?;
+        .map_err(|_| format!("{}: {nanos} has too many decimal places", field()))?;
     Ok(units.normalize())
 }
 
 /// The USD fields are float renderings of the nanodollar ones; they must agree to float precision.
-fn check_usd(warnings: &mut Vec<DataQualityWarning>, field: &str, usd: Decimal, nanos: i128) {
+fn check_usd(
+    warnings: &mut Vec<DataQualityWarning>,
+    field: impl Fn() -> String,
+    usd: Decimal,
+    nanos: i128,
+) {
     let Some(usd_in_nanos) = usd.checked_mul(Decimal::from(1_000_000_000)) else {
         return;
     };
@@ -197,9 +217,145 @@ fn check_usd(warnings: &mut Vec<DataQualityWarning>, field: &str, usd: Decimal, 
         warnings.push(DataQualityWarning {
             code: "USD_MISMATCH",
             message: format!(
-                "{field} is {} USD but the nanodollar amount is {nanos}",
+                "{} is {} USD but the nanodollar amount is {nanos}",
+                field(),
                 format_decimal(usd)
             ),
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{ProviderAccountId, ProviderKind};
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    fn account() -> AccountRef {
+        AccountRef {
+            id: ProviderAccountId::parse("team-a").unwrap(),
+            kind: ProviderKind::TeamBilling,
+            display_name: Text::from("Team A"),
+        }
+    }
+
+    fn january() -> Period {
+        Period::new(
+            DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z")
+                .unwrap()
+                .with_timezone(&Utc),
+            DateTime::parse_from_rfc3339("2026-02-01T00:00:00Z")
+                .unwrap()
+                .with_timezone(&Utc),
+        )
+        .unwrap()
+    }
+
+    /// A body as the document describes it, with `skew` added to the first operation's stated total.
+    fn body(operations: &[Vec<i64>], skew: i64) -> Vec<u8> {
+        let operation_costs: Vec<serde_json::Value> = operations
+            .iter()
+            .enumerate()
+            .map(|(i, dims)| {
+                let stated: i64 = dims.iter().sum::<i64>() + if i == 0 { skew } else { 0 };
+                json!({
+                    "operationType": format!("op{i}"),
+                    "dimensions": dims.iter().enumerate().map(|(d, cost)| json!({
+                        "dimension": format!("dim{d}"),
+                        "units": 3,
+                        "unitPriceNanodollars": 7,
+                        "costNanodollars": cost,
+                        "costUsd": *cost as f64 / 1e9,
+                        "pricingRuleId": format!("rule{d}"),
+                    })).collect::<Vec<_>>(),
+                    "totalCostNanodollars": stated,
+                    "totalCostUsd": stated as f64 / 1e9,
+                })
+            })
+            .collect();
+        let grand: i64 = operations.iter().flatten().sum::<i64>() + skew;
+        serde_json::to_vec(&json!({
+            "teamId": "t1", "pricingSheetId": "ps", "startDate": "2026-01-01T00:00:00Z",
+            "endDate": "2026-02-01T00:00:00.000Z", "operationCosts": operation_costs,
+            "totalCostNanodollars": grand, "totalCostUsd": grand as f64 / 1e9,
+            "usageRecordCount": 12, "calculatedAt": "2026-02-01T00:00:05Z",
+        }))
+        .unwrap()
+    }
+
+    fn parse(bytes: &[u8]) -> CostResponse {
+        serde_json::from_slice(bytes).unwrap()
+    }
+
+    #[test]
+    fn each_dimension_becomes_one_exact_record() {
+        let normalized = normalize(
+            &account(),
+            "t1",
+            january(),
+            &parse(&body(&[vec![1_500_000_001, 2]], 0)),
+        )
+        .unwrap();
+        assert!(normalized.warnings.is_empty(), "{:?}", normalized.warnings);
+        let first = &normalized.records[0];
+        assert_eq!(first.billed_cost.nanos(), 1_500_000_001);
+        assert_eq!(first.original_amount.unit.as_ref(), "nanodollar");
+        assert_eq!(first.service_name.as_ref(), "op0");
+        assert_eq!(first.charge_dimension.as_deref(), Some("dim0"));
+        assert_eq!(
+            first.consumed_quantity.as_ref().unwrap().value,
+            Decimal::from(3)
+        );
+        assert_eq!(
+            first.list_unit_price.as_ref().unwrap().amount,
+            Decimal::new(7, 9)
+        );
+        assert_eq!(first.extensions["x_pricing_rule_id"].as_ref(), "rule0");
+        assert_eq!(first.billing_account.name.as_deref(), Some("Team A"));
+        assert_eq!(first.charge_period, january());
+    }
+
+    #[test]
+    fn a_fractional_nanodollar_is_refused_not_rounded() {
+        let text = String::from_utf8(body(&[vec![5]], 0))
+            .unwrap()
+            .replace("\"costNanodollars\":5", "\"costNanodollars\":5.5");
+        let problem = normalize(&account(), "t1", january(), &parse(text.as_bytes())).unwrap_err();
+        assert!(problem.contains("not a whole number"), "{problem}");
+    }
+
+    #[test]
+    fn a_different_period_or_team_in_the_answer_is_a_warning() {
+        let text = String::from_utf8(body(&[vec![5]], 0))
+            .unwrap()
+            .replace("\"teamId\":\"t1\"", "\"teamId\":\"t2\"");
+        let normalized = normalize(&account(), "t1", january(), &parse(text.as_bytes())).unwrap();
+        assert_eq!(
+            normalized
+                .warnings
+                .iter()
+                .map(|w| w.code)
+                .collect::<Vec<_>>(),
+            ["ACCOUNT_MISMATCH"]
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn normalization_never_loses_or_invents_a_nano(
+            operations in proptest::collection::vec(proptest::collection::vec(0i64..4_000_000_000_000, 0..5), 0..6),
+            skew in prop_oneof![Just(0i64), -1000i64..1000],
+        ) {
+            let normalized = normalize(&account(), "t1", january(), &parse(&body(&operations, skew))).unwrap();
+            let sent: i128 = operations.iter().flatten().map(|c| i128::from(*c)).sum();
+            let kept: i128 = normalized.records.iter().map(|r| r.billed_cost.nanos()).sum();
+            prop_assert_eq!(kept, sent);
+            prop_assert_eq!(normalized.records.len(), operations.iter().map(Vec::len).sum::<usize>());
+            let mismatches = normalized.warnings.iter().filter(|w| w.code == "TOTAL_MISMATCH").count();
+            // The skew sits in the first operation's total, or in the grand total when there is none.
+            prop_assert_eq!(mismatches, usize::from(skew != 0));
+            prop_assert!(normalized.warnings.iter().all(|w| w.code == "TOTAL_MISMATCH"), "{:?}", normalized.warnings);
+        }
     }
 }

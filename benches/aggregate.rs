@@ -1,0 +1,157 @@
+//! Normalize + aggregate a synthetic 1M-record set grouped by three dimensions, against a bare summing
+//! loop over the same records. Criterion measures each; then an interleaved A/B run (median of rounds)
+//! prints the ratio and records/s on one core, the figures quoted in closing notes.
+
+use costd::{
+    domain::{
+        CostFilter, CostQuery, CostRecord, Granularity, GroupBy, Period, ProviderAccountId,
+        ProviderKind, Text,
+    },
+    engine::aggregate::aggregate,
+    providers::{AccountRef, team},
+};
+use criterion::{BenchmarkId, Criterion, Throughput};
+use serde_json::json;
+use std::{hint::black_box, time::Instant};
+
+const TEAMS: usize = 10;
+const DAYS: usize = 100;
+const OPERATIONS: usize = 50;
+const DIMENSIONS: usize = 20;
+const RECORDS: usize = TEAMS * DAYS * OPERATIONS * DIMENSIONS;
+
+struct Body {
+    account: AccountRef,
+    team_id: String,
+    period: Period,
+    response: team::CostResponse,
+}
+
+fn day(index: usize) -> Period {
+    let start =
+        chrono::DateTime::from_timestamp(1_767_225_600 + 86_400 * index as i64, 0).expect("valid");
+    Period::new(start, start + chrono::Duration::days(1)).expect("non-empty")
+}
+
+/// One upstream answer per team and day, each with every operation × dimension.
+fn bodies() -> Vec<Body> {
+    let mut bodies = Vec::with_capacity(TEAMS * DAYS);
+    for t in 0..TEAMS {
+        for d in 0..DAYS {
+            let period = day(d);
+            let mut grand = 0i64;
+            let operations: Vec<_> = (0..OPERATIONS)
+                .map(|o| {
+                    let costs: Vec<i64> = (0..DIMENSIONS).map(|x| ((t * 7 + d * 13 + o * 31 + x * 17) % 100_000) as i64 * 1_001).collect();
+                    let total: i64 = costs.iter().sum();
+                    grand += total;
+                    json!({
+                        "operationType": format!("operation_{o}"),
+                        "dimensions": costs.iter().enumerate().map(|(x, cost)| json!({
+                            "dimension": format!("dimension_{x}"), "units": 1001, "unitPriceNanodollars": cost / 1001,
+                            "costNanodollars": cost, "costUsd": *cost as f64 / 1e9, "pricingRuleId": "rule",
+                        })).collect::<Vec<_>>(),
+                        "totalCostNanodollars": total, "totalCostUsd": total as f64 / 1e9,
+                    })
+                })
+                .collect();
+            let text = serde_json::to_vec(&json!({
+                "teamId": format!("team_{t}"), "pricingSheetId": "ps",
+                "startDate": period.start().to_rfc3339(), "endDate": period.end().to_rfc3339(),
+                "operationCosts": operations, "totalCostNanodollars": grand, "totalCostUsd": grand as f64 / 1e9,
+                "usageRecordCount": 1, "calculatedAt": "2026-01-01T00:00:00Z",
+            }))
+            .expect("serialises");
+            bodies.push(Body {
+                account: AccountRef {
+                    id: ProviderAccountId::parse(&format!("team-{t}")).expect("valid"),
+                    kind: ProviderKind::TeamBilling,
+                    display_name: Text::from(format!("Team {t}")),
+                },
+                team_id: format!("team_{t}"),
+                period,
+                response: serde_json::from_slice(&text).expect("parses"),
+            });
+        }
+    }
+    bodies
+}
+
+fn query() -> CostQuery {
+    CostQuery {
+        period: Period::new(day(0).start(), day(DAYS).start()).expect("non-empty"),
+        filter: CostFilter::default(),
+        group_by: vec![
+            GroupBy::BillingAccount,
+            GroupBy::Service,
+            GroupBy::ChargeDimension,
+        ],
+        granularity: Granularity::None,
+        max_staleness: None,
+    }
+}
+
+fn normalize_and_aggregate(bodies: &[Body], query: &CostQuery) -> usize {
+    let mut records = Vec::with_capacity(RECORDS);
+    for body in bodies {
+        let normalized = team::normalize(&body.account, &body.team_id, body.period, &body.response)
+            .expect("normalizes");
+        records.extend(normalized.records);
+    }
+    aggregate(&records, query).expect("sums").rows.len()
+}
+
+fn bare_sum(records: &[CostRecord]) -> i128 {
+    records.iter().map(|r| r.billed_cost.nanos()).sum()
+}
+
+fn median(mut samples: Vec<f64>) -> f64 {
+    samples.sort_by(f64::total_cmp);
+    samples[samples.len() / 2]
+}
+
+fn main() {
+    let bodies = bodies();
+    let query = query();
+    let records: Vec<CostRecord> = bodies
+        .iter()
+        .flat_map(|b| {
+            team::normalize(&b.account, &b.team_id, b.period, &b.response)
+                .expect("normalizes")
+                .records
+        })
+        .collect();
+    assert_eq!(records.len(), RECORDS);
+
+    let mut criterion = Criterion::default().sample_size(10).configure_from_args();
+    let mut group = criterion.benchmark_group("one_million_records");
+    group.throughput(Throughput::Elements(RECORDS as u64));
+    group.bench_function(
+        BenchmarkId::new("normalize_and_aggregate", "3 dimensions"),
+        |b| b.iter(|| normalize_and_aggregate(black_box(&bodies), &query)),
+    );
+    group.bench_function(BenchmarkId::new("bare_sum", "billed nanos"), |b| {
+        b.iter(|| bare_sum(black_box(&records)))
+    });
+    group.finish();
+    criterion.final_summary();
+
+    // Interleaved A/B rounds on this noisy machine: the ratio of medians is what we quote.
+    let rounds = 7;
+    let (mut full, mut bare) = (Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        let started = Instant::now();
+        black_box(normalize_and_aggregate(&bodies, &query));
+        full.push(started.elapsed().as_secs_f64());
+        let started = Instant::now();
+        black_box(bare_sum(&records));
+        bare.push(started.elapsed().as_secs_f64());
+    }
+    let (full, bare) = (median(full), median(bare));
+    println!(
+        "interleaved, median of {rounds}: normalize+aggregate {:.0} records/s on one core; bare sum {:.0} records/s; ratio {:.1}x",
+        RECORDS as f64 / full,
+        RECORDS as f64 / bare,
+        full / bare
+    );
+}

@@ -1,0 +1,213 @@
+//! The costd binary itself: configuration errors, signals, and the query command.
+
+use crate::helpers::*;
+use std::{io::Write, process::Stdio};
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+const COSTD: &str = env!("CARGO_BIN_EXE_costd");
+
+/// Runs `costd serve` on a config file in a clean environment (plus `env`).
+fn serve(config: &str, env: &[(&str, &str)]) -> (tempfile::NamedTempFile, tokio::process::Command) {
+    let mut file = tempfile::NamedTempFile::new().expect("temp file");
+    file.write_all(config.as_bytes()).expect("written");
+    let mut command = tokio::process::Command::new(COSTD);
+    command
+        .arg("serve")
+        .arg("--config")
+        .arg(file.path())
+        .env_clear()
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    (file, command)
+}
+
+async fn exits_64_naming(config: &str, env: &[(&str, &str)], key: &str) {
+    let (_file, mut command) = serve(config, env);
+    let output = within(command.output()).await.expect("runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(64), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "one clear line: {stderr}");
+    assert!(stderr.contains(key), "names `{key}`: {stderr}");
+}
+
+const TEAM_ACCOUNT: &str = r#"
+[[providers]]
+kind = "team_billing"
+id = "team-acme"
+base_url = "http://127.0.0.1:9"
+team_id = "team_acme"
+credentials = { token = { env = "COSTD_TEAM_ACME_TOKEN" } }
+"#;
+
+#[tokio::test]
+async fn a_bad_config_exits_64_with_one_line_naming_the_key() {
+    exits_64_naming("[server]\nlistn = \"0.0.0.0:1\"\n", &[], "listn").await;
+    exits_64_naming(
+        "[upstream]\nmax_attempts = \"three\"\n",
+        &[],
+        "max_attempts",
+    )
+    .await;
+    exits_64_naming(TEAM_ACCOUNT, &[], "providers[0].credentials.token").await;
+    exits_64_naming(
+        &TEAM_ACCOUNT.replace("http://127.0.0.1:9", "http://example.com"),
+        &[("COSTD_TEAM_ACME_TOKEN", "x")],
+        "providers[0].base_url",
+    )
+    .await;
+    exits_64_naming(
+        &TEAM_ACCOUNT.replace("team_billing", "aws"),
+        &[("COSTD_TEAM_ACME_TOKEN", "x")],
+        "providers[0].kind",
+    )
+    .await;
+    exits_64_naming("", &[("COSTD_LISTN", "0.0.0.0:1")], "COSTD_LISTN").await;
+}
+
+#[tokio::test]
+async fn a_credential_never_appears_in_a_config_error() {
+    let secret = "cat_tok_do_not_print_me";
+    let config = TEAM_ACCOUNT.replace("team_id = \"team_acme\"", "team_id = \"bad/id\"");
+    let (_file, mut command) = serve(&config, &[("COSTD_TEAM_ACME_TOKEN", secret)]);
+    let output = within(command.output()).await.expect("runs");
+    assert_eq!(output.status.code(), Some(64));
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(all.contains("providers[0].team_id"), "{all}");
+    assert!(!all.contains(secret));
+}
+
+#[tokio::test]
+async fn sigterm_stops_the_server_cleanly() {
+    let config = "[server]\nlisten = \"127.0.0.1:0\"\n";
+    let (_file, mut command) = serve(config, &[]);
+    let mut child = command.spawn().expect("starts");
+    let stdout = child.stdout.take().expect("piped");
+    let mut lines = BufReader::new(stdout).lines();
+    let serving = within(async {
+        while let Some(line) = lines.next_line().await.expect("readable") {
+            if line.contains("\"serving\"") {
+                return line;
+            }
+        }
+        panic!("the server ended before serving");
+    })
+    .await;
+    assert!(serving.contains("127.0.0.1:"), "{serving}");
+
+    let pid = child.id().expect("running").to_string();
+    let killed = tokio::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .await
+        .expect("kill runs");
+    assert!(killed.success());
+
+    let status = within(child.wait()).await.expect("exits");
+    assert!(status.success(), "{status:?}");
+    let mut rest = String::new();
+    while let Ok(Some(line)) = lines.next_line().await {
+        rest.push_str(&line);
+    }
+    assert!(rest.contains("stopping"), "{rest}");
+}
+
+#[tokio::test]
+async fn the_query_command_prints_exact_totals_as_table_json_and_csv() {
+    let app = spawn_app().await;
+    let expected = app.expected_nanos("team_acme", at("2026-01-01"), at("2026-01-04"));
+    let expected_text =
+        costd::domain::format_decimal(rust_decimal::Decimal::from_i128_with_scale(expected, 9));
+    let run = |format: &'static str| {
+        let addr = format!("http://{}", app.addr);
+        async move {
+            let output = tokio::process::Command::new(COSTD)
+                .args([
+                    "query",
+                    "--addr",
+                    &addr,
+                    "--from",
+                    "2026-01-01",
+                    "--to",
+                    "2026-01-04",
+                ])
+                .args([
+                    "--granularity",
+                    "daily",
+                    "--group-by",
+                    "service",
+                    "--account",
+                    "team-acme",
+                    "--output",
+                    format,
+                ])
+                .output()
+                .await
+                .expect("runs");
+            assert!(
+                output.status.success(),
+                "{}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+            String::from_utf8(output.stdout).expect("utf-8")
+        }
+    };
+
+    let table = within(run("table")).await;
+    let json = within(run("json")).await;
+    let csv = within(run("csv")).await;
+
+    assert!(
+        table.contains(&format!("total: {expected_text} USD")),
+        "{table}"
+    );
+    let parsed: serde_json::Value = serde_json::from_str(&json).expect("json");
+    assert_eq!(parsed["total_usd"], expected_text);
+    assert_eq!(parsed["complete"], true);
+    let services = app
+        .sandbox
+        .dataset()
+        .team("team_acme")
+        .expect("team")
+        .operations
+        .len();
+    assert_eq!(
+        csv.lines().count(),
+        1 + 3 * services,
+        "a header and one line per day and service:\n{csv}"
+    );
+    assert!(csv.starts_with("period_start,period_end,service,billed_cost_usd"));
+}
+
+#[tokio::test]
+async fn the_query_command_lists_every_violation_and_fails() {
+    let app = spawn_app().await;
+    let output = within(
+        tokio::process::Command::new(COSTD)
+            .args([
+                "query",
+                "--addr",
+                &format!("http://{}", app.addr),
+                "--from",
+                "2026-02-01",
+                "--to",
+                "2026-01-01",
+            ])
+            .args(["--account", "nobody"])
+            .output(),
+    )
+    .await
+    .expect("runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains("query.end_time") && stderr.contains("query.filter.provider_accounts[0]"),
+        "{stderr}"
+    );
+}
