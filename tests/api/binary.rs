@@ -4,10 +4,13 @@ use crate::helpers::*;
 use std::{io::Write, process::Stdio};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
-const COSTD: &str = env!("CARGO_BIN_EXE_costd");
+pub const COSTD: &str = env!("CARGO_BIN_EXE_costd");
 
 /// Runs `costd serve` on a config file in a clean environment (plus `env`).
-fn serve(config: &str, env: &[(&str, &str)]) -> (tempfile::NamedTempFile, tokio::process::Command) {
+pub fn serve(
+    config: &str,
+    env: &[(&str, &str)],
+) -> (tempfile::NamedTempFile, tokio::process::Command) {
     let mut file = tempfile::NamedTempFile::new().expect("temp file");
     file.write_all(config.as_bytes()).expect("written");
     let mut command = tokio::process::Command::new(COSTD);
@@ -83,23 +86,51 @@ async fn a_credential_never_appears_in_a_config_error() {
     assert!(!all.contains(secret));
 }
 
-#[tokio::test]
-async fn sigterm_stops_the_server_cleanly() {
-    let config = "[server]\nlisten = \"127.0.0.1:0\"\n";
-    let (_file, mut command) = serve(config, &[]);
-    let mut child = command.spawn().expect("starts");
+/// Reads the JSON log until the "serving" line; returns the bound address and the rest of stdout.
+pub async fn serving_addr(
+    child: &mut tokio::process::Child,
+) -> (
+    std::net::SocketAddr,
+    tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
+) {
     let stdout = child.stdout.take().expect("piped");
     let mut lines = BufReader::new(stdout).lines();
-    let serving = within(async {
+    let addr = within(async {
         while let Some(line) = lines.next_line().await.expect("readable") {
-            if line.contains("\"serving\"") {
-                return line;
+            let Ok(entry) = serde_json::from_str::<serde_json::Value>(&line) else {
+                continue;
+            };
+            if entry["message"] == "serving" {
+                return entry["addr"]
+                    .as_str()
+                    .expect("addr field")
+                    .parse()
+                    .expect("an address");
             }
         }
         panic!("the server ended before serving");
     })
     .await;
-    assert!(serving.contains("127.0.0.1:"), "{serving}");
+    (addr, lines)
+}
+
+/// Sends SIGTERM, as Kubernetes does.
+pub async fn terminate(child: &tokio::process::Child) {
+    let pid = child.id().expect("running").to_string();
+    let killed = tokio::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .await
+        .expect("kill runs");
+    assert!(killed.success());
+}
+
+#[tokio::test]
+async fn sigterm_stops_the_server_cleanly() {
+    let config = "[server]\nlisten = \"127.0.0.1:0\"\n";
+    let (_file, mut command) = serve(config, &[]);
+    let mut child = command.spawn().expect("starts");
+    let (_addr, mut lines) = serving_addr(&mut child).await;
 
     let pid = child.id().expect("running").to_string();
     let killed = tokio::process::Command::new("kill")

@@ -261,3 +261,21 @@ async fn totals_that_do_not_add_up_are_reported_and_not_corrected() {
         app.expected_nanos("team_acme", at("2026-01-01"), at("2026-02-01"))
     );
 }
+
+#[tokio::test]
+async fn an_answer_larger_than_the_cap_fails_that_account() {
+    let app = spawn_app_with(|s| s.upstream.max_response_bytes = 256).await;
+
+    let report = january(&app).await;
+
+    for account in ["team-acme", "team-borealis", "team-cobalt"] {
+        let (code, info, _) = error_info(result_of(&report, account));
+        assert_eq!(code, tonic::Code::ResourceExhausted);
+        assert_eq!(info.reason, "UPSTREAM_RESPONSE_TOO_LARGE");
+    }
+    assert_eq!(
+        app.sandbox.total_requests(),
+        3,
+        "a too-large answer is not retried"
+    );
+}

@@ -2,6 +2,7 @@
 //! sandbox upstreams and calls it with the generated tonic client.
 
 mod binary;
+mod end_to_end;
 mod failures;
 mod get_costs;
 mod helpers;

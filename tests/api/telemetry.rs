@@ -9,9 +9,11 @@ use opentelemetry::{
 };
 use secrecy::SecretString;
 
+const CALLER_SPAN_ID: u64 = 0x1234_5678_9abc_def0;
+
 fn traced_request(query: pb::CostQuery, trace_id: u128) -> tonic::Request<pb::GetCostsRequest> {
     let mut request = tonic::Request::new(pb::GetCostsRequest { query: Some(query) });
-    let traceparent = format!("00-{trace_id:032x}-{:016x}-01", 0x1234_5678_9abc_def0_u64);
+    let traceparent = format!("00-{trace_id:032x}-{CALLER_SPAN_ID:016x}-01");
     request
         .metadata_mut()
         .insert("traceparent", traceparent.parse().expect("ascii"));
@@ -95,6 +97,20 @@ async fn every_upstream_request_has_a_client_span_in_the_callers_trace() {
         statuses.push(attribute(span, "http.response.status_code"));
         resends.push(attribute(span, "http.request.resend_count"));
     }
+    let rpc = captured()
+        .spans()
+        .into_iter()
+        .find(|s| {
+            s.span_context.trace_id() == TraceId::from(trace_id) && s.span_kind == SpanKind::Server
+        })
+        .expect("the RPC's own span, ended before its answer was sent");
+    assert_eq!(rpc.name, "costd.v1.CostService/GetCosts");
+    assert_eq!(
+        rpc.parent_span_id,
+        opentelemetry::trace::SpanId::from(CALLER_SPAN_ID),
+        "it continues the caller's span"
+    );
+    assert_eq!(attribute(&rpc, "rpc.method"), Some(Value::from("GetCosts")));
     statuses.sort_by_key(|v| format!("{v:?}"));
     assert_eq!(
         statuses,
