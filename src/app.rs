@@ -30,6 +30,8 @@ pub enum AppError {
     Reflection(#[from] tonic_reflection::server::Error),
     #[error("server failed: {0}")]
     Serve(#[from] tonic::transport::Error),
+    #[error("server task ended abnormally: {0}")]
+    Task(#[from] tokio::task::JoinError),
 }
 
 /// A bound, not yet serving, costd.
@@ -133,14 +135,7 @@ async fn set_all(health: &HealthReporter, status: ServingStatus) {
 fn flatten(
     result: Result<Result<(), tonic::transport::Error>, tokio::task::JoinError>,
 ) -> Result<(), AppError> {
-    match result {
-        Ok(served) => served.map_err(AppError::from),
-        // The server task is never aborted before this point, and a panic in it is a bug worth a loud end.
-        Err(join) => Err(AppError::Bind {
-            addr: SocketAddr::from(([0, 0, 0, 0], 0)),
-            source: std::io::Error::other(join.to_string()),
-        }),
-    }
+    result?.map_err(AppError::from)
 }
 
 /// One span per RPC, continuing the caller's trace when it sent a `traceparent`.

@@ -18,14 +18,15 @@ impl Deadline {
         Deadline(Some(Instant::now() + timeout))
     }
 
-    /// The caller's `grpc-timeout` less `margin`, kept back to build and send the answer.
+    /// The caller's `grpc-timeout` less `margin`, kept back to build and send the answer. The margin
+    /// takes at most half of a short timeout, so upstreams always get some of the caller's time.
     pub fn from_grpc_metadata(metadata: &tonic::metadata::MetadataMap, margin: Duration) -> Self {
         match metadata
             .get("grpc-timeout")
             .and_then(|v| v.to_str().ok())
             .and_then(parse_grpc_timeout)
         {
-            Some(timeout) => Deadline::after(timeout.saturating_sub(margin)),
+            Some(timeout) => Deadline::after(timeout - margin.min(timeout / 2)),
             None => Deadline::NONE,
         }
     }
@@ -71,6 +72,21 @@ pub fn parse_grpc_timeout(text: &str) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn the_margin_never_takes_more_than_half_the_callers_time() {
+        let mut metadata = tonic::metadata::MetadataMap::new();
+        metadata.insert("grpc-timeout", "100m".parse().unwrap());
+        let short = Deadline::from_grpc_metadata(&metadata, Duration::from_millis(200));
+        assert_eq!(short.remaining(), Some(Duration::from_millis(50)));
+        metadata.insert("grpc-timeout", "10S".parse().unwrap());
+        let long = Deadline::from_grpc_metadata(&metadata, Duration::from_millis(200));
+        assert_eq!(long.remaining(), Some(Duration::from_millis(9_800)));
+        assert_eq!(
+            Deadline::from_grpc_metadata(&tonic::metadata::MetadataMap::new(), Duration::ZERO),
+            Deadline::NONE
+        );
+    }
 
     #[test]
     fn grpc_timeouts_parse_in_every_unit() {

@@ -1,4 +1,4 @@
-//! Exact decimals from their text: upstream JSON numbers never pass through `f64`.
+//! Exact decimals from their text: upstream JSON numbers never pass through a binary float.
 
 use rust_decimal::Decimal;
 

@@ -125,7 +125,9 @@ impl<S: Send + Sync> FromRequestParts<S> for Incoming {
 
 #[cfg(test)]
 mod tests {
-    use crate::sandbox::testkit::{JAN_2025, client, cost_url, get_cost, period, start, within};
+    use crate::sandbox::testkit::{
+        JAN_2025, client, cost_url, get_cost, period, start, token_of, within,
+    };
     use crate::sandbox::{Fault, Scope, UNROUTED};
 
     const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
@@ -133,12 +135,7 @@ mod tests {
     #[tokio::test]
     async fn records_scope_request_line_traceparent_and_auth_presence() {
         let sb = start();
-        let token = sb
-            .dataset()
-            .team("team_acme")
-            .expect("seeded")
-            .token
-            .clone();
+        let token = token_of(&sb, "team_acme");
         let query = period(JAN_2025);
         let traced = client()
             .get(cost_url(&sb, "team_acme", &query))

@@ -6,7 +6,9 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 use crate::sandbox::team_data::DimensionCost;
-use crate::sandbox::testkit::{JAN_2025, client, cost_url, get_cost, json, period, start, within};
+use crate::sandbox::testkit::{
+    JAN_2025, client, cost_url, get_cost, json, period, start, token_of, within,
+};
 use crate::sandbox::{Dataset, PricingSheet, SandboxHandle, UsageRecord};
 
 /// Per (operation, dimension): (units, cost), summed record by record from the dataset.
@@ -140,12 +142,7 @@ fn assert_error(body: &Value, code: &str) {
 #[tokio::test]
 async fn missing_or_unknown_token_is_401_in_the_auth_page_form() {
     let sb = start();
-    let token = sb
-        .dataset()
-        .team("team_acme")
-        .expect("seeded")
-        .token
-        .clone();
+    let token = token_of(&sb, "team_acme");
     let wrong = format!("Bearer {token}x");
     let basic = format!("Basic {token}");
     for auth in [
@@ -168,12 +165,7 @@ async fn missing_or_unknown_token_is_401_in_the_auth_page_form() {
 #[tokio::test]
 async fn another_teams_token_is_403_and_an_unknown_team_404() {
     let sb = start();
-    let token = sb
-        .dataset()
-        .team("team_borealis")
-        .expect("seeded")
-        .token
-        .clone();
+    let token = token_of(&sb, "team_borealis");
     let auth = format!("bearer {token}");
     let (status, body) = send(&sb, "team_acme", &period(JAN_2025), Some(&auth)).await;
     assert_eq!(status, 403);
@@ -231,12 +223,7 @@ async fn bad_dates_are_400_listing_each_bad_field() {
 #[tokio::test]
 async fn other_methods_are_405_in_the_error_shape() {
     let sb = start();
-    let token = sb
-        .dataset()
-        .team("team_acme")
-        .expect("seeded")
-        .token
-        .clone();
+    let token = token_of(&sb, "team_acme");
     let request = client()
         .post(cost_url(&sb, "team_acme", &period(JAN_2025)))
         .bearer_auth(token);

@@ -61,3 +61,8 @@ pub(crate) async fn json(response: reqwest::Response) -> Value {
     let bytes = response.bytes().await.expect("body reads");
     serde_json::from_slice(&bytes).expect("body is JSON")
 }
+
+/// The seeded API token of a team.
+pub fn token_of(sb: &SandboxHandle, team_id: &str) -> String {
+    sb.dataset().team(team_id).expect("seeded").token.clone()
+}

@@ -132,13 +132,7 @@ async fn sigterm_stops_the_server_cleanly() {
     let mut child = command.spawn().expect("starts");
     let (_addr, mut lines) = serving_addr(&mut child).await;
 
-    let pid = child.id().expect("running").to_string();
-    let killed = tokio::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .await
-        .expect("kill runs");
-    assert!(killed.success());
+    terminate(&child).await;
 
     let status = within(child.wait()).await.expect("exits");
     assert!(status.success(), "{status:?}");

@@ -5,29 +5,42 @@ use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
 };
 
-/// Lists the services through one reflection version's generated client.
-macro_rules! list_services {
-    ($version:ident, $channel:expr) => {{
+/// One request to one reflection version's generated client; the answer's `message_response`.
+macro_rules! reflect {
+    ($version:ident, $channel:expr, $ask:expr) => {{
         use tonic_reflection::pb::$version::{
             ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
-            server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
         };
         let mut client = ServerReflectionClient::new($channel);
         let request = ServerReflectionRequest {
             host: String::new(),
-            message_request: Some(MessageRequest::ListServices(String::new())),
+            message_request: Some($ask),
         };
         let mut responses = client
             .server_reflection_info(tokio_stream::iter([request]))
             .await
             .expect("reflection answers")
             .into_inner();
-        let response = responses
+        responses
             .message()
             .await
             .expect("a message")
-            .expect("not the end");
-        match response.message_response {
+            .expect("not the end")
+            .message_response
+    }};
+}
+
+/// Lists the services through one reflection version.
+macro_rules! list_services {
+    ($version:ident, $channel:expr) => {{
+        use tonic_reflection::pb::$version::{
+            server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
+        };
+        match reflect!(
+            $version,
+            $channel,
+            MessageRequest::ListServices(String::new())
+        ) {
             Some(MessageResponse::ListServicesResponse(list)) => list
                 .service
                 .into_iter()
@@ -76,35 +89,14 @@ async fn reflection_v1_and_v1alpha_list_both_services() {
     }
 }
 
-/// Asks reflection v1 for the files answering one request, by their names.
+/// Asks reflection v1 for the files answering one request.
 async fn reflected_files(
     channel: tonic::transport::Channel,
     ask: tonic_reflection::pb::v1::server_reflection_request::MessageRequest,
 ) -> Vec<prost_types::FileDescriptorProto> {
-    use tonic_reflection::pb::v1::{
-        ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
-        server_reflection_response::MessageResponse,
-    };
-    let mut client = ServerReflectionClient::new(channel);
-    let request = ServerReflectionRequest {
-        host: String::new(),
-        message_request: Some(ask),
-    };
-    let mut responses = client
-        .server_reflection_info(tokio_stream::iter([request]))
-        .await
-        .expect("answers")
-        .into_inner();
-    let response = responses
-        .message()
-        .await
-        .expect("a message")
-        .expect("not the end");
-    let Some(MessageResponse::FileDescriptorResponse(files)) = response.message_response else {
-        panic!(
-            "expected file descriptors, got {:?}",
-            response.message_response
-        );
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+    let Some(MessageResponse::FileDescriptorResponse(files)) = reflect!(v1, channel, ask) else {
+        panic!("expected file descriptors");
     };
     files
         .file_descriptor_proto

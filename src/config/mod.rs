@@ -415,14 +415,9 @@ fn resolve_account(
     })?;
     let base_url = parse_base_url(&account.base_url)
         .map_err(|m| ConfigError::new(format!("{key}.base_url"), m))?;
-    let mut credentials = Credentials {
-        key,
-        refs: &account.credentials,
-        env,
-        used: Vec::new(),
-    };
     let kind = match provider {
         ProviderKind::TeamBilling => {
+            let credentials = Credentials::new(key, &account.credentials, env, &["token"])?;
             let team_id = required(key, "team_id", &account.team_id)?;
             if !is_url_segment(team_id) {
                 return Err(ConfigError::new(
@@ -443,7 +438,6 @@ fn resolve_account(
             ));
         }
     };
-    credentials.reject_unused()?;
     forbid_foreign_fields(key, provider, account)?;
     Ok(AccountSettings {
         display_name: account
@@ -511,16 +505,34 @@ pub fn parse_base_url(text: &str) -> Result<reqwest::Url, String> {
     }
 }
 
+/// The credential references of one account, checked against the names its kind takes.
 struct Credentials<'a> {
     key: &'a str,
     refs: &'a BTreeMap<String, SecretRef>,
     env: &'a HashMap<String, String>,
-    used: Vec<&'static str>,
 }
 
-impl Credentials<'_> {
-    fn take(&mut self, name: &'static str) -> Result<SecretString, ConfigError> {
-        self.used.push(name);
+impl<'a> Credentials<'a> {
+    /// A name the kind does not take is refused first: it is usually a misspelling of one it does.
+    fn new(
+        key: &'a str,
+        refs: &'a BTreeMap<String, SecretRef>,
+        env: &'a HashMap<String, String>,
+        expected: &[&str],
+    ) -> Result<Self, ConfigError> {
+        if let Some(name) = refs.keys().find(|name| !expected.contains(&name.as_str())) {
+            return Err(ConfigError::new(
+                format!("{key}.credentials.{name}"),
+                format!(
+                    "not a credential of this kind (expected: {})",
+                    expected.join(", ")
+                ),
+            ));
+        }
+        Ok(Credentials { key, refs, env })
+    }
+
+    fn take(&self, name: &str) -> Result<SecretString, ConfigError> {
         let key = format!("{}.credentials.{name}", self.key);
         let Some(reference) = self.refs.get(name) else {
             return Err(ConfigError::new(
@@ -547,21 +559,7 @@ impl Credentials<'_> {
         }
         Ok(SecretString::from(value))
     }
-
-    fn reject_unused(&self) -> Result<(), ConfigError> {
-        match self
-            .refs
-            .keys()
-            .find(|name| !self.used.contains(&name.as_str()))
-        {
-            Some(name) => Err(ConfigError::new(
-                format!("{}.credentials.{name}", self.key),
-                format!(
-                    "not a credential of this kind (expected: {})",
-                    self.used.join(", ")
-                ),
-            )),
-            None => Ok(()),
-        }
-    }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,189 @@
+//! Configuration layering and validation, with an injected environment.
+
+use super::*;
+use secrecy::ExposeSecret;
+
+const ACCOUNT: &str = r#"
+[[providers]]
+kind = "team_billing"
+id = "team-acme"
+display_name = "Acme"
+base_url = "https://api.catalyzed.ai"
+team_id = "team_acme"
+credentials = { token = { env = "ACME_TOKEN" } }
+"#;
+
+fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+fn load(toml: &str, pairs: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+    Settings::from_file_config(parse_toml(toml)?, &env(pairs))
+}
+
+#[test]
+fn defaults_hold_without_a_file() {
+    let settings = Settings::load(&env(&[])).unwrap();
+    assert_eq!(
+        settings.server.listen,
+        SocketAddr::from(([0, 0, 0, 0], 50051))
+    );
+    assert_eq!(settings.upstream.max_attempts, 5);
+    assert!(settings.accounts.is_empty());
+}
+
+#[test]
+fn environment_overrides_the_file() {
+    let toml = "[server]\nlisten = \"127.0.0.1:1\"\n[telemetry]\nlog_format = \"text\"\n";
+    let settings = load(
+        toml,
+        &[
+            (ENV_LISTEN, "127.0.0.1:2"),
+            (ENV_LOG_FORMAT, "json"),
+            (ENV_OTEL_ENDPOINT, "http://collector:4317"),
+            (ENV_DRAIN_TIMEOUT_MS, "1500"),
+        ],
+    )
+    .unwrap();
+    assert_eq!(
+        settings.server.listen,
+        SocketAddr::from(([127, 0, 0, 1], 2))
+    );
+    assert_eq!(settings.telemetry.log_format, LogFormat::Json);
+    assert_eq!(
+        settings.telemetry.otlp_endpoint.as_deref(),
+        Some("http://collector:4317")
+    );
+    assert_eq!(settings.drain_timeout(), Duration::from_millis(1500));
+}
+
+#[test]
+fn costd_endpoint_wins_over_the_otel_standard_variable() {
+    let settings = load(
+        "",
+        &[
+            (ENV_OTEL_ENDPOINT, "http://a:4317"),
+            (ENV_OTLP_ENDPOINT, "http://b:4317"),
+        ],
+    )
+    .unwrap();
+    assert_eq!(
+        settings.telemetry.otlp_endpoint.as_deref(),
+        Some("http://b:4317")
+    );
+}
+
+#[test]
+fn a_team_account_resolves_its_token_from_the_environment() {
+    let settings = load(ACCOUNT, &[("ACME_TOKEN", "cat_tok_1")]).unwrap();
+    let account = &settings.accounts[0];
+    assert_eq!(account.id.as_str(), "team-acme");
+    assert_eq!(account.display_name, "Acme");
+    let AccountKind::TeamBilling {
+        team_id,
+        token,
+        pricing_sheet_id,
+    } = &account.kind;
+    assert_eq!(team_id, "team_acme");
+    assert_eq!(token.expose_secret(), "cat_tok_1");
+    assert_eq!(pricing_sheet_id, &None);
+    assert!(
+        !format!("{settings:?}").contains("cat_tok_1"),
+        "Debug never shows a credential"
+    );
+}
+
+#[test]
+fn a_mounted_credential_file_loses_its_trailing_newline() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("token");
+    std::fs::write(&path, "cat_tok_file\n").unwrap();
+    let toml = ACCOUNT.replace(
+        "{ env = \"ACME_TOKEN\" }",
+        &format!("{{ file = \"{}\" }}", path.display()),
+    );
+    let settings = load(&toml, &[]).unwrap();
+    let AccountKind::TeamBilling { token, .. } = &settings.accounts[0].kind;
+    assert_eq!(token.expose_secret(), "cat_tok_file");
+}
+
+#[test]
+fn every_mistake_names_its_key() {
+    // (file, environment, the key the error must name)
+    type Case<'a> = (String, Vec<(&'a str, &'a str)>, &'a str);
+    let cases: Vec<Case> = vec![
+        (
+            ACCOUNT.to_string(),
+            vec![],
+            "providers[0].credentials.token",
+        ),
+        (
+            ACCOUNT.replace("token = {", "api_key = {"),
+            vec![("ACME_TOKEN", "x")],
+            "providers[0].credentials.api_key",
+        ),
+        (
+            ACCOUNT.replace("{ env = \"ACME_TOKEN\" }", "{ env = \"A\", file = \"/f\" }"),
+            vec![],
+            "providers[0].credentials.token",
+        ),
+        (
+            ACCOUNT.replace("team-acme", "Team Acme"),
+            vec![("ACME_TOKEN", "x")],
+            "providers[0].id",
+        ),
+        (
+            ACCOUNT.replace("team_id = \"team_acme\"\n", ""),
+            vec![("ACME_TOKEN", "x")],
+            "providers[0].team_id",
+        ),
+        (
+            format!("{ACCOUNT}{ACCOUNT}"),
+            vec![("ACME_TOKEN", "x")],
+            "providers[1].id",
+        ),
+        (
+            ACCOUNT.replace("https://api.catalyzed.ai", "http://10.0.0.1"),
+            vec![("ACME_TOKEN", "x")],
+            "providers[0].base_url",
+        ),
+        (
+            ACCOUNT.replace("team_billing", "atlas"),
+            vec![("ACME_TOKEN", "x")],
+            "providers[0].kind",
+        ),
+        (
+            "[upstream]\nmax_attempts = 0\n".to_string(),
+            vec![],
+            "upstream.max_attempts",
+        ),
+        (
+            "[telemetry]\nlog_level = \"info,[\"\n".to_string(),
+            vec![],
+            "telemetry.log_level",
+        ),
+        (String::new(), vec![(ENV_LISTEN, "nowhere")], ENV_LISTEN),
+        (String::new(), vec![("COSTD_UNKNOWN", "1")], "COSTD_UNKNOWN"),
+    ];
+    for (toml, pairs, key) in cases {
+        let error = load(&toml, &pairs).expect_err(key);
+        assert_eq!(error.key, key, "{error}");
+    }
+}
+
+#[test]
+fn unknown_and_mistyped_keys_name_their_path_and_line() {
+    let error = parse_toml("[upstream]\n\nmax_attempts = \"three\"\n").unwrap_err();
+    assert_eq!(error.key, "upstream.max_attempts (line 3)");
+    let error = parse_toml("[server]\nlistn = \"x\"\n").unwrap_err();
+    assert!(error.message.contains("listn"), "{error}");
+}
+
+#[test]
+fn a_credential_env_var_may_use_the_costd_prefix() {
+    let toml = ACCOUNT.replace("ACME_TOKEN", "COSTD_ACME_TOKEN");
+    assert!(load(&toml, &[("COSTD_ACME_TOKEN", "x")]).is_ok());
+}
