@@ -2,7 +2,11 @@
 //! into typed [`Settings`]. Credentials are references (env var or mounted file) resolved into
 //! `secrecy` types here and nowhere else.
 
-use crate::domain::{ProviderAccountId, ProviderKind};
+use crate::{
+    domain::{ProviderAccountId, ProviderKind, parse_decimal},
+    providers::elastic::ApiVersion,
+};
+use rust_decimal::Decimal;
 use secrecy::SecretString;
 use serde::Deserialize;
 use std::{
@@ -171,13 +175,13 @@ pub struct SecretRef {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProviderAccountConfig {
-    /// `team_billing` (atlas and elastic come with their providers).
+    /// `team_billing` or `elastic` (atlas comes with its provider).
     pub kind: String,
     /// Unique id used in queries and results.
     pub id: String,
     pub display_name: Option<String>,
-    /// Upstream base URL; `http://` only for loopback addresses.
-    pub base_url: String,
+    /// Upstream base URL; `http://` only for loopback addresses. Unset: the upstream's public URL.
+    pub base_url: Option<String>,
     /// Named credential references; which names a kind needs is checked per kind.
     #[serde(default)]
     pub credentials: BTreeMap<String, SecretRef>,
@@ -185,6 +189,12 @@ pub struct ProviderAccountConfig {
     pub team_id: Option<String>,
     /// team_billing: a fixed pricing sheet; unset means the upstream's latest effective one.
     pub pricing_sheet_id: Option<String>,
+    /// elastic: the organization whose costs to read.
+    pub organization_id: Option<String>,
+    /// elastic: `v2` (default) or `v1`.
+    pub api_version: Option<String>,
+    /// elastic: USD per ECU as an exact decimal string, e.g. "1.0" (the default) or "0.9725".
+    pub usd_per_ecu: Option<String>,
 }
 
 /// Validated settings the app runs on.
@@ -209,6 +219,7 @@ impl AccountSettings {
     pub fn provider(&self) -> ProviderKind {
         match self.kind {
             AccountKind::TeamBilling { .. } => ProviderKind::TeamBilling,
+            AccountKind::Elastic { .. } => ProviderKind::Elastic,
         }
     }
 }
@@ -220,6 +231,13 @@ pub enum AccountKind {
         team_id: String,
         token: SecretString,
         pricing_sheet_id: Option<String>,
+    },
+    Elastic {
+        organization_id: String,
+        api_key: SecretString,
+        api_version: ApiVersion,
+        /// Exact, at most 5 decimal places, so ECU amounts (at most 4) convert to whole nanos.
+        usd_per_ecu: Decimal,
     },
 }
 
@@ -413,8 +431,6 @@ fn resolve_account(
     let provider: ProviderKind = account.kind.parse().map_err(|e: crate::domain::IdError| {
         ConfigError::new(format!("{key}.kind"), e.to_string())
     })?;
-    let base_url = parse_base_url(&account.base_url)
-        .map_err(|m| ConfigError::new(format!("{key}.base_url"), m))?;
     let kind = match provider {
         ProviderKind::TeamBilling => {
             let credentials = Credentials::new(key, &account.credentials, env, &["token"])?;
@@ -431,7 +447,36 @@ fn resolve_account(
                 pricing_sheet_id: account.pricing_sheet_id.clone(),
             }
         }
-        ProviderKind::Atlas | ProviderKind::Elastic => {
+        ProviderKind::Elastic => {
+            let organization_id = required(key, "organization_id", &account.organization_id)?;
+            if !is_url_segment(organization_id) {
+                return Err(ConfigError::new(
+                    format!("{key}.organization_id"),
+                    "must be 1 to 128 characters of letters, digits, '-', '_' and '.'",
+                ));
+            }
+            let api_version = match account.api_version.as_deref() {
+                None | Some("v2") => ApiVersion::V2,
+                Some("v1") => ApiVersion::V1,
+                Some(_) => {
+                    return Err(ConfigError::new(
+                        format!("{key}.api_version"),
+                        "expected `v1` or `v2`",
+                    ));
+                }
+            };
+            let credentials = Credentials::new(key, &account.credentials, env, &["api_key"])?;
+            AccountKind::Elastic {
+                organization_id: organization_id.to_string(),
+                api_key: credentials.take("api_key")?,
+                api_version,
+                usd_per_ecu: parse_usd_per_ecu(
+                    &format!("{key}.usd_per_ecu"),
+                    account.usd_per_ecu.as_deref(),
+                )?,
+            }
+        }
+        ProviderKind::Atlas => {
             return Err(ConfigError::new(
                 format!("{key}.kind"),
                 format!("`{provider}` is not supported yet"),
@@ -439,6 +484,12 @@ fn resolve_account(
         }
     };
     forbid_foreign_fields(key, provider, account)?;
+    let base_url = account
+        .base_url
+        .as_deref()
+        .unwrap_or(default_base_url(&kind));
+    let base_url =
+        parse_base_url(base_url).map_err(|m| ConfigError::new(format!("{key}.base_url"), m))?;
     Ok(AccountSettings {
         display_name: account
             .display_name
@@ -456,19 +507,77 @@ fn forbid_foreign_fields(
     provider: ProviderKind,
     account: &ProviderAccountConfig,
 ) -> Result<(), ConfigError> {
-    let team_only = [
-        ("team_id", account.team_id.is_some()),
-        ("pricing_sheet_id", account.pricing_sheet_id.is_some()),
+    let kind_specific = [
+        (
+            "team_id",
+            ProviderKind::TeamBilling,
+            account.team_id.is_some(),
+        ),
+        (
+            "pricing_sheet_id",
+            ProviderKind::TeamBilling,
+            account.pricing_sheet_id.is_some(),
+        ),
+        (
+            "organization_id",
+            ProviderKind::Elastic,
+            account.organization_id.is_some(),
+        ),
+        (
+            "api_version",
+            ProviderKind::Elastic,
+            account.api_version.is_some(),
+        ),
+        (
+            "usd_per_ecu",
+            ProviderKind::Elastic,
+            account.usd_per_ecu.is_some(),
+        ),
     ];
-    if provider != ProviderKind::TeamBilling {
-        if let Some((name, _)) = team_only.iter().find(|(_, set)| *set) {
-            return Err(ConfigError::new(
-                format!("{key}.{name}"),
-                format!("not a setting of kind `{provider}`"),
-            ));
-        }
+    match kind_specific
+        .iter()
+        .find(|(_, owner, set)| *set && *owner != provider)
+    {
+        Some((name, _, _)) => Err(ConfigError::new(
+            format!("{key}.{name}"),
+            format!("not a setting of kind `{provider}`"),
+        )),
+        None => Ok(()),
     }
-    Ok(())
+}
+
+/// The public URL of each upstream, used when an account sets no `base_url`.
+fn default_base_url(kind: &AccountKind) -> &'static str {
+    match kind {
+        AccountKind::TeamBilling { .. } => "https://api.catalyzed.ai",
+        AccountKind::Elastic {
+            api_version: ApiVersion::V1,
+            ..
+        } => "https://api.elastic-cloud.com",
+        AccountKind::Elastic {
+            api_version: ApiVersion::V2,
+            ..
+        } => "https://billing.elastic-cloud.com",
+    }
+}
+
+/// An exchange rate given as a decimal string (TOML floats are binary and would not be exact).
+fn parse_usd_per_ecu(key: &str, text: Option<&str>) -> Result<Decimal, ConfigError> {
+    let Some(text) = text else {
+        return Ok(Decimal::ONE);
+    };
+    let rate = parse_decimal(text.trim()).map_err(|e| ConfigError::new(key, e.to_string()))?;
+    if rate <= Decimal::ZERO {
+        return Err(ConfigError::new(key, "must be positive"));
+    }
+    // ECU amounts have at most 4 decimal places; 4 + 5 keeps every USD amount a whole number of nanos.
+    if rate.normalize().scale() > 5 {
+        return Err(ConfigError::new(
+            key,
+            "at most 5 decimal places, so every converted amount is exact to the nano",
+        ));
+    }
+    Ok(rate)
 }
 
 fn required<'a>(key: &str, name: &str, value: &'a Option<String>) -> Result<&'a str, ConfigError> {

@@ -86,7 +86,10 @@ fn a_team_account_resolves_its_token_from_the_environment() {
         team_id,
         token,
         pricing_sheet_id,
-    } = &account.kind;
+    } = &account.kind
+    else {
+        panic!("a team billing account")
+    };
     assert_eq!(team_id, "team_acme");
     assert_eq!(token.expose_secret(), "cat_tok_1");
     assert_eq!(pricing_sheet_id, &None);
@@ -106,7 +109,9 @@ fn a_mounted_credential_file_loses_its_trailing_newline() {
         &format!("{{ file = \"{}\" }}", path.display()),
     );
     let settings = load(&toml, &[]).unwrap();
-    let AccountKind::TeamBilling { token, .. } = &settings.accounts[0].kind;
+    let AccountKind::TeamBilling { token, .. } = &settings.accounts[0].kind else {
+        panic!("a team billing account")
+    };
     assert_eq!(token.expose_secret(), "cat_tok_file");
 }
 
@@ -186,4 +191,76 @@ fn unknown_and_mistyped_keys_name_their_path_and_line() {
 fn a_credential_env_var_may_use_the_costd_prefix() {
     let toml = ACCOUNT.replace("ACME_TOKEN", "COSTD_ACME_TOKEN");
     assert!(load(&toml, &[("COSTD_ACME_TOKEN", "x")]).is_ok());
+}
+
+const ELASTIC: &str = r#"
+[[providers]]
+kind = "elastic"
+id = "elastic-prod"
+organization_id = "org-1"
+usd_per_ecu = "0.97125"
+credentials = { api_key = { env = "EC_KEY" } }
+"#;
+
+#[test]
+fn an_elastic_account_defaults_to_v2_and_its_public_url() {
+    let settings = load(ELASTIC, &[("EC_KEY", "k")]).unwrap();
+    let account = &settings.accounts[0];
+    assert_eq!(
+        account.base_url.as_str(),
+        "https://billing.elastic-cloud.com/"
+    );
+    let AccountKind::Elastic {
+        api_version,
+        usd_per_ecu,
+        organization_id,
+        ..
+    } = &account.kind
+    else {
+        panic!("an elastic account");
+    };
+    assert_eq!(*api_version, ApiVersion::V2);
+    assert_eq!(usd_per_ecu.to_string(), "0.97125");
+    assert_eq!(organization_id, "org-1");
+    let v1 = load(
+        &ELASTIC.replace("usd_per_ecu", "api_version = \"v1\"\nx"),
+        &[("EC_KEY", "k")],
+    );
+    assert!(v1.is_err(), "unknown key x");
+    let v1 = load(
+        &format!("{ELASTIC}api_version = \"v1\"\n"),
+        &[("EC_KEY", "k")],
+    )
+    .unwrap();
+    assert_eq!(
+        v1.accounts[0].base_url.as_str(),
+        "https://api.elastic-cloud.com/"
+    );
+}
+
+#[test]
+fn an_inexact_or_invalid_ecu_rate_is_refused() {
+    for (rate, why) in [
+        ("0.123456", "decimal places"),
+        ("0", "positive"),
+        ("1e400", ""),
+        ("one", ""),
+    ] {
+        let error = load(&ELASTIC.replace("0.97125", rate), &[("EC_KEY", "k")]).expect_err(rate);
+        assert_eq!(error.key, "providers[0].usd_per_ecu");
+        assert!(error.message.contains(why), "{error}");
+    }
+}
+
+#[test]
+fn kind_specific_keys_belong_to_their_kind() {
+    let error = load(
+        &ACCOUNT.replace(
+            "team_id = \"team_acme\"",
+            "team_id = \"team_acme\"\norganization_id = \"o\"",
+        ),
+        &[("ACME_TOKEN", "x")],
+    )
+    .unwrap_err();
+    assert_eq!(error.key, "providers[0].organization_id");
 }

@@ -165,9 +165,9 @@ impl Engine {
         query: &CostQuery,
         deadline: Deadline,
     ) -> (Vec<CostRecord>, AccountResult) {
-        let chunks = provider.chunk_periods(&query.period, query.granularity);
+        let chunks = provider.plan(query);
         let outcomes: Vec<Result<ChunkData, ChunkFailure>> = stream::iter(chunks)
-            .map(|period| provider.fetch(period, deadline))
+            .map(|chunk| async move { provider.fetch(&chunk, deadline).await })
             .buffer_unordered(self.max_concurrency_per_account)
             .collect()
             .await;

@@ -1,5 +1,6 @@
 //! Provider accounts: one module per upstream, the shared HTTP layer, and the one enum the engine calls.
 
+pub mod elastic;
 pub mod error;
 pub mod exact_json;
 pub mod http;
@@ -9,7 +10,7 @@ use crate::{
     config::{AccountKind, AccountSettings},
     deadline::Deadline,
     domain::{
-        CostRecord, DataQualityWarning, Granularity, GroupBy, Period, ProviderAccountId,
+        CostQuery, CostRecord, DataQualityWarning, Granularity, GroupBy, Period, ProviderAccountId,
         ProviderKind, Text,
     },
 };
@@ -33,6 +34,27 @@ pub struct Capabilities {
     pub native_unit: &'static str,
 }
 
+/// Records and the checks that failed, from one upstream answer.
+#[derive(Debug)]
+pub struct Normalized {
+    pub records: Vec<CostRecord>,
+    pub warnings: Vec<DataQualityWarning>,
+}
+
+/// One upstream request's worth of a query: a period and what to ask for it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Chunk {
+    pub period: Period,
+    pub request: ChunkRequest,
+}
+
+/// What a chunk asks, per upstream.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum ChunkRequest {
+    TeamCost,
+    Elastic(elastic::Endpoint),
+}
+
 /// The normalized answer for one chunk of a query.
 #[derive(Debug)]
 pub struct ChunkData {
@@ -53,6 +75,7 @@ pub struct ChunkFailure {
 /// A configured provider account, ready to fetch.
 pub enum Provider {
     TeamBilling(team::TeamBillingClient),
+    Elastic(elastic::ElasticClient),
 }
 
 impl Provider {
@@ -75,12 +98,27 @@ impl Provider {
                 token.clone(),
                 pricing_sheet_id.clone(),
             )),
+            AccountKind::Elastic {
+                organization_id,
+                api_key,
+                api_version,
+                usd_per_ecu,
+            } => Provider::Elastic(elastic::ElasticClient::new(
+                account,
+                http,
+                settings.base_url.clone(),
+                organization_id.clone(),
+                api_key.clone(),
+                *api_version,
+                *usd_per_ecu,
+            )),
         }
     }
 
     pub fn account(&self) -> &AccountRef {
         match self {
             Provider::TeamBilling(client) => &client.account,
+            Provider::Elastic(client) => &client.account,
         }
     }
 
@@ -98,25 +136,71 @@ impl Provider {
                 asynchronous: false,
                 native_unit: "nanodollar",
             },
+            Provider::Elastic(_) => Capabilities {
+                granularities: vec![Granularity::None, Granularity::Daily, Granularity::Monthly],
+                group_by: vec![
+                    GroupBy::Provider,
+                    GroupBy::BillingAccount,
+                    GroupBy::SubAccount,
+                    GroupBy::Resource,
+                    GroupBy::Service,
+                    GroupBy::Sku,
+                    GroupBy::ChargeDimension,
+                    GroupBy::ChargeCategory,
+                ],
+                asynchronous: false,
+                native_unit: "ECU",
+            },
         }
     }
 
-    /// The upstream periods a query needs: one per UTC day for daily rows (the API sums whatever
-    /// range it is given), one per calendar month otherwise.
-    pub fn chunk_periods(&self, period: &Period, granularity: Granularity) -> Vec<Period> {
-        match (self, granularity) {
-            (Provider::TeamBilling(_), Granularity::Daily) => period.days(),
-            (Provider::TeamBilling(_), Granularity::None | Granularity::Monthly) => period.months(),
+    /// The upstream requests a query needs. Team billing sums any range, so it is asked one period per
+    /// UTC day for daily rows and one per calendar month otherwise; Elastic decides in `elastic::plan`.
+    pub fn plan(&self, query: &CostQuery) -> Vec<Chunk> {
+        match self {
+            Provider::TeamBilling(_) => {
+                let periods = match query.granularity {
+                    Granularity::Daily => query.period.days(),
+                    Granularity::None | Granularity::Monthly => query.period.months(),
+                };
+                periods
+                    .into_iter()
+                    .map(|period| Chunk {
+                        period,
+                        request: ChunkRequest::TeamCost,
+                    })
+                    .collect()
+            }
+            Provider::Elastic(client) => elastic::plan(client.version, query)
+                .into_iter()
+                .map(|(period, endpoint)| Chunk {
+                    period,
+                    request: ChunkRequest::Elastic(endpoint),
+                })
+                .collect(),
         }
     }
 
     pub async fn fetch(
         &self,
-        period: Period,
+        chunk: &Chunk,
         deadline: Deadline,
     ) -> Result<ChunkData, ChunkFailure> {
-        match self {
-            Provider::TeamBilling(client) => client.fetch(period, deadline).await,
+        match (self, &chunk.request) {
+            (Provider::TeamBilling(client), ChunkRequest::TeamCost) => {
+                client.fetch(chunk.period, deadline).await
+            }
+            (Provider::Elastic(client), ChunkRequest::Elastic(endpoint)) => {
+                client.fetch(chunk.period, endpoint, deadline).await
+            }
+            // Chunks come from this provider's own plan; another's would be a bug, reported, not a panic.
+            _ => Err(ChunkFailure {
+                error: UpstreamError::new(
+                    error::UpstreamErrorKind::Rejected,
+                    "a chunk planned for another provider",
+                ),
+                requests: 0,
+            }),
         }
     }
 }

@@ -59,7 +59,10 @@ fn set_team(settings: &mut Settings, account: &str, team: Option<&str>, token: O
         team_id,
         token: secret,
         ..
-    } = &mut entry.kind;
+    } = &mut entry.kind
+    else {
+        panic!("a team billing account")
+    };
     if let Some(team) = team {
         *team_id = team.to_string();
     }

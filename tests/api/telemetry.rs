@@ -139,7 +139,9 @@ async fn no_credential_appears_in_logs_spans_or_errors() {
             .iter_mut()
             .find(|a| a.id.as_str() == "team-cobalt")
             .expect("configured");
-        let AccountKind::TeamBilling { token, .. } = &mut account.kind;
+        let AccountKind::TeamBilling { token, .. } = &mut account.kind else {
+            panic!("a team billing account")
+        };
         *token = SecretString::from(wrong_token.clone());
     })
     .await;

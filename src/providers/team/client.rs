@@ -127,7 +127,7 @@ impl TeamBillingClient {
         &self,
         period: Period,
         response: UpstreamResponse,
-    ) -> Result<super::normalize::Normalized, UpstreamError> {
+    ) -> Result<crate::providers::Normalized, UpstreamError> {
         let status = response.status.as_u16();
         if response.status.is_success() {
             let body: wire::CostResponse = serde_json::from_slice(&response.body)

@@ -5,5 +5,5 @@ mod normalize;
 mod wire;
 
 pub use client::TeamBillingClient;
-pub use normalize::{Normalized, normalize};
+pub use normalize::normalize;
 pub use wire::CostResponse;

@@ -6,18 +6,11 @@ use crate::{
         ChargeCategory, CostRecord, Currency, DataQualityWarning, Money, Named, Period, Quantity,
         Text, UnitPrice, format_decimal,
     },
-    providers::AccountRef,
+    providers::{AccountRef, Normalized},
 };
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use std::collections::{BTreeMap, HashMap};
-
-/// Records and the checks that failed.
-#[derive(Debug)]
-pub struct Normalized {
-    pub records: Vec<CostRecord>,
-    pub warnings: Vec<DataQualityWarning>,
-}
 
 /// Normalizes the answer to a request for `team_id` over `requested`. A field that cannot be held
 /// exactly is an error; totals that do not add up are warnings, and the parts are kept as sent.

@@ -1,0 +1,339 @@
+//! The Elastic Cloud billing client: `ApiKey` auth, every documented endpoint, errors read from the v1
+//! JSON body, the `x-cloud-error-codes` header, or v2's plain text.
+
+use super::{
+    ApiVersion, Endpoint,
+    normalize::{self, Organization},
+    wire,
+};
+use crate::{
+    deadline::Deadline,
+    domain::Period,
+    providers::{
+        AccountRef, ChunkData, ChunkFailure, Normalized,
+        error::UpstreamError,
+        http::{UpstreamHttp, UpstreamRequest, UpstreamResponse},
+    },
+};
+use chrono::SecondsFormat;
+use http::{HeaderMap, HeaderValue, Method, header::AUTHORIZATION};
+use rust_decimal::Decimal;
+use secrecy::{ExposeSecret, SecretString};
+use serde::de::DeserializeOwned;
+use std::sync::Arc;
+
+/// Reads one Elastic organization's costs.
+pub struct ElasticClient {
+    pub(crate) account: AccountRef,
+    http: Arc<UpstreamHttp>,
+    base_url: reqwest::Url,
+    organization_id: String,
+    api_key: SecretString,
+    pub(crate) version: ApiVersion,
+    usd_per_ecu: Decimal,
+}
+
+impl ElasticClient {
+    pub fn new(
+        account: AccountRef,
+        http: Arc<UpstreamHttp>,
+        base_url: reqwest::Url,
+        organization_id: String,
+        api_key: SecretString,
+        version: ApiVersion,
+        usd_per_ecu: Decimal,
+    ) -> Self {
+        ElasticClient {
+            account,
+            http,
+            base_url,
+            organization_id,
+            api_key,
+            version,
+            usd_per_ecu,
+        }
+    }
+
+    /// One endpoint over one period, normalized.
+    pub async fn fetch(
+        &self,
+        period: Period,
+        endpoint: &Endpoint,
+        deadline: Deadline,
+    ) -> Result<ChunkData, ChunkFailure> {
+        let (template, url) = self.url(period, endpoint);
+        let request = UpstreamRequest {
+            provider: self.account.kind,
+            account: &self.account.id,
+            method: Method::GET,
+            url_template: template,
+            url,
+            headers: self.auth_headers(),
+            body: None,
+        };
+        let response = self
+            .http
+            .send(request, deadline)
+            .await
+            .map_err(|failed| ChunkFailure {
+                error: failed.error,
+                requests: failed.attempts,
+            })?;
+        let requests = response.attempts;
+        let rate_limit_remaining = response.rate_limit_remaining();
+        self.read(period, endpoint, response)
+            .map(|normalized| ChunkData {
+                records: normalized.records,
+                warnings: normalized.warnings,
+                requests,
+                rate_limit_remaining,
+            })
+            .map_err(|error| ChunkFailure { error, requests })
+    }
+
+    fn url(&self, period: Period, endpoint: &Endpoint) -> (&'static str, reqwest::Url) {
+        let org = self.organization_id.as_str();
+        let (template, segments): (&'static str, Vec<&str>) = match endpoint {
+            Endpoint::V1Deployments => (
+                "/api/v1/billing/costs/{organization_id}/deployments",
+                vec!["api", "v1", "billing", "costs", org, "deployments"],
+            ),
+            Endpoint::V2Instances => (
+                "/api/v2/billing/organizations/{organization_id}/costs/instances",
+                vec![
+                    "api",
+                    "v2",
+                    "billing",
+                    "organizations",
+                    org,
+                    "costs",
+                    "instances",
+                ],
+            ),
+            Endpoint::V2Items => (
+                "/api/v2/billing/organizations/{organization_id}/costs/items",
+                vec![
+                    "api",
+                    "v2",
+                    "billing",
+                    "organizations",
+                    org,
+                    "costs",
+                    "items",
+                ],
+            ),
+            Endpoint::V2InstanceItems { instance_id } => (
+                "/api/v2/billing/organizations/{organization_id}/costs/instances/{instance_id}/items",
+                vec![
+                    "api",
+                    "v2",
+                    "billing",
+                    "organizations",
+                    org,
+                    "costs",
+                    "instances",
+                    instance_id,
+                    "items",
+                ],
+            ),
+            Endpoint::V2Charts { .. } => (
+                "/api/v2/billing/organizations/{organization_id}/charts",
+                vec!["api", "v2", "billing", "organizations", org, "charts"],
+            ),
+        };
+        let mut url = self.base_url.clone();
+        if let Ok(mut path) = url.path_segments_mut() {
+            path.pop_if_empty().extend(segments);
+        }
+        {
+            let mut query = url.query_pairs_mut();
+            query
+                .append_pair(
+                    "from",
+                    &period.start().to_rfc3339_opts(SecondsFormat::AutoSi, true),
+                )
+                .append_pair(
+                    "to",
+                    &period.end().to_rfc3339_opts(SecondsFormat::AutoSi, true),
+                );
+            match endpoint {
+                Endpoint::V2Instances => {
+                    query.append_pair("include_names", "true");
+                }
+                Endpoint::V2Charts { bucketing } => {
+                    query.append_pair("bucketing_strategy", bucketing.as_str());
+                }
+                _ => {}
+            }
+        }
+        (template, url)
+    }
+
+    fn auth_headers(&self) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            http::header::ACCEPT,
+            HeaderValue::from_static("application/json"),
+        );
+        // A key that is not a valid header value goes unsent; the upstream's 401 then says so.
+        if let Ok(mut value) =
+            HeaderValue::from_str(&format!("ApiKey {}", self.api_key.expose_secret()))
+        {
+            value.set_sensitive(true);
+            headers.insert(AUTHORIZATION, value);
+        }
+        headers
+    }
+
+    fn read(
+        &self,
+        period: Period,
+        endpoint: &Endpoint,
+        response: UpstreamResponse,
+    ) -> Result<Normalized, UpstreamError> {
+        let status = response.status.as_u16();
+        if !response.status.is_success() {
+            return Err(error_of(&response));
+        }
+        let org = Organization {
+            account: &self.account,
+            organization_id: &self.organization_id,
+            usd_per_ecu: self.usd_per_ecu,
+        };
+        let normalized = match endpoint {
+            Endpoint::V1Deployments => {
+                normalize::deployments(&org, period, &parse::<wire::DeploymentCosts>(&response)?)
+            }
+            Endpoint::V2Instances => {
+                normalize::instances(&org, period, &parse::<wire::Instances>(&response)?)
+            }
+            Endpoint::V2Items => {
+                normalize::items(&org, period, None, &parse::<wire::Items>(&response)?)
+            }
+            Endpoint::V2InstanceItems { instance_id } => normalize::items(
+                &org,
+                period,
+                Some(instance_id),
+                &parse::<wire::Items>(&response)?,
+            ),
+            Endpoint::V2Charts { bucketing } => {
+                normalize::charts(&org, period, *bucketing, &parse::<wire::Charts>(&response)?)
+            }
+        };
+        normalized.map_err(|problem| UpstreamError::malformed(status, problem))
+    }
+}
+
+fn parse<T: DeserializeOwned>(response: &UpstreamResponse) -> Result<T, UpstreamError> {
+    serde_json::from_slice(&response.body)
+        .map_err(|e| UpstreamError::malformed(response.status.as_u16(), e))
+}
+
+/// An Elastic error answer: the v1 JSON body, the `x-cloud-error-codes` header, or v2's plain text.
+fn error_of(response: &UpstreamResponse) -> UpstreamError {
+    let status = response.status.as_u16();
+    let header_code = response
+        .headers
+        .get("x-cloud-error-codes")
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.split(',').next().unwrap_or(v).trim().to_string())
+        .filter(|v| !v.is_empty());
+    let (code, message) = match serde_json::from_slice::<wire::ErrorBody>(&response.body) {
+        Ok(body) => {
+            let first = body.errors.into_iter().next();
+            let code = header_code.or_else(|| first.as_ref().map(|e| e.code.clone()));
+            let message = first
+                .and_then(|e| e.message)
+                .unwrap_or_else(|| format!("HTTP {status}"));
+            (code, message)
+        }
+        Err(_) => {
+            let text = String::from_utf8_lossy(&response.body);
+            let text = text.trim();
+            (
+                header_code,
+                if text.is_empty() {
+                    format!("HTTP {status}")
+                } else {
+                    text.to_string()
+                },
+            )
+        }
+    };
+    UpstreamError::from_http(status, code, message, response.retry_after())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{CostFilter, CostQuery, Granularity, GroupBy};
+    use crate::providers::elastic::{ApiVersion, Bucketing, plan};
+
+    fn query(granularity: Granularity, group_by: Vec<GroupBy>, resources: &[&str]) -> CostQuery {
+        let start = chrono::DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z")
+            .unwrap()
+            .to_utc();
+        CostQuery {
+            period: Period::new(start, start + chrono::Duration::days(45)).unwrap(),
+            filter: CostFilter {
+                resources: resources.iter().map(|r| r.to_string()).collect(),
+                ..CostFilter::default()
+            },
+            group_by,
+            granularity,
+            max_staleness: None,
+        }
+    }
+
+    fn endpoints(version: ApiVersion, query: &CostQuery) -> Vec<Endpoint> {
+        plan(version, query).into_iter().map(|(_, e)| e).collect()
+    }
+
+    #[test]
+    fn each_query_shape_has_one_endpoint() {
+        let monthly_by_resource = query(
+            Granularity::Monthly,
+            vec![GroupBy::Resource, GroupBy::Sku],
+            &[],
+        );
+        assert_eq!(
+            endpoints(ApiVersion::V2, &monthly_by_resource),
+            [Endpoint::V2Instances, Endpoint::V2Instances]
+        );
+        assert_eq!(
+            endpoints(ApiVersion::V1, &monthly_by_resource),
+            [Endpoint::V1Deployments, Endpoint::V1Deployments]
+        );
+        let by_service = query(Granularity::None, vec![GroupBy::Service], &[]);
+        assert_eq!(
+            endpoints(ApiVersion::V2, &by_service),
+            [Endpoint::V2Items, Endpoint::V2Items]
+        );
+        let daily = query(Granularity::Daily, vec![GroupBy::Resource], &[]);
+        assert_eq!(
+            endpoints(ApiVersion::V2, &daily),
+            vec![
+                Endpoint::V2Charts {
+                    bucketing: Bucketing::Daily
+                };
+                2
+            ]
+        );
+        let daily_by_sku = query(Granularity::Daily, vec![GroupBy::Sku], &[]);
+        assert_eq!(
+            endpoints(ApiVersion::V2, &daily_by_sku).len(),
+            45,
+            "one instances call per day"
+        );
+        let one_instance = query(Granularity::None, vec![], &["abc123"]);
+        assert_eq!(
+            endpoints(ApiVersion::V2, &one_instance),
+            vec![
+                Endpoint::V2InstanceItems {
+                    instance_id: "abc123".into()
+                };
+                2
+            ]
+        );
+    }
+}
