@@ -1,10 +1,10 @@
 //! Elastic Cloud billing: v1 deployment costs and the v2 billing API, in ECU.
 
 mod client;
-mod normalize;
+pub mod normalize;
 #[cfg(test)]
 mod normalize_tests;
-mod wire;
+pub mod wire;
 
 pub use client::ElasticClient;
 pub use normalize::{Bucketing, Organization};
