@@ -98,7 +98,10 @@ fn normalize_and_aggregate(bodies: &[Body], query: &CostQuery) -> usize {
             .expect("normalizes");
         records.extend(normalized.records);
     }
-    aggregate(&records, query).expect("sums").rows.len()
+    aggregate(records.iter().map(|r| (r, false)), query)
+        .expect("sums")
+        .rows
+        .len()
 }
 
 fn bare_sum(records: &[CostRecord]) -> i128 {

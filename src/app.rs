@@ -2,6 +2,7 @@
 
 use crate::{
     api::{CostApi, QueryJobApi},
+    clock::{Clock, SystemClock},
     config::Settings,
     engine::Engine,
     proto::{
@@ -45,6 +46,14 @@ pub struct App {
 impl App {
     /// Binds the listener (port 0 picks a free port) and builds everything behind it.
     pub async fn build(settings: Settings) -> Result<App, AppError> {
+        App::build_with_clock(settings, Arc::new(SystemClock)).await
+    }
+
+    /// As [`App::build`], judging cache freshness and settlement on `clock`.
+    pub async fn build_with_clock(
+        settings: Settings,
+        clock: Arc<dyn Clock>,
+    ) -> Result<App, AppError> {
         let addr = settings.server.listen;
         let listener = TcpListener::bind(addr)
             .await
@@ -53,7 +62,7 @@ impl App {
             .local_addr()
             .map_err(|source| AppError::Bind { addr, source })?;
         let http = Arc::new(UpstreamHttp::new(&settings.upstream)?);
-        let engine = Arc::new(Engine::new(&settings, http));
+        let engine = Arc::new(Engine::new(&settings, http, clock));
         Ok(App {
             listener,
             local_addr,

@@ -2,8 +2,8 @@
 
 use crate::{
     config::{
-        AccountKind, AccountSettings, LogFormat, ServerConfig, Settings, TelemetryConfig,
-        UpstreamConfig,
+        AccountKind, AccountSettings, CacheConfig, LogFormat, ServerConfig, Settings,
+        TelemetryConfig, UpstreamConfig,
     },
     domain::ProviderAccountId,
     sandbox::SandboxHandle,
@@ -43,6 +43,7 @@ pub fn settings(sandbox: &SandboxHandle, listen: SocketAddr) -> Result<Settings,
             ..TelemetryConfig::default()
         },
         upstream: UpstreamConfig::default(),
+        cache: CacheConfig::default(),
         accounts,
     })
 }

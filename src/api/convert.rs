@@ -291,7 +291,7 @@ pub fn report_to_proto(report: &Report) -> Result<pb::CostReport, MoneyError> {
     let covered: Vec<String> = report
         .accounts
         .iter()
-        .filter(|a| a.state == AccountState::Ok)
+        .filter(|a| a.is_covered())
         .map(|a| a.account.id.to_string())
         .collect();
     Ok(pb::CostReport {
@@ -337,16 +337,22 @@ fn row_to_proto(row: &Row) -> Result<pb::CostRow, MoneyError> {
         billed_cost: Some(money_to_proto(&row.billed_cost)?),
         consumed_quantity: row.consumed_quantity.as_ref().map(quantity_to_proto),
         record_count: row.record_count as i64,
-        estimated: false,
+        estimated: row.estimated,
     })
 }
 
 pub fn account_result_to_proto(result: &AccountResult) -> Result<pb::ProviderResult, MoneyError> {
-    let (state, error) = match &result.state {
-        AccountState::Ok => (pb::ResultState::Ok, None),
+    let (state, error, staleness) = match &result.state {
+        AccountState::Ok => (pb::ResultState::Ok, None, None),
+        AccountState::Stale { age, error } => (
+            pb::ResultState::Stale,
+            Some(status::upstream_failure(&result.account, error)),
+            prost_types::Duration::try_from(*age).ok(),
+        ),
         AccountState::Failed(error) => (
             pb::ResultState::Failed,
             Some(status::upstream_failure(&result.account, error)),
+            None,
         ),
     };
     Ok(pb::ProviderResult {
@@ -355,8 +361,8 @@ pub fn account_result_to_proto(result: &AccountResult) -> Result<pb::ProviderRes
         state: state as i32,
         error,
         fetched_at: result.fetched_at.map(time_to_proto),
-        from_cache: false,
-        staleness: None,
+        from_cache: result.from_cache,
+        staleness,
         warnings: result
             .warnings
             .iter()

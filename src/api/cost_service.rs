@@ -1,6 +1,6 @@
 //! CostService: thin handlers that parse, call the engine, and convert.
 
-use super::{convert, status};
+use super::{convert, page_token, status};
 use crate::{
     deadline::Deadline,
     domain::ProviderAccountId,
@@ -9,6 +9,12 @@ use crate::{
 };
 use std::{sync::Arc, time::Duration};
 use tonic::{Request, Response, Status};
+use tonic_types::FieldViolation;
+
+/// Records per page when the caller does not say (AIP-158).
+const DEFAULT_PAGE_SIZE: usize = 1_000;
+/// The most records one page holds, whatever the caller asks.
+const MAX_PAGE_SIZE: usize = 10_000;
 
 pub struct CostApi {
     engine: Arc<Engine>,
@@ -63,12 +69,68 @@ impl pb::cost_service_server::CostService for CostApi {
 
     async fn list_cost_records(
         &self,
-        _request: Request<pb::ListCostRecordsRequest>,
+        request: Request<pb::ListCostRecordsRequest>,
     ) -> Result<Response<pb::ListCostRecordsResponse>, Status> {
-        Err(status::not_yet(
-            "ListCostRecords",
-            "the query engine's cached chunks and page tokens (issue 6)",
-        ))
+        let deadline = Deadline::from_grpc_metadata(request.metadata(), self.deadline_margin);
+        let asked = request.into_inner();
+        let parsed = convert::parse_query(asked.query, &self.limits());
+        let page_size = match asked.page_size {
+            0 => Ok(DEFAULT_PAGE_SIZE),
+            size if size < 0 => Err(FieldViolation::new("page_size", "must not be negative")),
+            size => Ok((size as usize).min(MAX_PAGE_SIZE)),
+        };
+        let (query, page_size) = match (parsed, page_size) {
+            (Ok(query), Ok(size)) => (query, size),
+            (parsed, size) => {
+                let mut violations = parsed.err().unwrap_or_default();
+                violations.extend(size.err());
+                return Err(status::invalid_argument(violations));
+            }
+        };
+        let fingerprint = page_token::fingerprint(&query);
+        let offset = match asked.page_token.as_str() {
+            "" => 0,
+            token => page_token::decode(token, &fingerprint).map_err(|e| {
+                status::invalid_argument(vec![FieldViolation::new("page_token", e.to_string())])
+            })?,
+        };
+        let set = self
+            .engine
+            .records(&query, deadline)
+            .await
+            .map_err(status::engine)?;
+        let records = set.sorted_records();
+        let start = usize::try_from(offset)
+            .unwrap_or(usize::MAX)
+            .min(records.len());
+        let end = start.saturating_add(page_size).min(records.len());
+        let page = records[start..end]
+            .iter()
+            .map(|(record, estimated)| {
+                convert::record_to_proto(record).map(|mut wire| {
+                    wire.estimated = *estimated;
+                    wire
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| status::engine(EngineError::from(e)))?;
+        let next_page_token = if end < records.len() {
+            page_token::encode(end as u64, &fingerprint)
+        } else {
+            String::new()
+        };
+        let provider_results = set
+            .accounts_with_totals()
+            .map_err(|e| status::engine(EngineError::from(e)))?
+            .iter()
+            .map(convert::account_result_to_proto)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| status::engine(EngineError::from(e)))?;
+        Ok(Response::new(pb::ListCostRecordsResponse {
+            records: page,
+            next_page_token,
+            provider_results,
+        }))
     }
 
     async fn list_providers(

@@ -2,6 +2,7 @@
 
 pub mod convert;
 mod cost_service;
+pub mod page_token;
 mod query_job_service;
 pub mod status;
 

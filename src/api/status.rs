@@ -37,8 +37,35 @@ pub fn not_yet(what: &str, arrives_with: &str) -> Status {
 }
 
 pub fn engine(error: EngineError) -> Status {
-    let details = ErrorDetails::with_error_info("ARITHMETIC", COSTD_DOMAIN, HashMap::new());
-    Status::with_error_details(Code::Internal, error.to_string(), details)
+    let (code, reason, metadata) = match &error {
+        EngineError::Arithmetic(_) => (Code::Internal, "ARITHMETIC", HashMap::new()),
+        EngineError::TooManyChunks { planned, limit } => (
+            Code::ResourceExhausted,
+            "QUERY_TOO_LARGE",
+            HashMap::from([
+                (
+                    "limit".to_string(),
+                    "server.max_chunks_per_query".to_string(),
+                ),
+                ("allowed".to_string(), limit.to_string()),
+                ("needed".to_string(), planned.to_string()),
+            ]),
+        ),
+        EngineError::TooManyRows { rows, limit } => (
+            Code::ResourceExhausted,
+            "QUERY_TOO_LARGE",
+            HashMap::from([
+                ("limit".to_string(), "server.max_rows".to_string()),
+                ("allowed".to_string(), limit.to_string()),
+                ("needed".to_string(), rows.to_string()),
+            ]),
+        ),
+    };
+    Status::with_error_details(
+        code,
+        error.to_string(),
+        ErrorDetails::with_error_info(reason, COSTD_DOMAIN, metadata),
+    )
 }
 
 /// The gRPC code a caller sees for an upstream failure.

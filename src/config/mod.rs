@@ -76,6 +76,8 @@ pub struct FileConfig {
     #[serde(default)]
     pub upstream: UpstreamConfig,
     #[serde(default)]
+    pub cache: CacheConfig,
+    #[serde(default)]
     pub providers: Vec<ProviderAccountConfig>,
 }
 
@@ -90,6 +92,10 @@ pub struct ServerConfig {
     pub deadline_margin_ms: u64,
     /// Longest date range one query may cover, in days.
     pub max_range_days: u32,
+    /// Most upstream chunks (account × period × request) one query may need.
+    pub max_chunks_per_query: usize,
+    /// Most rows one report may have.
+    pub max_rows: usize,
 }
 
 impl Default for ServerConfig {
@@ -99,6 +105,8 @@ impl Default for ServerConfig {
             drain_timeout_ms: 10_000,
             deadline_margin_ms: 200,
             max_range_days: 731,
+            max_chunks_per_query: 5_000,
+            max_rows: 200_000,
         }
     }
 }
@@ -148,6 +156,9 @@ pub struct UpstreamConfig {
     pub max_response_bytes: u64,
     /// Concurrent upstream calls per provider account.
     pub max_concurrency_per_account: usize,
+    /// Longest one chunk's fetch may take, retries included, in milliseconds. The fetch runs on its own,
+    /// so a caller with a shorter deadline does not cut it short for the others.
+    pub fetch_timeout_ms: u64,
 }
 
 impl Default for UpstreamConfig {
@@ -159,6 +170,35 @@ impl Default for UpstreamConfig {
             retry_max_delay_ms: 32_000,
             max_response_bytes: 256 * 1024 * 1024,
             max_concurrency_per_account: 8,
+            fetch_timeout_ms: 120_000,
+        }
+    }
+}
+
+/// The chunk cache.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheConfig {
+    /// Memory budget of cached records, in bytes (by estimate).
+    pub max_bytes: u64,
+    /// How long after a period ends its costs are taken as final, in hours.
+    pub settlement_lag_hours: u64,
+    /// How long a settled chunk is fresh, in seconds.
+    pub settled_ttl_seconds: u64,
+    /// How long a chunk of an open (unsettled) period is fresh, in seconds.
+    pub open_ttl_seconds: u64,
+    /// How long past freshness a chunk may still be served, marked stale, when its refresh fails.
+    pub stale_grace_seconds: u64,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        CacheConfig {
+            max_bytes: 256 * 1024 * 1024,
+            settlement_lag_hours: 72,
+            settled_ttl_seconds: 6 * 3600,
+            open_ttl_seconds: 300,
+            stale_grace_seconds: 24 * 3600,
         }
     }
 }
@@ -203,6 +243,7 @@ pub struct Settings {
     pub server: ServerConfig,
     pub telemetry: TelemetryConfig,
     pub upstream: UpstreamConfig,
+    pub cache: CacheConfig,
     pub accounts: Vec<AccountSettings>,
 }
 
@@ -293,6 +334,7 @@ impl Settings {
             server: file.server,
             telemetry: file.telemetry,
             upstream: file.upstream,
+            cache: file.cache,
             accounts,
         })
     }
@@ -408,6 +450,21 @@ fn validate_limits(file: &FileConfig) -> Result<(), ConfigError> {
         return Err(ConfigError::new(
             "upstream.retry_max_delay_ms",
             "must not be below retry_initial_delay_ms",
+        ));
+    }
+    if upstream.fetch_timeout_ms == 0 {
+        return Err(ConfigError::new(
+            "upstream.fetch_timeout_ms",
+            "must be at least 1",
+        ));
+    }
+    if file.cache.max_bytes == 0 {
+        return Err(ConfigError::new("cache.max_bytes", "must be at least 1"));
+    }
+    if file.server.max_chunks_per_query == 0 {
+        return Err(ConfigError::new(
+            "server.max_chunks_per_query",
+            "must be at least 1",
         ));
     }
     if file.server.max_range_days == 0 {

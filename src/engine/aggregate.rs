@@ -25,6 +25,8 @@ pub struct Row {
     /// Set when every record of the row has a quantity, all in one unit.
     pub consumed_quantity: Option<Quantity>,
     pub record_count: u64,
+    /// A record of the row belongs to a period whose costs may still change.
+    pub estimated: bool,
 }
 
 /// The rows, their total, and the records no bucket could hold without smearing.
@@ -57,12 +59,13 @@ struct RowAccumulator {
     billed_nanos: i128,
     quantity: QuantitySum,
     record_count: u64,
+    estimated: bool,
 }
 
-/// Groups and sums `records` as `query` asks. Totals are exact; a record that spans more than one bucket
-/// is counted in `unbucketed` rather than split across buckets.
+/// Groups and sums `records` (each with whether it is estimated) as `query` asks. Totals are exact; a
+/// record that spans more than one bucket is counted in `unbucketed` rather than split across buckets.
 pub fn aggregate<'a>(
-    records: impl IntoIterator<Item = &'a CostRecord>,
+    records: impl IntoIterator<Item = (&'a CostRecord, bool)>,
     query: &CostQuery,
 ) -> Result<Aggregation, MoneyError> {
     // Bucket start → group ids → row. A reused scratch key means a record that joins an existing row
@@ -74,7 +77,7 @@ pub fn aggregate<'a>(
     let mut by_account: BTreeMap<ProviderAccountId, (i128, u64)> = BTreeMap::new();
     let mut total_nanos: i128 = 0;
     let mut record_count = 0u64;
-    for record in records {
+    for (record, estimated) in records {
         if record.billed_cost.currency() != Currency::USD {
             return Err(MoneyError::CurrencyMismatch {
                 left: record.billed_cost.currency(),
@@ -107,6 +110,7 @@ pub fn aggregate<'a>(
                     None => QuantitySum::Missing,
                 },
                 record_count: 0,
+                estimated: false,
             };
             bucket_rows.insert(scratch.clone(), row);
         }
@@ -133,6 +137,7 @@ pub fn aggregate<'a>(
             _ => QuantitySum::Missing,
         };
         row.record_count += 1;
+        row.estimated |= estimated;
         let account = by_account
             .entry(record.provider_account.clone())
             .or_default();
@@ -173,6 +178,7 @@ pub fn aggregate<'a>(
                 QuantitySum::Missing => None,
             },
             record_count: acc.record_count,
+            estimated: acc.estimated,
         })
         .collect();
     Ok(Aggregation {
@@ -291,8 +297,11 @@ mod tests {
             record(0, 1, "a", 1),
             record(0, 1, "b", 3),
         ];
-        let result =
-            aggregate(&records, &query(Granularity::Daily, vec![GroupBy::Service])).unwrap();
+        let result = aggregate(
+            records.iter().map(|r| (r, false)),
+            &query(Granularity::Daily, vec![GroupBy::Service]),
+        )
+        .unwrap();
         let summary: Vec<(i64, Option<&str>, i128, u64)> = result
             .rows
             .iter()
@@ -323,10 +332,18 @@ mod tests {
     #[test]
     fn a_month_record_is_never_smeared_over_days() {
         let records = [record(0, 31, "a", 100), record(3, 1, "a", 1)];
-        let result = aggregate(&records, &query(Granularity::Daily, vec![])).unwrap();
+        let result = aggregate(
+            records.iter().map(|r| (r, false)),
+            &query(Granularity::Daily, vec![]),
+        )
+        .unwrap();
         assert_eq!(result.total.nanos(), 1);
         assert_eq!(result.unbucketed.values().sum::<u64>(), 1);
-        let monthly = aggregate(&records, &query(Granularity::Monthly, vec![])).unwrap();
+        let monthly = aggregate(
+            records.iter().map(|r| (r, false)),
+            &query(Granularity::Monthly, vec![]),
+        )
+        .unwrap();
         assert_eq!(monthly.total.nanos(), 101);
         assert!(monthly.unbucketed.is_empty());
     }
@@ -339,7 +356,7 @@ mod tests {
             unit: Text::from("GB"),
         });
         let result = aggregate(
-            &[record(0, 1, "a", 1), other],
+            [record(0, 1, "a", 1), other].iter().map(|r| (r, false)),
             &query(Granularity::None, vec![]),
         )
         .unwrap();
@@ -354,7 +371,7 @@ mod tests {
         ) {
             let services = ["x", "y", "z"];
             let records: Vec<CostRecord> = parts.iter().map(|(d, s, n)| record(*d, 1, services[*s], *n)).collect();
-            let result = aggregate(&records, &query(granularity, vec![GroupBy::Service, GroupBy::BillingAccount])).unwrap();
+            let result = aggregate(records.iter().map(|r| (r, false)), &query(granularity, vec![GroupBy::Service, GroupBy::BillingAccount])).unwrap();
             let expected: i128 = parts.iter().map(|p| p.2).sum();
             prop_assert_eq!(result.total.nanos(), expected);
             prop_assert_eq!(result.rows.iter().map(|r| r.billed_cost.nanos()).sum::<i128>(), expected);

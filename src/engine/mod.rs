@@ -1,45 +1,61 @@
-//! Answers a cost query: plans each selected account's chunks, fetches them concurrently (bounded per
-//! account), keeps each account's outcome apart, and aggregates the accounts that answered.
+//! Answers a cost query: plans each selected account's chunks, gets them through the one chunk cache
+//! (concurrently, bounded per account), keeps each account's outcome apart, and aggregates the accounts
+//! that answered.
 
 pub mod aggregate;
+mod cache;
 mod health;
 
+pub use cache::{CachedChunk, ChunkAnswer, ChunkCache, ChunkKey};
 pub use health::{HealthBoard, HealthSnapshot};
 
 use crate::{
+    clock::Clock,
     config::Settings,
     deadline::Deadline,
     domain::{CostQuery, CostRecord, Currency, DataQualityWarning, Money, MoneyError},
-    providers::{
-        AccountRef, ChunkData, ChunkFailure, Provider, error::UpstreamError, http::UpstreamHttp,
-    },
+    providers::{AccountRef, Provider, error::UpstreamError, http::UpstreamHttp},
 };
 use aggregate::Aggregation;
 use chrono::{DateTime, Utc};
 use futures::{StreamExt, stream};
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 use tracing::Instrument;
 
-/// Whether an account's data is in the answer.
+/// Whether an account's data is in the answer, and how fresh it is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AccountState {
     Ok,
+    /// Served from the cache after a failed refresh; `error` is that failure.
+    Stale {
+        age: Duration,
+        error: UpstreamError,
+    },
     Failed(UpstreamError),
 }
 
-/// How one account contributed to a report.
+/// How one account contributed to an answer.
 #[derive(Debug, Clone)]
 pub struct AccountResult {
     pub account: AccountRef,
     pub state: AccountState,
     /// When its oldest data was fetched.
     pub fetched_at: Option<DateTime<Utc>>,
+    /// All of its data came from the cache.
+    pub from_cache: bool,
     pub warnings: Vec<DataQualityWarning>,
     pub notes: Vec<String>,
     /// Sum of its records in the rows.
     pub billed_cost: Money,
     pub record_count: u64,
     pub upstream_requests: u32,
+}
+
+impl AccountResult {
+    /// Whether its data is in the totals.
+    pub fn is_covered(&self) -> bool {
+        !matches!(self.state, AccountState::Failed(_))
+    }
 }
 
 /// A finished report: rows and totals over the accounts that answered, and every account's result.
@@ -54,52 +70,137 @@ impl Report {
     /// Every selected account answered and every record found a row.
     pub fn is_complete(&self) -> bool {
         self.aggregation.unbucketed.is_empty()
-            && self.accounts.iter().all(|a| a.state == AccountState::Ok)
+            && self.accounts.iter().all(AccountResult::is_covered)
     }
 }
 
-/// The records behind a report, for drill-down, with the same per-account results.
+/// The chunks behind an answer, shared with the cache, and every account's result.
 pub struct RecordSet {
-    pub records: Vec<CostRecord>,
+    query: CostQuery,
+    /// Each chunk with whether its period is still open (its costs estimated).
+    chunks: Vec<(Arc<CachedChunk>, bool)>,
     pub accounts: Vec<AccountResult>,
+}
+
+impl RecordSet {
+    /// The records the query's filter keeps, each with whether it is estimated.
+    pub fn records(&self) -> impl Iterator<Item = (&CostRecord, bool)> {
+        self.chunks
+            .iter()
+            .flat_map(|(chunk, estimated)| {
+                chunk.records.iter().map(move |record| (record, *estimated))
+            })
+            .filter(|(record, _)| self.query.filter.keeps(record))
+    }
+
+    /// Every account's result, with its billed cost and record count over the filtered records.
+    pub fn accounts_with_totals(&self) -> Result<Vec<AccountResult>, MoneyError> {
+        let mut accounts = self.accounts.clone();
+        for account in &mut accounts {
+            let mine: Vec<&CostRecord> = self
+                .records()
+                .map(|(r, _)| r)
+                .filter(|r| r.provider_account == account.account.id)
+                .collect();
+            account.billed_cost = Money::sum(Currency::USD, mine.iter().map(|r| &r.billed_cost))?;
+            account.record_count = mine.len() as u64;
+        }
+        Ok(accounts)
+    }
+
+    /// The records in a stable total order, for pages that neither repeat nor skip a record.
+    pub fn sorted_records(&self) -> Vec<(&CostRecord, bool)> {
+        let mut records: Vec<(&CostRecord, bool)> = self.records().collect();
+        records.sort_by(|(a, _), (b, _)| record_order(a, b));
+        records
+    }
+}
+
+/// Account, then period, then the record's identifying columns, then its amounts: two records equal
+/// under this order are identical in every field a caller sees.
+fn record_order(a: &CostRecord, b: &CostRecord) -> std::cmp::Ordering {
+    let key = |r: &CostRecord| {
+        (
+            r.provider_account.clone(),
+            r.charge_period,
+            r.service_name.clone(),
+            r.sku_id.clone(),
+            r.charge_dimension.clone(),
+            r.resource.as_ref().map(|x| x.id.clone()),
+            r.sub_account.as_ref().map(|x| x.id.clone()),
+            r.billing_account.id.clone(),
+            r.charge_category,
+        )
+    };
+    key(a)
+        .cmp(&key(b))
+        .then_with(|| a.billed_cost.nanos().cmp(&b.billed_cost.nanos()))
+        .then_with(|| a.original_amount.value.cmp(&b.original_amount.value))
+        .then_with(|| {
+            a.consumed_quantity
+                .as_ref()
+                .map(|q| q.value)
+                .cmp(&b.consumed_quantity.as_ref().map(|q| q.value))
+        })
+        .then_with(|| a.extensions.cmp(&b.extensions))
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
     #[error("cannot sum the records exactly: {0}")]
     Arithmetic(#[from] MoneyError),
+    #[error(
+        "the query needs {planned} upstream chunks; server.max_chunks_per_query allows {limit}"
+    )]
+    TooManyChunks { planned: usize, limit: usize },
+    #[error("the report has {rows} rows; server.max_rows allows {limit}")]
+    TooManyRows { rows: usize, limit: usize },
 }
 
 /// The query engine. Shared by every RPC behind an `Arc`.
 pub struct Engine {
-    providers: Vec<Provider>,
+    providers: Vec<Arc<Provider>>,
     health: HealthBoard,
+    cache: ChunkCache,
     max_concurrency_per_account: usize,
+    max_chunks_per_query: usize,
+    max_rows: usize,
 }
 
 impl Engine {
-    pub fn new(settings: &Settings, http: Arc<UpstreamHttp>) -> Engine {
-        let mut providers: Vec<Provider> = settings
+    pub fn new(settings: &Settings, http: Arc<UpstreamHttp>, clock: Arc<dyn Clock>) -> Engine {
+        let mut providers: Vec<Arc<Provider>> = settings
             .accounts
             .iter()
-            .map(|account| Provider::new(account, http.clone()))
+            .map(|account| Arc::new(Provider::new(account, http.clone())))
             .collect();
         providers.sort_by(|a, b| a.account().id.cmp(&b.account().id));
         let health = HealthBoard::new(providers.iter().map(|p| p.account().id.clone()));
         Engine {
             providers,
             health,
+            cache: ChunkCache::new(
+                &settings.cache,
+                Duration::from_millis(settings.upstream.fetch_timeout_ms),
+                clock,
+            ),
             max_concurrency_per_account: settings.upstream.max_concurrency_per_account,
+            max_chunks_per_query: settings.server.max_chunks_per_query,
+            max_rows: settings.server.max_rows,
         }
     }
 
     /// Configured accounts, ordered by id.
-    pub fn providers(&self) -> &[Provider] {
+    pub fn providers(&self) -> &[Arc<Provider>] {
         &self.providers
     }
 
     pub fn health(&self) -> &HealthBoard {
         &self.health
+    }
+
+    pub fn cache(&self) -> &ChunkCache {
+        &self.cache
     }
 
     /// Aggregated costs for `query`, waiting for upstreams until `deadline`.
@@ -108,8 +209,14 @@ impl Engine {
         query: &CostQuery,
         deadline: Deadline,
     ) -> Result<Report, EngineError> {
-        let records = self.records(query, deadline).await;
-        let aggregation = aggregate::aggregate(&records.records, query)?;
+        let records = self.records(query, deadline).await?;
+        let aggregation = aggregate::aggregate(records.records(), query)?;
+        if aggregation.rows.len() > self.max_rows {
+            return Err(EngineError::TooManyRows {
+                rows: aggregation.rows.len(),
+                limit: self.max_rows,
+            });
+        }
         let mut accounts = records.accounts;
         for result in &mut accounts {
             if let Some(share) = aggregation.by_account.get(&result.account.id) {
@@ -129,81 +236,125 @@ impl Engine {
         })
     }
 
-    /// The filtered records of every selected account that answered, and every account's result.
-    pub async fn records(&self, query: &CostQuery, deadline: Deadline) -> RecordSet {
-        let selected = self.providers.iter().filter(|p| {
-            query
-                .filter
-                .selects_account(p.account().kind, &p.account().id)
-        });
-        let outcomes = futures::future::join_all(selected.map(|provider| {
+    /// The chunks of every selected account that answered, and every account's result.
+    pub async fn records(
+        &self,
+        query: &CostQuery,
+        deadline: Deadline,
+    ) -> Result<RecordSet, EngineError> {
+        let plans: Vec<(&Arc<Provider>, Vec<crate::providers::Chunk>)> = self
+            .providers
+            .iter()
+            .filter(|p| {
+                query
+                    .filter
+                    .selects_account(p.account().kind, &p.account().id)
+            })
+            .map(|p| (p, p.plan(query)))
+            .collect();
+        let planned: usize = plans.iter().map(|(_, chunks)| chunks.len()).sum();
+        if planned > self.max_chunks_per_query {
+            return Err(EngineError::TooManyChunks {
+                planned,
+                limit: self.max_chunks_per_query,
+            });
+        }
+        let outcomes = futures::future::join_all(plans.into_iter().map(|(provider, chunks)| {
             let span = tracing::info_span!(
                 "provider account",
                 costd.provider = provider.account().kind.as_str(),
                 costd.account = provider.account().id.as_str(),
             );
-            self.fetch_account(provider, query, deadline)
+            self.fetch_account(provider.clone(), chunks, query, deadline)
                 .instrument(span)
         }))
         .await;
-        let mut records = Vec::new();
+        let mut chunks = Vec::new();
         let mut accounts = Vec::with_capacity(outcomes.len());
-        for (account_records, result) in outcomes {
-            records.extend(
-                account_records
-                    .into_iter()
-                    .filter(|r| query.filter.keeps(r)),
-            );
+        for (account_chunks, result) in outcomes {
+            chunks.extend(account_chunks);
             accounts.push(result);
         }
-        RecordSet { records, accounts }
+        Ok(RecordSet {
+            query: query.clone(),
+            chunks,
+            accounts,
+        })
     }
 
     async fn fetch_account(
         &self,
-        provider: &Provider,
+        provider: Arc<Provider>,
+        chunks: Vec<crate::providers::Chunk>,
         query: &CostQuery,
         deadline: Deadline,
-    ) -> (Vec<CostRecord>, AccountResult) {
-        let chunks = provider.plan(query);
-        let outcomes: Vec<Result<ChunkData, ChunkFailure>> = stream::iter(chunks)
-            .map(|chunk| async move { provider.fetch(&chunk, deadline).await })
-            .buffer_unordered(self.max_concurrency_per_account)
+    ) -> (Vec<(Arc<CachedChunk>, bool)>, AccountResult) {
+        let account = provider.account().clone();
+        let chunk_count = chunks.len();
+        let answers: Vec<ChunkAnswer> = stream::iter(chunks)
+            .map(|chunk| {
+                let key = ChunkKey {
+                    account: account.id.clone(),
+                    chunk,
+                };
+                self.cache
+                    .get(provider.clone(), key, deadline, query.max_staleness)
+            })
+            // `buffered`, not `buffer_unordered`: answers keep the plan's order, so records come out in a
+            // deterministic order whatever finished first.
+            .buffered(self.max_concurrency_per_account)
             .collect()
             .await;
-        let account = provider.account().clone();
-        let fetched_at = Utc::now();
+        let now = self.cache.now();
         let mut result = AccountResult {
             account: account.clone(),
             state: AccountState::Ok,
-            fetched_at: Some(fetched_at),
+            fetched_at: None,
+            from_cache: true,
             warnings: Vec::new(),
             notes: Vec::new(),
             billed_cost: Money::zero(Currency::USD),
             record_count: 0,
             upstream_requests: 0,
         };
-        let mut records = Vec::new();
+        let mut served = Vec::with_capacity(answers.len());
         let mut first_failure: Option<UpstreamError> = None;
         let mut failed_chunks = 0usize;
-        let chunk_count = outcomes.len();
-        for outcome in outcomes {
-            match outcome {
-                Ok(data) => {
-                    result.upstream_requests += data.requests;
-                    result.warnings.extend(data.warnings);
-                    records.extend(data.records);
-                    self.health
-                        .record_success(&account.id, fetched_at, data.rate_limit_remaining);
+        let mut stale: Option<(Duration, UpstreamError)> = None;
+        for answer in answers {
+            let data = match answer {
+                ChunkAnswer::Fresh { data, fetched } => {
+                    if fetched {
+                        result.from_cache = false;
+                        result.upstream_requests += data.requests;
+                        self.health.record_success(&account.id, now, None);
+                    }
+                    data
                 }
-                Err(failure) => {
+                ChunkAnswer::Stale { data, age, error } => {
+                    self.health.record_failure(&account.id, now, &error);
+                    if stale.as_ref().is_none_or(|(oldest, _)| age > *oldest) {
+                        stale = Some((age, error));
+                    }
+                    data
+                }
+                ChunkAnswer::Failed(failure) => {
+                    result.from_cache = false;
                     result.upstream_requests += failure.requests;
-                    self.health
-                        .record_failure(&account.id, fetched_at, &failure.error);
+                    self.health.record_failure(&account.id, now, &failure.error);
                     failed_chunks += 1;
                     first_failure.get_or_insert(failure.error);
+                    continue;
                 }
-            }
+            };
+            result.fetched_at = Some(
+                result
+                    .fetched_at
+                    .map_or(data.fetched_at, |t| t.min(data.fetched_at)),
+            );
+            result.warnings.extend(data.warnings.iter().cloned());
+            let estimated = !self.cache.is_settled(&data.period);
+            served.push((data, estimated));
         }
         if let Some(error) = first_failure {
             // Part of an account's data would be a silently wrong total: the whole account fails.
@@ -216,12 +367,15 @@ impl Engine {
                 "provider account failed"
             );
             if chunk_count > 1 {
-                result.notes.push(format!("{failed_chunks} of {chunk_count} upstream periods failed; the first error is reported"));
+                result.notes.push(format!("{failed_chunks} of {chunk_count} upstream requests failed; the first error is reported"));
             }
             result.state = AccountState::Failed(error);
             result.fetched_at = None;
-            records.clear();
+            return (Vec::new(), result);
         }
-        (records, result)
+        if let Some((age, error)) = stale {
+            result.state = AccountState::Stale { age, error };
+        }
+        (served, result)
     }
 }

@@ -66,7 +66,7 @@ pub struct ChunkData {
 }
 
 /// A chunk that could not be fetched.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct ChunkFailure {
     pub error: UpstreamError,
     pub requests: u32,

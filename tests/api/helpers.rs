@@ -103,6 +103,14 @@ pub async fn spawn_app() -> TestApp {
 
 /// Spawns costd wired to a fresh sandbox, after `adjust` has changed the test settings.
 pub async fn spawn_app_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
+    spawn_app_on(std::sync::Arc::new(costd::clock::SystemClock), adjust).await
+}
+
+/// As [`spawn_app_with`], with cache freshness judged on `clock`.
+pub async fn spawn_app_on(
+    clock: std::sync::Arc<dyn costd::clock::Clock>,
+    adjust: impl FnOnce(&mut Settings),
+) -> TestApp {
     captured();
     let sandbox = Sandbox::start(SandboxOptions::default()).expect("sandbox starts");
     let mut settings = costd::demo::settings(&sandbox, SocketAddr::from(([127, 0, 0, 1], 0)))
@@ -114,7 +122,9 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
     settings.upstream.request_timeout_ms = 5_000;
     settings.server.drain_timeout_ms = 2_000;
     adjust(&mut settings);
-    let app = App::build(settings).await.expect("app builds");
+    let app = App::build_with_clock(settings, clock)
+        .await
+        .expect("app builds");
     let addr = app.local_addr();
     let (stop, stopped) = oneshot::channel::<()>();
     let server = tokio::spawn(app.run_until_stopped(async {

@@ -3,6 +3,7 @@
 
 mod binary;
 mod end_to_end;
+mod engine;
 mod failures;
 mod get_costs;
 mod helpers;

@@ -1,0 +1,319 @@
+//! One cache of normalized chunk results, shared by every query: exactly one upstream fetch per chunk
+//! however many callers want it, stale-if-error within a grace window, and a byte budget.
+//!
+//! moka stores the entries and bounds memory (weigher, and a per-entry lifetime of freshness + grace).
+//! Whether an entry is fresh, stale or settled is judged on the injected [`Clock`], so tests move time
+//! instead of sleeping. Fetches run in spawned tasks behind a map of shared futures: a caller that
+//! gives up never aborts the fetch the others are waiting for.
+
+use crate::{
+    clock::Clock,
+    config::CacheConfig,
+    deadline::Deadline,
+    domain::{CostRecord, DataQualityWarning, Period, ProviderAccountId},
+    providers::{
+        Chunk, ChunkFailure, Provider,
+        error::{UpstreamError, UpstreamErrorKind},
+    },
+};
+use chrono::{DateTime, Utc};
+use futures::{
+    FutureExt,
+    future::{BoxFuture, Shared},
+};
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+use tracing::Instrument;
+
+/// A chunk of one provider account.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ChunkKey {
+    pub account: ProviderAccountId,
+    pub chunk: Chunk,
+}
+
+/// A fetched, normalized chunk, shared by every answer that uses it.
+#[derive(Debug)]
+pub struct CachedChunk {
+    pub period: Period,
+    pub records: Vec<CostRecord>,
+    pub warnings: Vec<DataQualityWarning>,
+    pub fetched_at: DateTime<Utc>,
+    /// Upstream HTTP requests the fetch took.
+    pub requests: u32,
+    bytes: u32,
+}
+
+/// How a chunk was answered.
+#[derive(Debug, Clone)]
+pub enum ChunkAnswer {
+    /// Fresh data; `fetched` is false when it came from the cache.
+    Fresh {
+        data: Arc<CachedChunk>,
+        fetched: bool,
+    },
+    /// The refresh failed (or is still running past the caller's deadline); older data is served.
+    Stale {
+        data: Arc<CachedChunk>,
+        age: Duration,
+        error: UpstreamError,
+    },
+    Failed(ChunkFailure),
+}
+
+type Fetch = Shared<BoxFuture<'static, Arc<Result<Arc<CachedChunk>, ChunkFailure>>>>;
+
+/// Freshness rules, from the configuration.
+#[derive(Debug, Clone, Copy)]
+struct Policy {
+    settlement_lag: chrono::Duration,
+    settled_ttl: chrono::Duration,
+    open_ttl: chrono::Duration,
+    stale_grace: chrono::Duration,
+    fetch_timeout: Duration,
+}
+
+pub struct ChunkCache {
+    entries: moka::future::Cache<ChunkKey, Arc<CachedChunk>>,
+    inflight: Arc<Mutex<HashMap<ChunkKey, Fetch>>>,
+    clock: Arc<dyn Clock>,
+    policy: Policy,
+}
+
+/// The most a single entry may live in moka regardless of the clock: memory is bounded in real time.
+struct Lifetime(Duration);
+
+impl moka::Expiry<ChunkKey, Arc<CachedChunk>> for Lifetime {
+    fn expire_after_create(
+        &self,
+        _: &ChunkKey,
+        _: &Arc<CachedChunk>,
+        _: std::time::Instant,
+    ) -> Option<Duration> {
+        Some(self.0)
+    }
+}
+
+impl ChunkCache {
+    pub fn new(config: &CacheConfig, fetch_timeout: Duration, clock: Arc<dyn Clock>) -> Self {
+        let hours = |h: u64| chrono::Duration::hours(h as i64);
+        let seconds = |s: u64| chrono::Duration::seconds(s as i64);
+        let policy = Policy {
+            settlement_lag: hours(config.settlement_lag_hours),
+            settled_ttl: seconds(config.settled_ttl_seconds),
+            open_ttl: seconds(config.open_ttl_seconds),
+            stale_grace: seconds(config.stale_grace_seconds),
+            fetch_timeout,
+        };
+        let longest = Duration::from_secs(
+            config.settled_ttl_seconds.max(config.open_ttl_seconds) + config.stale_grace_seconds,
+        );
+        let entries = moka::future::Cache::builder()
+            .max_capacity(config.max_bytes)
+            .weigher(|_: &ChunkKey, chunk: &Arc<CachedChunk>| chunk.bytes)
+            .expire_after(Lifetime(longest))
+            .build();
+        ChunkCache {
+            entries,
+            inflight: Arc::new(Mutex::new(HashMap::new())),
+            clock,
+            policy,
+        }
+    }
+
+    pub fn now(&self) -> DateTime<Utc> {
+        self.clock.now()
+    }
+
+    /// Whether a period has closed long enough ago that its costs no longer change (FOCUS: final).
+    pub fn is_settled(&self, period: &Period) -> bool {
+        period.end() + self.policy.settlement_lag <= self.clock.now()
+    }
+
+    /// The chunk, from the cache when fresh, else from the one fetch in flight for it (started if
+    /// none is). Waits until `deadline`; `max_staleness` bounds the age of stale data it may serve.
+    pub async fn get(
+        &self,
+        provider: Arc<Provider>,
+        key: ChunkKey,
+        deadline: Deadline,
+        max_staleness: Option<Duration>,
+    ) -> ChunkAnswer {
+        let cached = self.entries.get(&key).await;
+        if let Some(data) = &cached {
+            if self.clock.now() < self.fresh_until(data) {
+                return ChunkAnswer::Fresh {
+                    data: data.clone(),
+                    fetched: false,
+                };
+            }
+        }
+        let fetch = self.fetch(provider, key);
+        let outcome = match deadline.instant() {
+            Some(at) => tokio::time::timeout_at(at, fetch).await.ok(),
+            None => Some(fetch.await),
+        };
+        let failure = match outcome.as_deref() {
+            Some(Ok(data)) => {
+                return ChunkAnswer::Fresh {
+                    data: data.clone(),
+                    fetched: true,
+                };
+            }
+            Some(Err(failure)) => failure.clone(),
+            None => ChunkFailure {
+                error: UpstreamError::new(
+                    UpstreamErrorKind::Timeout,
+                    "the upstream is still answering; the fetch goes on and a later query gets its result",
+                ),
+                requests: 0,
+            },
+        };
+        match cached {
+            Some(data) if self.servable_stale(&data, max_staleness) => {
+                let age = (self.clock.now() - data.fetched_at)
+                    .to_std()
+                    .unwrap_or_default();
+                ChunkAnswer::Stale {
+                    data,
+                    age,
+                    error: failure.error,
+                }
+            }
+            _ => ChunkAnswer::Failed(failure),
+        }
+    }
+
+    /// Drops every entry (benchmarks and operators refilling the cache).
+    pub fn invalidate_all(&self) {
+        self.entries.invalidate_all();
+    }
+
+    /// Bytes held, by the weigher's estimate.
+    pub async fn weighted_bytes(&self) -> u64 {
+        self.entries.run_pending_tasks().await;
+        self.entries.weighted_size()
+    }
+
+    fn ttl(&self, data: &CachedChunk) -> chrono::Duration {
+        if self.is_settled(&data.period) {
+            self.policy.settled_ttl
+        } else {
+            self.policy.open_ttl
+        }
+    }
+
+    fn fresh_until(&self, data: &CachedChunk) -> DateTime<Utc> {
+        data.fetched_at + self.ttl(data)
+    }
+
+    fn servable_stale(&self, data: &CachedChunk, max_staleness: Option<Duration>) -> bool {
+        let now = self.clock.now();
+        let within_grace = now < self.fresh_until(data) + self.policy.stale_grace;
+        let age = (now - data.fetched_at).to_std().unwrap_or_default();
+        within_grace && max_staleness.is_none_or(|limit| age <= limit)
+    }
+
+    /// The fetch in flight for `key`, or a new one in its own task.
+    fn fetch(&self, provider: Arc<Provider>, key: ChunkKey) -> Fetch {
+        let mut inflight = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(running) = inflight.get(&key) {
+            return running.clone();
+        }
+        let entries = self.entries.clone();
+        let registry = self.inflight.clone();
+        let clock = self.clock.clone();
+        let timeout = self.policy.fetch_timeout;
+        let task_key = key.clone();
+        let task = tokio::spawn(
+            async move {
+                let result = provider
+                    .fetch(&task_key.chunk, Deadline::after(timeout))
+                    .await;
+                let outcome = result.map(|data| {
+                    let chunk = Arc::new(CachedChunk::new(
+                        task_key.chunk.period,
+                        data.records,
+                        data.warnings,
+                        clock.now(),
+                        data.requests,
+                    ));
+                    (chunk, entries)
+                });
+                let outcome = match outcome {
+                    Ok((chunk, entries)) => {
+                        entries.insert(task_key.clone(), chunk.clone()).await;
+                        Ok(chunk)
+                    }
+                    // Failures are not cached: the next query asks again.
+                    Err(failure) => Err(failure),
+                };
+                registry
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&task_key);
+                Arc::new(outcome)
+            }
+            .instrument(tracing::Span::current()),
+        );
+        let shared = async move {
+            task.await.unwrap_or_else(|join| {
+                Arc::new(Err(ChunkFailure {
+                    error: UpstreamError::new(
+                        UpstreamErrorKind::Unavailable,
+                        format!("the fetch task ended abnormally: {join}"),
+                    ),
+                    requests: 0,
+                }))
+            })
+        }
+        .boxed()
+        .shared();
+        inflight.insert(key, shared.clone());
+        shared
+    }
+}
+
+impl CachedChunk {
+    pub fn new(
+        period: Period,
+        records: Vec<CostRecord>,
+        warnings: Vec<DataQualityWarning>,
+        fetched_at: DateTime<Utc>,
+        requests: u32,
+    ) -> Self {
+        let bytes = estimated_bytes(&records, &warnings);
+        CachedChunk {
+            period,
+            records,
+            warnings,
+            fetched_at,
+            requests,
+            bytes,
+        }
+    }
+}
+
+/// What a chunk costs in memory, counting every record's own texts (shared texts are counted per
+/// record, so the estimate errs on the side of a smaller cache).
+fn estimated_bytes(records: &[CostRecord], warnings: &[DataQualityWarning]) -> u32 {
+    let text = |t: &str| t.len() + 16;
+    let record_bytes: usize = records
+        .iter()
+        .map(|r| {
+            std::mem::size_of::<CostRecord>()
+                + text(&r.service_name)
+                + r.sku_id.as_deref().map_or(0, text)
+                + r.charge_dimension.as_deref().map_or(0, text)
+                + r.resource
+                    .as_ref()
+                    .map_or(0, |x| text(&x.id) + x.name.as_deref().map_or(0, text))
+                + r.extensions.values().map(|v| text(v) + 48).sum::<usize>()
+        })
+        .sum();
+    let warning_bytes: usize = warnings.iter().map(|w| w.message.len() + 64).sum();
+    u32::try_from(record_bytes + warning_bytes + 256).unwrap_or(u32::MAX)
+}
