@@ -76,6 +76,11 @@ impl App {
         self.local_addr
     }
 
+    /// The engine behind the API, for harnesses that measure it (e.g. emptying the cache).
+    pub fn engine(&self) -> Arc<Engine> {
+        self.engine.clone()
+    }
+
     /// Serves until `shutdown` resolves; then reports NOT_SERVING, stops accepting, and gives in-flight
     /// calls the drain timeout to finish.
     pub async fn run_until_stopped(

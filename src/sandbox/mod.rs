@@ -1,5 +1,20 @@
 //! Local emulators of the upstream billing APIs, with a request recorder and fault injection, for tests and demos.
 
+pub mod atlas;
+mod atlas_auth;
+#[cfg(test)]
+mod atlas_auth_tests;
+mod atlas_data;
+#[cfg(test)]
+mod atlas_error_tests;
+mod atlas_query;
+mod atlas_reply;
+mod atlas_seed;
+mod atlas_state;
+#[cfg(test)]
+mod atlas_testkit;
+#[cfg(test)]
+mod atlas_tests;
 mod conn;
 mod fault;
 mod recorder;
@@ -27,6 +42,14 @@ use crate::sandbox::conn::{ConnKill, CuttableListener};
 use crate::sandbox::fault::{FaultBook, json_response};
 use crate::sandbox::recorder::{Incoming, Recorder};
 
+pub use crate::sandbox::atlas_auth::{ACCESS_TOKEN_LIFETIME, DIGEST_REALM, NONCE_LIFETIME};
+pub use crate::sandbox::atlas_data::{
+    ATLAS_SERVICES, ApiKey, AtlasCluster, AtlasDataset, AtlasOrg, AtlasProject, ServiceAccount,
+    UsageItem, usd_text,
+};
+pub use crate::sandbox::atlas_state::{
+    AtlasControl, AtlasCounters, DEFAULT_PROCESSING_POLLS, DEFAULT_RESULT_RETENTION, RateLimit,
+};
 pub use crate::sandbox::fault::Fault;
 pub use crate::sandbox::recorder::RecordedRequest;
 pub use crate::sandbox::team_data::{Dataset, Price, PricingSheet, Team, UsageRecord};
@@ -73,6 +96,7 @@ pub(crate) struct Shared {
     pub(crate) recorder: Recorder,
     pub(crate) faults: FaultBook,
     pub(crate) dataset: Dataset,
+    pub(crate) atlas: atlas_state::AtlasState,
     /// Flips to true once; hanging and delayed requests watch it.
     pub(crate) shutdown: watch::Sender<bool>,
 }
@@ -107,10 +131,12 @@ impl Sandbox {
             recorder: Recorder::new(),
             faults: FaultBook::default(),
             dataset: Dataset::seeded(),
+            atlas: atlas_state::AtlasState::new(),
             shutdown: watch::Sender::new(false),
         });
         let app = Router::new()
             .merge(team::routes())
+            .merge(atlas::routes())
             .fallback(unrouted)
             .with_state(shared.clone())
             .into_make_service_with_connect_info::<ConnKill>();
@@ -249,6 +275,14 @@ pub async fn run_standalone(addr: SocketAddr) -> io::Result<()> {
     // Printing tokens is the point here: they are fake, sandbox-only credentials.
     for team in sandbox.dataset().teams() {
         println!("  team {} ({}): token {}", team.id, team.name, team.token);
+    }
+    println!("Atlas Cost Explorer: {base}/api/atlas/v2/orgs/{{orgId}}/billing/costExplorer/usage");
+    println!("Atlas OAuth token: {base}/api/oauth/token");
+    for org in sandbox.atlas().dataset().orgs() {
+        let (key, account) = (&org.api_key, &org.service_account);
+        println!("  org {} ({}):", org.id, org.name);
+        println!("    digest {}:{}", key.public_key, key.private_key);
+        println!("    client {}:{}", account.client_id, account.client_secret);
     }
     println!("press Ctrl-C to stop");
     tokio::signal::ctrl_c().await?;

@@ -1,0 +1,302 @@
+//! Load harness for the query engine, through the real server and sandbox on loopback. Every figure is
+//! a ratio measured side by side in one run (A/B interleaved, median of rounds), because this machine
+//! is noisy:
+//! 1. cached GetCosts vs grpc.health.v1.Health/Check on the same server: throughput and p99, at 1 and
+//!    at 100 calls in flight;
+//! 2. 100 identical cold queries: wall time / one cold query;
+//! 3. a cold query over 3 providers × 100 ms injected latency: wall time / the slowest provider alone;
+//! 4. RSS after filling the cache to its budget three times (fill, invalidate): third / first.
+
+use costd::{
+    App,
+    proto::{self as pb, cost_service_client::CostServiceClient},
+    sandbox::{Fault, Sandbox, SandboxHandle, Scope},
+};
+use hdrhistogram::Histogram;
+use std::{
+    net::SocketAddr,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+use tonic::transport::Channel;
+use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+
+const ROUNDS: usize = 3;
+const RUN_FOR: Duration = Duration::from_millis(1500);
+const TEAMS: [&str; 3] = ["team_acme", "team_borealis", "team_cobalt"];
+
+fn timestamp(text: &str) -> prost_types::Timestamp {
+    costd::api::convert::time_to_proto(costd::cli::parse_instant(text).expect("valid"))
+}
+
+fn month_query(year: i32, month: u32, accounts: &[&str]) -> pb::CostQuery {
+    let start = chrono::NaiveDate::from_ymd_opt(year, month, 1).expect("valid");
+    let end = if month == 12 {
+        chrono::NaiveDate::from_ymd_opt(year + 1, 1, 1)
+    } else {
+        chrono::NaiveDate::from_ymd_opt(year, month + 1, 1)
+    }
+    .expect("valid");
+    pb::CostQuery {
+        start_time: Some(timestamp(&start.to_string())),
+        end_time: Some(timestamp(&end.to_string())),
+        filter: Some(pb::CostFilter {
+            provider_accounts: accounts.iter().map(|a| a.to_string()).collect(),
+            ..Default::default()
+        }),
+        group_by: vec![
+            pb::GroupBy::BillingAccount as i32,
+            pb::GroupBy::Service as i32,
+        ],
+        granularity: pb::Granularity::Monthly as i32,
+        max_staleness: None,
+    }
+}
+
+struct Server {
+    addr: SocketAddr,
+    sandbox: SandboxHandle,
+    engine: Arc<costd::engine::Engine>,
+}
+
+async fn start(cache_bytes: u64) -> Server {
+    let sandbox = Sandbox::start(Default::default()).expect("sandbox");
+    let mut settings =
+        costd::demo::settings(&sandbox, SocketAddr::from(([127, 0, 0, 1], 0))).expect("settings");
+    settings.cache.max_bytes = cache_bytes;
+    settings.server.max_chunks_per_query = 100_000;
+    let app = App::build(settings).await.expect("builds");
+    let addr = app.local_addr();
+    let engine = app.engine();
+    tokio::spawn(app.run_until_stopped(std::future::pending()));
+    Server {
+        addr,
+        sandbox,
+        engine,
+    }
+}
+
+async fn channel(addr: SocketAddr) -> Channel {
+    Channel::from_shared(format!("http://{addr}"))
+        .expect("uri")
+        .connect()
+        .await
+        .expect("connects")
+}
+
+/// Calls `call` from `in_flight` workers for RUN_FOR; returns calls per second and p99 latency.
+async fn drive<F, Fut>(in_flight: usize, call: F) -> (f64, Duration)
+where
+    F: Fn() -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    let started = Instant::now();
+    let workers = (0..in_flight).map(|_| {
+        let call = call.clone();
+        tokio::spawn(async move {
+            let mut histogram = Histogram::<u64>::new(3).expect("histogram");
+            while started.elapsed() < RUN_FOR {
+                let began = Instant::now();
+                call().await;
+                let _ = histogram.record(began.elapsed().as_micros() as u64);
+            }
+            histogram
+        })
+    });
+    let mut total = Histogram::<u64>::new(3).expect("histogram");
+    for worker in futures::future::join_all(workers).await {
+        let _ = total.add(worker.expect("joins"));
+    }
+    (
+        total.len() as f64 / started.elapsed().as_secs_f64(),
+        Duration::from_micros(total.value_at_quantile(0.99)),
+    )
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+async fn cached_vs_health(server: &Server) {
+    let channel = channel(server.addr).await;
+    let cached = month_query(2026, 1, &[]);
+    CostServiceClient::new(channel.clone())
+        .get_costs(pb::GetCostsRequest {
+            query: Some(cached.clone()),
+        })
+        .await
+        .expect("warms");
+    for in_flight in [1, 100] {
+        let (mut throughput, mut p99) = (Vec::new(), Vec::new());
+        for _ in 0..ROUNDS {
+            let costs = {
+                let client = CostServiceClient::new(channel.clone());
+                let query = cached.clone();
+                drive(in_flight, move || {
+                    let mut client = client.clone();
+                    let query = query.clone();
+                    async move {
+                        client
+                            .get_costs(pb::GetCostsRequest { query: Some(query) })
+                            .await
+                            .expect("answer");
+                    }
+                })
+                .await
+            };
+            let health = {
+                let client = HealthClient::new(channel.clone());
+                drive(in_flight, move || {
+                    let mut client = client.clone();
+                    async move {
+                        client
+                            .check(HealthCheckRequest {
+                                service: String::new(),
+                            })
+                            .await
+                            .expect("answer");
+                    }
+                })
+                .await
+            };
+            throughput.push(costs.0 / health.0);
+            p99.push(costs.1.as_secs_f64() / health.1.as_secs_f64().max(1e-6));
+        }
+        println!(
+            "cached GetCosts vs Health/Check at {in_flight} in flight: throughput ratio {:.2} (goal >= 0.8), p99 ratio {:.2} (goal <= 1.5)",
+            median(throughput),
+            median(p99)
+        );
+    }
+}
+
+fn slow_first_answers(sandbox: &SandboxHandle, teams: &[&str]) {
+    for team in teams {
+        sandbox.push_fault(
+            &Scope::team_billing(*team),
+            Fault::Latency(Duration::from_millis(100)),
+        );
+    }
+}
+
+async fn cold_queries(server: &Server) {
+    let channel = channel(server.addr).await;
+    let client = CostServiceClient::new(channel);
+    let mut months = (2025..=2026).flat_map(|year| (1..=12).map(move |month| (year, month)));
+    let (mut coalesced, mut spread) = (Vec::new(), Vec::new());
+    for _ in 0..ROUNDS {
+        // One cold query over all three providers, each answering after 100 ms.
+        let (year, month) = months.next().expect("a fresh month");
+        slow_first_answers(&server.sandbox, &TEAMS);
+        let began = Instant::now();
+        client
+            .clone()
+            .get_costs(pb::GetCostsRequest {
+                query: Some(month_query(year, month, &[])),
+            })
+            .await
+            .expect("answer");
+        let one_cold = began.elapsed();
+
+        // The slowest provider alone, cold.
+        let (year, month) = months.next().expect("a fresh month");
+        slow_first_answers(&server.sandbox, &["team_acme"]);
+        let began = Instant::now();
+        client
+            .clone()
+            .get_costs(pb::GetCostsRequest {
+                query: Some(month_query(year, month, &["team-acme"])),
+            })
+            .await
+            .expect("answer");
+        let slowest_alone = began.elapsed();
+
+        // A hundred identical cold queries at once.
+        let (year, month) = months.next().expect("a fresh month");
+        slow_first_answers(&server.sandbox, &TEAMS);
+        let query = month_query(year, month, &[]);
+        let began = Instant::now();
+        futures::future::join_all((0..100).map(|_| {
+            let mut client = client.clone();
+            let query = query.clone();
+            async move {
+                client
+                    .get_costs(pb::GetCostsRequest { query: Some(query) })
+                    .await
+                    .expect("answer")
+            }
+        }))
+        .await;
+        let hundred = began.elapsed();
+        coalesced.push(hundred.as_secs_f64() / one_cold.as_secs_f64());
+        spread.push(one_cold.as_secs_f64() / slowest_alone.as_secs_f64());
+    }
+    println!(
+        "100 identical cold queries: wall / one cold query {:.2} (goal <= 1.2)",
+        median(coalesced)
+    );
+    println!(
+        "cold query over 3 providers x 100 ms: wall / slowest provider alone {:.2} (goal <= 1.3)",
+        median(spread)
+    );
+}
+
+fn rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status.lines().find_map(|line| {
+                line.strip_prefix("VmRSS:")
+                    .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse::<u64>().ok())
+            })
+        })
+        .map_or(0, |kb| kb * 1024)
+}
+
+async fn cache_refills(server: &Server, budget: u64) {
+    let client = CostServiceClient::new(channel(server.addr).await);
+    let mut rss = Vec::new();
+    for fill in 1..=3 {
+        // Every day of both years, per team: more chunks than the budget holds, so it evicts too.
+        for year in [2025, 2026] {
+            let mut query = month_query(year, 1, &[]);
+            query.end_time = Some(timestamp(&format!("{}-01-01", year + 1)));
+            query.granularity = pb::Granularity::Daily as i32;
+            query.group_by = vec![pb::GroupBy::Service as i32];
+            client
+                .clone()
+                .get_costs(pb::GetCostsRequest { query: Some(query) })
+                .await
+                .expect("answer");
+        }
+        let held = server.engine.cache().weighted_bytes().await;
+        rss.push(rss_bytes());
+        println!(
+            "fill {fill}: cache holds {} KiB of a {} KiB budget; RSS {} MiB",
+            held / 1024,
+            budget / 1024,
+            rss_bytes() / (1024 * 1024)
+        );
+        server.engine.cache().invalidate_all();
+    }
+    println!(
+        "RSS after the third fill / after the first: {:.2} (goal <= 1.1)",
+        rss[2] as f64 / rss[0] as f64
+    );
+}
+
+fn main() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let server = start(256 * 1024 * 1024).await;
+        cached_vs_health(&server).await;
+        cold_queries(&server).await;
+        let budget = 8 * 1024 * 1024;
+        let small = start(budget).await;
+        cache_refills(&small, budget).await;
+    });
+}
