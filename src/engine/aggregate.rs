@@ -202,7 +202,8 @@ pub fn aggregate<'a>(
     })
 }
 
-/// The bucket that wholly holds a charge period, clipped to the query; `None` when it spans several.
+/// The bucket that wholly holds a charge period; `None` when the period spans several buckets or runs
+/// past the query's range (a month of costs is never counted in a query for half of it).
 fn bucket_of(charge_period: &Period, query: &CostQuery) -> Option<Period> {
     let unit = match query.granularity {
         Granularity::None => query.period,
@@ -210,8 +211,7 @@ fn bucket_of(charge_period: &Period, query: &CostQuery) -> Option<Period> {
         Granularity::Monthly => Period::month_of(charge_period.start()),
     };
     let bucket = unit.intersection(&query.period)?;
-    let clipped = charge_period.intersection(&query.period)?;
-    bucket.contains_period(&clipped).then_some(bucket)
+    bucket.contains_period(charge_period).then_some(bucket)
 }
 
 /// The id and display name of one dimension of a record.
@@ -346,6 +346,16 @@ mod tests {
         .unwrap();
         assert_eq!(monthly.total.nanos(), 101);
         assert!(monthly.unbucketed.is_empty());
+    }
+
+    #[test]
+    fn a_record_running_past_the_range_is_never_counted_whole() {
+        let mut half_month = query(Granularity::None, vec![]);
+        half_month.period = Period::new(at(0), at(15)).unwrap();
+        let records = [record(0, 31, "a", 100), record(3, 1, "a", 1)];
+        let result = aggregate(records.iter().map(|r| (r, false)), &half_month).unwrap();
+        assert_eq!(result.total.nanos(), 1);
+        assert_eq!(result.unbucketed.values().sum::<u64>(), 1);
     }
 
     #[test]

@@ -225,7 +225,7 @@ impl Engine {
             }
             if let Some(left_out) = aggregation.unbucketed.get(&result.account.id) {
                 result.notes.push(format!(
-                    "{left_out} records cover periods longer than one bucket of this granularity; they are in no row and not in the totals"
+                    "{left_out} records cover periods longer than one bucket or past the requested range (the upstream reports whole periods); they are in no row and not in the totals"
                 ));
             }
         }

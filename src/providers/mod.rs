@@ -1,5 +1,6 @@
 //! Provider accounts: one module per upstream, the shared HTTP layer, and the one enum the engine calls.
 
+pub mod atlas;
 pub mod elastic;
 pub mod error;
 pub mod exact_json;
