@@ -121,12 +121,43 @@ fn median(mut values: Vec<f64>) -> f64 {
 async fn cached_vs_health(server: &Server) {
     let channel = channel(server.addr).await;
     let cached = month_query(2026, 1, &[]);
-    CostServiceClient::new(channel.clone())
+    let warm = CostServiceClient::new(channel.clone())
         .get_costs(pb::GetCostsRequest {
             query: Some(cached.clone()),
         })
         .await
-        .expect("warms");
+        .expect("warms")
+        .into_inner();
+    let rows = warm.report.as_ref().map_or(0, |r| r.rows.len());
+    println!(
+        "cached GetCosts answer: {} bytes encoded ({rows} rows)",
+        prost::Message::encoded_len(&warm)
+    );
+    let accounts: Vec<_> = server
+        .engine
+        .providers()
+        .iter()
+        .map(|p| p.account().id.clone())
+        .collect();
+    let limits = costd::api::convert::QueryLimits {
+        known_accounts: &accounts,
+        max_range_days: 731,
+    };
+    let domain_query =
+        costd::api::convert::parse_query(Some(cached.clone()), &limits).expect("valid");
+    let began = Instant::now();
+    for _ in 0..2_000 {
+        let report = server
+            .engine
+            .report(&domain_query, costd::deadline::Deadline::NONE)
+            .await
+            .expect("report");
+        std::hint::black_box(costd::api::convert::report_to_proto(&report).expect("converts"));
+    }
+    println!(
+        "engine.report + report_to_proto, cached, in process: {:.1} us per call",
+        began.elapsed().as_secs_f64() * 1e6 / 2_000.0
+    );
     for in_flight in [1, 100] {
         let (mut throughput, mut p99) = (Vec::new(), Vec::new());
         for _ in 0..ROUNDS {

@@ -62,7 +62,7 @@ impl Granularity {
 }
 
 /// Which records a query covers. Empty sets mean "no restriction".
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct CostFilter {
     pub providers: BTreeSet<ProviderKind>,
     pub provider_accounts: BTreeSet<ProviderAccountId>,
@@ -92,7 +92,7 @@ impl CostFilter {
 }
 
 /// A validated cost question.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct CostQuery {
     pub period: Period,
     pub filter: CostFilter,

@@ -198,6 +198,17 @@ impl ChunkCache {
         self.entries.weighted_size()
     }
 
+    /// Until when an answer built from `data` stays the same: while it is fresh, and, for an open
+    /// period, until it settles (its rows stop being estimated).
+    pub fn unchanged_until(&self, data: &CachedChunk) -> DateTime<Utc> {
+        let fresh_until = self.fresh_until(data);
+        if self.is_settled(&data.period) {
+            fresh_until
+        } else {
+            fresh_until.min(data.period.end() + self.policy.settlement_lag)
+        }
+    }
+
     fn ttl(&self, data: &CachedChunk) -> chrono::Duration {
         if self.is_settled(&data.period) {
             self.policy.settled_ttl

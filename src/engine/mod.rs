@@ -64,6 +64,9 @@ pub struct Report {
     pub query: CostQuery,
     pub aggregation: Aggregation,
     pub accounts: Vec<AccountResult>,
+    /// Set when the report came wholly from fresh cached chunks: until then, the same query gets the
+    /// same report.
+    pub unchanged_until: Option<DateTime<Utc>>,
 }
 
 impl Report {
@@ -77,6 +80,8 @@ impl Report {
 /// The chunks behind an answer, shared with the cache, and every account's result.
 pub struct RecordSet {
     query: CostQuery,
+    /// See [`Report::unchanged_until`].
+    unchanged_until: Option<DateTime<Utc>>,
     /// Each chunk with whether its period is still open (its costs estimated).
     chunks: Vec<(Arc<CachedChunk>, bool)>,
     pub accounts: Vec<AccountResult>,
@@ -233,6 +238,7 @@ impl Engine {
             query: query.clone(),
             aggregation,
             accounts,
+            unchanged_until: records.unchanged_until,
         })
     }
 
@@ -275,8 +281,20 @@ impl Engine {
             chunks.extend(account_chunks);
             accounts.push(result);
         }
+        let reusable = accounts
+            .iter()
+            .all(|a| a.from_cache && a.state == AccountState::Ok);
+        let unchanged_until = reusable
+            .then(|| {
+                chunks
+                    .iter()
+                    .map(|(chunk, _)| self.cache.unchanged_until(chunk))
+                    .min()
+            })
+            .flatten();
         Ok(RecordSet {
             query: query.clone(),
+            unchanged_until,
             chunks,
             accounts,
         })
