@@ -1,11 +1,13 @@
-//! The embedded default: costd wired to the sandbox upstreams on loopback, one account per seeded team.
+//! The embedded default: costd wired to the sandbox upstreams on loopback, one account per seeded team
+//! and Atlas organization.
 
 use crate::{
     config::{
-        AccountKind, AccountSettings, CacheConfig, LogFormat, ServerConfig, Settings,
+        AccountKind, AccountSettings, AtlasConfig, CacheConfig, LogFormat, ServerConfig, Settings,
         TelemetryConfig, UpstreamConfig,
     },
     domain::ProviderAccountId,
+    providers::atlas::AtlasCredentials,
     sandbox::SandboxHandle,
 };
 use secrecy::SecretString;
@@ -33,6 +35,30 @@ pub fn settings(sandbox: &SandboxHandle, listen: SocketAddr) -> Result<Settings,
             })
         })
         .collect::<Result<Vec<_>, String>>()?;
+    let mut accounts = accounts;
+    // Atlas: API keys (Digest) for every organization but the second, which uses its service account,
+    // so the demo shows both ways in.
+    for (index, org) in sandbox.atlas().dataset().orgs().iter().enumerate() {
+        let short = org.name.split_whitespace().next().unwrap_or("org").to_lowercase();
+        let id = ProviderAccountId::parse(&format!("atlas-{short}")).map_err(|e| format!("{}: {e}", org.name))?;
+        let credentials = if index == 1 {
+            AtlasCredentials::ServiceAccount {
+                client_id: org.service_account.client_id.clone(),
+                client_secret: SecretString::from(org.service_account.client_secret.clone()),
+            }
+        } else {
+            AtlasCredentials::Digest {
+                public_key: org.api_key.public_key.clone(),
+                private_key: SecretString::from(org.api_key.private_key.clone()),
+            }
+        };
+        accounts.push(AccountSettings {
+            id,
+            display_name: org.name.to_string(),
+            base_url: base_url.clone(),
+            kind: AccountKind::Atlas { org_id: org.id.to_string(), credentials },
+        });
+    }
     Ok(Settings {
         server: ServerConfig {
             listen,
@@ -44,6 +70,7 @@ pub fn settings(sandbox: &SandboxHandle, listen: SocketAddr) -> Result<Settings,
         },
         upstream: UpstreamConfig::default(),
         cache: CacheConfig::default(),
+        atlas: AtlasConfig::default(),
         accounts,
     })
 }

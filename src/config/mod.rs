@@ -4,10 +4,10 @@
 
 use crate::{
     domain::{ProviderAccountId, ProviderKind, parse_decimal},
-    providers::elastic::ApiVersion,
+    providers::{atlas::AtlasCredentials, elastic::ApiVersion},
 };
 use rust_decimal::Decimal;
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use std::{
     collections::{BTreeMap, HashMap},
@@ -77,6 +77,8 @@ pub struct FileConfig {
     pub upstream: UpstreamConfig,
     #[serde(default)]
     pub cache: CacheConfig,
+    #[serde(default)]
+    pub atlas: AtlasConfig,
     #[serde(default)]
     pub providers: Vec<ProviderAccountConfig>,
 }
@@ -175,6 +177,34 @@ impl Default for UpstreamConfig {
     }
 }
 
+/// How costd polls Atlas' asynchronous queries.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AtlasConfig {
+    /// First wait before polling a new query, in milliseconds; grows ×1.5 per poll, with jitter.
+    pub poll_initial_ms: u64,
+    /// Longest wait between polls, in milliseconds.
+    pub poll_max_ms: u64,
+    /// A query still processing after this long fails as retryable, in milliseconds.
+    pub max_processing_ms: u64,
+    /// Atlas' Invoices token bucket per organization: capacity.
+    pub bucket_capacity: u32,
+    /// ... and refill per minute.
+    pub bucket_refill_per_minute: u32,
+}
+
+impl Default for AtlasConfig {
+    fn default() -> Self {
+        AtlasConfig {
+            poll_initial_ms: 1_000,
+            poll_max_ms: 30_000,
+            max_processing_ms: 600_000,
+            bucket_capacity: 500,
+            bucket_refill_per_minute: 100,
+        }
+    }
+}
+
 /// The chunk cache.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -215,7 +245,7 @@ pub struct SecretRef {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProviderAccountConfig {
-    /// `team_billing` or `elastic` (atlas comes with its provider).
+    /// `team_billing`, `elastic` or `atlas`.
     pub kind: String,
     /// Unique id used in queries and results.
     pub id: String,
@@ -235,6 +265,8 @@ pub struct ProviderAccountConfig {
     pub api_version: Option<String>,
     /// elastic: USD per ECU as an exact decimal string, e.g. "1.0" (the default) or "0.9725".
     pub usd_per_ecu: Option<String>,
+    /// atlas: the organization id (24 lowercase hex digits).
+    pub org_id: Option<String>,
 }
 
 /// Validated settings the app runs on.
@@ -244,6 +276,7 @@ pub struct Settings {
     pub telemetry: TelemetryConfig,
     pub upstream: UpstreamConfig,
     pub cache: CacheConfig,
+    pub atlas: AtlasConfig,
     pub accounts: Vec<AccountSettings>,
 }
 
@@ -261,6 +294,7 @@ impl AccountSettings {
         match self.kind {
             AccountKind::TeamBilling { .. } => ProviderKind::TeamBilling,
             AccountKind::Elastic { .. } => ProviderKind::Elastic,
+            AccountKind::Atlas { .. } => ProviderKind::Atlas,
         }
     }
 }
@@ -279,6 +313,10 @@ pub enum AccountKind {
         api_version: ApiVersion,
         /// Exact, at most 5 decimal places, so ECU amounts (at most 4) convert to whole nanos.
         usd_per_ecu: Decimal,
+    },
+    Atlas {
+        org_id: String,
+        credentials: AtlasCredentials,
     },
 }
 
@@ -335,6 +373,7 @@ impl Settings {
             telemetry: file.telemetry,
             upstream: file.upstream,
             cache: file.cache,
+            atlas: file.atlas,
             accounts,
         })
     }
@@ -458,6 +497,18 @@ fn validate_limits(file: &FileConfig) -> Result<(), ConfigError> {
             "must be at least 1",
         ));
     }
+    if file.atlas.poll_initial_ms == 0 || file.atlas.poll_max_ms < file.atlas.poll_initial_ms {
+        return Err(ConfigError::new(
+            "atlas.poll_max_ms",
+            "poll_initial_ms must be at least 1 and at most poll_max_ms",
+        ));
+    }
+    if file.atlas.bucket_capacity == 0 || file.atlas.bucket_refill_per_minute == 0 {
+        return Err(ConfigError::new(
+            "atlas.bucket_capacity",
+            "the bucket's capacity and refill must be at least 1",
+        ));
+    }
     if file.cache.max_bytes == 0 {
         return Err(ConfigError::new("cache.max_bytes", "must be at least 1"));
     }
@@ -534,10 +585,43 @@ fn resolve_account(
             }
         }
         ProviderKind::Atlas => {
-            return Err(ConfigError::new(
-                format!("{key}.kind"),
-                format!("`{provider}` is not supported yet"),
-            ));
+            let org_id = required(key, "org_id", &account.org_id)?;
+            if !crate::providers::atlas::normalize::is_atlas_id(org_id) {
+                return Err(ConfigError::new(
+                    format!("{key}.org_id"),
+                    "must be 24 lowercase hexadecimal digits",
+                ));
+            }
+            let credentials = Credentials::new(
+                key,
+                &account.credentials,
+                env,
+                &["public_key", "private_key", "client_id", "client_secret"],
+            )?;
+            let credentials = if account.credentials.contains_key("public_key")
+                || account.credentials.contains_key("private_key")
+            {
+                AtlasCredentials::Digest {
+                    public_key: credentials.take("public_key")?.expose_secret().to_string(),
+                    private_key: credentials.take("private_key")?,
+                }
+            } else if account.credentials.contains_key("client_id")
+                || account.credentials.contains_key("client_secret")
+            {
+                AtlasCredentials::ServiceAccount {
+                    client_id: credentials.take("client_id")?.expose_secret().to_string(),
+                    client_secret: credentials.take("client_secret")?,
+                }
+            } else {
+                return Err(ConfigError::new(
+                    format!("{key}.credentials"),
+                    "an API key pair (public_key, private_key) or a service account (client_id, client_secret)",
+                ));
+            };
+            AccountKind::Atlas {
+                org_id: org_id.to_string(),
+                credentials,
+            }
         }
     };
     forbid_foreign_fields(key, provider, account)?;
@@ -615,6 +699,7 @@ fn default_base_url(kind: &AccountKind) -> &'static str {
             api_version: ApiVersion::V2,
             ..
         } => "https://billing.elastic-cloud.com",
+        AccountKind::Atlas { .. } => "https://cloud.mongodb.com",
     }
 }
 

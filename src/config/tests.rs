@@ -156,7 +156,7 @@ fn every_mistake_names_its_key() {
             "providers[0].base_url",
         ),
         (
-            ACCOUNT.replace("team_billing", "atlas"),
+            ACCOUNT.replace("team_billing", "aws"),
             vec![("ACME_TOKEN", "x")],
             "providers[0].kind",
         ),

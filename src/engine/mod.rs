@@ -177,7 +177,7 @@ impl Engine {
         let mut providers: Vec<Arc<Provider>> = settings
             .accounts
             .iter()
-            .map(|account| Arc::new(Provider::new(account, http.clone())))
+            .map(|account| Arc::new(Provider::new(account, &settings.atlas, http.clone())))
             .collect();
         providers.sort_by(|a, b| a.account().id.cmp(&b.account().id));
         let health = HealthBoard::new(providers.iter().map(|p| p.account().id.clone()));

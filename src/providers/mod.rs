@@ -54,6 +54,8 @@ pub struct Chunk {
 pub enum ChunkRequest {
     TeamCost,
     Elastic(elastic::Endpoint),
+    /// One Atlas query body: identical bodies share one chunk, so one POST and one token.
+    Atlas(atlas::wire::CreateUsageQuery),
 }
 
 /// The normalized answer for one chunk of a query.
@@ -77,10 +79,16 @@ pub struct ChunkFailure {
 pub enum Provider {
     TeamBilling(team::TeamBillingClient),
     Elastic(elastic::ElasticClient),
+    /// Boxed: its auth and rate-limit state make it much larger than the others.
+    Atlas(Box<atlas::AtlasClient>),
 }
 
 impl Provider {
-    pub fn new(settings: &AccountSettings, http: Arc<http::UpstreamHttp>) -> Provider {
+    pub fn new(
+        settings: &AccountSettings,
+        atlas: &crate::config::AtlasConfig,
+        http: Arc<http::UpstreamHttp>,
+    ) -> Provider {
         let account = AccountRef {
             id: settings.id.clone(),
             kind: settings.provider(),
@@ -113,6 +121,17 @@ impl Provider {
                 *api_version,
                 *usd_per_ecu,
             )),
+            AccountKind::Atlas {
+                org_id,
+                credentials,
+            } => Provider::Atlas(Box::new(atlas::AtlasClient::new(
+                account,
+                http,
+                settings.base_url.clone(),
+                org_id.clone(),
+                credentials.clone(),
+                atlas.clone(),
+            ))),
         }
     }
 
@@ -120,6 +139,7 @@ impl Provider {
         match self {
             Provider::TeamBilling(client) => &client.account,
             Provider::Elastic(client) => &client.account,
+            Provider::Atlas(client) => &client.account,
         }
     }
 
@@ -152,6 +172,19 @@ impl Provider {
                 asynchronous: false,
                 native_unit: "ECU",
             },
+            Provider::Atlas(_) => Capabilities {
+                granularities: vec![Granularity::None, Granularity::Monthly],
+                group_by: vec![
+                    GroupBy::Provider,
+                    GroupBy::BillingAccount,
+                    GroupBy::SubAccount,
+                    GroupBy::Resource,
+                    GroupBy::Service,
+                    GroupBy::ChargeCategory,
+                ],
+                asynchronous: true,
+                native_unit: "USD",
+            },
         }
     }
 
@@ -179,6 +212,13 @@ impl Provider {
                     request: ChunkRequest::Elastic(endpoint),
                 })
                 .collect(),
+            Provider::Atlas(client) => atlas::plan(client.org_id(), query)
+                .into_iter()
+                .map(|(period, body)| Chunk {
+                    period,
+                    request: ChunkRequest::Atlas(body),
+                })
+                .collect(),
         }
     }
 
@@ -193,6 +233,9 @@ impl Provider {
             }
             (Provider::Elastic(client), ChunkRequest::Elastic(endpoint)) => {
                 client.fetch(chunk.period, endpoint, deadline).await
+            }
+            (Provider::Atlas(client), ChunkRequest::Atlas(body)) => {
+                client.fetch(chunk.period, body, deadline).await
             }
             // Chunks come from this provider's own plan; another's would be a bug, reported, not a panic.
             _ => Err(ChunkFailure {

@@ -79,7 +79,7 @@ async fn grpcurl_lists_and_calls_the_service_through_reflection_alone() {
 }
 
 #[tokio::test]
-async fn the_demo_serves_every_seeded_team_from_its_embedded_sandbox() {
+async fn the_demo_serves_every_seeded_account_from_its_embedded_sandbox() {
     let mut demo = tokio::process::Command::new(COSTD)
         .args(["demo", "--listen", "127.0.0.1:0"])
         .stdout(Stdio::piped())
@@ -120,7 +120,7 @@ async fn the_demo_serves_every_seeded_team_from_its_embedded_sandbox() {
     assert!(totals.complete);
     assert_eq!(
         totals.covered_provider_accounts,
-        ["team-acme", "team-borealis", "team-cobalt"]
+        ["atlas-kestrel", "atlas-lumen", "atlas-quarry", "team-acme", "team-borealis", "team-cobalt"]
     );
     terminate(&demo).await;
     assert!(within(demo.wait()).await.expect("exits").success());

@@ -3,6 +3,7 @@
 use chrono::{DateTime, Utc};
 use costd::{
     App, AppError,
+    domain::ProviderKind,
     config::{LogFormat, Settings, TelemetryConfig},
     proto::{self as pb, cost_service_client::CostServiceClient},
     sandbox::{Sandbox, SandboxHandle, SandboxOptions, Scope},
@@ -111,6 +112,15 @@ pub async fn spawn_app_on(
     clock: std::sync::Arc<dyn costd::clock::Clock>,
     adjust: impl FnOnce(&mut Settings),
 ) -> TestApp {
+    spawn_app_full(clock, &[ProviderKind::TeamBilling], |settings, _| adjust(settings)).await
+}
+
+/// Spawns costd with the demo's accounts of the given kinds; `adjust` sees the settings and the sandbox.
+pub async fn spawn_app_full(
+    clock: std::sync::Arc<dyn costd::clock::Clock>,
+    kinds: &[ProviderKind],
+    adjust: impl FnOnce(&mut Settings, &SandboxHandle),
+) -> TestApp {
     captured();
     let sandbox = Sandbox::start(SandboxOptions::default()).expect("sandbox starts");
     let mut settings = costd::demo::settings(&sandbox, SocketAddr::from(([127, 0, 0, 1], 0)))
@@ -121,7 +131,11 @@ pub async fn spawn_app_on(
     settings.upstream.retry_max_delay_ms = 50;
     settings.upstream.request_timeout_ms = 5_000;
     settings.server.drain_timeout_ms = 2_000;
-    adjust(&mut settings);
+    // Atlas answers after a few polls; polling fast keeps those tests quick, the policy is the same.
+    settings.atlas.poll_initial_ms = 5;
+    settings.atlas.poll_max_ms = 40;
+    settings.accounts.retain(|account| kinds.contains(&account.provider()));
+    adjust(&mut settings, &sandbox);
     let app = App::build_with_clock(settings, clock)
         .await
         .expect("app builds");

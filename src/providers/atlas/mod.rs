@@ -1,5 +1,23 @@
-//! MongoDB Atlas Cost Explorer: an asynchronous, monthly, USD upstream. The wire types, the query body
-//! costd sends and the normalization are here; the client and the job table are the next slice.
+//! MongoDB Atlas Cost Explorer: an asynchronous, monthly, USD upstream.
 
+mod auth;
+mod client;
 pub mod normalize;
 pub mod wire;
+
+pub use auth::AtlasCredentials;
+pub use client::AtlasClient;
+
+use crate::domain::{CostQuery, Period};
+
+/// The calendar months (whole: Atlas answers nothing finer) that cover a query, each with its body.
+pub fn plan(org_id: &str, query: &CostQuery) -> Vec<(Period, wire::CreateUsageQuery)> {
+    let first = Period::month_of(query.period.start());
+    let last_instant = query.period.end() - chrono::Duration::nanoseconds(1);
+    let whole = Period::new(first.start(), Period::month_of(last_instant).end()).unwrap_or(first);
+    whole
+        .months()
+        .into_iter()
+        .map(|month| (month, normalize::usage_query(org_id, &month, query)))
+        .collect()
+}

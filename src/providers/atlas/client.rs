@@ -1,0 +1,358 @@
+//! The Atlas Cost Explorer client: create a query (one POST per distinct body, shared through the chunk
+//! cache), then poll its token with `?envelope=true` — a bare 102 never reaches a hyper client — with
+//! jittered backoff, paced by the organization's token bucket, until the rows are ready.
+
+use super::{
+    auth::{AtlasCredentials, Authenticator, TokenSource},
+    normalize, wire,
+};
+use crate::{
+    config::AtlasConfig,
+    deadline::Deadline,
+    domain::Period,
+    providers::{
+        AccountRef, ChunkData, ChunkFailure, Normalized,
+        error::{UpstreamError, UpstreamErrorKind},
+        http::{FailedCall, UpstreamHttp, UpstreamRequest, UpstreamResponse, retry_after},
+    },
+};
+use bytes::Bytes;
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use http::{HeaderMap, HeaderValue, Method};
+use std::{num::NonZeroU32, sync::Arc, time::Duration};
+use tokio::time::Instant;
+
+const CREATE_ROUTE: &str = "/api/atlas/v2/orgs/{orgId}/billing/costExplorer/usage";
+const POLL_ROUTE: &str = "/api/atlas/v2/orgs/{orgId}/billing/costExplorer/usage/{token}";
+
+/// What one poll said.
+enum Poll {
+    Processing,
+    Done(Normalized),
+    /// The upstream no longer knows the token.
+    Gone,
+    /// Throttled: ask again after this long.
+    Throttled(Duration),
+}
+
+/// Reads one Atlas organization's costs.
+pub struct AtlasClient {
+    pub(crate) account: AccountRef,
+    http: Arc<UpstreamHttp>,
+    base_url: reqwest::Url,
+    org_id: String,
+    auth: Authenticator,
+    /// Atlas' Invoices bucket, per organization: both cost-explorer calls draw from it.
+    bucket: DefaultDirectRateLimiter,
+    config: AtlasConfig,
+}
+
+impl AtlasClient {
+    pub fn new(
+        account: AccountRef,
+        http: Arc<UpstreamHttp>,
+        base_url: reqwest::Url,
+        org_id: String,
+        credentials: AtlasCredentials,
+        config: AtlasConfig,
+    ) -> Self {
+        let refill = NonZeroU32::new(config.bucket_refill_per_minute).unwrap_or(NonZeroU32::MIN);
+        let capacity = NonZeroU32::new(config.bucket_capacity).unwrap_or(NonZeroU32::MIN);
+        AtlasClient {
+            account,
+            http,
+            base_url,
+            org_id,
+            auth: Authenticator::new(credentials),
+            bucket: RateLimiter::direct(Quota::per_minute(refill).allow_burst(capacity)),
+            config,
+        }
+    }
+
+    pub fn org_id(&self) -> &str {
+        &self.org_id
+    }
+
+    /// Creates the query, polls until its rows are ready, and normalizes them. A token the upstream
+    /// forgets is recreated once; a query still processing past the limit fails as retryable.
+    pub async fn fetch(
+        &self,
+        month: Period,
+        body: &wire::CreateUsageQuery,
+        deadline: Deadline,
+    ) -> Result<ChunkData, ChunkFailure> {
+        let mut requests = 0u32;
+        let result = self
+            .create_and_poll(month, body, deadline, &mut requests)
+            .await;
+        result
+            .map(|normalized| ChunkData {
+                records: normalized.records,
+                warnings: normalized.warnings,
+                requests,
+                rate_limit_remaining: None,
+            })
+            .map_err(|error| ChunkFailure { error, requests })
+    }
+
+    async fn create_and_poll(
+        &self,
+        month: Period,
+        body: &wire::CreateUsageQuery,
+        deadline: Deadline,
+        requests: &mut u32,
+    ) -> Result<Normalized, UpstreamError> {
+        let started = Instant::now();
+        let mut recreated = false;
+        'create: loop {
+            let token = self.create(body, deadline, requests).await?;
+            let mut delay = Duration::from_millis(self.config.poll_initial_ms);
+            let mut polls = 0u32;
+            loop {
+                tokio::time::sleep(jitter(delay)).await;
+                if started.elapsed() > Duration::from_millis(self.config.max_processing_ms) {
+                    return Err(UpstreamError {
+                        upstream_retryable: Some(true),
+                        ..UpstreamError::new(
+                            UpstreamErrorKind::Timeout,
+                            format!("still processing after {polls} polls; ask again later"),
+                        )
+                    });
+                }
+                polls += 1;
+                match self.poll(&token, month, deadline, requests).await? {
+                    Poll::Done(normalized) => return Ok(normalized),
+                    Poll::Processing => {
+                        tracing::debug!(
+                            polls,
+                            next_ms = delay.as_millis() as u64,
+                            "atlas query processing"
+                        );
+                        delay = delay
+                            .mul_f64(1.5)
+                            .min(Duration::from_millis(self.config.poll_max_ms));
+                    }
+                    Poll::Throttled(wait) => delay = wait.max(delay),
+                    Poll::Gone if !recreated => {
+                        tracing::info!("atlas forgot the query token; creating it again");
+                        recreated = true;
+                        continue 'create;
+                    }
+                    Poll::Gone => {
+                        return Err(UpstreamError {
+                            http_status: Some(404),
+                            upstream_code: Some("RESOURCE_NOT_FOUND".into()),
+                            ..UpstreamError::new(
+                                UpstreamErrorKind::NotFound,
+                                "the query token was forgotten twice",
+                            )
+                        });
+                    }
+                }
+            }
+        }
+    }
+
+    async fn create(
+        &self,
+        body: &wire::CreateUsageQuery,
+        deadline: Deadline,
+        requests: &mut u32,
+    ) -> Result<String, UpstreamError> {
+        let bytes = serde_json::to_vec(body)
+            .map_err(|e| UpstreamError::new(UpstreamErrorKind::Rejected, e.to_string()))?;
+        let url = self.url(&["usage"], false);
+        let response = self
+            .send(
+                Method::POST,
+                CREATE_ROUTE,
+                url,
+                Some(Bytes::from(bytes)),
+                deadline,
+                requests,
+            )
+            .await?;
+        let status = response.status.as_u16();
+        if status != 202 && !response.status.is_success() {
+            return Err(error_of(status, &response.body, response.retry_after()));
+        }
+        let created: wire::CreatedToken = serde_json::from_slice(&response.body)
+            .map_err(|e| UpstreamError::malformed(status, e))?;
+        if created.token.len() != 64 {
+            return Err(UpstreamError::malformed(
+                status,
+                "the query token is not 64 characters",
+            ));
+        }
+        Ok(created.token)
+    }
+
+    async fn poll(
+        &self,
+        token: &str,
+        month: Period,
+        deadline: Deadline,
+        requests: &mut u32,
+    ) -> Result<Poll, UpstreamError> {
+        let url = self.url(&["usage", token], true);
+        let response = self
+            .send(Method::GET, POLL_ROUTE, url, None, deadline, requests)
+            .await?;
+        let http_status = response.status.as_u16();
+        if !response.status.is_success() {
+            return match http_status {
+                404 => Ok(Poll::Gone),
+                _ => Err(error_of(
+                    http_status,
+                    &response.body,
+                    response.retry_after(),
+                )),
+            };
+        }
+        let envelope: wire::Envelope<'_> = serde_json::from_slice(&response.body)
+            .map_err(|e| UpstreamError::malformed(http_status, format!("envelope: {e}")))?;
+        let content = envelope
+            .content
+            .map(|c| c.get().as_bytes())
+            .unwrap_or(b"{}");
+        match envelope.status {
+            102 => Ok(Poll::Processing),
+            200 => {
+                let result: wire::UsageResult = serde_json::from_slice(content)
+                    .map_err(|e| UpstreamError::malformed(200, e))?;
+                normalize::usage_rows(&self.account, &self.org_id, month, &result)
+                    .map(Poll::Done)
+                    .map_err(|problem| UpstreamError::malformed(200, problem))
+            }
+            404 => Ok(Poll::Gone),
+            429 => Ok(Poll::Throttled(
+                retry_after(&response.headers).unwrap_or(Duration::from_secs(10)),
+            )),
+            status => Err(error_of(status, content, retry_after(&response.headers))),
+        }
+    }
+
+    /// Sends with authorization: answers a Digest challenge, or replaces a refused token, once.
+    async fn send(
+        &self,
+        method: Method,
+        template: &'static str,
+        url: reqwest::Url,
+        body: Option<Bytes>,
+        deadline: Deadline,
+        requests: &mut u32,
+    ) -> Result<UpstreamResponse, UpstreamError> {
+        let uri = match url.query() {
+            Some(query) => format!("{}?{query}", url.path()),
+            None => url.path().to_string(),
+        };
+        let token_url = self.url_of(&["api", "oauth", "token"]);
+        for _ in 0..2 {
+            self.bucket.until_ready().await;
+            let mut headers = HeaderMap::new();
+            headers.insert(
+                http::header::ACCEPT,
+                HeaderValue::from_static(wire::MEDIA_TYPE),
+            );
+            if body.is_some() {
+                headers.insert(
+                    http::header::CONTENT_TYPE,
+                    HeaderValue::from_static(wire::MEDIA_TYPE),
+                );
+            }
+            let token_source = TokenSource {
+                http: &self.http,
+                account: &self.account,
+                url: &token_url,
+            };
+            let authorization = self
+                .auth
+                .header(
+                    &token_source,
+                    &method,
+                    &uri,
+                    body.as_deref(),
+                    deadline,
+                    requests,
+                )
+                .await?;
+            if let Some(value) = authorization {
+                headers.insert(http::header::AUTHORIZATION, value);
+            }
+            let request = UpstreamRequest {
+                provider: self.account.kind,
+                account: &self.account.id,
+                method: method.clone(),
+                url_template: template,
+                url: url.clone(),
+                headers,
+                body: body.clone(),
+            };
+            let response = self.http.send(request, deadline).await.map_err(
+                |FailedCall { error, attempts }| {
+                    *requests += attempts;
+                    error
+                },
+            )?;
+            *requests += response.attempts;
+            if response.status == http::StatusCode::UNAUTHORIZED
+                && self.auth.refused(&response.headers)
+            {
+                continue;
+            }
+            return Ok(response);
+        }
+        Err(UpstreamError {
+            http_status: Some(401),
+            ..UpstreamError::new(
+                UpstreamErrorKind::Unauthenticated,
+                "the credentials were refused",
+            )
+        })
+    }
+
+    fn url(&self, tail: &[&str], envelope: bool) -> reqwest::Url {
+        let mut segments = vec![
+            "api",
+            "atlas",
+            "v2",
+            "orgs",
+            self.org_id.as_str(),
+            "billing",
+            "costExplorer",
+        ];
+        segments.extend_from_slice(tail);
+        let mut url = self.url_of(&segments);
+        if envelope {
+            url.query_pairs_mut().append_pair("envelope", "true");
+        }
+        url
+    }
+
+    fn url_of(&self, segments: &[&str]) -> reqwest::Url {
+        let mut url = self.base_url.clone();
+        if let Ok(mut path) = url.path_segments_mut() {
+            path.pop_if_empty().extend(segments);
+        }
+        url
+    }
+}
+
+/// ±25 % around `delay`, so many pollers do not move in step.
+fn jitter(delay: Duration) -> Duration {
+    delay.mul_f64(rand::random_range(0.75..1.25))
+}
+
+/// An Atlas error body (or a bare status) as an upstream error with Atlas' own code.
+pub(super) fn error_of(status: u16, body: &[u8], retry_after: Option<Duration>) -> UpstreamError {
+    match serde_json::from_slice::<wire::ErrorBody>(body) {
+        Ok(error) => {
+            let message = error
+                .detail
+                .or(error.reason)
+                .unwrap_or_else(|| format!("HTTP {status}"));
+            UpstreamError::from_http(status, error.error_code, message, retry_after)
+        }
+        Err(_) => UpstreamError::from_http(status, None, format!("HTTP {status}"), retry_after),
+    }
+}
