@@ -1,5 +1,5 @@
 //! The embedded default: costd wired to the sandbox upstreams on loopback, one account per seeded team
-//! and Atlas organization.
+//! and Atlas and Elastic organization.
 
 use crate::{
     config::{
@@ -7,7 +7,7 @@ use crate::{
         TelemetryConfig, UpstreamConfig,
     },
     domain::ProviderAccountId,
-    providers::atlas::AtlasCredentials,
+    providers::{atlas::AtlasCredentials, elastic::ApiVersion},
     sandbox::SandboxHandle,
 };
 use secrecy::SecretString;
@@ -39,8 +39,14 @@ pub fn settings(sandbox: &SandboxHandle, listen: SocketAddr) -> Result<Settings,
     // Atlas: API keys (Digest) for every organization but the second, which uses its service account,
     // so the demo shows both ways in.
     for (index, org) in sandbox.atlas().dataset().orgs().iter().enumerate() {
-        let short = org.name.split_whitespace().next().unwrap_or("org").to_lowercase();
-        let id = ProviderAccountId::parse(&format!("atlas-{short}")).map_err(|e| format!("{}: {e}", org.name))?;
+        let short = org
+            .name
+            .split_whitespace()
+            .next()
+            .unwrap_or("org")
+            .to_lowercase();
+        let id = ProviderAccountId::parse(&format!("atlas-{short}"))
+            .map_err(|e| format!("{}: {e}", org.name))?;
         let credentials = if index == 1 {
             AtlasCredentials::ServiceAccount {
                 client_id: org.service_account.client_id.clone(),
@@ -56,8 +62,32 @@ pub fn settings(sandbox: &SandboxHandle, listen: SocketAddr) -> Result<Settings,
             id,
             display_name: org.name.to_string(),
             base_url: base_url.clone(),
-            kind: AccountKind::Atlas { org_id: org.id.to_string(), credentials },
+            kind: AccountKind::Atlas {
+                org_id: org.id.to_string(),
+                credentials,
+            },
         });
+    }
+    // Elastic: a v2 account per organization, and the first organization once more through v1, so the
+    // two APIs can be compared on the same data.
+    for (index, org) in sandbox.dataset().elastic().organizations().iter().enumerate() {
+        let short = org.name.split_whitespace().next().unwrap_or("org").to_lowercase();
+        let versions: &[(ApiVersion, &str)] =
+            if index == 0 { &[(ApiVersion::V2, ""), (ApiVersion::V1, "-v1")] } else { &[(ApiVersion::V2, "")] };
+        for (api_version, suffix) in versions {
+            let id = ProviderAccountId::parse(&format!("elastic-{short}{suffix}")).map_err(|e| format!("{}: {e}", org.name))?;
+            accounts.push(AccountSettings {
+                id,
+                display_name: org.name.to_string(),
+                base_url: base_url.clone(),
+                kind: AccountKind::Elastic {
+                    organization_id: org.id.to_string(),
+                    api_key: SecretString::from(org.api_key.clone()),
+                    api_version: *api_version,
+                    usd_per_ecu: rust_decimal::Decimal::ONE,
+                },
+            });
+        }
     }
     Ok(Settings {
         server: ServerConfig {

@@ -16,6 +16,18 @@ mod atlas_testkit;
 #[cfg(test)]
 mod atlas_tests;
 mod conn;
+pub mod elastic;
+mod elastic_catalog;
+mod elastic_data;
+#[cfg(test)]
+mod elastic_error_tests;
+mod elastic_seed;
+mod elastic_sums;
+#[cfg(test)]
+mod elastic_tests;
+#[cfg(test)]
+mod elastic_v2_tests;
+mod elastic_wire;
 mod fault;
 mod recorder;
 pub mod team;
@@ -50,6 +62,12 @@ pub use crate::sandbox::atlas_data::{
 pub use crate::sandbox::atlas_state::{
     AtlasControl, AtlasCounters, DEFAULT_PROCESSING_POLLS, DEFAULT_RESULT_RETENTION, RateLimit,
 };
+pub use crate::sandbox::elastic_catalog::{
+    Decimal4, Grain as ElasticGrain, PricePeriod as ElasticPricePeriod, Sku as ElasticSku,
+    Tier as ElasticTier,
+};
+pub use crate::sandbox::elastic_data::{ElasticDataset, ElasticInstance, ElasticOrg, ElasticUsage};
+pub use crate::sandbox::elastic_seed::InstanceKind as ElasticInstanceKind;
 pub use crate::sandbox::fault::Fault;
 pub use crate::sandbox::recorder::RecordedRequest;
 pub use crate::sandbox::team_data::{Dataset, Price, PricingSheet, Team, UsageRecord};
@@ -137,6 +155,7 @@ impl Sandbox {
         let app = Router::new()
             .merge(team::routes())
             .merge(atlas::routes())
+            .merge(elastic::routes())
             .fallback(unrouted)
             .with_state(shared.clone())
             .into_make_service_with_connect_info::<ConnKill>();
@@ -283,6 +302,11 @@ pub async fn run_standalone(addr: SocketAddr) -> io::Result<()> {
         println!("  org {} ({}):", org.id, org.name);
         println!("    digest {}:{}", key.public_key, key.private_key);
         println!("    client {}:{}", account.client_id, account.client_secret);
+    }
+    println!("Elastic billing API v1: {base}/api/v1/billing/costs/{{organizationId}}/deployments");
+    println!("Elastic billing API v2: {base}/api/v2/billing/organizations/{{organizationId}}/…");
+    for org in sandbox.dataset().elastic().organizations() {
+        println!("  org {} ({}): ApiKey {}", org.id, org.name, org.api_key);
     }
     println!("press Ctrl-C to stop");
     tokio::signal::ctrl_c().await?;

@@ -120,7 +120,18 @@ async fn the_demo_serves_every_seeded_account_from_its_embedded_sandbox() {
     assert!(totals.complete);
     assert_eq!(
         totals.covered_provider_accounts,
-        ["atlas-kestrel", "atlas-lumen", "atlas-quarry", "team-acme", "team-borealis", "team-cobalt"]
+        [
+            "atlas-kestrel",
+            "atlas-lumen",
+            "atlas-quarry",
+            "elastic-acme",
+            "elastic-acme-v1",
+            "elastic-borealis",
+            "elastic-cobalt",
+            "team-acme",
+            "team-borealis",
+            "team-cobalt"
+        ]
     );
     terminate(&demo).await;
     assert!(within(demo.wait()).await.expect("exits").success());

@@ -3,8 +3,8 @@
 use chrono::{DateTime, Utc};
 use costd::{
     App, AppError,
-    domain::ProviderKind,
     config::{LogFormat, Settings, TelemetryConfig},
+    domain::ProviderKind,
     proto::{self as pb, cost_service_client::CostServiceClient},
     sandbox::{Sandbox, SandboxHandle, SandboxOptions, Scope},
 };
@@ -112,7 +112,10 @@ pub async fn spawn_app_on(
     clock: std::sync::Arc<dyn costd::clock::Clock>,
     adjust: impl FnOnce(&mut Settings),
 ) -> TestApp {
-    spawn_app_full(clock, &[ProviderKind::TeamBilling], |settings, _| adjust(settings)).await
+    spawn_app_full(clock, &[ProviderKind::TeamBilling], |settings, _| {
+        adjust(settings)
+    })
+    .await
 }
 
 /// Spawns costd with the demo's accounts of the given kinds; `adjust` sees the settings and the sandbox.
@@ -134,7 +137,9 @@ pub async fn spawn_app_full(
     // Atlas answers after a few polls; polling fast keeps those tests quick, the policy is the same.
     settings.atlas.poll_initial_ms = 5;
     settings.atlas.poll_max_ms = 40;
-    settings.accounts.retain(|account| kinds.contains(&account.provider()));
+    settings
+        .accounts
+        .retain(|account| kinds.contains(&account.provider()));
     adjust(&mut settings, &sandbox);
     let app = App::build_with_clock(settings, clock)
         .await
