@@ -70,12 +70,27 @@ pub fn settings(sandbox: &SandboxHandle, listen: SocketAddr) -> Result<Settings,
     }
     // Elastic: a v2 account per organization, and the first organization once more through v1, so the
     // two APIs can be compared on the same data.
-    for (index, org) in sandbox.dataset().elastic().organizations().iter().enumerate() {
-        let short = org.name.split_whitespace().next().unwrap_or("org").to_lowercase();
-        let versions: &[(ApiVersion, &str)] =
-            if index == 0 { &[(ApiVersion::V2, ""), (ApiVersion::V1, "-v1")] } else { &[(ApiVersion::V2, "")] };
+    for (index, org) in sandbox
+        .dataset()
+        .elastic()
+        .organizations()
+        .iter()
+        .enumerate()
+    {
+        let short = org
+            .name
+            .split_whitespace()
+            .next()
+            .unwrap_or("org")
+            .to_lowercase();
+        let versions: &[(ApiVersion, &str)] = if index == 0 {
+            &[(ApiVersion::V2, ""), (ApiVersion::V1, "-v1")]
+        } else {
+            &[(ApiVersion::V2, "")]
+        };
         for (api_version, suffix) in versions {
-            let id = ProviderAccountId::parse(&format!("elastic-{short}{suffix}")).map_err(|e| format!("{}: {e}", org.name))?;
+            let id = ProviderAccountId::parse(&format!("elastic-{short}{suffix}"))
+                .map_err(|e| format!("{}: {e}", org.name))?;
             accounts.push(AccountSettings {
                 id,
                 display_name: org.name.to_string(),

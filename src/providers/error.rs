@@ -48,7 +48,8 @@ impl UpstreamErrorKind {
             403 => UpstreamErrorKind::PermissionDenied,
             404 => UpstreamErrorKind::NotFound,
             429 => UpstreamErrorKind::RateLimited,
-            500..=599 => UpstreamErrorKind::Unavailable,
+            // Failed Dependency: the upstream's own backend failed, not our request.
+            424 | 500..=599 => UpstreamErrorKind::Unavailable,
             _ => UpstreamErrorKind::Rejected,
         }
     }

@@ -2,6 +2,7 @@
 //! sandbox upstreams and calls it with the generated tonic client.
 
 mod binary;
+mod elastic;
 mod end_to_end;
 mod engine;
 mod failures;
