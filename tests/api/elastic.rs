@@ -498,3 +498,102 @@ async fn throttling_is_retried_after_the_upstreams_retry_after() {
     assert_eq!(times.len(), 2);
     assert!(times[1].duration_since(times[0]) >= std::time::Duration::from_secs(1));
 }
+
+#[tokio::test]
+async fn an_unknown_organization_a_bad_key_and_a_refused_request_keep_their_codes() {
+    let app = spawn_elastic(|settings, _| {
+        for account in &mut settings.accounts {
+            if let AccountKind::Elastic {
+                api_key,
+                organization_id,
+                ..
+            } = &mut account.kind
+            {
+                match account.id.as_str() {
+                    "elastic-acme-v1" => *organization_id = "1111111111".to_string(),
+                    "elastic-cobalt" => {
+                        *api_key = secrecy::SecretString::from("ec_key_not_a_real_one")
+                    }
+                    _ => {}
+                }
+            }
+        }
+    })
+    .await;
+    app.sandbox.push_fault(
+        &Scope::elastic(org_id(&app, "Borealis")),
+        Fault::Status {
+            code: StatusCode::BAD_REQUEST,
+            retry_after: None,
+        },
+    );
+
+    let report = app
+        .get_costs(query(
+            "2026-01-01",
+            "2026-02-01",
+            &[],
+            pb::Granularity::None,
+        ))
+        .await
+        .expect("answer");
+
+    let (code, info) = failure(&report, "elastic-acme-v1");
+    assert_eq!(
+        (code, info["upstream_code"].as_str()),
+        (tonic::Code::NotFound, "organization.not_found")
+    );
+    let (code, info) = failure(&report, "elastic-cobalt");
+    assert_eq!(
+        (code, info["http_status"].as_str()),
+        (tonic::Code::PermissionDenied, "401")
+    );
+    let cobalt_error = result_of(&report, "elastic-cobalt")
+        .error
+        .clone()
+        .expect("status");
+    assert!(
+        cobalt_error.message.contains("Unauthorized"),
+        "v2's text/plain body is the message: {}",
+        cobalt_error.message
+    );
+    let (code, _) = failure(&report, "elastic-borealis");
+    assert_eq!(code, tonic::Code::InvalidArgument);
+    assert_eq!(
+        result_of(&report, "elastic-acme").state,
+        pb::ResultState::Ok as i32
+    );
+}
+
+#[tokio::test]
+async fn a_v1_refusal_of_the_date_range_keeps_its_code_and_header() {
+    let app = spawn_elastic(|settings, _| {
+        settings
+            .accounts
+            .retain(|a| a.id.as_str() == "elastic-acme-v1")
+    })
+    .await;
+    app.sandbox.push_fault(
+        &Scope::elastic(org_id(&app, "Acme")),
+        Fault::Status {
+            code: StatusCode::BAD_REQUEST,
+            retry_after: None,
+        },
+    );
+
+    let report = app
+        .get_costs(query(
+            "2026-01-01",
+            "2026-02-01",
+            &[],
+            pb::Granularity::None,
+        ))
+        .await
+        .expect("answer");
+
+    let (code, info) = failure(&report, "elastic-acme-v1");
+    assert_eq!(
+        (code, info["upstream_code"].as_str()),
+        (tonic::Code::InvalidArgument, "costs.invalid_date_range")
+    );
+}
