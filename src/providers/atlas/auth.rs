@@ -49,7 +49,9 @@ pub struct Authenticator {
     /// The last Digest challenge; `respond` advances its nonce count.
     challenge: Mutex<Option<digest_auth::WwwAuthenticateHeader>>,
     /// The current service-account token and when to stop using it.
-    token: Mutex<Option<(SecretString, Instant)>>,
+    /// An async mutex held while a new token is fetched, so concurrent requests wait for one token
+    /// instead of each fetching their own.
+    token: tokio::sync::Mutex<Option<(SecretString, Instant)>>,
 }
 
 #[derive(Deserialize)]
@@ -63,7 +65,7 @@ impl Authenticator {
         Authenticator {
             credentials,
             challenge: Mutex::new(None),
-            token: Mutex::new(None),
+            token: tokio::sync::Mutex::new(None),
         }
     }
 
@@ -117,7 +119,7 @@ impl Authenticator {
 
     /// Learns from a 401: a new Digest challenge, or a service-account token to drop. Returns whether
     /// asking again may now succeed.
-    pub fn refused(&self, headers: &HeaderMap) -> bool {
+    pub async fn refused(&self, headers: &HeaderMap) -> bool {
         match &self.credentials {
             AtlasCredentials::Digest { .. } => {
                 let challenge = headers
@@ -131,7 +133,7 @@ impl Authenticator {
                 learned
             }
             AtlasCredentials::ServiceAccount { .. } => {
-                *self.token.lock().unwrap_or_else(|p| p.into_inner()) = None;
+                *self.token.lock().await = None;
                 true
             }
         }
@@ -147,12 +149,8 @@ impl Authenticator {
         deadline: Deadline,
         requests: &mut u32,
     ) -> Result<SecretString, UpstreamError> {
-        if let Some((token, until)) = self
-            .token
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .as_ref()
-        {
+        let mut cached = self.token.lock().await;
+        if let Some((token, until)) = cached.as_ref() {
             if Instant::now() < *until {
                 return Ok(token.clone());
             }
@@ -210,8 +208,7 @@ impl Authenticator {
         })?;
         let token = SecretString::from(answer.access_token);
         let lifetime = Duration::from_secs(answer.expires_in).saturating_sub(TOKEN_EARLY_REFRESH);
-        *self.token.lock().unwrap_or_else(|p| p.into_inner()) =
-            Some((token.clone(), Instant::now() + lifetime));
+        *cached = Some((token.clone(), Instant::now() + lifetime));
         Ok(token)
     }
 }

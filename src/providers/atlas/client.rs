@@ -296,7 +296,7 @@ impl AtlasClient {
             )?;
             *requests += response.attempts;
             if response.status == http::StatusCode::UNAUTHORIZED
-                && self.auth.refused(&response.headers)
+                && self.auth.refused(&response.headers).await
             {
                 continue;
             }
