@@ -1,10 +1,11 @@
 //! Server assembly: binds, wires the services, health and reflection, and drains on stop.
 
 use crate::{
-    api::{CostApi, QueryJobApi},
+    api::{CostApi, QueryJobApi, QueryRules},
     clock::{Clock, SystemClock},
     config::Settings,
     engine::Engine,
+    jobs::{JobManager, MemoryJobStore},
     proto::{
         self as pb, cost_service_server::CostServiceServer,
         query_job_service_server::QueryJobServiceServer,
@@ -39,6 +40,7 @@ pub struct App {
     listener: TcpListener,
     local_addr: SocketAddr,
     engine: Arc<Engine>,
+    jobs: Arc<JobManager>,
     settings: Settings,
 }
 
@@ -61,11 +63,21 @@ impl App {
             .local_addr()
             .map_err(|source| AppError::Bind { addr, source })?;
         let http = Arc::new(UpstreamHttp::new(&settings.upstream)?);
-        let engine = Arc::new(Engine::new(&settings, http, clock));
+        let engine = Arc::new(Engine::new(&settings, http, clock.clone()));
+        let retention = chrono::Duration::seconds(
+            i64::try_from(settings.jobs.retention_seconds).unwrap_or(i64::MAX / 1000),
+        );
+        let jobs = JobManager::new(
+            Arc::new(MemoryJobStore::default()),
+            engine.clone(),
+            clock,
+            retention,
+        );
         Ok(App {
             listener,
             local_addr,
             engine,
+            jobs,
             settings,
         })
     }
@@ -96,9 +108,19 @@ impl App {
             .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
             .build_v1alpha()?;
+        let rules = Arc::new(QueryRules {
+            known_accounts: self
+                .engine
+                .providers()
+                .iter()
+                .map(|p| p.account().id.clone())
+                .collect(),
+            max_range_days: self.settings.server.max_range_days,
+        });
         let cost_api = CostApi::new(
             self.engine.clone(),
-            self.settings.server.max_range_days,
+            self.jobs.clone(),
+            rules.clone(),
             Duration::from_millis(self.settings.server.deadline_margin_ms),
         );
         let (stop_accepting, accepting_stopped) = tokio::sync::oneshot::channel::<()>();
@@ -108,7 +130,10 @@ impl App {
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
             .add_service(CostServiceServer::new(cost_api))
-            .add_service(QueryJobServiceServer::new(QueryJobApi))
+            .add_service(QueryJobServiceServer::new(QueryJobApi::new(
+                self.jobs.clone(),
+                rules,
+            )))
             // Without TCP_NODELAY a response of a few frames waits on the peer's delayed ACK (~40 ms).
             .serve_with_incoming_shutdown(
                 TcpIncoming::from(self.listener).with_nodelay(Some(true)),

@@ -3,8 +3,8 @@
 
 use crate::{
     config::{
-        AccountKind, AccountSettings, AtlasConfig, CacheConfig, LogFormat, ServerConfig, Settings,
-        TelemetryConfig, UpstreamConfig,
+        AccountKind, AccountSettings, AtlasConfig, CacheConfig, JobsConfig, LogFormat,
+        ServerConfig, Settings, TelemetryConfig, UpstreamConfig,
     },
     domain::ProviderAccountId,
     providers::{atlas::AtlasCredentials, elastic::ApiVersion},
@@ -116,6 +116,7 @@ pub fn settings(sandbox: &SandboxHandle, listen: SocketAddr) -> Result<Settings,
         upstream: UpstreamConfig::default(),
         cache: CacheConfig::default(),
         atlas: AtlasConfig::default(),
+        jobs: JobsConfig::default(),
         accounts,
     })
 }

@@ -342,8 +342,15 @@ fn row_to_proto(row: &Row) -> Result<pb::CostRow, MoneyError> {
 }
 
 pub fn account_result_to_proto(result: &AccountResult) -> Result<pb::ProviderResult, MoneyError> {
+    let mut notes = result.notes.clone();
     let (state, error, staleness) = match &result.state {
         AccountState::Ok => (pb::ResultState::Ok, None, None),
+        AccountState::Pending { progress } => {
+            if !progress.note.is_empty() {
+                notes.push(progress.note.clone());
+            }
+            (pb::ResultState::Pending, None, None)
+        }
         AccountState::Stale { age, error } => (
             pb::ResultState::Stale,
             Some(status::upstream_failure(&result.account, error)),
@@ -371,7 +378,7 @@ pub fn account_result_to_proto(result: &AccountResult) -> Result<pb::ProviderRes
                 message: w.message.clone(),
             })
             .collect(),
-        notes: result.notes.clone(),
+        notes,
         job: String::new(),
         billed_cost: Some(money_to_proto(&result.billed_cost)?),
         record_count: result.record_count as i64,

@@ -1,10 +1,11 @@
 //! CostService: thin handlers that parse, call the engine, and convert.
 
-use super::{convert, page_token, status};
+use super::{QueryRules, convert, page_token, status};
 use crate::{
     deadline::Deadline,
-    domain::{CostQuery, ProviderAccountId},
+    domain::CostQuery,
     engine::{Engine, EngineError},
+    jobs::JobManager,
     proto as pb,
 };
 use chrono::{DateTime, Utc};
@@ -22,40 +23,37 @@ const MAX_PAGE_SIZE: usize = 10_000;
 
 pub struct CostApi {
     engine: Arc<Engine>,
+    jobs: Arc<JobManager>,
+    rules: Arc<QueryRules>,
     /// Answers built wholly from fresh cached chunks, until they could change: identical queries skip
     /// planning, aggregation and conversion (the load harness showed that work dominating cached calls).
     answers: moka::sync::Cache<CostQuery, Arc<(pb::GetCostsResponse, DateTime<Utc>)>>,
-    account_ids: Vec<ProviderAccountId>,
-    max_range_days: u32,
     deadline_margin: Duration,
 }
 
 impl CostApi {
-    pub fn new(engine: Arc<Engine>, max_range_days: u32, deadline_margin: Duration) -> Self {
-        let account_ids = engine
-            .providers()
-            .iter()
-            .map(|p| p.account().id.clone())
-            .collect();
+    pub fn new(
+        engine: Arc<Engine>,
+        jobs: Arc<JobManager>,
+        rules: Arc<QueryRules>,
+        deadline_margin: Duration,
+    ) -> Self {
         CostApi {
             engine,
+            jobs,
+            rules,
             answers: moka::sync::Cache::builder()
                 .max_capacity(ANSWER_MEMO_BYTES)
                 .weigher(|_, answer: &Arc<(pb::GetCostsResponse, DateTime<Utc>)>| {
                     u32::try_from(prost::Message::encoded_len(&answer.0) * 2).unwrap_or(u32::MAX)
                 })
                 .build(),
-            account_ids,
-            max_range_days,
             deadline_margin,
         }
     }
 
     fn limits(&self) -> convert::QueryLimits<'_> {
-        convert::QueryLimits {
-            known_accounts: &self.account_ids,
-            max_range_days: self.max_range_days,
-        }
+        self.rules.limits()
     }
 }
 
@@ -73,16 +71,27 @@ impl pb::cost_service_server::CostService for CostApi {
                 return Ok(Response::new(answer.0.clone()));
             }
         }
-        let report = self
+        let mut report = self
             .engine
             .report(&query, deadline)
             .await
             .map_err(status::engine)?;
-        let report_proto =
+        let mut wire =
             convert::report_to_proto(&report).map_err(|e| status::engine(EngineError::from(e)))?;
-        let answer = pb::GetCostsResponse {
-            report: Some(report_proto),
-        };
+        if report.is_pending() {
+            // The upstream work goes on in a job, which takes over this call's holds on it.
+            let job = self
+                .jobs
+                .join_or_start(query.clone(), std::mem::take(&mut report.holds))
+                .name();
+            for result in &mut wire.provider_results {
+                if result.state == pb::ResultState::Pending as i32 {
+                    result.job = job.clone();
+                }
+            }
+            wire.job = job;
+        }
+        let answer = pb::GetCostsResponse { report: Some(wire) };
         if let Some(until) = report.unchanged_until {
             self.answers
                 .insert(query, Arc::new((answer.clone(), until)));

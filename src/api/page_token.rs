@@ -22,7 +22,12 @@ pub enum PageTokenError {
 
 /// What identifies a query across pages: its canonical wire form, hashed.
 pub fn fingerprint(query: &CostQuery) -> [u8; FINGERPRINT_LEN] {
-    let digest = Sha256::digest(convert::query_to_proto(query).encode_to_vec());
+    fingerprint_bytes(&convert::query_to_proto(query).encode_to_vec())
+}
+
+/// A fingerprint of any canonical bytes that pages are bound to.
+pub fn fingerprint_bytes(canonical: &[u8]) -> [u8; FINGERPRINT_LEN] {
+    let digest = Sha256::digest(canonical);
     let mut fingerprint = [0u8; FINGERPRINT_LEN];
     fingerprint.copy_from_slice(&digest[..FINGERPRINT_LEN]);
     fingerprint

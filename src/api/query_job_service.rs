@@ -1,53 +1,197 @@
-//! QueryJobService. Jobs exist for the asynchronous Atlas upstream; until its job table lands every
-//! method says so instead of pretending.
+//! QueryJobService: start, inspect, list, cancel and watch jobs.
 
-use super::status;
-use crate::proto as pb;
-use std::pin::Pin;
-use tokio_stream::Stream;
+use super::{QueryRules, job_convert, page_token, status};
+use crate::{
+    jobs::{JobId, JobManager, JobSnapshot},
+    proto as pb,
+};
+use futures::{Stream, StreamExt};
+use std::{pin::Pin, sync::Arc};
+use tokio::sync::watch;
 use tonic::{Request, Response, Status};
+use tonic_types::FieldViolation;
 
-const ARRIVES_WITH: &str = "the Atlas job table (issue 4)";
+const DEFAULT_PAGE_SIZE: usize = 50;
+const MAX_PAGE_SIZE: usize = 500;
 
-#[derive(Default)]
-pub struct QueryJobApi;
+pub struct QueryJobApi {
+    jobs: Arc<JobManager>,
+    rules: Arc<QueryRules>,
+}
+
+impl QueryJobApi {
+    pub fn new(jobs: Arc<JobManager>, rules: Arc<QueryRules>) -> Self {
+        QueryJobApi { jobs, rules }
+    }
+
+    fn job(&self, name: &str) -> Result<Arc<JobSnapshot>, Status> {
+        let id = job_id(name)?;
+        self.jobs.get(&id).ok_or_else(|| not_found(name))
+    }
+}
+
+fn job_id(name: &str) -> Result<JobId, Status> {
+    JobId::from_name(name).ok_or_else(|| {
+        status::invalid_argument(vec![FieldViolation::new(
+            "name",
+            "must be a job name, jobs/{32 hex digits}",
+        )])
+    })
+}
+
+fn not_found(name: &str) -> Status {
+    Status::not_found(format!("{name} does not exist or has expired"))
+}
+
+type Events = Pin<Box<dyn Stream<Item = Result<pb::WatchJobResponse, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl pb::query_job_service_server::QueryJobService for QueryJobApi {
-    type WatchJobStream = Pin<Box<dyn Stream<Item = Result<pb::WatchJobResponse, Status>> + Send>>;
+    type WatchJobStream = Events;
 
     async fn start_query(
         &self,
-        _: Request<pb::StartQueryRequest>,
+        request: Request<pb::StartQueryRequest>,
     ) -> Result<Response<pb::StartQueryResponse>, Status> {
-        Err(status::not_yet("StartQuery", ARRIVES_WITH))
+        let query = self.rules.parse(request.into_inner().query)?;
+        let job = self.jobs.start(query, Vec::new());
+        Ok(Response::new(pb::StartQueryResponse {
+            job: Some(job_convert::job_to_proto(&job)?),
+        }))
     }
 
     async fn get_job(
         &self,
-        _: Request<pb::GetJobRequest>,
+        request: Request<pb::GetJobRequest>,
     ) -> Result<Response<pb::GetJobResponse>, Status> {
-        Err(status::not_yet("GetJob", ARRIVES_WITH))
+        let job = self.job(&request.into_inner().name)?;
+        Ok(Response::new(pb::GetJobResponse {
+            job: Some(job_convert::job_to_proto(&job)?),
+        }))
     }
 
     async fn list_jobs(
         &self,
-        _: Request<pb::ListJobsRequest>,
+        request: Request<pb::ListJobsRequest>,
     ) -> Result<Response<pb::ListJobsResponse>, Status> {
-        Err(status::not_yet("ListJobs", ARRIVES_WITH))
+        let asked = request.into_inner();
+        let mut violations = Vec::new();
+        let mut states = Vec::new();
+        for (index, value) in asked.states.iter().enumerate() {
+            match job_convert::state_from_proto(*value) {
+                Some(state) => states.push(state),
+                None => violations.push(FieldViolation::new(
+                    format!("states[{index}]"),
+                    "must be a job state, not UNSPECIFIED",
+                )),
+            }
+        }
+        let page_size = match asked.page_size {
+            0 => DEFAULT_PAGE_SIZE,
+            size if size < 0 => {
+                violations.push(FieldViolation::new("page_size", "must not be negative"));
+                0
+            }
+            size => (size as usize).min(MAX_PAGE_SIZE),
+        };
+        // Tokens are bound to the state filter, as record page tokens are bound to their query.
+        let fingerprint = page_token::fingerprint_bytes(format!("{:?}", asked.states).as_bytes());
+        let offset = match asked.page_token.as_str() {
+            "" => 0,
+            token => match page_token::decode(token, &fingerprint) {
+                Ok(offset) => offset,
+                Err(e) => {
+                    violations.push(FieldViolation::new("page_token", e.to_string()));
+                    0
+                }
+            },
+        };
+        if !violations.is_empty() {
+            return Err(status::invalid_argument(violations));
+        }
+        let matching: Vec<Arc<JobSnapshot>> = self
+            .jobs
+            .list()
+            .into_iter()
+            .filter(|job| states.is_empty() || states.contains(&job.state))
+            .collect();
+        let start = usize::try_from(offset)
+            .unwrap_or(usize::MAX)
+            .min(matching.len());
+        let end = start.saturating_add(page_size).min(matching.len());
+        let jobs = matching[start..end]
+            .iter()
+            .map(|job| job_convert::job_to_proto(job))
+            .collect::<Result<Vec<_>, _>>()?;
+        let next_page_token = if end < matching.len() {
+            page_token::encode(end as u64, &fingerprint)
+        } else {
+            String::new()
+        };
+        Ok(Response::new(pb::ListJobsResponse {
+            jobs,
+            next_page_token,
+        }))
     }
 
     async fn cancel_job(
         &self,
-        _: Request<pb::CancelJobRequest>,
+        request: Request<pb::CancelJobRequest>,
     ) -> Result<Response<pb::CancelJobResponse>, Status> {
-        Err(status::not_yet("CancelJob", ARRIVES_WITH))
+        let name = request.into_inner().name;
+        let job = self
+            .jobs
+            .cancel(&job_id(&name)?)
+            .ok_or_else(|| not_found(&name))?;
+        Ok(Response::new(pb::CancelJobResponse {
+            job: Some(job_convert::job_to_proto(&job)?),
+        }))
     }
 
     async fn watch_job(
         &self,
-        _: Request<pb::WatchJobRequest>,
+        request: Request<pb::WatchJobRequest>,
     ) -> Result<Response<Self::WatchJobStream>, Status> {
-        Err(status::not_yet("WatchJob", ARRIVES_WITH))
+        let name = request.into_inner().name;
+        let updates = self
+            .jobs
+            .subscribe(&job_id(&name)?)
+            .ok_or_else(|| not_found(&name))?;
+        Ok(Response::new(events(updates)))
     }
+}
+
+enum Watching {
+    First(watch::Receiver<Arc<JobSnapshot>>),
+    Next(watch::Receiver<Arc<JobSnapshot>>),
+    Done,
+}
+
+/// The current snapshot, then each newer one this subscriber gets to see (the latest when it falls
+/// behind), ending with the final one. Each subscriber only ever holds the latest snapshot.
+fn events(updates: watch::Receiver<Arc<JobSnapshot>>) -> Events {
+    futures::stream::unfold(Watching::First(updates), |watching| async move {
+        let (mut updates, first) = match watching {
+            Watching::First(updates) => (updates, true),
+            Watching::Next(mut updates) => {
+                // The store dropped the job (expired): the stream ends.
+                updates.changed().await.ok()?;
+                (updates, false)
+            }
+            Watching::Done => return None,
+        };
+        let job = updates.borrow_and_update().clone();
+        let kind = job_convert::event_kind(&job, first);
+        let event = job_convert::job_to_proto(&job).map(|wire| pb::WatchJobResponse {
+            kind: kind as i32,
+            job: Some(wire),
+        });
+        let next = if job.state.is_final() || event.is_err() {
+            Watching::Done
+        } else {
+            Watching::Next(updates)
+        };
+        Some((event, next))
+    })
+    .boxed()
 }

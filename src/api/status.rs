@@ -29,13 +29,6 @@ pub fn invalid_argument(violations: Vec<FieldViolation>) -> Status {
     )
 }
 
-/// `UNIMPLEMENTED`, saying when the capability arrives.
-pub fn not_yet(what: &str, arrives_with: &str) -> Status {
-    Status::unimplemented(format!(
-        "{what} is not implemented yet; it arrives with {arrives_with}"
-    ))
-}
-
 pub fn engine(error: EngineError) -> Status {
     let (code, reason, metadata) = match &error {
         EngineError::Arithmetic(_) => (Code::Internal, "ARITHMETIC", HashMap::new()),

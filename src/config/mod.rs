@@ -80,6 +80,8 @@ pub struct FileConfig {
     #[serde(default)]
     pub atlas: AtlasConfig,
     #[serde(default)]
+    pub jobs: JobsConfig,
+    #[serde(default)]
     pub providers: Vec<ProviderAccountConfig>,
 }
 
@@ -173,6 +175,22 @@ impl Default for UpstreamConfig {
             max_response_bytes: 256 * 1024 * 1024,
             max_concurrency_per_account: 8,
             fetch_timeout_ms: 120_000,
+        }
+    }
+}
+
+/// The job table.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct JobsConfig {
+    /// How long a finished job can still be read, in seconds.
+    pub retention_seconds: u64,
+}
+
+impl Default for JobsConfig {
+    fn default() -> Self {
+        JobsConfig {
+            retention_seconds: 3600,
         }
     }
 }
@@ -277,6 +295,7 @@ pub struct Settings {
     pub upstream: UpstreamConfig,
     pub cache: CacheConfig,
     pub atlas: AtlasConfig,
+    pub jobs: JobsConfig,
     pub accounts: Vec<AccountSettings>,
 }
 
@@ -374,6 +393,7 @@ impl Settings {
             upstream: file.upstream,
             cache: file.cache,
             atlas: file.atlas,
+            jobs: file.jobs,
             accounts,
         })
     }

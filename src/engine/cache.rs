@@ -12,7 +12,7 @@ use crate::{
     deadline::Deadline,
     domain::{CostRecord, DataQualityWarning, Period, ProviderAccountId},
     providers::{
-        Chunk, ChunkFailure, Provider,
+        Chunk, ChunkFailure, FetchProgress, Provider,
         error::{UpstreamError, UpstreamErrorKind},
     },
 };
@@ -21,11 +21,13 @@ use futures::{
     FutureExt,
     future::{BoxFuture, Shared},
 };
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::{
     collections::HashMap,
     sync::{Arc, Mutex},
     time::Duration,
 };
+use tokio::{sync::watch, task::AbortHandle};
 use tracing::Instrument;
 
 /// A chunk of one provider account.
@@ -48,7 +50,7 @@ pub struct CachedChunk {
 }
 
 /// How a chunk was answered.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub enum ChunkAnswer {
     /// Fresh data; `fetched` is false when it came from the cache.
     Fresh {
@@ -62,6 +64,11 @@ pub enum ChunkAnswer {
         error: UpstreamError,
     },
     Failed(ChunkFailure),
+    /// Still fetching at the caller's deadline; the hold keeps the fetch alive for whoever takes it.
+    Pending {
+        hold: FetchHold,
+        progress: FetchProgress,
+    },
 }
 
 type Fetch = Shared<BoxFuture<'static, Arc<Result<Arc<CachedChunk>, ChunkFailure>>>>;
@@ -76,9 +83,65 @@ struct Policy {
     fetch_timeout: Duration,
 }
 
+/// A fetch in flight: its outcome, its progress, and who still waits for it.
+#[derive(Clone)]
+struct Inflight {
+    fetch: Fetch,
+    progress: watch::Receiver<FetchProgress>,
+    waiters: Arc<AtomicUsize>,
+    task: AbortHandle,
+}
+
+/// One waiter's interest in a fetch. When the last one is dropped before the fetch ends, the fetch is
+/// stopped: nobody wants its answer any more (a cancelled job's polls stop here).
+pub struct FetchHold {
+    waiters: Arc<AtomicUsize>,
+    task: AbortHandle,
+    registry: Registry,
+    key: ChunkKey,
+}
+
+type Registry = Arc<Mutex<HashMap<ChunkKey, Inflight>>>;
+
+impl FetchHold {
+    fn join(inflight: &Inflight, registry: &Registry, key: &ChunkKey) -> Self {
+        inflight.waiters.fetch_add(1, Ordering::SeqCst);
+        FetchHold {
+            waiters: inflight.waiters.clone(),
+            task: inflight.task.clone(),
+            registry: registry.clone(),
+            key: key.clone(),
+        }
+    }
+}
+
+impl std::fmt::Debug for FetchHold {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FetchHold")
+            .field("key", &self.key)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for FetchHold {
+    fn drop(&mut self) {
+        if self.waiters.fetch_sub(1, Ordering::SeqCst) == 1 && !self.task.is_finished() {
+            self.task.abort();
+            // Forget the stopped fetch now, so the next caller starts a new one rather than join it.
+            let mut inflight = self.registry.lock().unwrap_or_else(|p| p.into_inner());
+            if inflight
+                .get(&self.key)
+                .is_some_and(|entry| entry.task.id() == self.task.id())
+            {
+                inflight.remove(&self.key);
+            }
+        }
+    }
+}
+
 pub struct ChunkCache {
     entries: moka::future::Cache<ChunkKey, Arc<CachedChunk>>,
-    inflight: Arc<Mutex<HashMap<ChunkKey, Fetch>>>,
+    inflight: Registry,
     clock: Arc<dyn Clock>,
     policy: Policy,
 }
@@ -134,13 +197,16 @@ impl ChunkCache {
     }
 
     /// The chunk, from the cache when fresh, else from the one fetch in flight for it (started if
-    /// none is). Waits until `deadline`; `max_staleness` bounds the age of stale data it may serve.
+    /// none is). Waits until `deadline`, telling `observe` of the fetch's progress; `max_staleness`
+    /// bounds the age of stale data it may serve. A fetch still running at the deadline is answered
+    /// `Pending` with a hold on it, or `Stale` when cached data may be served meanwhile.
     pub async fn get(
         &self,
         provider: Arc<Provider>,
         key: ChunkKey,
         deadline: Deadline,
         max_staleness: Option<Duration>,
+        observe: &(dyn Fn(&FetchProgress) + Sync),
     ) -> ChunkAnswer {
         let cached = self.entries.get(&key).await;
         if let Some(data) = &cached {
@@ -151,10 +217,25 @@ impl ChunkCache {
                 };
             }
         }
-        let fetch = self.fetch(provider, key);
+        let inflight = self.fetch(provider, key.clone());
+        let hold = FetchHold::join(&inflight, &self.inflight, &key);
+        let mut progress = inflight.progress.clone();
+        let mut fetch = inflight.fetch.clone();
+        let waited = async {
+            loop {
+                tokio::select! {
+                    outcome = &mut fetch => return outcome,
+                    changed = progress.changed() => match changed {
+                        Ok(()) => observe(&progress.borrow_and_update()),
+                        // The fetch dropped its sender: its outcome is ready.
+                        Err(_) => return (&mut fetch).await,
+                    },
+                }
+            }
+        };
         let outcome = match deadline.instant() {
-            Some(at) => tokio::time::timeout_at(at, fetch).await.ok(),
-            None => Some(fetch.await),
+            Some(at) => tokio::time::timeout_at(at, waited).await.ok(),
+            None => Some(waited.await),
         };
         let failure = match outcome.as_deref() {
             Some(Ok(data)) => {
@@ -164,12 +245,21 @@ impl ChunkCache {
                 };
             }
             Some(Err(failure)) => failure.clone(),
-            None => ChunkFailure {
-                error: UpstreamError::new(
-                    UpstreamErrorKind::Timeout,
-                    "the upstream is still answering; the fetch goes on and a later query gets its result",
-                ),
-                requests: 0,
+            None => match cached {
+                Some(data) if self.servable_stale(&data, max_staleness) => {
+                    let age = (self.clock.now() - data.fetched_at)
+                        .to_std()
+                        .unwrap_or_default();
+                    let error = UpstreamError::new(
+                        UpstreamErrorKind::Timeout,
+                        "the refresh is still running",
+                    );
+                    return ChunkAnswer::Stale { data, age, error };
+                }
+                _ => {
+                    let progress = inflight.progress.borrow().clone();
+                    return ChunkAnswer::Pending { hold, progress };
+                }
             },
         };
         match cached {
@@ -229,7 +319,7 @@ impl ChunkCache {
     }
 
     /// The fetch in flight for `key`, or a new one in its own task.
-    fn fetch(&self, provider: Arc<Provider>, key: ChunkKey) -> Fetch {
+    fn fetch(&self, provider: Arc<Provider>, key: ChunkKey) -> Inflight {
         let mut inflight = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(running) = inflight.get(&key) {
             return running.clone();
@@ -239,23 +329,21 @@ impl ChunkCache {
         let clock = self.clock.clone();
         let timeout = self.policy.fetch_timeout;
         let task_key = key.clone();
+        let (progress_sender, progress) = watch::channel(FetchProgress::default());
         let task = tokio::spawn(
             async move {
                 let result = provider
-                    .fetch(&task_key.chunk, Deadline::after(timeout))
+                    .fetch(&task_key.chunk, Deadline::after(timeout), &progress_sender)
                     .await;
-                let outcome = result.map(|data| {
-                    let chunk = Arc::new(CachedChunk::new(
-                        task_key.chunk.period,
-                        data.records,
-                        data.warnings,
-                        clock.now(),
-                        data.requests,
-                    ));
-                    (chunk, entries)
-                });
-                let outcome = match outcome {
-                    Ok((chunk, entries)) => {
+                let outcome = match result {
+                    Ok(data) => {
+                        let chunk = Arc::new(CachedChunk::new(
+                            task_key.chunk.period,
+                            data.records,
+                            data.warnings,
+                            clock.now(),
+                            data.requests,
+                        ));
                         entries.insert(task_key.clone(), chunk.clone()).await;
                         Ok(chunk)
                     }
@@ -270,21 +358,38 @@ impl ChunkCache {
             }
             .instrument(tracing::Span::current()),
         );
-        let shared = async move {
+        let abort = task.abort_handle();
+        let cleanup = (self.inflight.clone(), key.clone());
+        let fetch = async move {
             task.await.unwrap_or_else(|join| {
+                // Stopped because nobody waits any more (or it panicked): forget it, so the next caller
+                // starts afresh.
+                cleanup
+                    .0
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&cleanup.1);
+                let message = if join.is_cancelled() {
+                    "the fetch was stopped: nobody waits for it"
+                } else {
+                    "the fetch task ended abnormally"
+                };
                 Arc::new(Err(ChunkFailure {
-                    error: UpstreamError::new(
-                        UpstreamErrorKind::Unavailable,
-                        format!("the fetch task ended abnormally: {join}"),
-                    ),
+                    error: UpstreamError::new(UpstreamErrorKind::Unavailable, message),
                     requests: 0,
                 }))
             })
         }
         .boxed()
         .shared();
-        inflight.insert(key, shared.clone());
-        shared
+        let entry = Inflight {
+            fetch,
+            progress,
+            waiters: Arc::new(AtomicUsize::new(0)),
+            task: abort,
+        };
+        inflight.insert(key, entry.clone());
+        entry
     }
 }
 

@@ -6,15 +6,16 @@ pub mod aggregate;
 mod cache;
 mod health;
 
-pub use cache::{CachedChunk, ChunkAnswer, ChunkCache, ChunkKey};
+pub use cache::{CachedChunk, ChunkAnswer, ChunkCache, ChunkKey, FetchHold};
 pub use health::{HealthBoard, HealthSnapshot};
 
 use crate::{
     clock::Clock,
     config::Settings,
     deadline::Deadline,
+    domain::ProviderAccountId,
     domain::{CostQuery, CostRecord, Currency, DataQualityWarning, Money, MoneyError},
-    providers::{AccountRef, Provider, error::UpstreamError, http::UpstreamHttp},
+    providers::{AccountRef, FetchProgress, Provider, error::UpstreamError, http::UpstreamHttp},
 };
 use aggregate::Aggregation;
 use chrono::{DateTime, Utc};
@@ -30,6 +31,10 @@ pub enum AccountState {
     Stale {
         age: Duration,
         error: UpstreamError,
+    },
+    /// Still fetching when the caller's deadline came; the report's holds keep the work going.
+    Pending {
+        progress: FetchProgress,
     },
     Failed(UpstreamError),
 }
@@ -54,12 +59,12 @@ pub struct AccountResult {
 impl AccountResult {
     /// Whether its data is in the totals.
     pub fn is_covered(&self) -> bool {
-        !matches!(self.state, AccountState::Failed(_))
+        matches!(self.state, AccountState::Ok | AccountState::Stale { .. })
     }
 }
 
 /// A finished report: rows and totals over the accounts that answered, and every account's result.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Report {
     pub query: CostQuery,
     pub aggregation: Aggregation,
@@ -67,6 +72,17 @@ pub struct Report {
     /// Set when the report came wholly from fresh cached chunks: until then, the same query gets the
     /// same report.
     pub unchanged_until: Option<DateTime<Utc>>,
+    /// Holds on the fetches of PENDING accounts: whoever keeps them keeps that work alive.
+    pub holds: Vec<FetchHold>,
+}
+
+impl Report {
+    /// Whether some account is still being fetched.
+    pub fn is_pending(&self) -> bool {
+        self.accounts
+            .iter()
+            .any(|a| matches!(a.state, AccountState::Pending { .. }))
+    }
 }
 
 impl Report {
@@ -82,6 +98,8 @@ pub struct RecordSet {
     query: CostQuery,
     /// See [`Report::unchanged_until`].
     unchanged_until: Option<DateTime<Utc>>,
+    /// See [`Report::holds`].
+    pub holds: Vec<FetchHold>,
     /// Each chunk with whether its period is still open (its costs estimated).
     chunks: Vec<(Arc<CachedChunk>, bool)>,
     pub accounts: Vec<AccountResult>,
@@ -214,7 +232,17 @@ impl Engine {
         query: &CostQuery,
         deadline: Deadline,
     ) -> Result<Report, EngineError> {
-        let records = self.records(query, deadline).await?;
+        self.report_observed(query, deadline, &|_, _| {}).await
+    }
+
+    /// As [`Engine::report`], telling `observe` how each account's upstream work is going.
+    pub async fn report_observed(
+        &self,
+        query: &CostQuery,
+        deadline: Deadline,
+        observe: &Observer<'_>,
+    ) -> Result<Report, EngineError> {
+        let records = self.records_observed(query, deadline, observe).await?;
         let aggregation = aggregate::aggregate(records.records(), query)?;
         if aggregation.rows.len() > self.max_rows {
             return Err(EngineError::TooManyRows {
@@ -222,7 +250,13 @@ impl Engine {
                 limit: self.max_rows,
             });
         }
-        let mut accounts = records.accounts;
+        let RecordSet {
+            accounts,
+            unchanged_until,
+            holds,
+            ..
+        } = records;
+        let mut accounts = accounts;
         for result in &mut accounts {
             if let Some(share) = aggregation.by_account.get(&result.account.id) {
                 result.billed_cost = share.billed_cost;
@@ -238,7 +272,8 @@ impl Engine {
             query: query.clone(),
             aggregation,
             accounts,
-            unchanged_until: records.unchanged_until,
+            unchanged_until,
+            holds,
         })
     }
 
@@ -247,6 +282,15 @@ impl Engine {
         &self,
         query: &CostQuery,
         deadline: Deadline,
+    ) -> Result<RecordSet, EngineError> {
+        self.records_observed(query, deadline, &|_, _| {}).await
+    }
+
+    async fn records_observed(
+        &self,
+        query: &CostQuery,
+        deadline: Deadline,
+        observe: &Observer<'_>,
     ) -> Result<RecordSet, EngineError> {
         let plans: Vec<(&Arc<Provider>, Vec<crate::providers::Chunk>)> = self
             .providers
@@ -271,15 +315,17 @@ impl Engine {
                 costd.provider = provider.account().kind.as_str(),
                 costd.account = provider.account().id.as_str(),
             );
-            self.fetch_account(provider.clone(), chunks, query, deadline)
+            self.fetch_account(provider.clone(), chunks, query, deadline, observe)
                 .instrument(span)
         }))
         .await;
         let mut chunks = Vec::new();
         let mut accounts = Vec::with_capacity(outcomes.len());
-        for (account_chunks, result) in outcomes {
-            chunks.extend(account_chunks);
-            accounts.push(result);
+        let mut holds = Vec::new();
+        for outcome in outcomes {
+            chunks.extend(outcome.chunks);
+            accounts.push(outcome.result);
+            holds.extend(outcome.holds);
         }
         let reusable = accounts
             .iter()
@@ -295,6 +341,7 @@ impl Engine {
         Ok(RecordSet {
             query: query.clone(),
             unchanged_until,
+            holds,
             chunks,
             accounts,
         })
@@ -306,17 +353,24 @@ impl Engine {
         chunks: Vec<crate::providers::Chunk>,
         query: &CostQuery,
         deadline: Deadline,
-    ) -> (Vec<(Arc<CachedChunk>, bool)>, AccountResult) {
+        observe: &Observer<'_>,
+    ) -> AccountOutcome {
         let account = provider.account().clone();
         let chunk_count = chunks.len();
+        let account_observer = |progress: &FetchProgress| observe(&account.id, progress);
         let answers: Vec<ChunkAnswer> = stream::iter(chunks)
             .map(|chunk| {
                 let key = ChunkKey {
                     account: account.id.clone(),
                     chunk,
                 };
-                self.cache
-                    .get(provider.clone(), key, deadline, query.max_staleness)
+                self.cache.get(
+                    provider.clone(),
+                    key,
+                    deadline,
+                    query.max_staleness,
+                    &account_observer,
+                )
             })
             // `buffered`, not `buffer_unordered`: answers keep the plan's order, so records come out in a
             // deterministic order whatever finished first.
@@ -336,6 +390,8 @@ impl Engine {
             upstream_requests: 0,
         };
         let mut served = Vec::with_capacity(answers.len());
+        let mut holds = Vec::new();
+        let mut pending: Option<FetchProgress> = None;
         let mut first_failure: Option<UpstreamError> = None;
         let mut failed_chunks = 0usize;
         let mut stale: Option<(Duration, UpstreamError)> = None;
@@ -355,6 +411,12 @@ impl Engine {
                         stale = Some((age, error));
                     }
                     data
+                }
+                ChunkAnswer::Pending { hold, progress } => {
+                    result.from_cache = false;
+                    holds.push(hold);
+                    pending = Some(progress);
+                    continue;
                 }
                 ChunkAnswer::Failed(failure) => {
                     result.from_cache = false;
@@ -389,11 +451,39 @@ impl Engine {
             }
             result.state = AccountState::Failed(error);
             result.fetched_at = None;
-            return (Vec::new(), result);
+            return AccountOutcome {
+                chunks: Vec::new(),
+                result,
+                holds: Vec::new(),
+            };
+        }
+        if let Some(progress) = pending {
+            // Some of its data is still on the way: none of it counts yet.
+            result.state = AccountState::Pending { progress };
+            result.fetched_at = None;
+            return AccountOutcome {
+                chunks: Vec::new(),
+                result,
+                holds,
+            };
         }
         if let Some((age, error)) = stale {
             result.state = AccountState::Stale { age, error };
         }
-        (served, result)
+        AccountOutcome {
+            chunks: served,
+            result,
+            holds,
+        }
     }
+}
+
+/// Told, per account, how its upstream work is going.
+pub type Observer<'a> = dyn Fn(&ProviderAccountId, &FetchProgress) + Sync + 'a;
+
+/// One account's share of an answer.
+struct AccountOutcome {
+    chunks: Vec<(Arc<CachedChunk>, bool)>,
+    result: AccountResult,
+    holds: Vec<FetchHold>,
 }

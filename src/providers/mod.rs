@@ -58,6 +58,19 @@ pub enum ChunkRequest {
     Atlas(atlas::wire::CreateUsageQuery),
 }
 
+/// How an upstream fetch is going, for those watching it (asynchronous upstreams report polls).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FetchProgress {
+    /// Polls of an asynchronous query so far.
+    pub polls: u32,
+    /// What is happening, e.g. "processing, poll 4, next in 8 s".
+    pub note: String,
+    pub next_poll_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// Where a fetch publishes its progress; the latest value is all that is kept.
+pub type ProgressSender = tokio::sync::watch::Sender<FetchProgress>;
+
 /// The normalized answer for one chunk of a query.
 #[derive(Debug)]
 pub struct ChunkData {
@@ -226,6 +239,7 @@ impl Provider {
         &self,
         chunk: &Chunk,
         deadline: Deadline,
+        progress: &ProgressSender,
     ) -> Result<ChunkData, ChunkFailure> {
         match (self, &chunk.request) {
             (Provider::TeamBilling(client), ChunkRequest::TeamCost) => {
@@ -235,7 +249,7 @@ impl Provider {
                 client.fetch(chunk.period, endpoint, deadline).await
             }
             (Provider::Atlas(client), ChunkRequest::Atlas(body)) => {
-                client.fetch(chunk.period, body, deadline).await
+                client.fetch(chunk.period, body, deadline, progress).await
             }
             // Chunks come from this provider's own plan; another's would be a bug, reported, not a panic.
             _ => Err(ChunkFailure {

@@ -115,17 +115,3 @@ async fn a_range_beyond_the_limit_names_the_limit() {
         violation.description
     );
 }
-
-#[tokio::test]
-async fn methods_of_later_capabilities_say_so() {
-    let app = spawn_app().await;
-    let mut jobs = pb::query_job_service_client::QueryJobServiceClient::new(app.channel.clone());
-
-    let start = jobs
-        .start_query(pb::StartQueryRequest::default())
-        .await
-        .expect_err("not yet");
-
-    assert_eq!(start.code(), tonic::Code::Unimplemented);
-    assert!(start.message().contains("job table"), "{}", start.message());
-}

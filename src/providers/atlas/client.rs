@@ -11,7 +11,7 @@ use crate::{
     deadline::Deadline,
     domain::Period,
     providers::{
-        AccountRef, ChunkData, ChunkFailure, Normalized,
+        AccountRef, ChunkData, ChunkFailure, FetchProgress, Normalized, ProgressSender,
         error::{UpstreamError, UpstreamErrorKind},
         http::{FailedCall, UpstreamHttp, UpstreamRequest, UpstreamResponse, retry_after},
     },
@@ -80,10 +80,11 @@ impl AtlasClient {
         month: Period,
         body: &wire::CreateUsageQuery,
         deadline: Deadline,
+        progress: &ProgressSender,
     ) -> Result<ChunkData, ChunkFailure> {
         let mut requests = 0u32;
         let result = self
-            .create_and_poll(month, body, deadline, &mut requests)
+            .create_and_poll(month, body, deadline, progress, &mut requests)
             .await;
         result
             .map(|normalized| ChunkData {
@@ -100,14 +101,26 @@ impl AtlasClient {
         month: Period,
         body: &wire::CreateUsageQuery,
         deadline: Deadline,
+        progress: &ProgressSender,
         requests: &mut u32,
     ) -> Result<Normalized, UpstreamError> {
         let started = Instant::now();
+        let month_name = month.start().format("%Y-%m");
+        let report = |polls: u32, note: String, next: Option<Duration>| {
+            progress.send_replace(FetchProgress {
+                polls,
+                note: format!("atlas org {} {month_name}: {note}", self.org_id),
+                next_poll_at: next
+                    .and_then(|d| chrono::Duration::from_std(d).ok())
+                    .map(|d| chrono::Utc::now() + d),
+            });
+        };
         let mut recreated = false;
         'create: loop {
             let token = self.create(body, deadline, requests).await?;
             let mut delay = Duration::from_millis(self.config.poll_initial_ms);
             let mut polls = 0u32;
+            report(0, "query created, processing".to_string(), Some(delay));
             loop {
                 tokio::time::sleep(jitter(delay)).await;
                 if started.elapsed() > Duration::from_millis(self.config.max_processing_ms) {

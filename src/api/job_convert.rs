@@ -1,0 +1,85 @@
+//! Jobs on the wire.
+
+use super::{convert, status};
+use crate::{
+    jobs::{JobChange, JobSnapshot, JobState},
+    proto as pb,
+};
+use tonic::Status;
+
+pub fn state_to_proto(state: JobState) -> pb::JobState {
+    match state {
+        JobState::Queued => pb::JobState::Queued,
+        JobState::Running => pb::JobState::Running,
+        JobState::Succeeded => pb::JobState::Succeeded,
+        JobState::Failed => pb::JobState::Failed,
+        JobState::Cancelled => pb::JobState::Cancelled,
+    }
+}
+
+pub fn state_from_proto(value: i32) -> Option<JobState> {
+    match pb::JobState::try_from(value).ok()? {
+        pb::JobState::Queued => Some(JobState::Queued),
+        pb::JobState::Running => Some(JobState::Running),
+        pb::JobState::Succeeded => Some(JobState::Succeeded),
+        pb::JobState::Failed => Some(JobState::Failed),
+        pb::JobState::Cancelled => Some(JobState::Cancelled),
+        pb::JobState::Unspecified => None,
+    }
+}
+
+pub fn job_to_proto(job: &JobSnapshot) -> Result<pb::Job, Status> {
+    let report = match &job.report {
+        Some(report) => {
+            let mut wire =
+                convert::report_to_proto(report).map_err(|e| status::engine(e.into()))?;
+            wire.job = job.id.name();
+            Some(wire)
+        }
+        None => None,
+    };
+    Ok(pb::Job {
+        name: job.id.name(),
+        state: state_to_proto(job.state) as i32,
+        query: Some(convert::query_to_proto(&job.query)),
+        parts: job
+            .parts
+            .iter()
+            .map(|part| pb::JobPart {
+                provider_account: part.account.id.to_string(),
+                provider: convert::provider_kind_to_proto(part.account.kind) as i32,
+                state: state_to_proto(part.state) as i32,
+                progress_note: part.note.clone(),
+                polls: part.polls.min(i32::MAX as u32) as i32,
+                next_poll_time: part.next_poll_at.map(convert::time_to_proto),
+                error: part
+                    .error
+                    .as_ref()
+                    .map(|e| status::upstream_failure(&part.account, e)),
+            })
+            .collect(),
+        report,
+        error: job.error.as_ref().map(|message| tonic_types::Status {
+            code: tonic::Code::Internal as i32,
+            message: message.clone(),
+            details: Vec::new(),
+        }),
+        create_time: Some(convert::time_to_proto(job.create_time)),
+        update_time: Some(convert::time_to_proto(job.update_time)),
+        expire_time: job.expire_time.map(convert::time_to_proto),
+    })
+}
+
+/// The event kind a subscriber sees for a snapshot.
+pub fn event_kind(job: &JobSnapshot, first: bool) -> pb::JobEventKind {
+    if job.state.is_final() {
+        pb::JobEventKind::Final
+    } else if first {
+        pb::JobEventKind::Snapshot
+    } else {
+        match job.last_change {
+            JobChange::StateChanged => pb::JobEventKind::StateChanged,
+            JobChange::Progress => pb::JobEventKind::Progress,
+        }
+    }
+}

@@ -1,0 +1,329 @@
+//! The job table: a job is one cost query run to its end by one owner task, with one part per provider
+//! account. Parts report upstream progress (Atlas polls) as it happens; subscribers watch snapshots.
+
+mod store;
+
+pub use store::{JobStore, MemoryJobStore};
+
+use crate::{
+    clock::Clock,
+    deadline::Deadline,
+    domain::{CostQuery, ProviderAccountId},
+    engine::{AccountState, Engine, FetchHold, Report},
+    providers::{AccountRef, FetchProgress, error::UpstreamError},
+};
+use chrono::{DateTime, Utc};
+use std::{
+    collections::HashMap,
+    fmt,
+    sync::{Arc, Mutex},
+};
+use tokio::{sync::watch, task::AbortHandle};
+
+/// An unguessable job id: 128 random bits in hex.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct JobId(String);
+
+impl JobId {
+    fn new() -> Self {
+        JobId(format!("{:032x}", rand::random::<u128>()))
+    }
+
+    /// Parses a resource name `jobs/{id}`.
+    pub fn from_name(name: &str) -> Option<Self> {
+        let id = name.strip_prefix("jobs/")?;
+        (id.len() == 32
+            && id
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()))
+        .then(|| JobId(id.to_string()))
+    }
+
+    /// The resource name, `jobs/{id}`.
+    pub fn name(&self) -> String {
+        format!("jobs/{}", self.0)
+    }
+}
+
+impl fmt::Display for JobId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.name())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum JobState {
+    Queued,
+    Running,
+    Succeeded,
+    Failed,
+    Cancelled,
+}
+
+impl JobState {
+    pub fn is_final(&self) -> bool {
+        matches!(
+            self,
+            JobState::Succeeded | JobState::Failed | JobState::Cancelled
+        )
+    }
+}
+
+/// What the latest change to a job was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobChange {
+    StateChanged,
+    Progress,
+}
+
+/// One provider account's share of a job.
+#[derive(Debug, Clone)]
+pub struct PartSnapshot {
+    pub account: AccountRef,
+    pub state: JobState,
+    pub note: String,
+    pub polls: u32,
+    pub next_poll_at: Option<DateTime<Utc>>,
+    pub error: Option<UpstreamError>,
+}
+
+/// A job as its subscribers see it.
+#[derive(Debug, Clone)]
+pub struct JobSnapshot {
+    pub id: JobId,
+    pub query: CostQuery,
+    pub state: JobState,
+    pub parts: Vec<PartSnapshot>,
+    /// When SUCCEEDED.
+    pub report: Option<Arc<Report>>,
+    /// When FAILED.
+    pub error: Option<String>,
+    pub create_time: DateTime<Utc>,
+    pub update_time: DateTime<Utc>,
+    /// When a finished job is forgotten.
+    pub expire_time: Option<DateTime<Utc>>,
+    pub last_change: JobChange,
+}
+
+/// Starts jobs, runs each in its own owner task, and forgets finished ones after the retention period.
+pub struct JobManager {
+    store: Arc<dyn JobStore>,
+    engine: Arc<Engine>,
+    clock: Arc<dyn Clock>,
+    retention: chrono::Duration,
+    owners: Mutex<HashMap<JobId, AbortHandle>>,
+    /// Running jobs by query, so callers that find work still pending join it rather than add more.
+    running: Mutex<HashMap<CostQuery, JobId>>,
+}
+
+impl JobManager {
+    pub fn new(
+        store: Arc<dyn JobStore>,
+        engine: Arc<Engine>,
+        clock: Arc<dyn Clock>,
+        retention: chrono::Duration,
+    ) -> Arc<Self> {
+        Arc::new(JobManager {
+            store,
+            engine,
+            clock,
+            retention,
+            owners: Mutex::default(),
+            running: Mutex::default(),
+        })
+    }
+
+    /// A new job for `query`, running at once; `holds` keep already started upstream work alive for it.
+    pub fn start(self: &Arc<Self>, query: CostQuery, holds: Vec<FetchHold>) -> Arc<JobSnapshot> {
+        let now = self.clock.now();
+        let parts = self
+            .engine
+            .providers()
+            .iter()
+            .filter(|p| {
+                query
+                    .filter
+                    .selects_account(p.account().kind, &p.account().id)
+            })
+            .map(|p| PartSnapshot {
+                account: p.account().clone(),
+                state: JobState::Queued,
+                note: String::new(),
+                polls: 0,
+                next_poll_at: None,
+                error: None,
+            })
+            .collect();
+        let job = JobSnapshot {
+            id: JobId::new(),
+            query: query.clone(),
+            state: JobState::Queued,
+            parts,
+            report: None,
+            error: None,
+            create_time: now,
+            update_time: now,
+            expire_time: None,
+            last_change: JobChange::StateChanged,
+        };
+        self.store.insert(job.clone());
+        lock(&self.running).insert(query, job.id.clone());
+        let manager = self.clone();
+        let owner_job = job.clone();
+        let owner = tokio::spawn(async move { manager.own(owner_job, holds).await });
+        lock(&self.owners).insert(job.id.clone(), owner.abort_handle());
+        self.store.get(&job.id).unwrap_or_else(|| Arc::new(job))
+    }
+
+    /// The running job for `query`, or a new one; `holds` are handed to the job either way.
+    pub fn join_or_start(self: &Arc<Self>, query: CostQuery, holds: Vec<FetchHold>) -> JobId {
+        let running = lock(&self.running).get(&query).cloned();
+        if let Some(id) =
+            running.filter(|id| self.store.get(id).is_some_and(|job| !job.state.is_final()))
+        {
+            // The running job's own fetches hold the same work; these holds can go.
+            return id;
+        }
+        self.start(query, holds).id.clone()
+    }
+
+    /// A job, unless unknown or past its retention.
+    pub fn get(&self, id: &JobId) -> Option<Arc<JobSnapshot>> {
+        let job = self.store.get(id)?;
+        if job.expire_time.is_some_and(|at| at <= self.clock.now()) {
+            self.store.remove(id);
+            return None;
+        }
+        Some(job)
+    }
+
+    /// Jobs, newest first, without expired ones.
+    pub fn list(&self) -> Vec<Arc<JobSnapshot>> {
+        let now = self.clock.now();
+        let (expired, live): (Vec<_>, Vec<_>) = self
+            .store
+            .list()
+            .into_iter()
+            .partition(|job| job.expire_time.is_some_and(|at| at <= now));
+        for job in expired {
+            self.store.remove(&job.id);
+        }
+        live
+    }
+
+    pub fn subscribe(&self, id: &JobId) -> Option<watch::Receiver<Arc<JobSnapshot>>> {
+        self.get(id)?;
+        self.store.subscribe(id)
+    }
+
+    /// Stops a job: its owner task ends, and with it its waits; upstream work nobody else waits for
+    /// stops too. A finished job is returned as it is.
+    pub fn cancel(&self, id: &JobId) -> Option<Arc<JobSnapshot>> {
+        let job = self.get(id)?;
+        if job.state.is_final() {
+            return Some(job);
+        }
+        if let Some(owner) = lock(&self.owners).remove(id) {
+            owner.abort();
+        }
+        let now = self.clock.now();
+        let mut cancelled = (*job).clone();
+        cancelled.state = JobState::Cancelled;
+        for part in &mut cancelled.parts {
+            if !part.state.is_final() {
+                part.state = JobState::Cancelled;
+                part.note = "cancelled".to_string();
+            }
+        }
+        cancelled.update_time = now;
+        cancelled.expire_time = Some(now + self.retention);
+        cancelled.last_change = JobChange::StateChanged;
+        self.forget_running(&cancelled);
+        self.store.publish(cancelled);
+        self.store.get(id)
+    }
+
+    /// The owner task: runs the query to its end, publishing every change.
+    async fn own(self: Arc<Self>, job: JobSnapshot, holds: Vec<FetchHold>) {
+        let current = Mutex::new(job);
+        let publish = |change: &dyn Fn(&mut JobSnapshot)| {
+            let mut job = lock(&current);
+            change(&mut job);
+            job.update_time = self.clock.now();
+            self.store.publish(job.clone());
+        };
+        publish(&|job| {
+            job.state = JobState::Running;
+            job.last_change = JobChange::StateChanged;
+            for part in &mut job.parts {
+                part.state = JobState::Running;
+            }
+        });
+        let observe = |account: &ProviderAccountId, progress: &FetchProgress| {
+            publish(&|job| {
+                job.last_change = JobChange::Progress;
+                if let Some(part) = job.parts.iter_mut().find(|p| &p.account.id == account) {
+                    part.note = progress.note.clone();
+                    part.polls = part.polls.max(progress.polls);
+                    part.next_poll_at = progress.next_poll_at;
+                }
+            })
+        };
+        let query = lock(&current).query.clone();
+        let outcome = self
+            .engine
+            .report_observed(&query, Deadline::NONE, &observe)
+            .await;
+        drop(holds);
+        // The final state and the report go out in one snapshot: a watcher's last event has both.
+        let now = self.clock.now();
+        let mut finished = lock(&current).clone();
+        finished.last_change = JobChange::StateChanged;
+        finished.update_time = now;
+        finished.expire_time = Some(now + self.retention);
+        match outcome {
+            Ok(report) => {
+                finished.state = JobState::Succeeded;
+                for part in &mut finished.parts {
+                    let Some(result) = report
+                        .accounts
+                        .iter()
+                        .find(|a| a.account.id == part.account.id)
+                    else {
+                        continue;
+                    };
+                    part.next_poll_at = None;
+                    (part.state, part.error, part.note) = match &result.state {
+                        AccountState::Failed(error) => (
+                            JobState::Failed,
+                            Some(error.clone()),
+                            format!("failed: {}", error.message),
+                        ),
+                        _ => (JobState::Succeeded, None, "done".to_string()),
+                    };
+                }
+                finished.report = Some(Arc::new(report));
+            }
+            Err(error) => {
+                finished.state = JobState::Failed;
+                finished.error = Some(error.to_string());
+            }
+        }
+        *lock(&current) = finished.clone();
+        self.store.publish(finished.clone());
+        self.forget_running(&finished);
+        lock(&self.owners).remove(&finished.id);
+    }
+
+    fn forget_running(&self, job: &JobSnapshot) {
+        let mut running = lock(&self.running);
+        if running.get(&job.query) == Some(&job.id) {
+            running.remove(&job.query);
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Plain data behind these locks; a panic elsewhere cannot leave it half-updated.
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
