@@ -74,3 +74,61 @@ impl JobStore for MemoryJobStore {
         self.jobs().remove(id);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        domain::{CostFilter, CostQuery, Granularity, Period},
+        jobs::{JobChange, JobId, JobState},
+    };
+
+    fn job(id: &JobId, version: u32) -> JobSnapshot {
+        let start = chrono::DateTime::from_timestamp(1_767_225_600, 0).unwrap();
+        JobSnapshot {
+            id: id.clone(),
+            query: CostQuery {
+                period: Period::new(start, start + chrono::Duration::days(1)).unwrap(),
+                filter: CostFilter::default(),
+                group_by: vec![],
+                granularity: Granularity::None,
+                max_staleness: None,
+            },
+            state: if version == u32::MAX {
+                JobState::Succeeded
+            } else {
+                JobState::Running
+            },
+            parts: vec![],
+            report: None,
+            error: None,
+            create_time: start,
+            update_time: start + chrono::Duration::seconds(i64::from(version % 1000)),
+            expire_time: None,
+            last_change: JobChange::Progress,
+        }
+    }
+
+    #[test]
+    fn a_subscriber_that_never_reads_holds_one_snapshot_the_last() {
+        let store = MemoryJobStore::default();
+        let id = JobId::from_name(&format!("jobs/{}", "a".repeat(32))).unwrap();
+        store.insert(job(&id, 0));
+        let mut unread = store.subscribe(&id).unwrap();
+        for version in 1..10_000 {
+            store.publish(job(&id, version));
+        }
+        store.publish(job(&id, u32::MAX));
+
+        assert!(unread.has_changed().unwrap());
+        assert_eq!(
+            unread.borrow_and_update().state,
+            JobState::Succeeded,
+            "the final snapshot, never lost"
+        );
+        assert!(
+            !unread.has_changed().unwrap(),
+            "nothing else was queued for it"
+        );
+    }
+}

@@ -9,6 +9,7 @@ mod engine;
 mod failures;
 mod get_costs;
 mod helpers;
+mod jobs;
 mod retries;
 mod server;
 mod telemetry;

@@ -136,16 +136,34 @@ impl AtlasClient {
                 match self.poll(&token, month, deadline, requests).await? {
                     Poll::Done(normalized) => return Ok(normalized),
                     Poll::Processing => {
+                        delay = delay
+                            .mul_f64(1.5)
+                            .min(Duration::from_millis(self.config.poll_max_ms));
                         tracing::debug!(
                             polls,
                             next_ms = delay.as_millis() as u64,
                             "atlas query processing"
                         );
-                        delay = delay
-                            .mul_f64(1.5)
-                            .min(Duration::from_millis(self.config.poll_max_ms));
+                        report(
+                            polls,
+                            format!(
+                                "processing, poll {polls}, next in {} s",
+                                delay.as_secs_f64().ceil()
+                            ),
+                            Some(delay),
+                        );
                     }
-                    Poll::Throttled(wait) => delay = wait.max(delay),
+                    Poll::Throttled(wait) => {
+                        delay = wait.max(delay);
+                        report(
+                            polls,
+                            format!(
+                                "throttled, poll {polls}, next in {} s",
+                                delay.as_secs_f64().ceil()
+                            ),
+                            Some(delay),
+                        );
+                    }
                     Poll::Gone if !recreated => {
                         tracing::info!("atlas forgot the query token; creating it again");
                         recreated = true;
