@@ -357,3 +357,42 @@ async fn daily_rows_are_not_smeared_from_monthly_data() {
     );
     assert!(!report.totals.expect("totals").complete);
 }
+
+#[tokio::test]
+async fn a_refused_service_account_token_is_replaced_once() {
+    let app =
+        spawn_atlas(|settings, _| settings.accounts.retain(|a| a.id.as_str() == "atlas-lumen"))
+            .await;
+
+    let before = app
+        .get_costs(query(
+            "2025-01-01",
+            "2025-02-01",
+            &[],
+            pb::Granularity::None,
+        ))
+        .await
+        .expect("answer");
+    app.sandbox.atlas().expire_access_tokens();
+    let after = app
+        .get_costs(query(
+            "2025-02-01",
+            "2025-03-01",
+            &[],
+            pb::Granularity::None,
+        ))
+        .await
+        .expect("answer");
+
+    assert_eq!(state(&before, "atlas-lumen"), pb::ResultState::Ok as i32);
+    assert_eq!(
+        state(&after, "atlas-lumen"),
+        pb::ResultState::Ok as i32,
+        "the refused token was replaced"
+    );
+    assert_eq!(
+        app.sandbox.request_count(&Scope::atlas_oauth()),
+        2,
+        "one token, then exactly one more"
+    );
+}

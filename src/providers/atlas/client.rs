@@ -190,6 +190,20 @@ impl AtlasClient {
         deadline: Deadline,
         requests: &mut u32,
     ) -> Result<String, UpstreamError> {
+        let problems = normalize::violations(body);
+        if !problems.is_empty() {
+            let listed: Vec<String> = problems
+                .iter()
+                .map(|(field, problem)| format!("{field}: {problem}"))
+                .collect();
+            return Err(UpstreamError::new(
+                UpstreamErrorKind::Rejected,
+                format!(
+                    "not sent, the query breaks Atlas' rules: {}",
+                    listed.join("; ")
+                ),
+            ));
+        }
         let bytes = serde_json::to_vec(body)
             .map_err(|e| UpstreamError::new(UpstreamErrorKind::Rejected, e.to_string()))?;
         let url = self.url(&["usage"], false);

@@ -55,6 +55,74 @@ pub fn usage_query(org_id: &str, month: &Period, query: &CostQuery) -> CreateUsa
     }
 }
 
+/// Every way `body` breaks the documented rules, as (field, problem) pairs. costd builds bodies that
+/// keep them, so this is the last check before a request that would only be refused.
+pub fn violations(body: &CreateUsageQuery) -> Vec<(String, String)> {
+    let mut found = Vec::new();
+    let first_of_month = |field: &str, text: &str, found: &mut Vec<(String, String)>| {
+        match NaiveDate::parse_from_str(text, "%Y-%m-%d") {
+            Ok(date) if date.day() == 1 => Some(date),
+            _ => {
+                found.push((
+                    field.to_string(),
+                    format!("`{text}` is not the first day of a month (YYYY-MM-01)"),
+                ));
+                None
+            }
+        }
+    };
+    let start = first_of_month("startDate", &body.start_date, &mut found);
+    let end = first_of_month("endDate", &body.end_date, &mut found);
+    if let (Some(start), Some(end)) = (start, end) {
+        if start >= end {
+            found.push(("endDate".to_string(), "must be after startDate".to_string()));
+        }
+    }
+    for (name, ids) in [
+        ("organizations", &body.organizations),
+        ("projects", &body.projects),
+        ("clusters", &body.clusters),
+    ] {
+        for (index, id) in ids.iter().enumerate() {
+            if !is_atlas_id(id) {
+                found.push((
+                    format!("{name}[{index}]"),
+                    "must be 24 lowercase hexadecimal digits".to_string(),
+                ));
+            }
+        }
+    }
+    for (index, service) in body.services.iter().enumerate() {
+        if !SERVICES.contains(&service.as_str()) {
+            found.push((
+                format!("services[{index}]"),
+                format!("`{service}` is not an Atlas service"),
+            ));
+        }
+    }
+    if let Some(group_by) = &body.group_by {
+        let filtered = match group_by.as_str() {
+            "organizations" => Some(&body.organizations),
+            "projects" => Some(&body.projects),
+            "clusters" => Some(&body.clusters),
+            "services" => Some(&body.services),
+            _ => None,
+        };
+        match filtered {
+            None => found.push((
+                "groupBy".to_string(),
+                format!("`{group_by}` is not organizations, projects, clusters or services"),
+            )),
+            Some(values) if values.is_empty() => found.push((
+                "groupBy".to_string(),
+                format!("grouping by {group_by} needs a {group_by} filter value"),
+            )),
+            Some(_) => {}
+        }
+    }
+    found
+}
+
 /// One record per usage row, charged over its calendar month.
 pub fn usage_rows(
     account: &AccountRef,
@@ -220,6 +288,46 @@ mod tests {
             usage_rows(&account(), ORG, september(), &body)
                 .unwrap_err()
                 .contains("first of a month")
+        );
+    }
+
+    #[test]
+    fn every_broken_rule_is_named_before_any_request() {
+        let body = CreateUsageQuery {
+            start_date: "2025-02-15".into(),
+            end_date: "2025-01-01".into(),
+            organizations: vec!["ABC".into()],
+            projects: vec![],
+            clusters: vec!["bbbbbbbbbbbbbbbbbbbbbbbb".into(), "x".into()],
+            services: vec!["Clusters".into(), "Lambda".into()],
+            group_by: Some("projects".into()),
+            include_partial_matches: None,
+        };
+        let fields: Vec<String> = violations(&body)
+            .into_iter()
+            .map(|(field, _)| field)
+            .collect();
+        assert_eq!(
+            fields,
+            [
+                "startDate",
+                "organizations[0]",
+                "clusters[1]",
+                "services[1]",
+                "groupBy"
+            ]
+        );
+        let month = september();
+        let query = CostQuery {
+            period: month,
+            filter: CostFilter::default(),
+            group_by: vec![],
+            granularity: Granularity::None,
+            max_staleness: None,
+        };
+        assert!(
+            violations(&usage_query(ORG, &month, &query)).is_empty(),
+            "costd's own bodies keep every rule"
         );
     }
 
