@@ -38,6 +38,9 @@ enum Command {
     },
     /// Ask a costd server for costs.
     Query(cli::QueryArgs),
+    /// Start, inspect, list, cancel and watch query jobs.
+    #[command(subcommand)]
+    Jobs(cli::JobsCommand),
 }
 
 fn main() -> ExitCode {
@@ -59,6 +62,7 @@ fn main() -> ExitCode {
                     .map_err(|e| e.to_string()),
             ),
             Command::Query(args) => report(cli::run_query(args).await),
+            Command::Jobs(command) => report(cli::run_jobs(command).await),
         }
     })
 }

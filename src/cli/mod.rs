@@ -1,8 +1,10 @@
 //! Client commands. They talk to a costd server only through its gRPC client.
 
+mod jobs;
 mod output;
 mod query;
 
+pub use jobs::{JobsCommand, run_jobs};
 pub use output::OutputFormat;
 pub use query::{QueryArgs, run_query};
 

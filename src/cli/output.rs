@@ -211,7 +211,7 @@ fn print_csv(out: &mut impl Write, report: &pb::CostReport) -> std::io::Result<(
 }
 
 #[derive(Serialize)]
-struct JsonReport {
+pub(super) struct JsonReport {
     rows: Vec<JsonRow>,
     total_usd: String,
     record_count: i64,

@@ -76,13 +76,14 @@ fn parse_provider(text: &str) -> Result<ProviderKind, String> {
 }
 
 /// Runs the query and prints the answer on stdout; errors are returned for the caller to print.
-pub async fn run_query(args: QueryArgs) -> Result<(), String> {
+/// The wire query the arguments describe.
+pub fn query_of(args: &QueryArgs) -> pb::CostQuery {
     let granularity = match args.granularity.as_str() {
         "daily" => pb::Granularity::Daily,
         "monthly" => pb::Granularity::Monthly,
         _ => pb::Granularity::None,
     };
-    let query = pb::CostQuery {
+    pb::CostQuery {
         start_time: Some(convert::time_to_proto(args.from)),
         end_time: Some(convert::time_to_proto(args.to)),
         filter: Some(pb::CostFilter {
@@ -91,10 +92,10 @@ pub async fn run_query(args: QueryArgs) -> Result<(), String> {
                 .iter()
                 .map(|k| convert::provider_kind_to_proto(*k) as i32)
                 .collect(),
-            provider_accounts: args.accounts,
-            sub_accounts: args.sub_accounts,
-            resources: args.resources,
-            services: args.services,
+            provider_accounts: args.accounts.clone(),
+            sub_accounts: args.sub_accounts.clone(),
+            resources: args.resources.clone(),
+            services: args.services.clone(),
         }),
         group_by: args
             .group_by
@@ -103,7 +104,12 @@ pub async fn run_query(args: QueryArgs) -> Result<(), String> {
             .collect(),
         granularity: granularity as i32,
         max_staleness: None,
-    };
+    }
+}
+
+/// Runs the query and prints the answer on stdout; errors are returned for the caller to print.
+pub async fn run_query(args: QueryArgs) -> Result<(), String> {
+    let query = query_of(&args);
     let mut client = pb::cost_service_client::CostServiceClient::connect(args.addr.clone())
         .await
         .map_err(|e| format!("cannot connect to {}: {e}", args.addr))?;
@@ -120,7 +126,7 @@ pub async fn run_query(args: QueryArgs) -> Result<(), String> {
 }
 
 /// A status as one readable line, with every field violation.
-fn describe_status(status: tonic::Status) -> String {
+pub fn describe_status(status: tonic::Status) -> String {
     use tonic_types::StatusExt;
     match status.get_details_bad_request() {
         Some(bad_request) => {

@@ -236,3 +236,81 @@ async fn the_query_command_lists_every_violation_and_fails() {
         "{stderr}"
     );
 }
+
+#[tokio::test]
+async fn the_jobs_command_starts_watches_and_lists_jobs() {
+    let app = spawn_app().await;
+    let addr = format!("http://{}", app.addr);
+    let run = |args: Vec<String>| async move {
+        let output = tokio::process::Command::new(COSTD)
+            .args(&args)
+            .output()
+            .await
+            .expect("runs");
+        (
+            output.status.success(),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    };
+    let args = |words: &[&str]| words.iter().map(|w| w.to_string()).collect::<Vec<_>>();
+
+    let (ok, watched, stderr) = within(run(args(&[
+        "jobs",
+        "start",
+        "--addr",
+        &addr,
+        "--from",
+        "2026-01-01",
+        "--to",
+        "2026-02-01",
+        "--account",
+        "team-acme",
+        "--watch",
+        "--output",
+        "json",
+    ])))
+    .await;
+    assert!(ok, "{stderr}");
+    let events: Vec<serde_json::Value> = watched
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    assert_eq!(
+        events.first().map(|e| e["event"].clone()),
+        Some("snapshot".into())
+    );
+    let last = events.last().expect("events");
+    assert_eq!(
+        (last["event"].as_str(), last["state"].as_str()),
+        (Some("final"), Some("succeeded"))
+    );
+    let expected = app.expected_nanos("team_acme", at("2026-01-01"), at("2026-02-01"));
+    let expected_text =
+        costd::domain::format_decimal(rust_decimal::Decimal::from_i128_with_scale(expected, 9));
+    assert_eq!(last["report"]["total_usd"], expected_text);
+    let name = last["name"].as_str().expect("a name").to_string();
+
+    let (ok, listed, _) = within(run(args(&[
+        "jobs",
+        "list",
+        "--addr",
+        &addr,
+        "--state",
+        "succeeded",
+        "--output",
+        "json",
+    ])))
+    .await;
+    assert!(ok && listed.contains(&name), "{listed}");
+    let (ok, shown, _) = within(run(args(&["jobs", "get", &name, "--addr", &addr]))).await;
+    assert!(
+        ok && shown.contains("succeeded") && shown.contains(&format!("total: {expected_text} USD")),
+        "{shown}"
+    );
+    let (ok, _, stderr) = within(run(args(&[
+        "jobs", "list", "--addr", &addr, "--state", "sleeping",
+    ])))
+    .await;
+    assert!(!ok && stderr.contains("not a job state"), "{stderr}");
+}
