@@ -70,12 +70,10 @@ pub fn job_to_proto(job: &JobSnapshot) -> Result<pb::Job, Status> {
     })
 }
 
-/// The event kind a subscriber sees for a snapshot.
-pub fn event_kind(job: &JobSnapshot, first: bool) -> pb::JobEventKind {
+/// The event kind of a snapshot after the first: FINAL once the job has ended.
+pub fn event_kind(job: &JobSnapshot) -> pb::JobEventKind {
     if job.state.is_final() {
         pb::JobEventKind::Final
-    } else if first {
-        pb::JobEventKind::Snapshot
     } else {
         match job.last_change {
             JobChange::StateChanged => pb::JobEventKind::StateChanged,

@@ -164,33 +164,45 @@ impl pb::query_job_service_server::QueryJobService for QueryJobApi {
 enum Watching {
     First(watch::Receiver<Arc<JobSnapshot>>),
     Next(watch::Receiver<Arc<JobSnapshot>>),
+    /// A job already finished when the watch began: its snapshot went out, the final event follows.
+    FinalOf(Arc<JobSnapshot>),
     Done,
 }
 
-/// The current snapshot, then each newer one this subscriber gets to see (the latest when it falls
-/// behind), ending with the final one. Each subscriber only ever holds the latest snapshot.
+/// The current snapshot (always first), then each newer one this subscriber gets to see (the latest
+/// when it falls behind), ending with the final one. Each subscriber only ever holds the latest snapshot.
 fn events(updates: watch::Receiver<Arc<JobSnapshot>>) -> Events {
     futures::stream::unfold(Watching::First(updates), |watching| async move {
-        let (mut updates, first) = match watching {
-            Watching::First(updates) => (updates, true),
+        let (job, kind, next) = match watching {
+            Watching::First(mut updates) => {
+                let job = updates.borrow_and_update().clone();
+                let next = if job.state.is_final() {
+                    Watching::FinalOf(job.clone())
+                } else {
+                    Watching::Next(updates)
+                };
+                (job, pb::JobEventKind::Snapshot, next)
+            }
             Watching::Next(mut updates) => {
                 // The store dropped the job (expired): the stream ends.
                 updates.changed().await.ok()?;
-                (updates, false)
+                let job = updates.borrow_and_update().clone();
+                let kind = job_convert::event_kind(&job);
+                let next = if job.state.is_final() {
+                    Watching::Done
+                } else {
+                    Watching::Next(updates)
+                };
+                (job, kind, next)
             }
+            Watching::FinalOf(job) => (job, pb::JobEventKind::Final, Watching::Done),
             Watching::Done => return None,
         };
-        let job = updates.borrow_and_update().clone();
-        let kind = job_convert::event_kind(&job, first);
         let event = job_convert::job_to_proto(&job).map(|wire| pb::WatchJobResponse {
             kind: kind as i32,
             job: Some(wire),
         });
-        let next = if job.state.is_final() || event.is_err() {
-            Watching::Done
-        } else {
-            Watching::Next(updates)
-        };
+        let next = if event.is_err() { Watching::Done } else { next };
         Some((event, next))
     })
     .boxed()

@@ -237,6 +237,20 @@ async fn a_finished_job_is_not_found_after_its_retention() {
         Some(pb::JobState::Succeeded as i32)
     );
 
+    let again: Vec<i32> = watch_all(&app, &job.name)
+        .await
+        .iter()
+        .map(|e| e.kind)
+        .collect();
+    assert_eq!(
+        again,
+        [
+            pb::JobEventKind::Snapshot as i32,
+            pb::JobEventKind::Final as i32
+        ],
+        "a finished job: its snapshot, then the final event"
+    );
+
     clock.advance(chrono::Duration::minutes(59));
     let kept = jobs(&app)
         .get_job(pb::GetJobRequest {
