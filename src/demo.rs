@@ -39,14 +39,7 @@ pub fn settings(sandbox: &SandboxHandle, listen: SocketAddr) -> Result<Settings,
     // Atlas: API keys (Digest) for every organization but the second, which uses its service account,
     // so the demo shows both ways in.
     for (index, org) in sandbox.atlas().dataset().orgs().iter().enumerate() {
-        let short = org
-            .name
-            .split_whitespace()
-            .next()
-            .unwrap_or("org")
-            .to_lowercase();
-        let id = ProviderAccountId::parse(&format!("atlas-{short}"))
-            .map_err(|e| format!("{}: {e}", org.name))?;
+        let id = account_id("atlas", org.name, "")?;
         let credentials = if index == 1 {
             AtlasCredentials::ServiceAccount {
                 client_id: org.service_account.client_id.clone(),
@@ -77,20 +70,13 @@ pub fn settings(sandbox: &SandboxHandle, listen: SocketAddr) -> Result<Settings,
         .iter()
         .enumerate()
     {
-        let short = org
-            .name
-            .split_whitespace()
-            .next()
-            .unwrap_or("org")
-            .to_lowercase();
         let versions: &[(ApiVersion, &str)] = if index == 0 {
             &[(ApiVersion::V2, ""), (ApiVersion::V1, "-v1")]
         } else {
             &[(ApiVersion::V2, "")]
         };
         for (api_version, suffix) in versions {
-            let id = ProviderAccountId::parse(&format!("elastic-{short}{suffix}"))
-                .map_err(|e| format!("{}: {e}", org.name))?;
+            let id = account_id("elastic", org.name, suffix)?;
             accounts.push(AccountSettings {
                 id,
                 display_name: org.name.to_string(),
@@ -119,4 +105,15 @@ pub fn settings(sandbox: &SandboxHandle, listen: SocketAddr) -> Result<Settings,
         jobs: JobsConfig::default(),
         accounts,
     })
+}
+
+/// `{prefix}-{first word of the name}{suffix}`, e.g. `atlas-kestrel` for "Kestrel Freight".
+fn account_id(prefix: &str, name: &str, suffix: &str) -> Result<ProviderAccountId, String> {
+    let short = name
+        .split_whitespace()
+        .next()
+        .unwrap_or("org")
+        .to_lowercase();
+    ProviderAccountId::parse(&format!("{prefix}-{short}{suffix}"))
+        .map_err(|e| format!("{name}: {e}"))
 }

@@ -226,6 +226,28 @@ impl UpstreamHttp {
     }
 }
 
+/// A header value carrying a credential, marked sensitive so no debug output shows it; `None` when the
+/// text cannot be a header value (the request then goes without, and the upstream's 401 says so).
+pub fn sensitive_value(text: &str) -> Option<http::HeaderValue> {
+    let mut value = http::HeaderValue::from_str(text).ok()?;
+    value.set_sensitive(true);
+    Some(value)
+}
+
+/// `Accept: application/json` and `Authorization: {scheme} {secret}`.
+pub fn credential_headers(scheme: &str, secret: &secrecy::SecretString) -> HeaderMap {
+    use secrecy::ExposeSecret;
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        http::header::ACCEPT,
+        http::HeaderValue::from_static("application/json"),
+    );
+    if let Some(value) = sensitive_value(&format!("{scheme} {}", secret.expose_secret())) {
+        headers.insert(http::header::AUTHORIZATION, value);
+    }
+    headers
+}
+
 /// One span per request sent, named and attributed after the OpenTelemetry HTTP client conventions.
 /// Integers are recorded as `i64`: tracing-opentelemetry exports unsigned values as text.
 fn attempt_span(request: &UpstreamRequest<'_>, attempt: u32) -> tracing::Span {

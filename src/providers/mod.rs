@@ -81,6 +81,33 @@ pub struct ChunkData {
     pub rate_limit_remaining: Option<i64>,
 }
 
+/// Sends one request and normalizes its answer with `read`: the one way synchronous providers turn an
+/// upstream call into chunk data, counting every request sent.
+pub async fn fetch_normalized(
+    http: &http::UpstreamHttp,
+    request: http::UpstreamRequest<'_>,
+    deadline: Deadline,
+    read: impl FnOnce(http::UpstreamResponse) -> Result<Normalized, UpstreamError>,
+) -> Result<ChunkData, ChunkFailure> {
+    let response = http
+        .send(request, deadline)
+        .await
+        .map_err(|failed| ChunkFailure {
+            error: failed.error,
+            requests: failed.attempts,
+        })?;
+    let requests = response.attempts;
+    let rate_limit_remaining = response.rate_limit_remaining();
+    read(response)
+        .map(|normalized| ChunkData {
+            records: normalized.records,
+            warnings: normalized.warnings,
+            requests,
+            rate_limit_remaining,
+        })
+        .map_err(|error| ChunkFailure { error, requests })
+}
+
 /// A chunk that could not be fetched.
 #[derive(Debug, Clone)]
 pub struct ChunkFailure {

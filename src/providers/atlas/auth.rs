@@ -215,12 +215,10 @@ impl Authenticator {
 
 /// A credential-bearing header value, marked so no debug output shows it.
 fn sensitive(text: &str) -> Result<HeaderValue, UpstreamError> {
-    let mut value = HeaderValue::from_str(text).map_err(|_| {
+    crate::providers::http::sensitive_value(text).ok_or_else(|| {
         UpstreamError::new(
             UpstreamErrorKind::Unauthenticated,
             "the credential cannot be sent in a header",
         )
-    })?;
-    value.set_sensitive(true);
-    Ok(value)
+    })
 }

@@ -6,6 +6,7 @@ use super::{
     normalize::{self, Organization},
     wire,
 };
+use crate::providers::{fetch_normalized, http::credential_headers};
 use crate::{
     deadline::Deadline,
     domain::Period,
@@ -16,9 +17,9 @@ use crate::{
     },
 };
 use chrono::SecondsFormat;
-use http::{HeaderMap, HeaderValue, Method, header::AUTHORIZATION};
+use http::{HeaderMap, Method};
 use rust_decimal::Decimal;
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::SecretString;
 use serde::de::DeserializeOwned;
 use std::sync::Arc;
 
@@ -71,24 +72,10 @@ impl ElasticClient {
             headers: self.auth_headers(),
             body: None,
         };
-        let response = self
-            .http
-            .send(request, deadline)
-            .await
-            .map_err(|failed| ChunkFailure {
-                error: failed.error,
-                requests: failed.attempts,
-            })?;
-        let requests = response.attempts;
-        let rate_limit_remaining = response.rate_limit_remaining();
-        self.read(period, endpoint, response)
-            .map(|normalized| ChunkData {
-                records: normalized.records,
-                warnings: normalized.warnings,
-                requests,
-                rate_limit_remaining,
-            })
-            .map_err(|error| ChunkFailure { error, requests })
+        fetch_normalized(&self.http, request, deadline, |response| {
+            self.read(period, endpoint, response)
+        })
+        .await
     }
 
     fn url(&self, period: Period, endpoint: &Endpoint) -> (&'static str, reqwest::Url) {
@@ -170,19 +157,7 @@ impl ElasticClient {
     }
 
     fn auth_headers(&self) -> HeaderMap {
-        let mut headers = HeaderMap::new();
-        headers.insert(
-            http::header::ACCEPT,
-            HeaderValue::from_static("application/json"),
-        );
-        // A key that is not a valid header value goes unsent; the upstream's 401 then says so.
-        if let Ok(mut value) =
-            HeaderValue::from_str(&format!("ApiKey {}", self.api_key.expose_secret()))
-        {
-            value.set_sensitive(true);
-            headers.insert(AUTHORIZATION, value);
-        }
-        headers
+        credential_headers("ApiKey", &self.api_key)
     }
 
     fn read(

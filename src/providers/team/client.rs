@@ -1,6 +1,7 @@
 //! The team billing client: bearer-token auth, one GET per period, error bodies read as documented.
 
 use super::{normalize::normalize, wire};
+use crate::providers::{fetch_normalized, http::credential_headers};
 use crate::{
     deadline::Deadline,
     domain::Period,
@@ -11,8 +12,8 @@ use crate::{
     },
 };
 use chrono::SecondsFormat;
-use http::{HeaderMap, HeaderValue, Method, header::AUTHORIZATION};
-use secrecy::{ExposeSecret, SecretString};
+use http::{HeaderMap, Method};
+use secrecy::SecretString;
 use std::sync::Arc;
 
 const COST_ROUTE: &str = "/teams/{teamId}/billing/cost";
@@ -61,24 +62,10 @@ impl TeamBillingClient {
             headers: self.auth_headers(),
             body: None,
         };
-        let response = self
-            .http
-            .send(request, deadline)
-            .await
-            .map_err(|failed| ChunkFailure {
-                error: failed.error,
-                requests: failed.attempts,
-            })?;
-        let requests = response.attempts;
-        let rate_limit_remaining = response.rate_limit_remaining();
-        self.read(period, response)
-            .map(|normalized| ChunkData {
-                records: normalized.records,
-                warnings: normalized.warnings,
-                requests,
-                rate_limit_remaining,
-            })
-            .map_err(|error| ChunkFailure { error, requests })
+        fetch_normalized(&self.http, request, deadline, |response| {
+            self.read(period, response)
+        })
+        .await
     }
 
     fn cost_url(&self, period: Period) -> reqwest::Url {
@@ -107,20 +94,7 @@ impl TeamBillingClient {
     }
 
     fn auth_headers(&self) -> HeaderMap {
-        let mut headers = HeaderMap::new();
-        headers.insert(
-            http::header::ACCEPT,
-            HeaderValue::from_static("application/json"),
-        );
-        // The token was checked to be printable when loaded; an invalid one simply goes unsent and the
-        // upstream answers 401, which is reported like any other refusal.
-        if let Ok(mut value) =
-            HeaderValue::from_str(&format!("Bearer {}", self.token.expose_secret()))
-        {
-            value.set_sensitive(true);
-            headers.insert(AUTHORIZATION, value);
-        }
-        headers
+        credential_headers("Bearer", &self.token)
     }
 
     fn read(
