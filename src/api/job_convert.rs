@@ -56,6 +56,19 @@ pub fn job_to_proto(job: &JobSnapshot) -> Result<pb::Job, Status> {
                     .error
                     .as_ref()
                     .map(|e| status::upstream_failure(&part.account, e)),
+                upstream_token: part
+                    .upstream_query
+                    .as_ref()
+                    .map(|q| q.token.clone())
+                    .unwrap_or_default(),
+                upstream_create_time: part
+                    .upstream_query
+                    .as_ref()
+                    .map(|q| convert::time_to_proto(q.created_at)),
+                last_upstream_status: part
+                    .upstream_query
+                    .as_ref()
+                    .map_or(0, |q| i32::from(q.last_status)),
             })
             .collect(),
         report,

@@ -67,7 +67,8 @@ pub enum ChunkAnswer {
     /// Still fetching at the caller's deadline; the hold keeps the fetch alive for whoever takes it.
     Pending {
         hold: FetchHold,
-        progress: FetchProgress,
+        /// Boxed: it is much larger than the other answers and rare.
+        progress: Box<FetchProgress>,
     },
 }
 
@@ -258,7 +259,10 @@ impl ChunkCache {
                 }
                 _ => {
                     let progress = inflight.progress.borrow().clone();
-                    return ChunkAnswer::Pending { hold, progress };
+                    return ChunkAnswer::Pending {
+                        hold,
+                        progress: Box::new(progress),
+                    };
                 }
             },
         };

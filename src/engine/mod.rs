@@ -415,7 +415,7 @@ impl Engine {
                 ChunkAnswer::Pending { hold, progress } => {
                     result.from_cache = false;
                     holds.push(hold);
-                    pending = Some(progress);
+                    pending = Some(*progress);
                     continue;
                 }
                 ChunkAnswer::Failed(failure) => {

@@ -10,7 +10,7 @@ use crate::{
     deadline::Deadline,
     domain::{CostQuery, ProviderAccountId},
     engine::{AccountState, Engine, FetchHold, Report},
-    providers::{AccountRef, FetchProgress, error::UpstreamError},
+    providers::{AccountRef, FetchProgress, UpstreamQuery, error::UpstreamError},
 };
 use chrono::{DateTime, Utc};
 use std::{
@@ -85,6 +85,9 @@ pub struct PartSnapshot {
     pub polls: u32,
     pub next_poll_at: Option<DateTime<Utc>>,
     pub error: Option<UpstreamError>,
+    /// The asynchronous upstream query this part waits for (Atlas: org, body, token, created_at, last
+    /// status), as the latest progress told.
+    pub upstream_query: Option<UpstreamQuery>,
 }
 
 /// A job as its subscribers see it.
@@ -152,6 +155,7 @@ impl JobManager {
                 polls: 0,
                 next_poll_at: None,
                 error: None,
+                upstream_query: None,
             })
             .collect();
         let job = JobSnapshot {
@@ -266,6 +270,9 @@ impl JobManager {
                     part.note = progress.note.clone();
                     part.polls = part.polls.max(progress.polls);
                     part.next_poll_at = progress.next_poll_at;
+                    if progress.upstream_query.is_some() {
+                        part.upstream_query = progress.upstream_query.clone();
+                    }
                 }
             })
         };

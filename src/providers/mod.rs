@@ -66,6 +66,22 @@ pub struct FetchProgress {
     /// What is happening, e.g. "processing, poll 4, next in 8 s".
     pub note: String,
     pub next_poll_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// What an asynchronous upstream is working on, when it has a query of its own.
+    pub upstream_query: Option<UpstreamQuery>,
+}
+
+/// An asynchronous upstream query as the job table records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamQuery {
+    /// The organization (Atlas) it runs for.
+    pub organization: String,
+    /// The query body as sent.
+    pub body: String,
+    /// The upstream's token for it.
+    pub token: String,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+    /// The status of the last answer about it (202 created, 102 processing, 429 throttled).
+    pub last_status: u16,
 }
 
 /// Where a fetch publishes its progress; the latest value is all that is kept.

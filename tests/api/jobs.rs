@@ -113,6 +113,18 @@ async fn a_watcher_sees_the_job_run_with_growing_polls_to_exact_totals() {
         notes.iter().any(|n| n.contains("processing, poll")),
         "{notes:?}"
     );
+    let processing = events
+        .iter()
+        .filter_map(|e| e.job.as_ref())
+        .map(|j| &j.parts[0])
+        .find(|p| p.last_upstream_status == 102)
+        .expect("a processing poll");
+    assert_eq!(
+        processing.upstream_token.len(),
+        64,
+        "the part records the upstream query's token"
+    );
+    assert!(processing.upstream_create_time.is_some());
     let last = events
         .last()
         .and_then(|e| e.job.clone())

@@ -12,6 +12,7 @@ use crate::{
     domain::Period,
     providers::{
         AccountRef, ChunkData, ChunkFailure, FetchProgress, Normalized, ProgressSender,
+        UpstreamQuery,
         error::{UpstreamError, UpstreamErrorKind},
         http::{FailedCall, UpstreamHttp, UpstreamRequest, UpstreamResponse, retry_after},
     },
@@ -106,21 +107,38 @@ impl AtlasClient {
     ) -> Result<Normalized, UpstreamError> {
         let started = Instant::now();
         let month_name = month.start().format("%Y-%m");
-        let report = |polls: u32, note: String, next: Option<Duration>| {
+        let body_text = serde_json::to_string(body).unwrap_or_default();
+        let report = |polls: u32,
+                      note: String,
+                      next: Option<Duration>,
+                      query: (&str, chrono::DateTime<chrono::Utc>, u16)| {
             progress.send_replace(FetchProgress {
                 polls,
                 note: format!("atlas org {} {month_name}: {note}", self.org_id),
                 next_poll_at: next
                     .and_then(|d| chrono::Duration::from_std(d).ok())
                     .map(|d| chrono::Utc::now() + d),
+                upstream_query: Some(UpstreamQuery {
+                    organization: self.org_id.clone(),
+                    body: body_text.clone(),
+                    token: query.0.to_string(),
+                    created_at: query.1,
+                    last_status: query.2,
+                }),
             });
         };
         let mut recreated = false;
         'create: loop {
             let token = self.create(body, deadline, requests).await?;
+            let created_at = chrono::Utc::now();
             let mut delay = Duration::from_millis(self.config.poll_initial_ms);
             let mut polls = 0u32;
-            report(0, "query created, processing".to_string(), Some(delay));
+            report(
+                0,
+                "query created, processing".to_string(),
+                Some(delay),
+                (&token, created_at, 202),
+            );
             loop {
                 tokio::time::sleep(jitter(delay)).await;
                 if started.elapsed() > Duration::from_millis(self.config.max_processing_ms) {
@@ -151,6 +169,7 @@ impl AtlasClient {
                                 delay.as_secs_f64().ceil()
                             ),
                             Some(delay),
+                            (&token, created_at, 102),
                         );
                     }
                     Poll::Throttled(wait) => {
@@ -162,6 +181,7 @@ impl AtlasClient {
                                 delay.as_secs_f64().ceil()
                             ),
                             Some(delay),
+                            (&token, created_at, 429),
                         );
                     }
                     Poll::Gone if !recreated => {
