@@ -48,7 +48,9 @@ fn month(index: usize) -> pb::CostQuery {
 }
 
 /// Runs one job with `SUBSCRIBERS` watchers; returns the p99 lag (ms) and events received per second.
-async fn round(channels: &[Channel], index: usize, stalled: bool) -> (f64, f64) {
+/// The stalled subscriber has a connection of its own, as a slow client does: over HTTP/2 its unread
+/// events hold its connection's receive window, which would stall any stream sharing it.
+async fn round(channels: &[Channel], lonely: &Channel, index: usize, stalled: bool) -> (f64, f64) {
     let mut client = QueryJobServiceClient::new(channels[0].clone());
     let job = client
         .start_query(pb::StartQueryRequest {
@@ -62,7 +64,12 @@ async fn round(channels: &[Channel], index: usize, stalled: bool) -> (f64, f64) 
     let mut parked = None;
     let mut watchers = Vec::new();
     for i in 0..SUBSCRIBERS {
-        let mut client = QueryJobServiceClient::new(channels[i % CHANNELS].clone());
+        let channel = if stalled && i == 0 {
+            lonely.clone()
+        } else {
+            channels[i % CHANNELS].clone()
+        };
+        let mut client = QueryJobServiceClient::new(channel);
         let stream = client
             .watch_job(pb::WatchJobRequest {
                 name: job.name.clone(),
@@ -144,7 +151,15 @@ fn main() {
         settings.atlas.poll_initial_ms = 2;
         settings.atlas.poll_max_ms = 5;
         // Long enough that all subscribers are watching for most of the job's run.
-        sandbox.atlas().set_processing_polls(1500);
+        sandbox.atlas().set_processing_polls(800);
+        // Measuring fan-out, not Atlas' bucket (500 requests, then 100 a minute): lift it on both sides.
+        sandbox.atlas().set_rate_limit(costd::sandbox::RateLimit {
+            capacity: 1_000_000,
+            refill_amount: 1_000_000,
+            refill_period: std::time::Duration::from_secs(1),
+        });
+        settings.atlas.bucket_capacity = 1_000_000;
+        settings.atlas.bucket_refill_per_minute = 1_000_000;
         let app = App::build(settings).await.expect("builds");
         let addr = app.local_addr();
         tokio::spawn(app.run_until_stopped(std::future::pending()));
@@ -152,13 +167,14 @@ fn main() {
         for _ in 0..CHANNELS {
             channels.push(Channel::from_shared(format!("http://{addr}")).expect("uri").connect().await.expect("connects"));
         }
+        let lonely = Channel::from_shared(format!("http://{addr}")).expect("uri").connect().await.expect("connects");
         let (mut calm, mut with_stalled, mut rates, mut bare) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         let mut rss = Vec::new();
         for r in 0..ROUNDS {
-            let (p99, rate) = round(&channels, 2 * r, false).await;
+            let (p99, rate) = round(&channels, &lonely, 2 * r, false).await;
             calm.push(p99);
             rates.push(rate);
-            let (p99, _) = round(&channels, 2 * r + 1, true).await;
+            let (p99, _) = round(&channels, &lonely, 2 * r + 1, true).await;
             with_stalled.push(p99);
             bare.push(bare_stream(channels[1].clone()).await);
             rss.push(rss_mib());
