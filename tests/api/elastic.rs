@@ -597,3 +597,46 @@ async fn a_v1_refusal_of_the_date_range_keeps_its_code_and_header() {
         (tonic::Code::InvalidArgument, "costs.invalid_date_range")
     );
 }
+
+#[tokio::test]
+async fn daily_rows_for_one_instance_come_from_its_own_chart() {
+    let app = spawn_elastic(|_, _| {}).await;
+    let dataset = app.sandbox.dataset().elastic();
+    let org = dataset.organization(org_id(&app, "Acme")).expect("seeded");
+    let instance = org
+        .instances
+        .iter()
+        .find(|i| i.name == "search-prod")
+        .expect("seeded")
+        .id
+        .clone();
+    let mut asked = only_accounts(
+        query(
+            "2026-03-01",
+            "2026-03-08",
+            &[pb::GroupBy::Resource],
+            pb::Granularity::Daily,
+        ),
+        &["elastic-acme"],
+    );
+    asked.filter.get_or_insert_with(Default::default).resources = vec![instance.clone()];
+
+    let report = app.get_costs(asked).await.expect("answer");
+
+    let expected = expected(&app, "Acme", "2026-03-01", "2026-03-08", |u| {
+        (u.instance.id == instance).then_some(())
+    });
+    assert_eq!(total(&report), expected.values().sum::<i128>());
+    assert_eq!(report.rows.len(), 7, "one row per day");
+    assert!(report.rows.iter().all(|r| r.group_values[0].id == instance));
+    let asked_paths: Vec<String> = app.sandbox.requests().into_iter().map(|r| r.path).collect();
+    assert_eq!(
+        asked_paths.len(),
+        1,
+        "one chart for the month: {asked_paths:?}"
+    );
+    assert!(
+        asked_paths[0].ends_with(&format!("/instances/{instance}/charts")),
+        "{asked_paths:?}"
+    );
+}

@@ -123,6 +123,19 @@ impl ElasticClient {
                     "items",
                 ],
             ),
+            Endpoint::V2InstanceCharts { instance_id, .. } => (
+                "/api/v2/billing/organizations/{organization_id}/instances/{instance_id}/charts",
+                vec![
+                    "api",
+                    "v2",
+                    "billing",
+                    "organizations",
+                    org,
+                    "instances",
+                    instance_id,
+                    "charts",
+                ],
+            ),
             Endpoint::V2Charts { .. } => (
                 "/api/v2/billing/organizations/{organization_id}/charts",
                 vec!["api", "v2", "billing", "organizations", org, "charts"],
@@ -147,7 +160,7 @@ impl ElasticClient {
                 Endpoint::V2Instances => {
                     query.append_pair("include_names", "true");
                 }
-                Endpoint::V2Charts { bucketing } => {
+                Endpoint::V2Charts { bucketing } | Endpoint::V2InstanceCharts { bucketing, .. } => {
                     query.append_pair("bucketing_strategy", bucketing.as_str());
                 }
                 _ => {}
@@ -191,9 +204,23 @@ impl ElasticClient {
                 Some(instance_id),
                 &parse::<wire::Items>(&response)?,
             ),
-            Endpoint::V2Charts { bucketing } => {
-                normalize::charts(&org, period, *bucketing, &parse::<wire::Charts>(&response)?)
-            }
+            Endpoint::V2InstanceCharts {
+                instance_id,
+                bucketing,
+            } => normalize::charts(
+                &org,
+                period,
+                *bucketing,
+                Some(instance_id),
+                &parse::<wire::Charts>(&response)?,
+            ),
+            Endpoint::V2Charts { bucketing } => normalize::charts(
+                &org,
+                period,
+                *bucketing,
+                None,
+                &parse::<wire::Charts>(&response)?,
+            ),
         };
         normalized.map_err(|problem| UpstreamError::malformed(status, problem))
     }
@@ -299,6 +326,18 @@ mod tests {
             endpoints(ApiVersion::V2, &daily_by_sku).len(),
             45,
             "one instances call per day"
+        );
+        let daily_for_one = query(Granularity::Daily, vec![GroupBy::Sku], &["abc123"]);
+        assert_eq!(
+            endpoints(ApiVersion::V2, &daily_for_one),
+            vec![
+                Endpoint::V2InstanceCharts {
+                    instance_id: "abc123".into(),
+                    bucketing: Bucketing::Daily
+                };
+                2
+            ],
+            "one instance's chart per month, not its items per day"
         );
         let one_instance = query(Granularity::None, vec![], &["abc123"]);
         assert_eq!(

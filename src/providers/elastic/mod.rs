@@ -31,11 +31,17 @@ pub enum Endpoint {
     V2InstanceItems { instance_id: String },
     /// v2 `charts`: per instance, one value per bucket.
     V2Charts { bucketing: Bucketing },
+    /// v2 `instances/{id}/charts`: one instance, its values per bucket.
+    V2InstanceCharts {
+        instance_id: String,
+        bucketing: Bucketing,
+    },
 }
 
 /// Which endpoint answers which query shape — decided here and nowhere else (ARCHITECTURE.md says why).
 ///
 /// - v1 accounts have one endpoint: deployments, per calendar month, or per day for daily rows.
+/// - v2, daily rows for chosen resources: each instance's own daily chart, one call per month.
 /// - v2, daily rows without SKU-level grouping: the daily chart, one call per month.
 /// - v2, daily rows grouped by SKU, charge dimension or service: instances per day (charts carry no SKUs).
 /// - v2, a filter on resources: each instance's own items, per month (only what was asked is fetched).
@@ -56,6 +62,22 @@ pub fn plan(version: ApiVersion, query: &CostQuery) -> Vec<(Period, Endpoint)> {
     if version == ApiVersion::V1 {
         return per(periods, Endpoint::V1Deployments);
     }
+    let instance_ids: Vec<&String> = query.filter.resources.iter().collect();
+    let chosen_instances =
+        !instance_ids.is_empty() && instance_ids.iter().all(|id| is_path_segment(id));
+    let per_instance = |make: &dyn Fn(&str) -> Endpoint| -> Vec<(Period, Endpoint)> {
+        let months = query.period.months();
+        months
+            .iter()
+            .flat_map(|period| instance_ids.iter().map(move |id| (*period, make(id))))
+            .collect()
+    };
+    if daily && chosen_instances {
+        return per_instance(&|id| Endpoint::V2InstanceCharts {
+            instance_id: id.to_string(),
+            bucketing: Bucketing::Daily,
+        });
+    }
     if daily {
         let needs_line_items =
             groups(GroupBy::Sku) || groups(GroupBy::ChargeDimension) || groups(GroupBy::Service);
@@ -70,21 +92,10 @@ pub fn plan(version: ApiVersion, query: &CostQuery) -> Vec<(Period, Endpoint)> {
             )
         };
     }
-    let instance_ids: Vec<&String> = query.filter.resources.iter().collect();
-    if !instance_ids.is_empty() && instance_ids.iter().all(|id| is_path_segment(id)) {
-        return periods
-            .iter()
-            .flat_map(|period| {
-                instance_ids.iter().map(|id| {
-                    (
-                        *period,
-                        Endpoint::V2InstanceItems {
-                            instance_id: id.to_string(),
-                        },
-                    )
-                })
-            })
-            .collect();
+    if chosen_instances {
+        return per_instance(&|id| Endpoint::V2InstanceItems {
+            instance_id: id.to_string(),
+        });
     }
     if groups(GroupBy::Service) && !groups(GroupBy::Resource) && !groups(GroupBy::SubAccount) {
         return per(periods, Endpoint::V2Items);

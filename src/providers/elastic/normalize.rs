@@ -143,10 +143,14 @@ pub fn items(
 }
 
 /// v2 charts: one record per bucket × instance, charged over the bucket (clipped to the request).
+/// v2 charts: one record per bucket × value, charged over the bucket (clipped to the request). For the
+/// organization's chart each value is an instance; for one instance's chart (`instance` given) the
+/// instance is the resource and each value one of its SKUs.
 pub fn charts(
     org: &Organization<'_>,
     requested: Period,
     bucketing: Bucketing,
+    instance: Option<&str>,
     body: &Charts,
 ) -> Result<Normalized, String> {
     let mut out = Builder::new(org, requested);
@@ -166,15 +170,28 @@ pub fn charts(
         };
         for value in &bucket.values {
             let kind = value.kind.as_deref().unwrap_or("instance");
-            let resource = Resource {
-                id: Text::from(value.id.as_str()),
-                name: value.name.as_deref().map(Text::from),
-                kind: Text::from(kind),
+            let (resource, sku) = match instance {
+                Some(id) => (
+                    Resource {
+                        id: Text::from(id),
+                        name: None,
+                        kind: Text::from("instance"),
+                    },
+                    Some(value.id.as_str()),
+                ),
+                None => (
+                    Resource {
+                        id: Text::from(value.id.as_str()),
+                        name: value.name.as_deref().map(Text::from),
+                        kind: Text::from(kind),
+                    },
+                    None,
+                ),
             };
             out.push(Line {
                 resource: Some(&resource),
                 service: kind,
-                sku: None,
+                sku,
                 dimension: None,
                 ecu: value.value.0,
                 quantity: None,

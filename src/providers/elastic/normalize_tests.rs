@@ -147,7 +147,14 @@ fn chart_timestamps_in_seconds_or_milliseconds_name_the_same_day() {
             r#"{{"data":[{{"timestamp":{timestamp},"values":[{{"id":"d1","name":"Search","type":"deployment","value":1.25}}]}}]}}"#
         ))
         .unwrap();
-        let normalized = charts(&org(&account(), "1"), january(), Bucketing::Daily, &body).unwrap();
+        let normalized = charts(
+            &org(&account(), "1"),
+            january(),
+            Bucketing::Daily,
+            None,
+            &body,
+        )
+        .unwrap();
         let record = &normalized.records[0];
         assert_eq!(record.charge_period, Period::day_of(january().start()));
         assert_eq!(record.billed_cost.nanos(), 1_250_000_000);
