@@ -4,6 +4,11 @@ use clap::{Parser, Subcommand};
 use costd::{App, cli, config, demo, sandbox, telemetry};
 use std::{net::SocketAddr, process::ExitCode};
 
+/// mimalloc: answering from cache is allocation-heavy (many small strings per answer); the load
+/// harness measured it faster than the system allocator on the cached path (see benches/load.rs).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Exit code for a bad configuration (EX_USAGE, sysexits.h).
 const EXIT_BAD_CONFIG: u8 = 64;
 
