@@ -1,6 +1,7 @@
 //! Configuration layering and validation, with an injected environment.
 
 use super::*;
+use crate::providers::elastic::ApiVersion;
 use secrecy::ExposeSecret;
 
 const ACCOUNT: &str = r#"
