@@ -17,6 +17,10 @@ use tonic_reflection::pb::v1::{
     server_reflection_request::MessageRequest,
 };
 
+/// The allocator the costd binary ships with, so the harness measures what runs.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const SUBSCRIBERS: usize = 1_000;
 const CHANNELS: usize = 10;
 const ROUNDS: usize = 3;
