@@ -17,11 +17,42 @@ const MAX_PAGE_SIZE: usize = 500;
 pub struct QueryJobApi {
     jobs: Arc<JobManager>,
     rules: Arc<QueryRules>,
+    converted: Arc<Converted>,
+}
+
+/// The wire form of each job's latest snapshot, converted once however many subscribers send it.
+#[derive(Default)]
+struct Converted(std::sync::Mutex<std::collections::HashMap<JobId, ConvertedSnapshot>>);
+
+/// A snapshot and its wire form.
+type ConvertedSnapshot = (Arc<JobSnapshot>, Arc<pb::Job>);
+
+impl Converted {
+    fn of(&self, job: &Arc<JobSnapshot>) -> Result<Arc<pb::Job>, Status> {
+        let mut cache = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((snapshot, wire)) = cache.get(&job.id) {
+            if Arc::ptr_eq(snapshot, job) {
+                return Ok(wire.clone());
+            }
+        }
+        let wire = Arc::new(job_convert::job_to_proto(job)?);
+        if job.state.is_final() {
+            // Finished jobs are sent once more at most; keep the map to the jobs still moving.
+            cache.remove(&job.id);
+        } else {
+            cache.insert(job.id.clone(), (job.clone(), wire.clone()));
+        }
+        Ok(wire)
+    }
 }
 
 impl QueryJobApi {
     pub fn new(jobs: Arc<JobManager>, rules: Arc<QueryRules>) -> Self {
-        QueryJobApi { jobs, rules }
+        QueryJobApi {
+            jobs,
+            rules,
+            converted: Arc::default(),
+        }
     }
 
     fn job(&self, name: &str) -> Result<Arc<JobSnapshot>, Status> {
@@ -157,7 +188,7 @@ impl pb::query_job_service_server::QueryJobService for QueryJobApi {
             .jobs
             .subscribe(&job_id(&name)?)
             .ok_or_else(|| not_found(&name))?;
-        Ok(Response::new(events(updates)))
+        Ok(Response::new(events(updates, self.converted.clone())))
     }
 }
 
@@ -171,39 +202,42 @@ enum Watching {
 
 /// The current snapshot (always first), then each newer one this subscriber gets to see (the latest
 /// when it falls behind), ending with the final one. Each subscriber only ever holds the latest snapshot.
-fn events(updates: watch::Receiver<Arc<JobSnapshot>>) -> Events {
-    futures::stream::unfold(Watching::First(updates), |watching| async move {
-        let (job, kind, next) = match watching {
-            Watching::First(mut updates) => {
-                let job = updates.borrow_and_update().clone();
-                let next = if job.state.is_final() {
-                    Watching::FinalOf(job.clone())
-                } else {
-                    Watching::Next(updates)
-                };
-                (job, pb::JobEventKind::Snapshot, next)
-            }
-            Watching::Next(mut updates) => {
-                // The store dropped the job (expired): the stream ends.
-                updates.changed().await.ok()?;
-                let job = updates.borrow_and_update().clone();
-                let kind = job_convert::event_kind(&job);
-                let next = if job.state.is_final() {
-                    Watching::Done
-                } else {
-                    Watching::Next(updates)
-                };
-                (job, kind, next)
-            }
-            Watching::FinalOf(job) => (job, pb::JobEventKind::Final, Watching::Done),
-            Watching::Done => return None,
-        };
-        let event = job_convert::job_to_proto(&job).map(|wire| pb::WatchJobResponse {
-            kind: kind as i32,
-            job: Some(wire),
-        });
-        let next = if event.is_err() { Watching::Done } else { next };
-        Some((event, next))
+fn events(updates: watch::Receiver<Arc<JobSnapshot>>, converted: Arc<Converted>) -> Events {
+    futures::stream::unfold(Watching::First(updates), move |watching| {
+        let converted = converted.clone();
+        async move {
+            let (job, kind, next) = match watching {
+                Watching::First(mut updates) => {
+                    let job = updates.borrow_and_update().clone();
+                    let next = if job.state.is_final() {
+                        Watching::FinalOf(job.clone())
+                    } else {
+                        Watching::Next(updates)
+                    };
+                    (job, pb::JobEventKind::Snapshot, next)
+                }
+                Watching::Next(mut updates) => {
+                    // The store dropped the job (expired): the stream ends.
+                    updates.changed().await.ok()?;
+                    let job = updates.borrow_and_update().clone();
+                    let kind = job_convert::event_kind(&job);
+                    let next = if job.state.is_final() {
+                        Watching::Done
+                    } else {
+                        Watching::Next(updates)
+                    };
+                    (job, kind, next)
+                }
+                Watching::FinalOf(job) => (job, pb::JobEventKind::Final, Watching::Done),
+                Watching::Done => return None,
+            };
+            let event = converted.of(&job).map(|wire| pb::WatchJobResponse {
+                kind: kind as i32,
+                job: Some((*wire).clone()),
+            });
+            let next = if event.is_err() { Watching::Done } else { next };
+            Some((event, next))
+        }
     })
     .boxed()
 }
