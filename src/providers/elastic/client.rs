@@ -80,67 +80,40 @@ impl ElasticClient {
 
     fn url(&self, period: Period, endpoint: &Endpoint) -> (&'static str, reqwest::Url) {
         let org = self.organization_id.as_str();
-        let (template, segments): (&'static str, Vec<&str>) = match endpoint {
-            Endpoint::V1Deployments => (
-                "/api/v1/billing/costs/{organization_id}/deployments",
-                vec!["api", "v1", "billing", "costs", org, "deployments"],
-            ),
+        // The template is the span's `url.template` and the path itself, placeholders filled in.
+        let (template, instance_id): (&'static str, Option<&str>) = match endpoint {
+            Endpoint::V1Deployments => {
+                ("/api/v1/billing/costs/{organization_id}/deployments", None)
+            }
             Endpoint::V2Instances => (
                 "/api/v2/billing/organizations/{organization_id}/costs/instances",
-                vec![
-                    "api",
-                    "v2",
-                    "billing",
-                    "organizations",
-                    org,
-                    "costs",
-                    "instances",
-                ],
+                None,
             ),
             Endpoint::V2Items => (
                 "/api/v2/billing/organizations/{organization_id}/costs/items",
-                vec![
-                    "api",
-                    "v2",
-                    "billing",
-                    "organizations",
-                    org,
-                    "costs",
-                    "items",
-                ],
+                None,
             ),
             Endpoint::V2InstanceItems { instance_id } => (
                 "/api/v2/billing/organizations/{organization_id}/costs/instances/{instance_id}/items",
-                vec![
-                    "api",
-                    "v2",
-                    "billing",
-                    "organizations",
-                    org,
-                    "costs",
-                    "instances",
-                    instance_id,
-                    "items",
-                ],
+                Some(instance_id.as_str()),
             ),
             Endpoint::V2InstanceCharts { instance_id, .. } => (
                 "/api/v2/billing/organizations/{organization_id}/instances/{instance_id}/charts",
-                vec![
-                    "api",
-                    "v2",
-                    "billing",
-                    "organizations",
-                    org,
-                    "instances",
-                    instance_id,
-                    "charts",
-                ],
+                Some(instance_id.as_str()),
             ),
             Endpoint::V2Charts { .. } => (
                 "/api/v2/billing/organizations/{organization_id}/charts",
-                vec!["api", "v2", "billing", "organizations", org, "charts"],
+                None,
             ),
         };
+        let segments = template
+            .trim_start_matches('/')
+            .split('/')
+            .map(|segment| match segment {
+                "{organization_id}" => org,
+                "{instance_id}" => instance_id.unwrap_or_default(),
+                literal => literal,
+            });
         let mut url = self.base_url.clone();
         if let Ok(mut path) = url.path_segments_mut() {
             path.pop_if_empty().extend(segments);
