@@ -2,8 +2,6 @@
 
 mod client;
 pub mod normalize;
-#[cfg(test)]
-mod normalize_tests;
 pub mod wire;
 
 pub use client::ElasticClient;
