@@ -4,7 +4,7 @@
 use crate::{
     config::{
         AccountKind, AccountSettings, AtlasConfig, CacheConfig, JobsConfig, LogFormat,
-        ServerConfig, Settings, TelemetryConfig, UpstreamConfig,
+        MetricsConfig, ServerConfig, Settings, TelemetryConfig, UpstreamConfig,
     },
     domain::ProviderAccountId,
     providers::{atlas::AtlasCredentials, elastic::ApiVersion},
@@ -103,6 +103,7 @@ pub fn settings(sandbox: &SandboxHandle, listen: SocketAddr) -> Result<Settings,
         cache: CacheConfig::default(),
         atlas: AtlasConfig::default(),
         jobs: JobsConfig::default(),
+        metrics: MetricsConfig::default(),
         accounts,
     })
 }

@@ -27,13 +27,14 @@ pub enum TelemetryError {
 /// Flushes and stops the trace exporter when dropped.
 pub struct TelemetryGuard {
     provider: Option<SdkTracerProvider>,
+    flush_timeout: std::time::Duration,
 }
 
 impl Drop for TelemetryGuard {
     fn drop(&mut self) {
         if let Some(provider) = self.provider.take() {
             // Errors here only mean some spans were not exported; nothing is left to tell.
-            let _ = provider.shutdown();
+            let _ = provider.shutdown_with_timeout(self.flush_timeout);
         }
     }
 }
@@ -46,7 +47,10 @@ pub fn init(config: &TelemetryConfig) -> Result<TelemetryGuard, TelemetryError> 
     };
     let subscriber = subscriber(config, std::io::stdout, provider.as_ref());
     tracing::subscriber::set_global_default(subscriber).map_err(|_| TelemetryError::AlreadySet)?;
-    Ok(TelemetryGuard { provider })
+    Ok(TelemetryGuard {
+        provider,
+        flush_timeout: std::time::Duration::from_millis(config.flush_timeout_ms),
+    })
 }
 
 /// The subscriber costd runs with, writing logs to `writer` and spans to `tracer_provider` if given.

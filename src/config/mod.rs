@@ -19,14 +19,17 @@ pub const ENV_OTLP_ENDPOINT: &str = "COSTD_OTLP_ENDPOINT";
 pub const ENV_OTEL_ENDPOINT: &str = "OTEL_EXPORTER_OTLP_ENDPOINT";
 /// Overrides `server.drain_timeout_ms`.
 pub const ENV_DRAIN_TIMEOUT_MS: &str = "COSTD_DRAIN_TIMEOUT_MS";
+/// Overrides `metrics.listen`.
+pub const ENV_METRICS_LISTEN: &str = "COSTD_METRICS_LISTEN";
 
-const KNOWN_ENV: [&str; 6] = [
+const KNOWN_ENV: [&str; 7] = [
     ENV_CONFIG_FILE,
     ENV_LISTEN,
     ENV_LOG_LEVEL,
     ENV_LOG_FORMAT,
     ENV_OTLP_ENDPOINT,
     ENV_DRAIN_TIMEOUT_MS,
+    ENV_METRICS_LISTEN,
 ];
 
 /// A configuration problem, naming the key at fault. Never carries a secret's value.
@@ -69,6 +72,8 @@ pub struct FileConfig {
     pub atlas: AtlasConfig,
     #[serde(default)]
     pub jobs: JobsConfig,
+    #[serde(default)]
+    pub metrics: MetricsConfig,
     #[serde(default)]
     pub providers: Vec<ProviderAccountConfig>,
 }
@@ -120,6 +125,8 @@ pub struct TelemetryConfig {
     pub otlp_endpoint: Option<String>,
     /// `service.name` of exported spans.
     pub service_name: String,
+    /// Longest wait, at shutdown, for the last spans to reach the collector, in milliseconds.
+    pub flush_timeout_ms: u64,
 }
 
 impl Default for TelemetryConfig {
@@ -129,6 +136,7 @@ impl Default for TelemetryConfig {
             log_format: LogFormat::Json,
             otlp_endpoint: None,
             service_name: "costd".to_string(),
+            flush_timeout_ms: 5_000,
         }
     }
 }
@@ -173,12 +181,56 @@ impl Default for UpstreamConfig {
 pub struct JobsConfig {
     /// How long a finished job can still be read, in seconds.
     pub retention_seconds: u64,
+    /// Where jobs live: `memory` (one replica) or `redis` (shared by several replicas).
+    pub store: JobStoreKind,
+    /// The redis job store; required when `store = "redis"`.
+    pub redis: Option<RedisConfig>,
 }
 
 impl Default for JobsConfig {
     fn default() -> Self {
         JobsConfig {
             retention_seconds: 3600,
+            store: JobStoreKind::Memory,
+            redis: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobStoreKind {
+    Memory,
+    Redis,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisConfig {
+    /// The connection URL, which may carry a password: a credential reference like a provider's.
+    pub url: SecretRef,
+    /// Prefix of every key costd writes, so several deployments can share one redis.
+    #[serde(default = "default_redis_key_prefix")]
+    pub key_prefix: String,
+}
+
+fn default_redis_key_prefix() -> String {
+    "costd".to_string()
+}
+
+/// The Prometheus scrape endpoint (`/metrics`), on its own port.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    pub enabled: bool,
+    pub listen: SocketAddr,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            enabled: true,
+            listen: SocketAddr::from(([0, 0, 0, 0], 9090)),
         }
     }
 }
@@ -248,6 +300,7 @@ pub struct Settings {
     pub cache: CacheConfig,
     pub atlas: AtlasConfig,
     pub jobs: JobsConfig,
+    pub metrics: MetricsConfig,
     pub accounts: Vec<AccountSettings>,
 }
 
@@ -275,6 +328,7 @@ impl Settings {
             .providers
             .iter()
             .flat_map(|p| p.credentials.values())
+            .chain(file.jobs.redis.as_ref().map(|redis| &redis.url))
             .filter_map(|r| r.env.as_deref())
             .collect();
         if let Some(unknown) = env.keys().find(|name| {
@@ -306,6 +360,7 @@ impl Settings {
             cache: file.cache,
             atlas: file.atlas,
             jobs: file.jobs,
+            metrics: file.metrics,
             accounts,
         })
     }
@@ -362,6 +417,14 @@ fn apply_env(file: &mut FileConfig, env: &HashMap<String, String>) -> Result<(),
             ConfigError::new(
                 ENV_LISTEN,
                 format!("`{listen}` is not an address like 0.0.0.0:50051"),
+            )
+        })?;
+    }
+    if let Some(listen) = env.get(ENV_METRICS_LISTEN) {
+        file.metrics.listen = listen.parse().map_err(|_| {
+            ConfigError::new(
+                ENV_METRICS_LISTEN,
+                format!("`{listen}` is not an address like 0.0.0.0:9090"),
             )
         })?;
     }
@@ -455,6 +518,23 @@ fn validate_limits(file: &FileConfig) -> Result<(), ConfigError> {
             "server.max_range_days",
             "must be at least 1",
         ));
+    }
+    match (file.jobs.store, &file.jobs.redis) {
+        (JobStoreKind::Memory, _) => {}
+        (JobStoreKind::Redis, None) => {
+            return Err(ConfigError::new(
+                "jobs.redis",
+                "required when jobs.store = \"redis\": url = { env = \"VAR\" } or { file = \"/path\" }",
+            ));
+        }
+        // The key shape is accepted so deployments can be written against it; the store itself is
+        // the next job-table issue, and starting without it would silently lose jobs across replicas.
+        (JobStoreKind::Redis, Some(_)) => {
+            return Err(ConfigError::new(
+                "jobs.store",
+                "the redis job store is not available in this version; use \"memory\" with one replica",
+            ));
+        }
     }
     tracing_subscriber::EnvFilter::try_new(&file.telemetry.log_level)
         .map_err(|e| ConfigError::new("telemetry.log_level", e.to_string()))?;

@@ -62,6 +62,26 @@ fn environment_overrides_the_file() {
 }
 
 #[test]
+fn metrics_listen_on_their_own_port_unless_disabled() {
+    let settings = load("", &[]).unwrap();
+    assert!(settings.metrics.enabled);
+    assert_eq!(
+        settings.metrics.listen,
+        SocketAddr::from(([0, 0, 0, 0], 9090))
+    );
+    let settings = load(
+        "[metrics]\nenabled = false\n",
+        &[(ENV_METRICS_LISTEN, "127.0.0.1:9191")],
+    )
+    .unwrap();
+    assert!(!settings.metrics.enabled);
+    assert_eq!(
+        settings.metrics.listen,
+        SocketAddr::from(([127, 0, 0, 1], 9191))
+    );
+}
+
+#[test]
 fn costd_endpoint_wins_over_the_otel_standard_variable() {
     let settings = load(
         "",
@@ -172,6 +192,22 @@ fn every_mistake_names_its_key() {
             "telemetry.log_level",
         ),
         (String::new(), vec![(ENV_LISTEN, "nowhere")], ENV_LISTEN),
+        (
+            String::new(),
+            vec![(ENV_METRICS_LISTEN, "nowhere")],
+            ENV_METRICS_LISTEN,
+        ),
+        (
+            "[jobs]\nstore = \"redis\"\n".to_string(),
+            vec![],
+            "jobs.redis",
+        ),
+        (
+            "[jobs]\nstore = \"redis\"\nredis = { url = { env = \"COSTD_REDIS_URL\" } }\n"
+                .to_string(),
+            vec![("COSTD_REDIS_URL", "redis://r:6379")],
+            "jobs.store",
+        ),
         (String::new(), vec![("COSTD_UNKNOWN", "1")], "COSTD_UNKNOWN"),
     ];
     for (toml, pairs, key) in cases {
