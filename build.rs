@@ -1,7 +1,7 @@
 //! Compiles the gRPC contract with protox (no system `protoc`) into `OUT_DIR`, with the descriptor set
-//! that server reflection serves.
+//! that server reflection serves; and records the git revision that `costd --version` names.
 use prost::Message;
-use std::{env, fs, path::PathBuf};
+use std::{env, fs, path::PathBuf, process::Command};
 
 const PROTOS: &[&str] = &[
     "costd/v1/cost_types.proto",
@@ -9,8 +9,12 @@ const PROTOS: &[&str] = &[
     "costd/v1/query_job_service.proto",
 ];
 
+/// Set by builds without a `.git` directory (the Dockerfile passes it as a build argument).
+const REVISION_ENV: &str = "COSTD_GIT_REVISION";
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=proto");
+    println!("cargo:rustc-env={REVISION_ENV}={}", git_revision());
     let out_dir = PathBuf::from(env::var("OUT_DIR")?);
     let descriptors = protox::compile(PROTOS, ["proto"])?;
     fs::write(
@@ -24,4 +28,27 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .extern_path(".google.rpc.Status", "::tonic_types::Status")
         .compile_fds(descriptors)?;
     Ok(())
+}
+
+/// The revision from the environment, else from git (rebuilt when HEAD moves), else "unknown".
+fn git_revision() -> String {
+    println!("cargo:rerun-if-env-changed={REVISION_ENV}");
+    if let Some(revision) = env::var(REVISION_ENV).ok().filter(|r| !r.trim().is_empty()) {
+        return revision.trim().to_string();
+    }
+    let git = |args: &[&str]| {
+        Command::new("git")
+            .args(args)
+            .output()
+            .ok()
+            .filter(|output| output.status.success())
+            .and_then(|output| String::from_utf8(output.stdout).ok())
+            .map(|text| text.trim().to_string())
+    };
+    if let Some(git_dir) = git(&["rev-parse", "--git-dir"]) {
+        for watched in ["HEAD", "refs/heads", "packed-refs"] {
+            println!("cargo:rerun-if-changed={git_dir}/{watched}");
+        }
+    }
+    git(&["rev-parse", "--short=12", "HEAD"]).unwrap_or_else(|| "unknown".to_string())
 }

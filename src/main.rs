@@ -15,7 +15,7 @@ const EXIT_BAD_CONFIG: u8 = 64;
 #[derive(Parser)]
 #[command(
     name = "costd",
-    version,
+    version = concat!(env!("CARGO_PKG_VERSION"), " (", env!("COSTD_GIT_REVISION"), ")"),
     about = "What we spend on SaaS infrastructure, over gRPC"
 )]
 struct Cli {

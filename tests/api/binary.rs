@@ -27,6 +27,28 @@ pub fn serve(
     (file, command)
 }
 
+#[tokio::test]
+async fn version_names_the_git_revision_it_was_built_from() {
+    let head = std::process::Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("git runs");
+    let head = String::from_utf8_lossy(&head.stdout).trim().to_string();
+    assert_eq!(head.len(), 12, "tests run from a git checkout");
+    let output = within(
+        tokio::process::Command::new(COSTD)
+            .arg("--version")
+            .output(),
+    )
+    .await
+    .expect("runs");
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout).trim(),
+        format!("costd {} ({head})", env!("CARGO_PKG_VERSION"))
+    );
+}
+
 async fn exits_64_naming(config: &str, env: &[(&str, &str)], key: &str) {
     let (_file, mut command) = serve(config, env);
     let output = within(command.output()).await.expect("runs");
