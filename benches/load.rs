@@ -309,7 +309,7 @@ async fn cache_refills(server: &Server, budget: u64) {
                 .await
                 .expect("answer");
         }
-        let held = server.engine.cache().weighted_bytes().await;
+        let (held, _) = server.engine.cache().size().await;
         rss.push(rss_bytes());
         println!(
             "fill {fill}: cache holds {} KiB of a {} KiB budget; RSS {} MiB",

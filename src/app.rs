@@ -6,6 +6,7 @@ use crate::{
     config::Settings,
     engine::Engine,
     jobs::{JobManager, MemoryJobStore},
+    metrics::{self, Metrics, RpcMetricsLayer},
     proto::{
         self as pb, cost_service_server::CostServiceServer,
         query_job_service_server::QueryJobServiceServer,
@@ -31,6 +32,8 @@ pub enum AppError {
     Reflection(#[from] tonic_reflection::server::Error),
     #[error("server failed: {0}")]
     Serve(#[from] tonic::transport::Error),
+    #[error("metrics endpoint failed: {0}")]
+    Metrics(std::io::Error),
     #[error("server task ended abnormally: {0}")]
     Task(#[from] tokio::task::JoinError),
 }
@@ -41,6 +44,9 @@ pub struct App {
     local_addr: SocketAddr,
     engine: Arc<Engine>,
     jobs: Arc<JobManager>,
+    metrics: Arc<Metrics>,
+    /// Bound when metrics are enabled.
+    metrics_listener: Option<(TcpListener, SocketAddr)>,
     settings: Settings,
 }
 
@@ -55,15 +61,14 @@ impl App {
         settings: Settings,
         clock: Arc<dyn Clock>,
     ) -> Result<App, AppError> {
-        let addr = settings.server.listen;
-        let listener = TcpListener::bind(addr)
-            .await
-            .map_err(|source| AppError::Bind { addr, source })?;
-        let local_addr = listener
-            .local_addr()
-            .map_err(|source| AppError::Bind { addr, source })?;
-        let http = Arc::new(UpstreamHttp::new(&settings.upstream)?);
-        let engine = Arc::new(Engine::new(&settings, http, clock.clone()));
+        let (listener, local_addr) = bind(settings.server.listen).await?;
+        let metrics_listener = match settings.metrics.enabled {
+            true => Some(bind(settings.metrics.listen).await?),
+            false => None,
+        };
+        let metrics = Arc::new(Metrics::new());
+        let http = Arc::new(UpstreamHttp::new(&settings.upstream, metrics.clone())?);
+        let engine = Arc::new(Engine::new(&settings, http, clock.clone(), metrics.clone()));
         let retention = chrono::Duration::seconds(
             i64::try_from(settings.jobs.retention_seconds).unwrap_or(i64::MAX / 1000),
         );
@@ -78,8 +83,15 @@ impl App {
             local_addr,
             engine,
             jobs,
+            metrics,
+            metrics_listener,
             settings,
         })
+    }
+
+    /// The address of the `/metrics` endpoint, when enabled.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_listener.as_ref().map(|(_, addr)| *addr)
     }
 
     /// The address actually bound.
@@ -126,6 +138,7 @@ impl App {
         let (stop_accepting, accepting_stopped) = tokio::sync::oneshot::channel::<()>();
         let server = tonic::transport::Server::builder()
             .trace_fn(rpc_span)
+            .layer(RpcMetricsLayer::new(self.metrics.clone()))
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
@@ -142,26 +155,58 @@ impl App {
                 },
             );
         let mut server = tokio::spawn(server);
+        // Scrapes keep working while calls drain; the endpoint stops when the server has.
+        let (stop_metrics, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
+        let metrics_server = self.metrics_listener.map(|(listener, addr)| {
+            tracing::info!(%addr, "serving metrics");
+            tokio::spawn(metrics::server::serve(
+                listener,
+                self.metrics.clone(),
+                self.engine.clone(),
+                self.jobs.clone(),
+                async {
+                    let _ = metrics_stopped.await;
+                },
+            ))
+        });
         tracing::info!(addr = %self.local_addr, accounts = self.settings.accounts.len(), "serving");
-        tokio::select! {
-            result = &mut server => return flatten(result),
-            () = shutdown => {}
-        }
-        tracing::info!(
-            drain_timeout_ms = self.settings.server.drain_timeout_ms,
-            "stopping: not serving, draining"
-        );
-        set_all(&health, ServingStatus::NotServing).await;
-        let _ = stop_accepting.send(());
-        match tokio::time::timeout(self.settings.drain_timeout(), &mut server).await {
-            Ok(result) => flatten(result),
-            Err(_) => {
-                tracing::warn!("drain timeout reached; closing the calls still open");
-                server.abort();
-                Ok(())
+        let served = async {
+            tokio::select! {
+                result = &mut server => return flatten(result),
+                () = shutdown => {}
+            }
+            tracing::info!(
+                drain_timeout_ms = self.settings.server.drain_timeout_ms,
+                "stopping: not serving, draining"
+            );
+            set_all(&health, ServingStatus::NotServing).await;
+            let _ = stop_accepting.send(());
+            match tokio::time::timeout(self.settings.drain_timeout(), &mut server).await {
+                Ok(result) => flatten(result),
+                Err(_) => {
+                    tracing::warn!("drain timeout reached; closing the calls still open");
+                    server.abort();
+                    Ok(())
+                }
             }
         }
+        .await;
+        let _ = stop_metrics.send(());
+        if let Some(metrics_server) = metrics_server {
+            metrics_server.await?.map_err(AppError::Metrics)?;
+        }
+        served
     }
+}
+
+async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), AppError> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| AppError::Bind { addr, source })?;
+    let local_addr = listener
+        .local_addr()
+        .map_err(|source| AppError::Bind { addr, source })?;
+    Ok((listener, local_addr))
 }
 
 async fn set_all(health: &HealthReporter, status: ServingStatus) {

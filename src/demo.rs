@@ -103,7 +103,11 @@ pub fn settings(sandbox: &SandboxHandle, listen: SocketAddr) -> Result<Settings,
         cache: CacheConfig::default(),
         atlas: AtlasConfig::default(),
         jobs: JobsConfig::default(),
-        metrics: MetricsConfig::default(),
+        // Any free port beside the API; `costd demo` names its own.
+        metrics: MetricsConfig {
+            listen: SocketAddr::new(listen.ip(), 0),
+            ..MetricsConfig::default()
+        },
         accounts,
     })
 }

@@ -11,6 +11,7 @@ pub mod demo;
 pub mod domain;
 pub mod engine;
 pub mod jobs;
+pub mod metrics;
 pub mod proto;
 pub mod providers;
 pub mod sandbox;

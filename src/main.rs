@@ -35,6 +35,9 @@ enum Command {
     Demo {
         #[arg(long, default_value = "127.0.0.1:50051")]
         listen: SocketAddr,
+        /// Where `/metrics` is served.
+        #[arg(long, default_value = "127.0.0.1:9090")]
+        metrics_listen: SocketAddr,
     },
     /// Run only the sandbox upstreams, printing their URL and credentials.
     Sandbox {
@@ -60,7 +63,10 @@ fn main() -> ExitCode {
     runtime.block_on(async {
         match cli.command {
             Command::Serve { config } => serve(config).await,
-            Command::Demo { listen } => run_demo(listen).await,
+            Command::Demo {
+                listen,
+                metrics_listen,
+            } => run_demo(listen, metrics_listen).await,
             Command::Sandbox { listen } => report(
                 sandbox::run_standalone(listen)
                     .await
@@ -90,13 +96,16 @@ async fn serve(config_path: Option<std::path::PathBuf>) -> ExitCode {
     run(settings, None).await
 }
 
-async fn run_demo(listen: SocketAddr) -> ExitCode {
+async fn run_demo(listen: SocketAddr, metrics_listen: SocketAddr) -> ExitCode {
     let upstreams = match sandbox::Sandbox::start(sandbox::SandboxOptions::default()) {
         Ok(upstreams) => upstreams,
         Err(e) => return report(Err(format!("cannot start the sandbox upstreams: {e}"))),
     };
     match demo::settings(&upstreams, listen) {
-        Ok(settings) => run(settings, Some(&upstreams)).await,
+        Ok(mut settings) => {
+            settings.metrics.listen = metrics_listen;
+            run(settings, Some(&upstreams)).await
+        }
         Err(e) => report(Err(e)),
     }
 }
@@ -114,7 +123,7 @@ async fn run(
         Err(e) => return report(Err(e.to_string())),
     };
     if let Some(upstreams) = demo_upstreams {
-        print_demo_help(app.local_addr(), upstreams);
+        print_demo_help(app.local_addr(), app.metrics_addr(), upstreams);
     }
     report(
         app.run_until_stopped(stop_signal())
@@ -123,7 +132,11 @@ async fn run(
     )
 }
 
-fn print_demo_help(addr: SocketAddr, upstreams: &sandbox::SandboxHandle) {
+fn print_demo_help(
+    addr: SocketAddr,
+    metrics: Option<SocketAddr>,
+    upstreams: &sandbox::SandboxHandle,
+) {
     let month = chrono::Utc::now().format("%Y-%m-01");
     println!(
         "costd demo: serving gRPC on {addr}, sandbox upstreams on {}",
@@ -147,6 +160,9 @@ fn print_demo_help(addr: SocketAddr, upstreams: &sandbox::SandboxHandle) {
         "  cargo run --release -- query --addr http://{addr} --from 2026-10-01 --to 2026-10-08 --granularity daily --output csv"
     );
     println!("  grpcurl -plaintext {addr} list");
+    if let Some(metrics) = metrics {
+        println!("  curl http://{metrics}/metrics");
+    }
     println!("stop with Ctrl-C");
 }
 

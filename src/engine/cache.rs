@@ -11,6 +11,7 @@ use crate::{
     config::CacheConfig,
     deadline::Deadline,
     domain::{CostRecord, DataQualityWarning, Period, ProviderAccountId},
+    metrics::{CacheLookup, Metrics},
     providers::{
         Chunk, ChunkFailure, FetchProgress, Provider,
         error::{UpstreamError, UpstreamErrorKind},
@@ -145,6 +146,7 @@ pub struct ChunkCache {
     inflight: Registry,
     clock: Arc<dyn Clock>,
     policy: Policy,
+    metrics: Arc<Metrics>,
 }
 
 /// The most a single entry may live in moka regardless of the clock: memory is bounded in real time.
@@ -162,7 +164,12 @@ impl moka::Expiry<ChunkKey, Arc<CachedChunk>> for Lifetime {
 }
 
 impl ChunkCache {
-    pub fn new(config: &CacheConfig, fetch_timeout: Duration, clock: Arc<dyn Clock>) -> Self {
+    pub fn new(
+        config: &CacheConfig,
+        fetch_timeout: Duration,
+        clock: Arc<dyn Clock>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         let hours = |h: u64| chrono::Duration::hours(h as i64);
         let seconds = |s: u64| chrono::Duration::seconds(s as i64);
         let policy = Policy {
@@ -185,6 +192,7 @@ impl ChunkCache {
             inflight: Arc::new(Mutex::new(HashMap::new())),
             clock,
             policy,
+            metrics,
         }
     }
 
@@ -209,16 +217,19 @@ impl ChunkCache {
         max_staleness: Option<Duration>,
         observe: &(dyn Fn(&FetchProgress) + Sync),
     ) -> ChunkAnswer {
+        let provider_label = provider.account().kind.as_str();
         let cached = self.entries.get(&key).await;
         if let Some(data) = &cached {
             if self.clock.now() < self.fresh_until(data) {
+                self.metrics.cache_lookup(provider_label, CacheLookup::Hit);
                 return ChunkAnswer::Fresh {
                     data: data.clone(),
                     fetched: false,
                 };
             }
         }
-        let inflight = self.fetch(provider, key.clone());
+        let (inflight, lookup) = self.fetch(provider, key.clone());
+        self.metrics.cache_lookup(provider_label, lookup);
         let hold = FetchHold::join(&inflight, &self.inflight, &key);
         let mut progress = inflight.progress.clone();
         let mut fetch = inflight.fetch.clone();
@@ -255,6 +266,7 @@ impl ChunkCache {
                         UpstreamErrorKind::Timeout,
                         "the refresh is still running",
                     );
+                    self.metrics.cache_stale_serve(provider_label);
                     return ChunkAnswer::Stale { data, age, error };
                 }
                 _ => {
@@ -271,6 +283,7 @@ impl ChunkCache {
                 let age = (self.clock.now() - data.fetched_at)
                     .to_std()
                     .unwrap_or_default();
+                self.metrics.cache_stale_serve(provider_label);
                 ChunkAnswer::Stale {
                     data,
                     age,
@@ -286,10 +299,10 @@ impl ChunkCache {
         self.entries.invalidate_all();
     }
 
-    /// Bytes held, by the weigher's estimate.
-    pub async fn weighted_bytes(&self) -> u64 {
+    /// Bytes held (by the weigher's estimate) and entries, once moka has applied pending changes.
+    pub async fn size(&self) -> (u64, u64) {
         self.entries.run_pending_tasks().await;
-        self.entries.weighted_size()
+        (self.entries.weighted_size(), self.entries.entry_count())
     }
 
     /// Until when an answer built from `data` stays the same: while it is fresh, and, for an open
@@ -322,11 +335,11 @@ impl ChunkCache {
         within_grace && max_staleness.is_none_or(|limit| age <= limit)
     }
 
-    /// The fetch in flight for `key`, or a new one in its own task.
-    fn fetch(&self, provider: Arc<Provider>, key: ChunkKey) -> Inflight {
+    /// The fetch in flight for `key` (coalesced), or a new one in its own task (a miss).
+    fn fetch(&self, provider: Arc<Provider>, key: ChunkKey) -> (Inflight, CacheLookup) {
         let mut inflight = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(running) = inflight.get(&key) {
-            return running.clone();
+            return (running.clone(), CacheLookup::Coalesced);
         }
         let entries = self.entries.clone();
         let registry = self.inflight.clone();
@@ -393,7 +406,7 @@ impl ChunkCache {
             task: abort,
         };
         inflight.insert(key, entry.clone());
-        entry
+        (entry, CacheLookup::Miss)
     }
 }
 

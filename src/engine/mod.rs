@@ -15,6 +15,7 @@ use crate::{
     deadline::Deadline,
     domain::ProviderAccountId,
     domain::{CostQuery, CostRecord, Currency, DataQualityWarning, Money, MoneyError},
+    metrics::Metrics,
     providers::{AccountRef, FetchProgress, Provider, error::UpstreamError, http::UpstreamHttp},
 };
 use aggregate::Aggregation;
@@ -191,7 +192,12 @@ pub struct Engine {
 }
 
 impl Engine {
-    pub fn new(settings: &Settings, http: Arc<UpstreamHttp>, clock: Arc<dyn Clock>) -> Engine {
+    pub fn new(
+        settings: &Settings,
+        http: Arc<UpstreamHttp>,
+        clock: Arc<dyn Clock>,
+        metrics: Arc<Metrics>,
+    ) -> Engine {
         let mut providers: Vec<Arc<Provider>> = settings
             .accounts
             .iter()
@@ -206,6 +212,7 @@ impl Engine {
                 &settings.cache,
                 Duration::from_millis(settings.upstream.fetch_timeout_ms),
                 clock,
+                metrics,
             ),
             max_concurrency_per_account: settings.upstream.max_concurrency_per_account,
             max_chunks_per_query: settings.server.max_chunks_per_query,

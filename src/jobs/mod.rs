@@ -61,6 +61,25 @@ pub enum JobState {
 }
 
 impl JobState {
+    pub const ALL: [JobState; 5] = [
+        JobState::Queued,
+        JobState::Running,
+        JobState::Succeeded,
+        JobState::Failed,
+        JobState::Cancelled,
+    ];
+
+    /// Lower-case name, as the metrics label it.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            JobState::Queued => "queued",
+            JobState::Running => "running",
+            JobState::Succeeded => "succeeded",
+            JobState::Failed => "failed",
+            JobState::Cancelled => "cancelled",
+        }
+    }
+
     pub fn is_final(&self) -> bool {
         matches!(
             self,
@@ -199,6 +218,17 @@ impl JobManager {
             return None;
         }
         Some(job)
+    }
+
+    /// How many live jobs are in each state, every state listed.
+    pub fn count_by_state(&self) -> [(&'static str, usize); 5] {
+        let jobs = self.list();
+        JobState::ALL.map(|state| {
+            (
+                state.as_str(),
+                jobs.iter().filter(|job| job.state == state).count(),
+            )
+        })
     }
 
     /// Jobs, newest first, without expired ones.

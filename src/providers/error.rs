@@ -41,6 +41,21 @@ impl UpstreamErrorKind {
         }
     }
 
+    /// Short lower-case name, as the metrics label it.
+    pub fn label(&self) -> &'static str {
+        match self {
+            UpstreamErrorKind::Unauthenticated => "unauthenticated",
+            UpstreamErrorKind::PermissionDenied => "permission_denied",
+            UpstreamErrorKind::NotFound => "not_found",
+            UpstreamErrorKind::Rejected => "rejected",
+            UpstreamErrorKind::RateLimited => "rate_limited",
+            UpstreamErrorKind::Unavailable => "unavailable",
+            UpstreamErrorKind::Timeout => "timeout",
+            UpstreamErrorKind::Malformed => "malformed",
+            UpstreamErrorKind::TooLarge => "too_large",
+        }
+    }
+
     /// The kind an HTTP error status means.
     pub fn from_http_status(status: u16) -> Self {
         match status {

@@ -7,12 +7,13 @@ use crate::{
     config::UpstreamConfig,
     deadline::Deadline,
     domain::{ProviderAccountId, ProviderKind},
+    metrics::Metrics,
     telemetry,
 };
 use backon::{BackoffBuilder, ExponentialBuilder};
 use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, Method, StatusCode};
-use std::time::Duration;
+use std::{borrow::Cow, sync::Arc, time::Duration};
 use tracing::{Instrument, field::Empty};
 
 /// One logical upstream call; the layer may send it several times.
@@ -67,10 +68,11 @@ pub struct UpstreamHttp {
     max_attempts: u32,
     backoff: ExponentialBuilder,
     max_response_bytes: u64,
+    metrics: Arc<Metrics>,
 }
 
 impl UpstreamHttp {
-    pub fn new(config: &UpstreamConfig) -> Result<Self, reqwest::Error> {
+    pub fn new(config: &UpstreamConfig, metrics: Arc<Metrics>) -> Result<Self, reqwest::Error> {
         let client = reqwest::Client::builder()
             .user_agent(concat!("costd/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(Duration::from_millis(config.request_timeout_ms.min(10_000)))
@@ -87,7 +89,13 @@ impl UpstreamHttp {
             max_attempts: config.max_attempts,
             backoff,
             max_response_bytes: config.max_response_bytes,
+            metrics,
         })
+    }
+
+    /// Where providers record what only they can tell (e.g. what an Atlas poll answered).
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 
     /// Sends `request`, retrying what may succeed later, until an answer, a final error or the deadline.
@@ -122,6 +130,8 @@ impl UpstreamHttp {
             let fits = |wait: Duration| deadline.remaining().is_none_or(|left| wait < left);
             match retry_in {
                 Some(wait) if attempt < self.max_attempts && fits(wait) => {
+                    self.metrics
+                        .upstream_retry(request.provider.as_str(), request.url_template);
                     tracing::debug!(
                         attempt,
                         wait_ms = wait.as_millis() as u64,
@@ -161,10 +171,17 @@ impl UpstreamHttp {
         if let Some(body) = &request.body {
             builder = builder.body(body.clone());
         }
+        let started = std::time::Instant::now();
         let result = match builder.send().await {
             Ok(response) => self.read(response).await,
             Err(error) => Err(transport_error(error)),
         };
+        self.metrics.upstream_request(
+            request.provider.as_str(),
+            request.url_template,
+            outcome_label(&result),
+            started.elapsed(),
+        );
         match &result {
             Ok(response) => {
                 span.record(
@@ -268,6 +285,19 @@ fn attempt_span(request: &UpstreamRequest<'_>, attempt: u32) -> tracing::Span {
         costd.attempt = i64::from(attempt),
     );
     span
+}
+
+/// The HTTP status, or for a request that got none, what happened instead (`timeout`, `unavailable`).
+fn outcome_label(result: &Result<UpstreamResponse, UpstreamError>) -> Cow<'static, str> {
+    let status = match result {
+        Ok(response) => Some(response.status.as_u16()),
+        Err(error) => error.http_status,
+    };
+    match (status, result) {
+        (Some(status), _) => Cow::Owned(status.to_string()),
+        (None, Err(error)) => Cow::Borrowed(error.kind.label()),
+        (None, Ok(_)) => Cow::Borrowed("unknown"),
+    }
 }
 
 fn is_retryable_status(status: StatusCode) -> bool {

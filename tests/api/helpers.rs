@@ -91,6 +91,7 @@ pub fn captured() -> &'static Captured {
 /// A running costd with its own sandbox.
 pub struct TestApp {
     pub addr: SocketAddr,
+    pub metrics_addr: Option<SocketAddr>,
     pub sandbox: SandboxHandle,
     pub costs: CostServiceClient<Channel>,
     pub channel: Channel,
@@ -145,6 +146,7 @@ pub async fn spawn_app_full(
         .await
         .expect("app builds");
     let addr = app.local_addr();
+    let metrics_addr = app.metrics_addr();
     let (stop, stopped) = oneshot::channel::<()>();
     let server = tokio::spawn(app.run_until_stopped(async {
         let _ = stopped.await;
@@ -156,6 +158,7 @@ pub async fn spawn_app_full(
         .expect("server accepts connections");
     TestApp {
         addr,
+        metrics_addr,
         sandbox,
         costs: CostServiceClient::new(channel.clone()),
         channel,

@@ -10,6 +10,7 @@ mod failures;
 mod get_costs;
 mod helpers;
 mod jobs;
+mod metrics;
 mod retries;
 mod server;
 mod telemetry;

@@ -6,6 +6,7 @@ use super::{
     auth::{AtlasCredentials, Authenticator, TokenSource},
     normalize, wire,
 };
+use crate::metrics::AtlasPoll;
 use crate::{
     config::AtlasConfig,
     deadline::Deadline,
@@ -151,7 +152,15 @@ impl AtlasClient {
                     });
                 }
                 polls += 1;
-                match self.poll(&token, month, deadline, requests).await? {
+                let polled = self.poll(&token, month, deadline, requests).await;
+                self.http.metrics().atlas_poll(match &polled {
+                    Ok(Poll::Done(_)) => AtlasPoll::Ready,
+                    Ok(Poll::Processing) => AtlasPoll::Processing,
+                    Ok(Poll::Throttled(_)) => AtlasPoll::Throttled,
+                    Ok(Poll::Gone) => AtlasPoll::Gone,
+                    Err(_) => AtlasPoll::Failed,
+                });
+                match polled? {
                     Poll::Done(normalized) => return Ok(normalized),
                     Poll::Processing => {
                         delay = delay

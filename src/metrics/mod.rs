@@ -1,0 +1,322 @@
+//! Prometheus metrics: one registry per server (tests run many servers in one process and read exact
+//! counts), recorded where the work happens and served as OpenMetrics text on their own port.
+//!
+//! Names follow Prometheus conventions: the text encoder appends `_total` to counters and the unit to
+//! metrics registered with one, so `costd_rpc_duration` is exposed as `costd_rpc_duration_seconds`.
+
+use prometheus_client::{
+    encoding::{EncodeLabelSet, text},
+    metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
+    registry::{Registry, Unit},
+};
+use std::{borrow::Cow, time::Duration};
+
+/// Latency buckets in seconds: from a cached answer (well under a millisecond) to an Atlas fetch.
+const LATENCY_BUCKETS: [f64; 16] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    120.0,
+];
+
+type Histograms<L> = Family<L, Histogram, fn() -> Histogram>;
+
+fn latency_histogram() -> Histogram {
+    Histogram::new(LATENCY_BUCKETS)
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RpcLabels {
+    /// `package.Service/Method`.
+    pub method: String,
+    /// The gRPC status code's canonical name, e.g. `OK`, `INVALID_ARGUMENT`.
+    pub code: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct MethodLabels {
+    method: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EndpointLabels {
+    provider: &'static str,
+    /// The route template, e.g. `/teams/{teamId}/billing/cost`: bounded, unlike the URL.
+    endpoint: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct UpstreamLabels {
+    provider: &'static str,
+    endpoint: &'static str,
+    /// The HTTP status code, or what went wrong when there was none (`timeout`, `unavailable`, ...).
+    outcome: Cow<'static, str>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProviderLabels {
+    provider: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabels {
+    state: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PollLabels {
+    outcome: &'static str,
+}
+
+/// How a chunk lookup was answered, for the cache counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheLookup {
+    /// Fresh data from the cache.
+    Hit,
+    /// Not fresh: this caller started the fetch.
+    Miss,
+    /// Not fresh: this caller joined a fetch already running (counted as a miss too).
+    Coalesced,
+}
+
+/// What one Atlas poll answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AtlasPoll {
+    Processing,
+    Ready,
+    Throttled,
+    /// The upstream no longer knows the token.
+    Gone,
+    Failed,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    rpc_requests: Family<RpcLabels, Counter>,
+    rpc_duration: Histograms<MethodLabels>,
+    upstream_requests: Family<UpstreamLabels, Counter>,
+    upstream_duration: Histograms<EndpointLabels>,
+    upstream_retries: Family<EndpointLabels, Counter>,
+    cache_hits: Family<ProviderLabels, Counter>,
+    cache_misses: Family<ProviderLabels, Counter>,
+    cache_coalesced: Family<ProviderLabels, Counter>,
+    cache_stale: Family<ProviderLabels, Counter>,
+    cache_bytes: Gauge,
+    cache_entries: Gauge,
+    jobs: Family<StateLabels, Gauge>,
+    atlas_polls: Family<PollLabels, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut metrics = Metrics {
+            registry: Registry::with_prefix("costd"),
+            rpc_requests: Family::default(),
+            rpc_duration: Family::new_with_constructor(latency_histogram),
+            upstream_requests: Family::default(),
+            upstream_duration: Family::new_with_constructor(latency_histogram),
+            upstream_retries: Family::default(),
+            cache_hits: Family::default(),
+            cache_misses: Family::default(),
+            cache_coalesced: Family::default(),
+            cache_stale: Family::default(),
+            cache_bytes: Gauge::default(),
+            cache_entries: Gauge::default(),
+            jobs: Family::default(),
+            atlas_polls: Family::default(),
+        };
+        let registry = &mut metrics.registry;
+        registry.register(
+            "rpc_requests",
+            "gRPC calls handled, by method and status code",
+            metrics.rpc_requests.clone(),
+        );
+        registry.register_with_unit(
+            "rpc_duration",
+            "Time to answer a gRPC call (a stream: until it ends), by method",
+            Unit::Seconds,
+            metrics.rpc_duration.clone(),
+        );
+        registry.register(
+            "upstream_requests",
+            "HTTP requests sent to provider APIs, retries included, by provider, endpoint and outcome",
+            metrics.upstream_requests.clone(),
+        );
+        registry.register_with_unit(
+            "upstream_request_duration",
+            "Time for one upstream HTTP request, body included, by provider and endpoint",
+            Unit::Seconds,
+            metrics.upstream_duration.clone(),
+        );
+        registry.register(
+            "upstream_retries",
+            "Upstream requests sent again after a retryable failure, by provider and endpoint",
+            metrics.upstream_retries.clone(),
+        );
+        registry.register(
+            "cache_hits",
+            "Chunk lookups answered with fresh cached data, by provider",
+            metrics.cache_hits.clone(),
+        );
+        registry.register(
+            "cache_misses",
+            "Chunk lookups that needed an upstream fetch (started or joined), by provider",
+            metrics.cache_misses.clone(),
+        );
+        registry.register(
+            "cache_coalesced_waits",
+            "Cache misses that waited on a fetch already running instead of starting one",
+            metrics.cache_coalesced.clone(),
+        );
+        registry.register(
+            "cache_stale_serves",
+            "Chunks served stale because their refresh failed or ran past the caller's deadline",
+            metrics.cache_stale.clone(),
+        );
+        registry.register_with_unit(
+            "cache",
+            "Memory held by cached chunks, by the weigher's estimate",
+            Unit::Bytes,
+            metrics.cache_bytes.clone(),
+        );
+        registry.register(
+            "cache_entries",
+            "Chunks in the cache",
+            metrics.cache_entries.clone(),
+        );
+        registry.register("jobs", "Query jobs held, by state", metrics.jobs.clone());
+        registry.register(
+            "atlas_polls",
+            "Polls of Atlas cost-explorer query tokens, by what they answered",
+            metrics.atlas_polls.clone(),
+        );
+        metrics
+    }
+
+    /// Records a finished RPC.
+    pub fn rpc(&self, labels: &RpcLabels, elapsed: Duration) {
+        self.rpc_requests.get_or_create(labels).inc();
+        self.rpc_duration
+            .get_or_create(&MethodLabels {
+                method: labels.method.clone(),
+            })
+            .observe(elapsed.as_secs_f64());
+    }
+
+    /// Records one upstream HTTP request and how it ended.
+    pub fn upstream_request(
+        &self,
+        provider: &'static str,
+        endpoint: &'static str,
+        outcome: Cow<'static, str>,
+        elapsed: Duration,
+    ) {
+        self.upstream_requests
+            .get_or_create(&UpstreamLabels {
+                provider,
+                endpoint,
+                outcome,
+            })
+            .inc();
+        self.upstream_duration
+            .get_or_create(&EndpointLabels { provider, endpoint })
+            .observe(elapsed.as_secs_f64());
+    }
+
+    pub fn upstream_retry(&self, provider: &'static str, endpoint: &'static str) {
+        self.upstream_retries
+            .get_or_create(&EndpointLabels { provider, endpoint })
+            .inc();
+    }
+
+    pub fn cache_lookup(&self, provider: &'static str, lookup: CacheLookup) {
+        let labels = ProviderLabels { provider };
+        match lookup {
+            CacheLookup::Hit => self.cache_hits.get_or_create(&labels).inc(),
+            CacheLookup::Miss => self.cache_misses.get_or_create(&labels).inc(),
+            CacheLookup::Coalesced => {
+                self.cache_misses.get_or_create(&labels).inc();
+                self.cache_coalesced.get_or_create(&labels).inc()
+            }
+        };
+    }
+
+    pub fn cache_stale_serve(&self, provider: &'static str) {
+        self.cache_stale
+            .get_or_create(&ProviderLabels { provider })
+            .inc();
+    }
+
+    pub fn atlas_poll(&self, poll: AtlasPoll) {
+        let outcome = match poll {
+            AtlasPoll::Processing => "processing",
+            AtlasPoll::Ready => "ready",
+            AtlasPoll::Throttled => "throttled",
+            AtlasPoll::Gone => "gone",
+            AtlasPoll::Failed => "failed",
+        };
+        self.atlas_polls
+            .get_or_create(&PollLabels { outcome })
+            .inc();
+    }
+
+    /// Sets the gauges read from state at scrape time.
+    pub fn set_cache_size(&self, bytes: u64, entries: u64) {
+        self.cache_bytes
+            .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+        self.cache_entries
+            .set(i64::try_from(entries).unwrap_or(i64::MAX));
+    }
+
+    /// Sets the jobs gauge; every state is listed, so a state with no jobs reads 0 rather than vanishing.
+    pub fn set_jobs(&self, counts: &[(&'static str, usize)]) {
+        for &(state, count) in counts {
+            self.jobs
+                .get_or_create(&StateLabels { state })
+                .set(i64::try_from(count).unwrap_or(i64::MAX));
+        }
+    }
+
+    /// The OpenMetrics text exposition.
+    pub fn encode(&self) -> String {
+        let mut text = String::with_capacity(8 * 1024);
+        // Writing into a String cannot fail.
+        let _ = text::encode(&mut text, &self.registry);
+        text
+    }
+}
+
+/// The content type of [`Metrics::encode`]'s output.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// The canonical name of a gRPC status code (as in grpc/status.proto), for the `code` label.
+pub fn grpc_code_name(code: tonic::Code) -> &'static str {
+    use tonic::Code::*;
+    match code {
+        Ok => "OK",
+        Cancelled => "CANCELLED",
+        Unknown => "UNKNOWN",
+        InvalidArgument => "INVALID_ARGUMENT",
+        DeadlineExceeded => "DEADLINE_EXCEEDED",
+        NotFound => "NOT_FOUND",
+        AlreadyExists => "ALREADY_EXISTS",
+        PermissionDenied => "PERMISSION_DENIED",
+        ResourceExhausted => "RESOURCE_EXHAUSTED",
+        FailedPrecondition => "FAILED_PRECONDITION",
+        Aborted => "ABORTED",
+        OutOfRange => "OUT_OF_RANGE",
+        Unimplemented => "UNIMPLEMENTED",
+        Internal => "INTERNAL",
+        Unavailable => "UNAVAILABLE",
+        DataLoss => "DATA_LOSS",
+        Unauthenticated => "UNAUTHENTICATED",
+    }
+}
+
+mod rpc;
+pub use rpc::RpcMetricsLayer;
+pub mod server;

@@ -1,0 +1,148 @@
+//! A tower layer that counts every gRPC call by method and status code and times it, health and
+//! reflection included. The code is read where gRPC puts it: in the response headers of a
+//! trailers-only answer (most errors), else in the trailers that end the body — so a stream is timed
+//! until it ends, and one the client abandons counts as CANCELLED.
+
+use super::{Metrics, RpcLabels, grpc_code_name};
+use futures::future::BoxFuture;
+use http_body::{Body, Frame};
+use std::{
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+    time::Instant,
+};
+
+#[derive(Clone)]
+pub struct RpcMetricsLayer {
+    metrics: Arc<Metrics>,
+}
+
+impl RpcMetricsLayer {
+    pub fn new(metrics: Arc<Metrics>) -> Self {
+        RpcMetricsLayer { metrics }
+    }
+}
+
+impl<S> tower::Layer<S> for RpcMetricsLayer {
+    type Service = RpcMetricsService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        RpcMetricsService {
+            inner,
+            metrics: self.metrics.clone(),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct RpcMetricsService<S> {
+    inner: S,
+    metrics: Arc<Metrics>,
+}
+
+impl<S, ReqBody, ResBody> tower::Service<http::Request<ReqBody>> for RpcMetricsService<S>
+where
+    S: tower::Service<http::Request<ReqBody>, Response = http::Response<ResBody>>,
+    S::Future: Send + 'static,
+{
+    type Response = http::Response<ObservedBody<ResBody>>;
+    type Error = S::Error;
+    type Future = BoxFuture<'static, Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<ReqBody>) -> Self::Future {
+        let mut call = Call {
+            metrics: self.metrics.clone(),
+            method: request.uri().path().trim_start_matches('/').to_string(),
+            started: Instant::now(),
+            recorded: false,
+        };
+        let response = self.inner.call(request);
+        Box::pin(async move {
+            let response = response.await?;
+            if let Some(code) = grpc_status(response.headers()) {
+                call.record(code);
+            }
+            Ok(response.map(|body| ObservedBody { body, call }))
+        })
+    }
+}
+
+/// One call being answered; records itself once, when its status is known or it is abandoned.
+struct Call {
+    metrics: Arc<Metrics>,
+    method: String,
+    started: Instant,
+    recorded: bool,
+}
+
+impl Call {
+    fn record(&mut self, code: tonic::Code) {
+        if std::mem::replace(&mut self.recorded, true) {
+            return;
+        }
+        let labels = RpcLabels {
+            method: std::mem::take(&mut self.method),
+            code: grpc_code_name(code),
+        };
+        self.metrics.rpc(&labels, self.started.elapsed());
+    }
+}
+
+impl Drop for Call {
+    fn drop(&mut self) {
+        // The body was dropped before its trailers: the client went away (or the server stopped).
+        self.record(tonic::Code::Cancelled);
+    }
+}
+
+/// The response body, watched for the trailers that carry the status.
+pub struct ObservedBody<B> {
+    body: B,
+    call: Call,
+}
+
+impl<B> Body for ObservedBody<B>
+where
+    B: Body + Unpin,
+{
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let this = &mut *self;
+        let polled = Pin::new(&mut this.body).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(code) = frame.trailers_ref().and_then(grpc_status) {
+                    this.call.record(code);
+                }
+            }
+            Poll::Ready(Some(Err(_))) => this.call.record(tonic::Code::Internal),
+            // Ended without trailers: not a well-formed gRPC answer.
+            Poll::Ready(None) => this.call.record(tonic::Code::Unknown),
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
+fn grpc_status(headers: &http::HeaderMap) -> Option<tonic::Code> {
+    let value = headers.get("grpc-status")?.to_str().ok()?;
+    value.parse::<i32>().ok().map(tonic::Code::from_i32)
+}

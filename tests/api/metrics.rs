@@ -1,0 +1,205 @@
+//! Prometheus metrics after known traffic through the real server: the scrape shows exactly the RPCs,
+//! upstream requests, retries, cache lookups, jobs and Atlas polls that happened, as the sandbox
+//! counted them.
+
+use crate::helpers::*;
+use costd::{domain::ProviderKind, proto as pb, sandbox::Fault};
+use http::StatusCode;
+use pb::query_job_service_client::QueryJobServiceClient;
+use std::{collections::BTreeMap, sync::Arc};
+
+const TEAM_ENDPOINT: &str = "/teams/{teamId}/billing/cost";
+const GET_COSTS: &str = "costd.v1.CostService/GetCosts";
+
+/// The scrape, as `name{labels}` → value, after checking the content type.
+async fn scrape(app: &TestApp) -> BTreeMap<String, f64> {
+    let addr = app.metrics_addr.expect("metrics are on by default");
+    let response = within(reqwest::get(format!("http://{addr}/metrics")))
+        .await
+        .expect("scraped");
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        response.headers()[http::header::CONTENT_TYPE],
+        costd::metrics::CONTENT_TYPE
+    );
+    let text = response.text().await.expect("text");
+    assert!(text.ends_with("# EOF\n"), "a complete exposition");
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .map(|line| {
+            let (series, value) = line.rsplit_once(' ').expect("`series value`");
+            (series.to_string(), value.parse().expect("a number"))
+        })
+        .collect()
+}
+
+fn value(scraped: &BTreeMap<String, f64>, series: &str) -> f64 {
+    scraped.get(series).copied().unwrap_or_else(|| {
+        let known: Vec<&String> = scraped.keys().collect();
+        panic!("no series {series}; scraped: {known:#?}")
+    })
+}
+
+#[tokio::test]
+async fn a_scrape_counts_rpcs_upstream_requests_retries_and_cache_lookups_exactly() {
+    let app = spawn_app().await;
+    app.sandbox.push_fault(
+        &team_scope("team_acme"),
+        Fault::Status {
+            code: StatusCode::SERVICE_UNAVAILABLE,
+            retry_after: None,
+        },
+    );
+    let acme = |from, to, group_by: &[pb::GroupBy]| {
+        only_accounts(
+            query(from, to, group_by, pb::Granularity::None),
+            &["team-acme"],
+        )
+    };
+
+    // Three months: three misses, each one upstream call; the first is refused once and retried.
+    app.get_costs(acme("2026-01-01", "2026-04-01", &[]))
+        .await
+        .expect("answer");
+    // The same months grouped otherwise, then one of them alone: four hits, no upstream call.
+    app.get_costs(acme("2026-01-01", "2026-04-01", &[pb::GroupBy::Service]))
+        .await
+        .expect("answer");
+    app.get_costs(acme("2026-02-01", "2026-03-01", &[]))
+        .await
+        .expect("answer");
+    let refused = app
+        .get_costs(acme("2026-03-01", "2026-02-01", &[]))
+        .await
+        .expect_err("an end before its start");
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument);
+
+    let scraped = scrape(&app).await;
+    let team = |name: &str, outcome: Option<&str>| match outcome {
+        Some(outcome) => format!(
+            "{name}{{provider=\"team_billing\",endpoint=\"{TEAM_ENDPOINT}\",outcome=\"{outcome}\"}}"
+        ),
+        None => format!("{name}{{provider=\"team_billing\",endpoint=\"{TEAM_ENDPOINT}\"}}"),
+    };
+    assert_eq!(app.sandbox.request_count(&team_scope("team_acme")), 4);
+    assert_eq!(
+        value(
+            &scraped,
+            &team("costd_upstream_requests_total", Some("200"))
+        ),
+        3.0
+    );
+    assert_eq!(
+        value(
+            &scraped,
+            &team("costd_upstream_requests_total", Some("503"))
+        ),
+        1.0
+    );
+    assert_eq!(
+        value(&scraped, &team("costd_upstream_retries_total", None)),
+        1.0
+    );
+    assert_eq!(
+        value(
+            &scraped,
+            &team("costd_upstream_request_duration_seconds_count", None)
+        ),
+        4.0
+    );
+    let cache = |name: &str| format!("costd_cache_{name}_total{{provider=\"team_billing\"}}");
+    assert_eq!(value(&scraped, &cache("misses")), 3.0);
+    assert_eq!(value(&scraped, &cache("hits")), 4.0);
+    assert!(!scraped.contains_key(&cache("coalesced_waits")));
+    assert!(!scraped.contains_key(&cache("stale_serves")));
+    assert_eq!(value(&scraped, "costd_cache_entries"), 3.0);
+    assert!(value(&scraped, "costd_cache_bytes") > 0.0);
+    let rpc =
+        |code: &str| format!("costd_rpc_requests_total{{method=\"{GET_COSTS}\",code=\"{code}\"}}");
+    assert_eq!(value(&scraped, &rpc("OK")), 3.0);
+    assert_eq!(value(&scraped, &rpc("INVALID_ARGUMENT")), 1.0);
+    assert_eq!(
+        value(
+            &scraped,
+            &format!("costd_rpc_duration_seconds_count{{method=\"{GET_COSTS}\"}}")
+        ),
+        4.0
+    );
+    for state in ["queued", "running", "succeeded", "failed", "cancelled"] {
+        assert_eq!(
+            value(&scraped, &format!("costd_jobs{{state=\"{state}\"}}")),
+            0.0
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_scrape_counts_jobs_by_state_and_atlas_polls_by_answer() {
+    let app = spawn_app_full(
+        Arc::new(costd::clock::SystemClock),
+        &[ProviderKind::Atlas],
+        |settings, _| {
+            settings
+                .accounts
+                .retain(|a| a.id.as_str() == "atlas-kestrel")
+        },
+    )
+    .await;
+    let mut jobs = QueryJobServiceClient::new(app.channel.clone());
+    let job = jobs
+        .start_query(pb::StartQueryRequest {
+            query: Some(query(
+                "2025-01-01",
+                "2025-03-01",
+                &[],
+                pb::Granularity::None,
+            )),
+        })
+        .await
+        .expect("started")
+        .into_inner()
+        .job
+        .expect("a job");
+    let mut watch = jobs
+        .watch_job(pb::WatchJobRequest {
+            name: job.name.clone(),
+        })
+        .await
+        .expect("watching")
+        .into_inner();
+    while within(watch.message()).await.expect("a message").is_some() {}
+
+    let scraped = scrape(&app).await;
+    let org = app.sandbox.atlas().dataset().orgs()[0].id;
+    let counters = app.sandbox.atlas().counters(org);
+    let polls = |outcome: &str| {
+        scraped
+            .get(&format!("costd_atlas_polls_total{{outcome=\"{outcome}\"}}"))
+            .copied()
+            .unwrap_or(0.0)
+    };
+    // Two months, one query each: two polls answered with rows, the rest "processing".
+    assert_eq!(polls("ready"), 2.0);
+    assert_eq!(polls("ready"), counters.result_answers as f64);
+    assert_eq!(polls("processing"), counters.processing_answers as f64);
+    assert_eq!(polls("processing") + polls("ready"), counters.polls as f64);
+    assert_eq!(value(&scraped, "costd_jobs{state=\"succeeded\"}"), 1.0);
+    assert_eq!(value(&scraped, "costd_jobs{state=\"running\"}"), 0.0);
+    for (method, count) in [("StartQuery", 1.0), ("WatchJob", 1.0)] {
+        assert_eq!(
+            value(
+                &scraped,
+                &format!(
+                    "costd_rpc_requests_total{{method=\"costd.v1.QueryJobService/{method}\",code=\"OK\"}}"
+                )
+            ),
+            count
+        );
+    }
+}
+
+#[tokio::test]
+async fn metrics_can_be_turned_off() {
+    let app = spawn_app_with(|settings| settings.metrics.enabled = false).await;
+    assert_eq!(app.metrics_addr, None);
+}
