@@ -2,7 +2,9 @@
 //! a ratio measured side by side in one run (A/B interleaved, median of rounds), because this machine
 //! is noisy:
 //! 1. cached GetCosts vs grpc.health.v1.Health/Check on the same server: throughput and p99, at 1 and
-//!    at 100 calls in flight;
+//!    at 100 calls in flight; once with the generated (decoding) client, once with a client that
+//!    leaves answers undecoded, as h2load would, so the ratio measures the server and not the client's
+//!    decoding on the same two cores;
 //! 2. 100 identical cold queries: wall time / one cold query;
 //! 3. a cold query over 3 providers × 100 ms injected latency: wall time / the slowest provider alone;
 //! 4. RSS after filling the cache to its budget three times (fill, invalidate): third / first.
@@ -210,6 +212,100 @@ async fn cached_vs_health(server: &Server) {
     }
 }
 
+/// A codec that sends and returns message bytes as they are: the client side of a call costs the
+/// same whatever the answer holds, so the ratio measures the server. (A decoding client spends its
+/// own CPU on a 1.2 KB answer against Health's 2 bytes, on the same two cores as the server.)
+#[derive(Clone, Copy, Default)]
+struct RawCodec;
+
+impl tonic::codec::Codec for RawCodec {
+    type Encode = bytes::Bytes;
+    type Decode = bytes::Bytes;
+    type Encoder = RawCodec;
+    type Decoder = RawCodec;
+    fn encoder(&mut self) -> Self::Encoder {
+        RawCodec
+    }
+    fn decoder(&mut self) -> Self::Decoder {
+        RawCodec
+    }
+}
+
+impl tonic::codec::Encoder for RawCodec {
+    type Item = bytes::Bytes;
+    type Error = tonic::Status;
+    fn encode(
+        &mut self,
+        item: bytes::Bytes,
+        dst: &mut tonic::codec::EncodeBuf<'_>,
+    ) -> Result<(), tonic::Status> {
+        bytes::BufMut::put(dst, item);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Decoder for RawCodec {
+    type Item = bytes::Bytes;
+    type Error = tonic::Status;
+    fn decode(
+        &mut self,
+        src: &mut tonic::codec::DecodeBuf<'_>,
+    ) -> Result<Option<bytes::Bytes>, tonic::Status> {
+        use bytes::Buf;
+        let len = src.remaining();
+        Ok(Some(src.copy_to_bytes(len)))
+    }
+}
+
+/// One unary call of `path` with `message` already encoded, its answer left undecoded.
+async fn raw_call(channel: Channel, path: &'static str, message: bytes::Bytes) {
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.expect("ready");
+    grpc.unary(
+        tonic::Request::new(message),
+        http::uri::PathAndQuery::from_static(path),
+        RawCodec,
+    )
+    .await
+    .expect("answer");
+}
+
+async fn cached_vs_health_raw(server: &Server) {
+    let channel = channel(server.addr).await;
+    let costs = bytes::Bytes::from(prost::Message::encode_to_vec(&pb::GetCostsRequest {
+        query: Some(month_query(2026, 1, &[])),
+    }));
+    let health = bytes::Bytes::from(prost::Message::encode_to_vec(&HealthCheckRequest {
+        service: String::new(),
+    }));
+    raw_call(channel.clone(), GET_COSTS_PATH, costs.clone()).await;
+    for in_flight in [1, 100] {
+        let (mut throughput, mut p99) = (Vec::new(), Vec::new());
+        for _ in 0..ROUNDS {
+            let (channel_a, costs) = (channel.clone(), costs.clone());
+            let a = drive(in_flight, move || {
+                raw_call(channel_a.clone(), GET_COSTS_PATH, costs.clone())
+            })
+            .await;
+            let (channel_b, health) = (channel.clone(), health.clone());
+            let b = drive(in_flight, move || {
+                raw_call(channel_b.clone(), HEALTH_CHECK_PATH, health.clone())
+            })
+            .await;
+            throughput.push(a.0 / b.0);
+            p99.push(a.1.as_secs_f64() / b.1.as_secs_f64().max(1e-6));
+        }
+        println!(
+            "cached GetCosts vs Health/Check at {in_flight} in flight, undecoding client: throughput ratio {:.2} (goal >= 0.8), p99 ratio {:.2} (goal <= 1.5)",
+            median(throughput),
+            median(p99)
+        );
+    }
+}
+
+const GET_COSTS_PATH: &str = "/costd.v1.CostService/GetCosts";
+const HEALTH_CHECK_PATH: &str = "/grpc.health.v1.Health/Check";
+
 fn slow_first_answers(sandbox: &SandboxHandle, teams: &[&str]) {
     for team in teams {
         sandbox.push_fault(
@@ -333,6 +429,7 @@ fn main() {
     runtime.block_on(async {
         let server = start(256 * 1024 * 1024).await;
         cached_vs_health(&server).await;
+        cached_vs_health_raw(&server).await;
         cold_queries(&server).await;
         let budget = 8 * 1024 * 1024;
         let small = start(budget).await;
