@@ -3,6 +3,7 @@
 
 mod atlas;
 mod binary;
+mod chart;
 mod elastic;
 mod end_to_end;
 mod engine;
