@@ -3,10 +3,10 @@
 //! counted them.
 
 use crate::helpers::*;
-use costd::{domain::ProviderKind, proto as pb, sandbox::Fault};
+use costd::{clock::ManualClock, domain::ProviderKind, proto as pb, sandbox::Fault};
 use http::StatusCode;
 use pb::query_job_service_client::QueryJobServiceClient;
-use std::{collections::BTreeMap, sync::Arc};
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 const TEAM_ENDPOINT: &str = "/teams/{teamId}/billing/cost";
 const GET_COSTS: &str = "costd.v1.CostService/GetCosts";
@@ -131,6 +131,69 @@ async fn a_scrape_counts_rpcs_upstream_requests_retries_and_cache_lookups_exactl
             0.0
         );
     }
+}
+
+#[tokio::test]
+async fn a_scrape_counts_coalesced_waits_and_stale_serves() {
+    let clock = ManualClock::new(at("2026-11-20T00:00:00Z"));
+    let app = spawn_app_on(Arc::new(clock.clone()), |settings| {
+        settings.upstream.max_attempts = 1;
+        settings.accounts.retain(|a| a.id.as_str() == "team-acme");
+    })
+    .await;
+    let acme = team_scope("team_acme");
+    let november = query("2026-11-01", "2026-12-01", &[], pb::Granularity::None);
+    // The first caller's fetch is held upstream long enough for the second to join it.
+    app.sandbox
+        .push_fault(&acme, Fault::Latency(Duration::from_secs(1)));
+    let first = tokio::spawn({
+        let mut costs = app.costs.clone();
+        let asked = november.clone();
+        async move {
+            costs
+                .get_costs(pb::GetCostsRequest { query: Some(asked) })
+                .await
+        }
+    });
+    within(app.sandbox.wait_for_requests(&acme, 1)).await;
+    app.get_costs(november.clone()).await.expect("answer");
+    within(first).await.expect("joins").expect("answer");
+    assert_eq!(app.sandbox.request_count(&acme), 1);
+
+    // Past the open month's freshness, the refresh fails: the cached chunk is served stale.
+    clock.advance(chrono::Duration::minutes(10));
+    app.sandbox.set_persistent_fault(
+        &acme,
+        Fault::Status {
+            code: StatusCode::SERVICE_UNAVAILABLE,
+            retry_after: None,
+        },
+    );
+    let stale = app.get_costs(november).await.expect("answer");
+    assert_eq!(
+        result_of(&stale, "team-acme").state,
+        pb::ResultState::Stale as i32
+    );
+
+    let scraped = scrape(&app).await;
+    let cache = |name: &str| format!("costd_cache_{name}_total{{provider=\"team_billing\"}}");
+    assert_eq!(
+        value(&scraped, &cache("misses")),
+        3.0,
+        "two for one fetch, one refresh"
+    );
+    assert_eq!(value(&scraped, &cache("coalesced_waits")), 1.0);
+    assert_eq!(value(&scraped, &cache("stale_serves")), 1.0);
+    assert!(!scraped.contains_key(&cache("hits")));
+    assert_eq!(
+        value(
+            &scraped,
+            &format!(
+                "costd_upstream_requests_total{{provider=\"team_billing\",endpoint=\"{TEAM_ENDPOINT}\",outcome=\"503\"}}"
+            )
+        ),
+        1.0
+    );
 }
 
 #[tokio::test]
