@@ -81,20 +81,30 @@ async fn grpcurl_lists_and_calls_the_service_through_reflection_alone() {
 #[tokio::test]
 async fn the_demo_serves_every_seeded_account_from_its_embedded_sandbox() {
     let mut demo = tokio::process::Command::new(COSTD)
-        .args(["demo", "--listen", "127.0.0.1:0"])
+        .args([
+            "demo",
+            "--listen",
+            "127.0.0.1:0",
+            "--metrics-listen",
+            "127.0.0.1:0",
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .kill_on_drop(true)
         .spawn()
         .expect("starts");
     let mut lines = tokio::io::BufReader::new(demo.stdout.take().expect("piped")).lines();
-    let addr = within(async {
+    let (addr, metrics_url) = within(async {
+        let mut addr = None;
         while let Some(line) = lines.next_line().await.expect("readable") {
             if let Some(rest) = line.strip_prefix("costd demo: serving gRPC on ") {
-                return rest.split(',').next().expect("an address").to_string();
+                addr = Some(rest.split(',').next().expect("an address").to_string());
+            }
+            if let Some(url) = line.trim().strip_prefix("curl ") {
+                return (addr.expect("the address comes first"), url.to_string());
             }
         }
-        panic!("the demo ended before serving");
+        panic!("the demo ended before printing its addresses");
     })
     .await;
     let mut client = pb::cost_service_client::CostServiceClient::connect(format!("http://{addr}"))
@@ -132,6 +142,18 @@ async fn the_demo_serves_every_seeded_account_from_its_embedded_sandbox() {
             "team-borealis",
             "team-cobalt"
         ]
+    );
+    let scraped = within(reqwest::get(&metrics_url))
+        .await
+        .expect("scraped")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        scraped.contains(
+            "costd_rpc_requests_total{method=\"costd.v1.CostService/GetCosts\",code=\"OK\"} 1\n"
+        ),
+        "{scraped}"
     );
     terminate(&demo).await;
     assert!(within(demo.wait()).await.expect("exits").success());
