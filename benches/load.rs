@@ -168,44 +168,54 @@ async fn cached_vs_health(server: &Server) {
         "engine.report + report_to_proto, cached, in process: {:.1} us per call",
         began.elapsed().as_secs_f64() * 1e6 / 2_000.0
     );
+    let costs = CostServiceClient::new(channel.clone());
+    let health = HealthClient::new(channel.clone());
+    compare_with_health(
+        "",
+        move || {
+            let mut client = costs.clone();
+            let query = cached.clone();
+            async move {
+                client
+                    .get_costs(pb::GetCostsRequest { query: Some(query) })
+                    .await
+                    .expect("answer");
+            }
+        },
+        move || {
+            let mut client = health.clone();
+            async move {
+                client
+                    .check(HealthCheckRequest {
+                        service: String::new(),
+                    })
+                    .await
+                    .expect("answer");
+            }
+        },
+    )
+    .await;
+}
+
+/// Cached GetCosts (`costs`) against Health/Check (`health`) at 1 and 100 in flight, interleaved over
+/// ROUNDS; prints the median throughput and p99 ratios.
+async fn compare_with_health<A, AF, H, HF>(client: &str, costs: A, health: H)
+where
+    A: Fn() -> AF + Clone + Send + 'static,
+    AF: std::future::Future<Output = ()> + Send,
+    H: Fn() -> HF + Clone + Send + 'static,
+    HF: std::future::Future<Output = ()> + Send,
+{
     for in_flight in [1, 100] {
         let (mut throughput, mut p99) = (Vec::new(), Vec::new());
         for _ in 0..ROUNDS {
-            let costs = {
-                let client = CostServiceClient::new(channel.clone());
-                let query = cached.clone();
-                drive(in_flight, move || {
-                    let mut client = client.clone();
-                    let query = query.clone();
-                    async move {
-                        client
-                            .get_costs(pb::GetCostsRequest { query: Some(query) })
-                            .await
-                            .expect("answer");
-                    }
-                })
-                .await
-            };
-            let health = {
-                let client = HealthClient::new(channel.clone());
-                drive(in_flight, move || {
-                    let mut client = client.clone();
-                    async move {
-                        client
-                            .check(HealthCheckRequest {
-                                service: String::new(),
-                            })
-                            .await
-                            .expect("answer");
-                    }
-                })
-                .await
-            };
-            throughput.push(costs.0 / health.0);
-            p99.push(costs.1.as_secs_f64() / health.1.as_secs_f64().max(1e-6));
+            let a = drive(in_flight, costs.clone()).await;
+            let b = drive(in_flight, health.clone()).await;
+            throughput.push(a.0 / b.0);
+            p99.push(a.1.as_secs_f64() / b.1.as_secs_f64().max(1e-6));
         }
         println!(
-            "cached GetCosts vs Health/Check at {in_flight} in flight: throughput ratio {:.2} (goal >= 0.8), p99 ratio {:.2} (goal <= 1.5)",
+            "cached GetCosts vs Health/Check at {in_flight} in flight{client}: throughput ratio {:.2} (goal >= 0.8), p99 ratio {:.2} (goal <= 1.5)",
             median(throughput),
             median(p99)
         );
@@ -279,28 +289,13 @@ async fn cached_vs_health_raw(server: &Server) {
         service: String::new(),
     }));
     raw_call(channel.clone(), GET_COSTS_PATH, costs.clone()).await;
-    for in_flight in [1, 100] {
-        let (mut throughput, mut p99) = (Vec::new(), Vec::new());
-        for _ in 0..ROUNDS {
-            let (channel_a, costs) = (channel.clone(), costs.clone());
-            let a = drive(in_flight, move || {
-                raw_call(channel_a.clone(), GET_COSTS_PATH, costs.clone())
-            })
-            .await;
-            let (channel_b, health) = (channel.clone(), health.clone());
-            let b = drive(in_flight, move || {
-                raw_call(channel_b.clone(), HEALTH_CHECK_PATH, health.clone())
-            })
-            .await;
-            throughput.push(a.0 / b.0);
-            p99.push(a.1.as_secs_f64() / b.1.as_secs_f64().max(1e-6));
-        }
-        println!(
-            "cached GetCosts vs Health/Check at {in_flight} in flight, undecoding client: throughput ratio {:.2} (goal >= 0.8), p99 ratio {:.2} (goal <= 1.5)",
-            median(throughput),
-            median(p99)
-        );
-    }
+    let (channel_a, channel_b) = (channel.clone(), channel);
+    compare_with_health(
+        ", undecoding client",
+        move || raw_call(channel_a.clone(), GET_COSTS_PATH, costs.clone()),
+        move || raw_call(channel_b.clone(), HEALTH_CHECK_PATH, health.clone()),
+    )
+    .await;
 }
 
 const GET_COSTS_PATH: &str = "/costd.v1.CostService/GetCosts";
