@@ -542,8 +542,6 @@ fn validate_limits(file: &FileConfig) -> Result<(), ConfigError> {
 }
 
 mod accounts;
-#[cfg(test)]
-mod tests;
 
 pub use accounts::{
     AccountKind, AccountSettings, ProviderAccountConfig, SecretRef, parse_base_url,

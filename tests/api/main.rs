@@ -4,6 +4,7 @@
 mod atlas;
 mod binary;
 mod chart;
+mod config;
 mod elastic;
 mod end_to_end;
 mod engine;

@@ -1,8 +1,14 @@
-//! Configuration layering and validation, with an injected environment.
+//! Configuration layering and validation through the public loader, with an injected environment.
 
-use super::*;
-use crate::providers::elastic::ApiVersion;
+use costd::{
+    config::{
+        AccountKind, ConfigError, ENV_DRAIN_TIMEOUT_MS, ENV_LISTEN, ENV_LOG_FORMAT,
+        ENV_METRICS_LISTEN, ENV_OTEL_ENDPOINT, ENV_OTLP_ENDPOINT, LogFormat, Settings, parse_toml,
+    },
+    providers::elastic::ApiVersion,
+};
 use secrecy::ExposeSecret;
+use std::{collections::HashMap, net::SocketAddr, time::Duration};
 
 const ACCOUNT: &str = r#"
 [[providers]]
