@@ -259,15 +259,11 @@ impl ChunkCache {
             Some(Err(failure)) => failure.clone(),
             None => match cached {
                 Some(data) if self.servable_stale(&data, max_staleness) => {
-                    let age = (self.clock.now() - data.fetched_at)
-                        .to_std()
-                        .unwrap_or_default();
                     let error = UpstreamError::new(
                         UpstreamErrorKind::Timeout,
                         "the refresh is still running",
                     );
-                    self.metrics.cache_stale_serve(provider_label);
-                    return ChunkAnswer::Stale { data, age, error };
+                    return self.stale(provider_label, data, error);
                 }
                 _ => {
                     let progress = inflight.progress.borrow().clone();
@@ -280,18 +276,24 @@ impl ChunkCache {
         };
         match cached {
             Some(data) if self.servable_stale(&data, max_staleness) => {
-                let age = (self.clock.now() - data.fetched_at)
-                    .to_std()
-                    .unwrap_or_default();
-                self.metrics.cache_stale_serve(provider_label);
-                ChunkAnswer::Stale {
-                    data,
-                    age,
-                    error: failure.error,
-                }
+                self.stale(provider_label, data, failure.error)
             }
             _ => ChunkAnswer::Failed(failure),
         }
+    }
+
+    /// Serves `data` marked stale with its age, because its refresh failed with `error`.
+    fn stale(
+        &self,
+        provider_label: &'static str,
+        data: Arc<CachedChunk>,
+        error: UpstreamError,
+    ) -> ChunkAnswer {
+        self.metrics.cache_stale_serve(provider_label);
+        let age = (self.clock.now() - data.fetched_at)
+            .to_std()
+            .unwrap_or_default();
+        ChunkAnswer::Stale { data, age, error }
     }
 
     /// Drops every entry (benchmarks and operators refilling the cache).

@@ -289,14 +289,12 @@ fn attempt_span(request: &UpstreamRequest<'_>, attempt: u32) -> tracing::Span {
 
 /// The HTTP status, or for a request that got none, what happened instead (`timeout`, `unavailable`).
 fn outcome_label(result: &Result<UpstreamResponse, UpstreamError>) -> Cow<'static, str> {
-    let status = match result {
-        Ok(response) => Some(response.status.as_u16()),
-        Err(error) => error.http_status,
-    };
-    match (status, result) {
-        (Some(status), _) => Cow::Owned(status.to_string()),
-        (None, Err(error)) => Cow::Borrowed(error.kind.label()),
-        (None, Ok(_)) => Cow::Borrowed("unknown"),
+    match result {
+        Ok(response) => Cow::Owned(response.status.as_u16().to_string()),
+        Err(error) => match error.http_status {
+            Some(status) => Cow::Owned(status.to_string()),
+            None => Cow::Borrowed(error.kind.label()),
+        },
     }
 }
 
