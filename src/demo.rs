@@ -3,11 +3,11 @@
 
 use crate::{
     config::{
-        AccountKind, AccountSettings, AtlasConfig, CacheConfig, JobsConfig, LogFormat,
-        MetricsConfig, ServerConfig, Settings, TelemetryConfig, UpstreamConfig,
+        AccountKind, AccountSettings, AtlasConfig, AtlasCredentials, AtlasSettings, CacheConfig,
+        ElasticApiVersion, ElasticSettings, JobsConfig, LogFormat, MetricsConfig, ServerConfig,
+        Settings, TeamBillingSettings, TelemetryConfig, UpstreamConfig,
     },
-    domain::ProviderAccountId,
-    providers::{atlas::AtlasCredentials, elastic::ApiVersion},
+    domain::{AtlasId, ProviderAccountId, UpstreamId},
     sandbox::SandboxHandle,
 };
 use secrecy::SecretString;
@@ -27,11 +27,12 @@ pub fn settings(sandbox: &SandboxHandle, listen: SocketAddr) -> Result<Settings,
                 id,
                 display_name: team.name.to_string(),
                 base_url: base_url.clone(),
-                kind: AccountKind::TeamBilling {
-                    team_id: team.id.to_string(),
+                kind: AccountKind::TeamBilling(TeamBillingSettings {
+                    team_id: UpstreamId::parse(team.id)
+                        .map_err(|e| format!("{}: {e}", team.id))?,
                     token: SecretString::from(team.token.clone()),
                     pricing_sheet_id: None,
-                },
+                }),
             })
         })
         .collect::<Result<Vec<_>, String>>()?;
@@ -55,10 +56,10 @@ pub fn settings(sandbox: &SandboxHandle, listen: SocketAddr) -> Result<Settings,
             id,
             display_name: org.name.to_string(),
             base_url: base_url.clone(),
-            kind: AccountKind::Atlas {
-                org_id: org.id.to_string(),
+            kind: AccountKind::Atlas(AtlasSettings {
+                org_id: AtlasId::parse(org.id).map_err(|e| format!("{}: {e}", org.id))?,
                 credentials,
-            },
+            }),
         });
     }
     // Elastic: a v2 account per organization, and the first organization once more through v1, so the
@@ -70,23 +71,24 @@ pub fn settings(sandbox: &SandboxHandle, listen: SocketAddr) -> Result<Settings,
         .iter()
         .enumerate()
     {
-        let versions: &[(ApiVersion, &str)] = if index == 0 {
-            &[(ApiVersion::V2, ""), (ApiVersion::V1, "-v1")]
+        let versions: &[(ElasticApiVersion, &str)] = if index == 0 {
+            &[(ElasticApiVersion::V2, ""), (ElasticApiVersion::V1, "-v1")]
         } else {
-            &[(ApiVersion::V2, "")]
+            &[(ElasticApiVersion::V2, "")]
         };
+        let organization_id = UpstreamId::parse(org.id).map_err(|e| format!("{}: {e}", org.id))?;
         for (api_version, suffix) in versions {
             let id = account_id("elastic", org.name, suffix)?;
             accounts.push(AccountSettings {
                 id,
                 display_name: org.name.to_string(),
                 base_url: base_url.clone(),
-                kind: AccountKind::Elastic {
-                    organization_id: org.id.to_string(),
+                kind: AccountKind::Elastic(ElasticSettings {
+                    organization_id: organization_id.clone(),
                     api_key: SecretString::from(org.api_key.clone()),
                     api_version: *api_version,
                     usd_per_ecu: rust_decimal::Decimal::ONE,
-                },
+                }),
             });
         }
     }

@@ -1,18 +1,13 @@
-//! Provider accounts in the configuration: their file shape, their validation per kind, and the
-//! resolution of credential references into `secrecy` types.
+//! Provider accounts in the configuration: each kind's file shape, parsed in one place into typed
+//! settings, and the resolution of credential references into `secrecy` types. Nothing here imports
+//! a provider: the providers read the settings made here.
 
 use super::ConfigError;
-use crate::{
-    domain::{ProviderAccountId, ProviderKind, parse_decimal},
-    providers::{atlas::AtlasCredentials, elastic::ApiVersion},
-};
+use crate::domain::{AtlasId, IdError, ProviderAccountId, ProviderKind, UpstreamId, parse_decimal};
 use rust_decimal::Decimal;
 use secrecy::{ExposeSecret, SecretString};
-use serde::Deserialize;
-use std::{
-    collections::{BTreeMap, HashMap},
-    path::PathBuf,
-};
+use serde::{Deserialize, de::DeserializeOwned};
+use std::{collections::HashMap, path::PathBuf};
 
 /// Where a credential comes from: exactly one of an environment variable or a mounted file.
 #[derive(Debug, Clone, Deserialize)]
@@ -22,32 +17,153 @@ pub struct SecretRef {
     pub file: Option<PathBuf>,
 }
 
-/// One provider account as written in the file.
+/// One provider account as written in the file. `kind` picks the shape, so a key of another kind is
+/// an unknown key like any other.
+///
+/// Not serde's internally tagged enum: serde buffers such content before choosing the variant, which
+/// loses the path of a bad key inside it, and every configuration error names its key.
+#[derive(Debug, Clone)]
+pub enum ProviderAccountConfig {
+    TeamBilling(TeamBillingAccountConfig),
+    Elastic(ElasticAccountConfig),
+    Atlas(AtlasAccountConfig),
+}
+
+/// `kind = "team_billing"`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ProviderAccountConfig {
-    /// `team_billing`, `elastic` or `atlas`.
-    pub kind: String,
+pub struct TeamBillingAccountConfig {
     /// Unique id used in queries and results.
     pub id: String,
     pub display_name: Option<String>,
     /// Upstream base URL; `http://` only for loopback addresses. Unset: the upstream's public URL.
     pub base_url: Option<String>,
-    /// Named credential references; which names a kind needs is checked per kind.
-    #[serde(default)]
-    pub credentials: BTreeMap<String, SecretRef>,
-    /// team_billing: the team whose costs to read.
+    /// The team whose costs to read.
     pub team_id: Option<String>,
-    /// team_billing: a fixed pricing sheet; unset means the upstream's latest effective one.
+    /// A fixed pricing sheet; unset means the upstream's latest effective one.
     pub pricing_sheet_id: Option<String>,
-    /// elastic: the organization whose costs to read.
+    #[serde(default)]
+    pub credentials: TeamBillingCredentialsConfig,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TeamBillingCredentialsConfig {
+    pub token: Option<SecretRef>,
+}
+
+/// `kind = "elastic"`; `id`, `display_name` and `base_url` as for team billing.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ElasticAccountConfig {
+    pub id: String,
+    pub display_name: Option<String>,
+    pub base_url: Option<String>,
+    /// The organization whose costs to read.
     pub organization_id: Option<String>,
-    /// elastic: `v2` (default) or `v1`.
-    pub api_version: Option<String>,
-    /// elastic: USD per ECU as an exact decimal string, e.g. "1.0" (the default) or "0.9725".
+    /// `v2` (default) or `v1`.
+    pub api_version: Option<ElasticApiVersion>,
+    /// USD per ECU as an exact decimal string, e.g. "1.0" (the default) or "0.9725".
     pub usd_per_ecu: Option<String>,
-    /// atlas: the organization id (24 lowercase hex digits).
+    #[serde(default)]
+    pub credentials: ElasticCredentialsConfig,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ElasticCredentialsConfig {
+    pub api_key: Option<SecretRef>,
+}
+
+/// `kind = "atlas"`; `id`, `display_name` and `base_url` as for team billing.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AtlasAccountConfig {
+    pub id: String,
+    pub display_name: Option<String>,
+    pub base_url: Option<String>,
+    /// The organization id (24 lowercase hex digits).
     pub org_id: Option<String>,
+    #[serde(default)]
+    pub credentials: AtlasCredentialsConfig,
+}
+
+/// An API key pair (`public_key`, `private_key`) or a service account (`client_id`, `client_secret`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AtlasCredentialsConfig {
+    pub public_key: Option<SecretRef>,
+    pub private_key: Option<SecretRef>,
+    pub client_id: Option<SecretRef>,
+    pub client_secret: Option<SecretRef>,
+}
+
+impl ProviderAccountConfig {
+    /// Parses one `[[providers]]` table by its `kind`; errors name the key under `key`.
+    pub fn parse(key: &str, mut table: toml::Table) -> Result<Self, ConfigError> {
+        let kind = match table.remove("kind") {
+            Some(toml::Value::String(kind)) => kind,
+            Some(_) => return Err(ConfigError::new(format!("{key}.kind"), "must be a string")),
+            None => {
+                return Err(ConfigError::new(
+                    format!("{key}.kind"),
+                    IdError::ProviderKind.to_string(),
+                ));
+            }
+        };
+        let provider: ProviderKind = kind
+            .parse()
+            .map_err(|e: IdError| ConfigError::new(format!("{key}.kind"), e.to_string()))?;
+        Ok(match provider {
+            ProviderKind::TeamBilling => {
+                ProviderAccountConfig::TeamBilling(parse_kind(key, table)?)
+            }
+            ProviderKind::Elastic => ProviderAccountConfig::Elastic(parse_kind(key, table)?),
+            ProviderKind::Atlas => ProviderAccountConfig::Atlas(parse_kind(key, table)?),
+        })
+    }
+
+    /// The credential references it makes, so their `COSTD_*` variables are known ones.
+    pub fn secret_refs(&self) -> Vec<&SecretRef> {
+        match self {
+            ProviderAccountConfig::TeamBilling(account) => {
+                account.credentials.token.iter().collect()
+            }
+            ProviderAccountConfig::Elastic(account) => account.credentials.api_key.iter().collect(),
+            ProviderAccountConfig::Atlas(account) => {
+                let credentials = &account.credentials;
+                [
+                    &credentials.public_key,
+                    &credentials.private_key,
+                    &credentials.client_id,
+                    &credentials.client_secret,
+                ]
+                .into_iter()
+                .flatten()
+                .collect()
+            }
+        }
+    }
+}
+
+fn parse_kind<T: DeserializeOwned>(key: &str, table: toml::Table) -> Result<T, ConfigError> {
+    serde_path_to_error::deserialize(table).map_err(|error| {
+        let path = error.path().to_string();
+        let place = if path == "." {
+            key.to_string()
+        } else {
+            format!("{key}.{path}")
+        };
+        // Upstream text and values written inline (a credential where a reference belongs) are echoed
+        // by the parser's own messages; under `credentials` only the shape is said.
+        let message = if path.starts_with("credentials") {
+            "expected { env = \"VAR\" } or { file = \"/path\" }; credentials are never written inline"
+                .to_string()
+        } else {
+            error.into_inner().to_string().replace('\n', " ")
+        };
+        ConfigError::new(place, message)
+    })
 }
 
 /// A validated provider account with its resolved credentials.
@@ -62,9 +178,9 @@ pub struct AccountSettings {
 impl AccountSettings {
     pub fn provider(&self) -> ProviderKind {
         match self.kind {
-            AccountKind::TeamBilling { .. } => ProviderKind::TeamBilling,
-            AccountKind::Elastic { .. } => ProviderKind::Elastic,
-            AccountKind::Atlas { .. } => ProviderKind::Atlas,
+            AccountKind::TeamBilling(_) => ProviderKind::TeamBilling,
+            AccountKind::Elastic(_) => ProviderKind::Elastic,
+            AccountKind::Atlas(_) => ProviderKind::Atlas,
         }
     }
 }
@@ -72,21 +188,53 @@ impl AccountSettings {
 /// Kind-specific settings. `SecretString` never prints its value.
 #[derive(Debug, Clone)]
 pub enum AccountKind {
-    TeamBilling {
-        team_id: String,
-        token: SecretString,
-        pricing_sheet_id: Option<String>,
+    TeamBilling(TeamBillingSettings),
+    Elastic(ElasticSettings),
+    Atlas(AtlasSettings),
+}
+
+#[derive(Debug, Clone)]
+pub struct TeamBillingSettings {
+    pub team_id: UpstreamId,
+    pub token: SecretString,
+    pub pricing_sheet_id: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ElasticSettings {
+    pub organization_id: UpstreamId,
+    pub api_key: SecretString,
+    pub api_version: ElasticApiVersion,
+    /// Exact, at most 5 decimal places, so ECU amounts (at most 4) convert to whole nanos.
+    pub usd_per_ecu: Decimal,
+}
+
+#[derive(Debug, Clone)]
+pub struct AtlasSettings {
+    pub org_id: AtlasId,
+    pub credentials: AtlasCredentials,
+}
+
+/// Which Elastic API an account reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ElasticApiVersion {
+    V1,
+    V2,
+}
+
+/// The credentials of one Atlas account.
+#[derive(Debug, Clone)]
+pub enum AtlasCredentials {
+    /// API key pair: the public key is the Digest username, the private key its password.
+    Digest {
+        public_key: String,
+        private_key: SecretString,
     },
-    Elastic {
-        organization_id: String,
-        api_key: SecretString,
-        api_version: ApiVersion,
-        /// Exact, at most 5 decimal places, so ECU amounts (at most 4) convert to whole nanos.
-        usd_per_ecu: Decimal,
-    },
-    Atlas {
-        org_id: String,
-        credentials: AtlasCredentials,
+    /// Service account: OAuth2 client credentials.
+    ServiceAccount {
+        client_id: String,
+        client_secret: SecretString,
     },
 }
 
@@ -95,172 +243,107 @@ pub(super) fn resolve_account(
     account: &ProviderAccountConfig,
     env: &HashMap<String, String>,
 ) -> Result<AccountSettings, ConfigError> {
-    let id = ProviderAccountId::parse(&account.id)
-        .map_err(|e| ConfigError::new(format!("{key}.id"), e.to_string()))?;
-    let provider: ProviderKind = account.kind.parse().map_err(|e: crate::domain::IdError| {
-        ConfigError::new(format!("{key}.kind"), e.to_string())
-    })?;
-    let kind = match provider {
-        ProviderKind::TeamBilling => {
-            let credentials = Credentials::new(key, &account.credentials, env, &["token"])?;
-            let team_id = required(key, "team_id", &account.team_id)?;
-            if !is_url_segment(team_id) {
-                return Err(ConfigError::new(
-                    format!("{key}.team_id"),
-                    "must be 1 to 128 characters of letters, digits, '-', '_' and '.'",
-                ));
-            }
-            AccountKind::TeamBilling {
-                team_id: team_id.to_string(),
-                token: credentials.take("token")?,
-                pricing_sheet_id: account.pricing_sheet_id.clone(),
-            }
-        }
-        ProviderKind::Elastic => {
-            let organization_id = required(key, "organization_id", &account.organization_id)?;
-            if !is_url_segment(organization_id) {
-                return Err(ConfigError::new(
-                    format!("{key}.organization_id"),
-                    "must be 1 to 128 characters of letters, digits, '-', '_' and '.'",
-                ));
-            }
-            let api_version = match account.api_version.as_deref() {
-                None | Some("v2") => ApiVersion::V2,
-                Some("v1") => ApiVersion::V1,
-                Some(_) => {
-                    return Err(ConfigError::new(
-                        format!("{key}.api_version"),
-                        "expected `v1` or `v2`",
-                    ));
-                }
-            };
-            let credentials = Credentials::new(key, &account.credentials, env, &["api_key"])?;
-            AccountKind::Elastic {
-                organization_id: organization_id.to_string(),
-                api_key: credentials.take("api_key")?,
-                api_version,
+    let secrets = Secrets { key, env };
+    let (id, display_name, base_url, kind) = match account {
+        ProviderAccountConfig::TeamBilling(team) => (
+            &team.id,
+            &team.display_name,
+            &team.base_url,
+            AccountKind::TeamBilling(TeamBillingSettings {
+                team_id: upstream_id(key, "team_id", &team.team_id)?,
+                token: secrets.take("token", &team.credentials.token)?,
+                pricing_sheet_id: team.pricing_sheet_id.clone(),
+            }),
+        ),
+        ProviderAccountConfig::Elastic(elastic) => (
+            &elastic.id,
+            &elastic.display_name,
+            &elastic.base_url,
+            AccountKind::Elastic(ElasticSettings {
+                organization_id: upstream_id(key, "organization_id", &elastic.organization_id)?,
+                api_key: secrets.take("api_key", &elastic.credentials.api_key)?,
+                api_version: elastic.api_version.unwrap_or(ElasticApiVersion::V2),
                 usd_per_ecu: parse_usd_per_ecu(
                     &format!("{key}.usd_per_ecu"),
-                    account.usd_per_ecu.as_deref(),
+                    elastic.usd_per_ecu.as_deref(),
                 )?,
-            }
-        }
-        ProviderKind::Atlas => {
-            let org_id = required(key, "org_id", &account.org_id)?;
-            if !crate::providers::atlas::normalize::is_atlas_id(org_id) {
-                return Err(ConfigError::new(
-                    format!("{key}.org_id"),
-                    "must be 24 lowercase hexadecimal digits",
-                ));
-            }
-            let credentials = Credentials::new(
-                key,
-                &account.credentials,
-                env,
-                &["public_key", "private_key", "client_id", "client_secret"],
-            )?;
-            let credentials = if account.credentials.contains_key("public_key")
-                || account.credentials.contains_key("private_key")
-            {
-                AtlasCredentials::Digest {
-                    public_key: credentials.take("public_key")?.expose_secret().to_string(),
-                    private_key: credentials.take("private_key")?,
-                }
-            } else if account.credentials.contains_key("client_id")
-                || account.credentials.contains_key("client_secret")
-            {
-                AtlasCredentials::ServiceAccount {
-                    client_id: credentials.take("client_id")?.expose_secret().to_string(),
-                    client_secret: credentials.take("client_secret")?,
-                }
-            } else {
-                return Err(ConfigError::new(
-                    format!("{key}.credentials"),
-                    "an API key pair (public_key, private_key) or a service account (client_id, client_secret)",
-                ));
-            };
-            AccountKind::Atlas {
-                org_id: org_id.to_string(),
-                credentials,
-            }
+            }),
+        ),
+        ProviderAccountConfig::Atlas(atlas) => {
+            let org_id = AtlasId::parse(required(key, "org_id", &atlas.org_id)?)
+                .map_err(|e| ConfigError::new(format!("{key}.org_id"), e.to_string()))?;
+            (
+                &atlas.id,
+                &atlas.display_name,
+                &atlas.base_url,
+                AccountKind::Atlas(AtlasSettings {
+                    org_id,
+                    credentials: atlas_credentials(&secrets, &atlas.credentials)?,
+                }),
+            )
         }
     };
-    forbid_foreign_fields(key, provider, account)?;
-    let base_url = account
-        .base_url
-        .as_deref()
-        .unwrap_or(default_base_url(&kind));
-    let base_url =
-        parse_base_url(base_url).map_err(|m| ConfigError::new(format!("{key}.base_url"), m))?;
+    let id = ProviderAccountId::parse(id)
+        .map_err(|e| ConfigError::new(format!("{key}.id"), e.to_string()))?;
+    let base_url = parse_base_url(base_url.as_deref().unwrap_or(default_base_url(&kind)))
+        .map_err(|m| ConfigError::new(format!("{key}.base_url"), m))?;
     Ok(AccountSettings {
-        display_name: account
-            .display_name
-            .clone()
-            .unwrap_or_else(|| account.id.clone()),
+        display_name: display_name.clone().unwrap_or_else(|| id.to_string()),
         id,
         base_url,
         kind,
     })
 }
 
-/// Kind-specific keys set on an account of another kind are mistakes, not noise.
-fn forbid_foreign_fields(
-    key: &str,
-    provider: ProviderKind,
-    account: &ProviderAccountConfig,
-) -> Result<(), ConfigError> {
-    let kind_specific = [
-        (
-            "team_id",
-            ProviderKind::TeamBilling,
-            account.team_id.is_some(),
-        ),
-        (
-            "pricing_sheet_id",
-            ProviderKind::TeamBilling,
-            account.pricing_sheet_id.is_some(),
-        ),
-        (
-            "organization_id",
-            ProviderKind::Elastic,
-            account.organization_id.is_some(),
-        ),
-        (
-            "api_version",
-            ProviderKind::Elastic,
-            account.api_version.is_some(),
-        ),
-        (
-            "usd_per_ecu",
-            ProviderKind::Elastic,
-            account.usd_per_ecu.is_some(),
-        ),
-    ];
-    match kind_specific
-        .iter()
-        .find(|(_, owner, set)| *set && *owner != provider)
-    {
-        Some((name, _, _)) => Err(ConfigError::new(
-            format!("{key}.{name}"),
-            format!("not a setting of kind `{provider}`"),
-        )),
-        None => Ok(()),
+fn atlas_credentials(
+    secrets: &Secrets<'_>,
+    credentials: &AtlasCredentialsConfig,
+) -> Result<AtlasCredentials, ConfigError> {
+    if credentials.public_key.is_some() || credentials.private_key.is_some() {
+        if let Some(name) = [
+            ("client_id", &credentials.client_id),
+            ("client_secret", &credentials.client_secret),
+        ]
+        .into_iter()
+        .find_map(|(name, reference)| reference.as_ref().map(|_| name))
+        {
+            return Err(ConfigError::new(
+                format!("{}.credentials.{name}", secrets.key),
+                "an API key pair and a service account are two ways in: give one",
+            ));
+        }
+        return Ok(AtlasCredentials::Digest {
+            public_key: secrets
+                .take("public_key", &credentials.public_key)?
+                .expose_secret()
+                .to_string(),
+            private_key: secrets.take("private_key", &credentials.private_key)?,
+        });
     }
+    if credentials.client_id.is_some() || credentials.client_secret.is_some() {
+        return Ok(AtlasCredentials::ServiceAccount {
+            client_id: secrets
+                .take("client_id", &credentials.client_id)?
+                .expose_secret()
+                .to_string(),
+            client_secret: secrets.take("client_secret", &credentials.client_secret)?,
+        });
+    }
+    Err(ConfigError::new(
+        format!("{}.credentials", secrets.key),
+        "an API key pair (public_key, private_key) or a service account (client_id, client_secret)",
+    ))
 }
 
 /// The public URL of each upstream, used when an account sets no `base_url`.
 fn default_base_url(kind: &AccountKind) -> &'static str {
     match kind {
-        AccountKind::TeamBilling { .. } => "https://api.catalyzed.ai",
-        AccountKind::Elastic {
-            api_version: ApiVersion::V1,
-            ..
-        } => "https://api.elastic-cloud.com",
-        AccountKind::Elastic {
-            api_version: ApiVersion::V2,
-            ..
-        } => "https://billing.elastic-cloud.com",
-        AccountKind::Atlas { .. } => "https://cloud.mongodb.com",
+        AccountKind::TeamBilling(_) => "https://api.catalyzed.ai",
+        AccountKind::Elastic(elastic) => match elastic.api_version {
+            ElasticApiVersion::V1 => "https://api.elastic-cloud.com",
+            ElasticApiVersion::V2 => "https://billing.elastic-cloud.com",
+        },
+        AccountKind::Atlas(_) => "https://cloud.mongodb.com",
     }
 }
 
@@ -290,14 +373,9 @@ fn required<'a>(key: &str, name: &str, value: &'a Option<String>) -> Result<&'a 
         .ok_or_else(|| ConfigError::new(format!("{key}.{name}"), "required for this kind"))
 }
 
-fn is_url_segment(text: &str) -> bool {
-    !text.is_empty()
-        && text.len() <= 128
-        && text
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-        && text != "."
-        && text != ".."
+fn upstream_id(key: &str, name: &str, value: &Option<String>) -> Result<UpstreamId, ConfigError> {
+    UpstreamId::parse(required(key, name, value)?)
+        .map_err(|e| ConfigError::new(format!("{key}.{name}"), e.to_string()))
 }
 
 /// `https://` anywhere; `http://` only to loopback, where there is no network to protect a token on.
@@ -317,36 +395,16 @@ pub fn parse_base_url(text: &str) -> Result<reqwest::Url, String> {
     }
 }
 
-/// The credential references of one account, checked against the names its kind takes.
-struct Credentials<'a> {
+/// Resolves one account's credential references.
+struct Secrets<'a> {
     key: &'a str,
-    refs: &'a BTreeMap<String, SecretRef>,
     env: &'a HashMap<String, String>,
 }
 
-impl<'a> Credentials<'a> {
-    /// A name the kind does not take is refused first: it is usually a misspelling of one it does.
-    fn new(
-        key: &'a str,
-        refs: &'a BTreeMap<String, SecretRef>,
-        env: &'a HashMap<String, String>,
-        expected: &[&str],
-    ) -> Result<Self, ConfigError> {
-        if let Some(name) = refs.keys().find(|name| !expected.contains(&name.as_str())) {
-            return Err(ConfigError::new(
-                format!("{key}.credentials.{name}"),
-                format!(
-                    "not a credential of this kind (expected: {})",
-                    expected.join(", ")
-                ),
-            ));
-        }
-        Ok(Credentials { key, refs, env })
-    }
-
-    fn take(&self, name: &str) -> Result<SecretString, ConfigError> {
+impl Secrets<'_> {
+    fn take(&self, name: &str, reference: &Option<SecretRef>) -> Result<SecretString, ConfigError> {
         let key = format!("{}.credentials.{name}", self.key);
-        let Some(reference) = self.refs.get(name) else {
+        let Some(reference) = reference else {
             return Err(ConfigError::new(
                 key,
                 "required: { env = \"VAR\" } or { file = \"/path\" }",

@@ -74,8 +74,9 @@ pub struct FileConfig {
     pub jobs: JobsConfig,
     #[serde(default)]
     pub metrics: MetricsConfig,
+    /// Each parsed by its `kind` in `accounts.rs` (see [`ProviderAccountConfig::parse`]).
     #[serde(default)]
-    pub providers: Vec<ProviderAccountConfig>,
+    pub providers: Vec<toml::Table>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -324,10 +325,16 @@ impl Settings {
         env: &HashMap<String, String>,
     ) -> Result<Settings, ConfigError> {
         apply_env(&mut file, env)?;
-        let referenced: Vec<&str> = file
-            .providers
+        let providers = std::mem::take(&mut file.providers)
+            .into_iter()
+            .enumerate()
+            .map(|(index, table)| {
+                ProviderAccountConfig::parse(&format!("providers[{index}]"), table)
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let referenced: Vec<&str> = providers
             .iter()
-            .flat_map(|p| p.credentials.values())
+            .flat_map(ProviderAccountConfig::secret_refs)
             .chain(file.jobs.redis.as_ref().map(|redis| &redis.url))
             .filter_map(|r| r.env.as_deref())
             .collect();
@@ -342,8 +349,8 @@ impl Settings {
             ));
         }
         validate_limits(&file)?;
-        let mut accounts: Vec<AccountSettings> = Vec::with_capacity(file.providers.len());
-        for (index, account) in file.providers.iter().enumerate() {
+        let mut accounts: Vec<AccountSettings> = Vec::with_capacity(providers.len());
+        for (index, account) in providers.iter().enumerate() {
             let resolved = accounts::resolve_account(&format!("providers[{index}]"), account, env)?;
             if accounts.iter().any(|a| a.id == resolved.id) {
                 return Err(ConfigError::new(
@@ -544,5 +551,8 @@ fn validate_limits(file: &FileConfig) -> Result<(), ConfigError> {
 mod accounts;
 
 pub use accounts::{
-    AccountKind, AccountSettings, ProviderAccountConfig, SecretRef, parse_base_url,
+    AccountKind, AccountSettings, AtlasAccountConfig, AtlasCredentials, AtlasCredentialsConfig,
+    AtlasSettings, ElasticAccountConfig, ElasticApiVersion, ElasticCredentialsConfig,
+    ElasticSettings, ProviderAccountConfig, SecretRef, TeamBillingAccountConfig,
+    TeamBillingCredentialsConfig, TeamBillingSettings, parse_base_url,
 };

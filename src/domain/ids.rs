@@ -9,6 +9,10 @@ pub enum IdError {
     AccountId,
     #[error("unknown provider kind; expected one of atlas, elastic, team_billing")]
     ProviderKind,
+    #[error("must be 24 lowercase hexadecimal digits")]
+    AtlasId,
+    #[error("must be 1 to 128 characters of letters, digits, '-', '_' and '.'")]
+    UpstreamId,
 }
 
 /// The upstream a provider account talks to.
@@ -82,6 +86,62 @@ impl fmt::Display for ProviderAccountId {
     }
 }
 
+/// An Atlas organization, project or cluster id: 24 lowercase hexadecimal digits.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct AtlasId(Arc<str>);
+
+impl AtlasId {
+    pub fn parse(text: &str) -> Result<Self, IdError> {
+        let hex = |b: u8| b.is_ascii_digit() || (b'a'..=b'f').contains(&b);
+        if text.len() == 24 && text.bytes().all(hex) {
+            Ok(AtlasId(Arc::from(text)))
+        } else {
+            Err(IdError::AtlasId)
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for AtlasId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// An id an upstream gave (an Elastic organization, a team), safe as one URL path segment.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct UpstreamId(Arc<str>);
+
+impl UpstreamId {
+    pub fn parse(text: &str) -> Result<Self, IdError> {
+        let valid_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
+        // `.` and `..` are path segments of their own kind: they would move the URL.
+        let is_segment = !text.is_empty()
+            && text.len() <= 128
+            && text.chars().all(valid_char)
+            && text != "."
+            && text != "..";
+        if is_segment {
+            Ok(UpstreamId(Arc::from(text)))
+        } else {
+            Err(IdError::UpstreamId)
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for UpstreamId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -95,6 +155,27 @@ mod tests {
                 Err(IdError::AccountId),
                 "{bad}"
             );
+        }
+    }
+
+    #[test]
+    fn atlas_ids_are_24_lowercase_hex_digits() {
+        assert!(AtlasId::parse("5f1a2b3c4d5e6f7a8b9c0d1e").is_ok());
+        for bad in [
+            "",
+            "5F1A2B3C4D5E6F7A8B9C0D1E",
+            "5f1a2b3c4d5e6f7a8b9c0d1",
+            "g".repeat(24).as_str(),
+        ] {
+            assert_eq!(AtlasId::parse(bad), Err(IdError::AtlasId), "{bad}");
+        }
+    }
+
+    #[test]
+    fn upstream_ids_are_single_path_segments() {
+        assert!(UpstreamId::parse("team_acme.1-x").is_ok());
+        for bad in ["", ".", "..", "a/b", "a b", "a?b", &"x".repeat(129)] {
+            assert_eq!(UpstreamId::parse(bad), Err(IdError::UpstreamId), "{bad}");
         }
     }
 

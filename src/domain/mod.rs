@@ -8,7 +8,7 @@ mod query;
 mod record;
 
 pub use decimal::{DecimalError, format_decimal, parse_decimal};
-pub use ids::{IdError, ProviderAccountId, ProviderKind};
+pub use ids::{AtlasId, IdError, ProviderAccountId, ProviderKind, UpstreamId};
 pub use money::{Currency, Money, MoneyError, NANOS_PER_UNIT};
 pub use period::{Period, PeriodError};
 pub use query::{CostFilter, CostQuery, Granularity, GroupBy};

@@ -8,7 +8,7 @@ pub mod http;
 pub mod team;
 
 use crate::{
-    config::{AccountKind, AccountSettings},
+    config::{AccountKind, AccountSettings, AtlasConfig},
     deadline::Deadline,
     domain::{
         CostQuery, CostRecord, DataQualityWarning, Granularity, GroupBy, Period, ProviderAccountId,
@@ -142,7 +142,7 @@ pub enum Provider {
 impl Provider {
     pub fn new(
         settings: &AccountSettings,
-        atlas: &crate::config::AtlasConfig,
+        atlas: &AtlasConfig,
         http: Arc<http::UpstreamHttp>,
     ) -> Provider {
         let account = AccountRef {
@@ -150,42 +150,25 @@ impl Provider {
             kind: settings.provider(),
             display_name: Text::from(settings.display_name.as_str()),
         };
+        let base_url = settings.base_url.clone();
         match &settings.kind {
-            AccountKind::TeamBilling {
-                team_id,
-                token,
-                pricing_sheet_id,
-            } => Provider::TeamBilling(team::TeamBillingClient::new(
+            AccountKind::TeamBilling(team) => Provider::TeamBilling(team::TeamBillingClient::new(
                 account,
                 http,
-                settings.base_url.clone(),
-                team_id.clone(),
-                token.clone(),
-                pricing_sheet_id.clone(),
+                base_url,
+                team.clone(),
             )),
-            AccountKind::Elastic {
-                organization_id,
-                api_key,
-                api_version,
-                usd_per_ecu,
-            } => Provider::Elastic(elastic::ElasticClient::new(
+            AccountKind::Elastic(elastic) => Provider::Elastic(elastic::ElasticClient::new(
                 account,
                 http,
-                settings.base_url.clone(),
-                organization_id.clone(),
-                api_key.clone(),
-                *api_version,
-                *usd_per_ecu,
+                base_url,
+                elastic.clone(),
             )),
-            AccountKind::Atlas {
-                org_id,
-                credentials,
-            } => Provider::Atlas(Box::new(atlas::AtlasClient::new(
+            AccountKind::Atlas(settings) => Provider::Atlas(Box::new(atlas::AtlasClient::new(
                 account,
                 http,
-                settings.base_url.clone(),
-                org_id.clone(),
-                credentials.clone(),
+                base_url,
+                settings.clone(),
                 atlas.clone(),
             ))),
         }
@@ -261,7 +244,7 @@ impl Provider {
                     })
                     .collect()
             }
-            Provider::Elastic(client) => elastic::plan(client.version, query)
+            Provider::Elastic(client) => elastic::plan(client.version(), query)
                 .into_iter()
                 .map(|(period, endpoint)| Chunk {
                     period,

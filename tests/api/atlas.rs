@@ -4,10 +4,9 @@
 
 use crate::helpers::*;
 use costd::{
-    config::{AccountKind, Settings},
+    config::{AccountKind, AtlasCredentials, AtlasSettings, Settings},
     domain::ProviderKind,
     proto as pb,
-    providers::atlas::AtlasCredentials,
     sandbox::{RateLimit, SandboxHandle, Scope},
 };
 use secrecy::SecretString;
@@ -142,7 +141,7 @@ async fn wrong_keys_fail_that_account_and_appear_nowhere() {
     let wrong_secret = format!("mdb_sa_sk_{:032x}", rand::random::<u128>());
     let app = spawn_atlas(|settings, _| {
         for account in &mut settings.accounts {
-            let AccountKind::Atlas { credentials, .. } = &mut account.kind else {
+            let AccountKind::Atlas(AtlasSettings { credentials, .. }) = &mut account.kind else {
                 continue;
             };
             match credentials {

@@ -350,12 +350,7 @@ fn the_config_the_chart_renders_is_values_config_and_costd_loads_it_with_the_pod
             .iter()
             .find(|m| m["name"] == "credentials")
             .map(|m| m["mountPath"].as_str().expect("path").to_string());
-        let refs = config
-            .providers
-            .iter_mut()
-            .flat_map(|p| p.credentials.values_mut())
-            .chain(config.jobs.redis.as_mut().map(|redis| &mut redis.url));
-        for reference in refs {
+        let check = |reference: &mut SecretRef| {
             point_at_a_scratch_file(name, reference, mount.as_deref(), scratch.path());
             if let Some(var) = &reference.env {
                 assert!(
@@ -363,6 +358,23 @@ fn the_config_the_chart_renders_is_values_config_and_costd_loads_it_with_the_pod
                     "{name}: `{var}` is referenced, so secretEnv sets it"
                 );
             }
+        };
+        // Provider accounts stay TOML tables until the loader parses them by kind.
+        for credentials in config
+            .providers
+            .iter_mut()
+            .filter_map(|p| p.get_mut("credentials")?.as_table_mut())
+        {
+            for (_, value) in credentials.iter_mut() {
+                let mut reference: SecretRef = value.clone().try_into().expect("a reference");
+                check(&mut reference);
+                if let (Some(file), Some(table)) = (&reference.file, value.as_table_mut()) {
+                    table.insert("file".into(), file.display().to_string().into());
+                }
+            }
+        }
+        if let Some(redis) = config.jobs.redis.as_mut() {
+            check(&mut redis.url);
         }
         if config.jobs.store == JobStoreKind::Redis {
             // Accepted by the parser, refused at start until the redis store lands: that, and only that.

@@ -1,11 +1,9 @@
 //! Configuration layering and validation through the public loader, with an injected environment.
 
-use costd::{
-    config::{
-        AccountKind, ConfigError, ENV_DRAIN_TIMEOUT_MS, ENV_LISTEN, ENV_LOG_FORMAT,
-        ENV_METRICS_LISTEN, ENV_OTEL_ENDPOINT, ENV_OTLP_ENDPOINT, LogFormat, Settings, parse_toml,
-    },
-    providers::elastic::ApiVersion,
+use costd::config::{
+    AccountKind, ConfigError, ENV_DRAIN_TIMEOUT_MS, ENV_LISTEN, ENV_LOG_FORMAT, ENV_METRICS_LISTEN,
+    ENV_OTEL_ENDPOINT, ENV_OTLP_ENDPOINT, ElasticApiVersion, ElasticSettings, LogFormat, Settings,
+    TeamBillingSettings, parse_toml,
 };
 use secrecy::ExposeSecret;
 use std::{collections::HashMap, net::SocketAddr, time::Duration};
@@ -109,15 +107,15 @@ fn a_team_account_resolves_its_token_from_the_environment() {
     let account = &settings.accounts[0];
     assert_eq!(account.id.as_str(), "team-acme");
     assert_eq!(account.display_name, "Acme");
-    let AccountKind::TeamBilling {
+    let AccountKind::TeamBilling(TeamBillingSettings {
         team_id,
         token,
         pricing_sheet_id,
-    } = &account.kind
+    }) = &account.kind
     else {
         panic!("a team billing account")
     };
-    assert_eq!(team_id, "team_acme");
+    assert_eq!(team_id.as_str(), "team_acme");
     assert_eq!(token.expose_secret(), "cat_tok_1");
     assert_eq!(pricing_sheet_id, &None);
     assert!(
@@ -136,7 +134,8 @@ fn a_mounted_credential_file_loses_its_trailing_newline() {
         &format!("{{ file = \"{}\" }}", path.display()),
     );
     let settings = load(&toml, &[]).unwrap();
-    let AccountKind::TeamBilling { token, .. } = &settings.accounts[0].kind else {
+    let AccountKind::TeamBilling(TeamBillingSettings { token, .. }) = &settings.accounts[0].kind
+    else {
         panic!("a team billing account")
     };
     assert_eq!(token.expose_secret(), "cat_tok_file");
@@ -253,18 +252,18 @@ fn an_elastic_account_defaults_to_v2_and_its_public_url() {
         account.base_url.as_str(),
         "https://billing.elastic-cloud.com/"
     );
-    let AccountKind::Elastic {
+    let AccountKind::Elastic(ElasticSettings {
         api_version,
         usd_per_ecu,
         organization_id,
         ..
-    } = &account.kind
+    }) = &account.kind
     else {
         panic!("an elastic account");
     };
-    assert_eq!(*api_version, ApiVersion::V2);
+    assert_eq!(*api_version, ElasticApiVersion::V2);
     assert_eq!(usd_per_ecu.to_string(), "0.97125");
-    assert_eq!(organization_id, "org-1");
+    assert_eq!(organization_id.as_str(), "org-1");
     let v1 = load(
         &ELASTIC.replace("usd_per_ecu", "api_version = \"v1\"\nx"),
         &[("EC_KEY", "k")],
@@ -306,4 +305,15 @@ fn kind_specific_keys_belong_to_their_kind() {
     )
     .unwrap_err();
     assert_eq!(error.key, "providers[0].organization_id");
+}
+
+#[test]
+fn a_credential_written_inline_is_refused_without_being_echoed() {
+    let error = load(
+        &ACCOUNT.replace("{ env = \"ACME_TOKEN\" }", "\"cat_tok_inline_1\""),
+        &[],
+    )
+    .unwrap_err();
+    assert_eq!(error.key, "providers[0].credentials.token");
+    assert!(!error.to_string().contains("cat_tok_inline_1"), "{error}");
 }

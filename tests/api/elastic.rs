@@ -3,8 +3,9 @@
 
 use crate::helpers::*;
 use costd::{
-    config::{AccountKind, Settings},
+    config::{AccountKind, ElasticSettings, Settings},
     domain::ProviderKind,
+    domain::UpstreamId,
     proto as pb,
     sandbox::{ElasticInstanceKind, Fault, SandboxHandle, Scope},
 };
@@ -170,7 +171,7 @@ async fn tenths_that_floats_get_wrong_are_summed_exactly() {
 async fn a_configured_ecu_rate_converts_exactly_and_records_keep_the_ecu_amount() {
     let app = spawn_elastic(|settings, _| {
         for account in &mut settings.accounts {
-            if let AccountKind::Elastic { usd_per_ecu, .. } = &mut account.kind {
+            if let AccountKind::Elastic(ElasticSettings { usd_per_ecu, .. }) = &mut account.kind {
                 *usd_per_ecu = "0.97125".parse().expect("decimal");
             }
         }
@@ -331,18 +332,20 @@ async fn each_documented_error_fails_only_its_account_with_the_upstream_code() {
         let dataset = sandbox.dataset().elastic();
         let borealis_key = dataset.organizations()[1].api_key.clone();
         for account in &mut settings.accounts {
-            if let AccountKind::Elastic {
+            if let AccountKind::Elastic(ElasticSettings {
                 api_key,
                 organization_id,
                 ..
-            } = &mut account.kind
+            }) = &mut account.kind
             {
                 match account.id.as_str() {
                     // Another organization's key on both APIs: refused.
                     "elastic-acme" | "elastic-acme-v1" => {
                         *api_key = secrecy::SecretString::from(borealis_key.clone())
                     }
-                    "elastic-cobalt" => *organization_id = "9999999999".to_string(),
+                    "elastic-cobalt" => {
+                        *organization_id = UpstreamId::parse("9999999999").expect("an id")
+                    }
                     _ => {}
                 }
             }
@@ -503,14 +506,16 @@ async fn throttling_is_retried_after_the_upstreams_retry_after() {
 async fn an_unknown_organization_a_bad_key_and_a_refused_request_keep_their_codes() {
     let app = spawn_elastic(|settings, _| {
         for account in &mut settings.accounts {
-            if let AccountKind::Elastic {
+            if let AccountKind::Elastic(ElasticSettings {
                 api_key,
                 organization_id,
                 ..
-            } = &mut account.kind
+            }) = &mut account.kind
             {
                 match account.id.as_str() {
-                    "elastic-acme-v1" => *organization_id = "1111111111".to_string(),
+                    "elastic-acme-v1" => {
+                        *organization_id = UpstreamId::parse("1111111111").expect("an id")
+                    }
                     "elastic-cobalt" => {
                         *api_key = secrecy::SecretString::from("ec_key_not_a_real_one")
                     }

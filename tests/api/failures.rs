@@ -2,7 +2,8 @@
 
 use crate::helpers::*;
 use costd::{
-    config::{AccountKind, Settings},
+    config::{AccountKind, Settings, TeamBillingSettings},
+    domain::UpstreamId,
     proto as pb,
     sandbox::Fault,
 };
@@ -55,16 +56,16 @@ fn set_team(settings: &mut Settings, account: &str, team: Option<&str>, token: O
         .iter_mut()
         .find(|a| a.id.as_str() == account)
         .expect("configured");
-    let AccountKind::TeamBilling {
+    let AccountKind::TeamBilling(TeamBillingSettings {
         team_id,
         token: secret,
         ..
-    } = &mut entry.kind
+    }) = &mut entry.kind
     else {
         panic!("a team billing account")
     };
     if let Some(team) = team {
-        *team_id = team.to_string();
+        *team_id = UpstreamId::parse(team).expect("a team id");
     }
     if let Some(token) = token {
         *secret = SecretString::from(token);

@@ -2,7 +2,10 @@
 //! appears in any log line, span or error.
 
 use crate::helpers::*;
-use costd::{config::AccountKind, proto as pb};
+use costd::{
+    config::{AccountKind, TeamBillingSettings},
+    proto as pb,
+};
 use opentelemetry::{
     Value,
     trace::{SpanKind, TraceId},
@@ -139,7 +142,7 @@ async fn no_credential_appears_in_logs_spans_or_errors() {
             .iter_mut()
             .find(|a| a.id.as_str() == "team-cobalt")
             .expect("configured");
-        let AccountKind::TeamBilling { token, .. } = &mut account.kind else {
+        let AccountKind::TeamBilling(TeamBillingSettings { token, .. }) = &mut account.kind else {
             panic!("a team billing account")
         };
         *token = SecretString::from(wrong_token.clone());

@@ -3,6 +3,7 @@
 //! fetched again once when the upstream refuses it).
 
 use crate::{
+    config::AtlasCredentials,
     deadline::Deadline,
     providers::{
         AccountRef,
@@ -20,21 +21,6 @@ use tokio::time::Instant;
 
 /// How long before its stated expiry a service-account token is replaced.
 const TOKEN_EARLY_REFRESH: Duration = Duration::from_secs(60);
-
-/// The credentials of one Atlas account.
-#[derive(Debug, Clone)]
-pub enum AtlasCredentials {
-    /// API key pair: the public key is the Digest username, the private key its password.
-    Digest {
-        public_key: String,
-        private_key: SecretString,
-    },
-    /// Service account: OAuth2 client credentials.
-    ServiceAccount {
-        client_id: String,
-        client_secret: SecretString,
-    },
-}
 
 /// Where a service account gets its tokens.
 pub struct TokenSource<'a> {

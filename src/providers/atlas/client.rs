@@ -3,13 +3,14 @@
 //! jittered backoff, paced by the organization's token bucket, until the rows are ready.
 
 use super::{
-    auth::{AtlasCredentials, Authenticator, TokenSource},
+    auth::{Authenticator, TokenSource},
     normalize, wire,
 };
 use crate::metrics::AtlasPoll;
 use crate::{
-    config::AtlasConfig,
+    config::{AtlasConfig, AtlasSettings},
     deadline::Deadline,
+    domain::AtlasId,
     domain::Period,
     providers::{
         AccountRef, ChunkData, ChunkFailure, FetchProgress, Normalized, ProgressSender,
@@ -42,7 +43,7 @@ pub struct AtlasClient {
     pub(crate) account: AccountRef,
     http: Arc<UpstreamHttp>,
     base_url: reqwest::Url,
-    org_id: String,
+    org_id: AtlasId,
     auth: Authenticator,
     /// Atlas' Invoices bucket, per organization: both cost-explorer calls draw from it.
     bucket: DefaultDirectRateLimiter,
@@ -54,8 +55,7 @@ impl AtlasClient {
         account: AccountRef,
         http: Arc<UpstreamHttp>,
         base_url: reqwest::Url,
-        org_id: String,
-        credentials: AtlasCredentials,
+        settings: AtlasSettings,
         config: AtlasConfig,
     ) -> Self {
         let refill = NonZeroU32::new(config.bucket_refill_per_minute).unwrap_or(NonZeroU32::MIN);
@@ -64,15 +64,15 @@ impl AtlasClient {
             account,
             http,
             base_url,
-            org_id,
-            auth: Authenticator::new(credentials),
+            org_id: settings.org_id,
+            auth: Authenticator::new(settings.credentials),
             bucket: RateLimiter::direct(Quota::per_minute(refill).allow_burst(capacity)),
             config,
         }
     }
 
     pub fn org_id(&self) -> &str {
-        &self.org_id
+        self.org_id.as_str()
     }
 
     /// Creates the query, polls until its rows are ready, and normalizes them. A token the upstream
@@ -120,7 +120,7 @@ impl AtlasClient {
                     .and_then(|d| chrono::Duration::from_std(d).ok())
                     .map(|d| chrono::Utc::now() + d),
                 upstream_query: Some(UpstreamQuery {
-                    organization: self.org_id.clone(),
+                    organization: self.org_id.to_string(),
                     body: body_text.clone(),
                     token: query.0.to_string(),
                     created_at: query.1,
@@ -294,7 +294,7 @@ impl AtlasClient {
             200 => {
                 let result: wire::UsageResult = serde_json::from_slice(content)
                     .map_err(|e| UpstreamError::malformed(200, e))?;
-                normalize::usage_rows(&self.account, &self.org_id, month, &result)
+                normalize::usage_rows(&self.account, self.org_id.as_str(), month, &result)
                     .map(Poll::Done)
                     .map_err(|problem| UpstreamError::malformed(200, problem))
             }

@@ -5,7 +5,6 @@ mod client;
 pub mod normalize;
 pub mod wire;
 
-pub use auth::AtlasCredentials;
 pub use client::AtlasClient;
 
 use crate::domain::{CostQuery, Period};

@@ -11,12 +11,8 @@ use crate::{
 use chrono::{Datelike, NaiveDate, NaiveTime};
 use std::collections::BTreeMap;
 
-/// An Atlas organization, project or cluster id: 24 lowercase hexadecimal digits.
-pub fn is_atlas_id(text: &str) -> bool {
-    text.len() == 24
-        && text
-            .bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+fn is_atlas_id(text: &str) -> bool {
+    crate::domain::AtlasId::parse(text).is_ok()
 }
 
 /// The upstream body for one month of `org_id`, narrowed by the query's filters where Atlas can apply

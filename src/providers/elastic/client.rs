@@ -2,12 +2,13 @@
 //! JSON body, the `x-cloud-error-codes` header, or v2's plain text.
 
 use super::{
-    ApiVersion, Endpoint,
+    Endpoint,
     normalize::{self, Organization},
     wire,
 };
 use crate::providers::{fetch_normalized, http::credential_headers};
 use crate::{
+    config::{ElasticApiVersion, ElasticSettings},
     deadline::Deadline,
     domain::Period,
     providers::{
@@ -18,8 +19,6 @@ use crate::{
 };
 use chrono::SecondsFormat;
 use http::{HeaderMap, Method};
-use rust_decimal::Decimal;
-use secrecy::SecretString;
 use serde::de::DeserializeOwned;
 use std::sync::Arc;
 
@@ -28,10 +27,7 @@ pub struct ElasticClient {
     pub(crate) account: AccountRef,
     http: Arc<UpstreamHttp>,
     base_url: reqwest::Url,
-    organization_id: String,
-    api_key: SecretString,
-    pub(crate) version: ApiVersion,
-    usd_per_ecu: Decimal,
+    settings: ElasticSettings,
 }
 
 impl ElasticClient {
@@ -39,20 +35,18 @@ impl ElasticClient {
         account: AccountRef,
         http: Arc<UpstreamHttp>,
         base_url: reqwest::Url,
-        organization_id: String,
-        api_key: SecretString,
-        version: ApiVersion,
-        usd_per_ecu: Decimal,
+        settings: ElasticSettings,
     ) -> Self {
         ElasticClient {
             account,
             http,
             base_url,
-            organization_id,
-            api_key,
-            version,
-            usd_per_ecu,
+            settings,
         }
+    }
+
+    pub fn version(&self) -> ElasticApiVersion {
+        self.settings.api_version
     }
 
     /// One endpoint over one period, normalized.
@@ -79,7 +73,7 @@ impl ElasticClient {
     }
 
     fn url(&self, period: Period, endpoint: &Endpoint) -> (&'static str, reqwest::Url) {
-        let org = self.organization_id.as_str();
+        let org = self.settings.organization_id.as_str();
         // The template is the span's `url.template` and the path itself, placeholders filled in.
         let (template, instance_id): (&'static str, Option<&str>) = match endpoint {
             Endpoint::V1Deployments => {
@@ -143,7 +137,7 @@ impl ElasticClient {
     }
 
     fn auth_headers(&self) -> HeaderMap {
-        credential_headers("ApiKey", &self.api_key)
+        credential_headers("ApiKey", &self.settings.api_key)
     }
 
     fn read(
@@ -158,8 +152,8 @@ impl ElasticClient {
         }
         let org = Organization {
             account: &self.account,
-            organization_id: &self.organization_id,
-            usd_per_ecu: self.usd_per_ecu,
+            organization_id: self.settings.organization_id.as_str(),
+            usd_per_ecu: self.settings.usd_per_ecu,
         };
         let normalized = match endpoint {
             Endpoint::V1Deployments => {
@@ -242,7 +236,10 @@ fn error_of(response: &UpstreamResponse) -> UpstreamError {
 mod tests {
     use super::*;
     use crate::domain::{CostFilter, CostQuery, Granularity, GroupBy};
-    use crate::providers::elastic::{ApiVersion, Bucketing, plan};
+    use crate::{
+        config::ElasticApiVersion,
+        providers::elastic::{Bucketing, plan},
+    };
 
     fn query(granularity: Granularity, group_by: Vec<GroupBy>, resources: &[&str]) -> CostQuery {
         let start = chrono::DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z")
@@ -260,7 +257,7 @@ mod tests {
         }
     }
 
-    fn endpoints(version: ApiVersion, query: &CostQuery) -> Vec<Endpoint> {
+    fn endpoints(version: ElasticApiVersion, query: &CostQuery) -> Vec<Endpoint> {
         plan(version, query).into_iter().map(|(_, e)| e).collect()
     }
 
@@ -272,21 +269,21 @@ mod tests {
             &[],
         );
         assert_eq!(
-            endpoints(ApiVersion::V2, &monthly_by_resource),
+            endpoints(ElasticApiVersion::V2, &monthly_by_resource),
             [Endpoint::V2Instances, Endpoint::V2Instances]
         );
         assert_eq!(
-            endpoints(ApiVersion::V1, &monthly_by_resource),
+            endpoints(ElasticApiVersion::V1, &monthly_by_resource),
             [Endpoint::V1Deployments, Endpoint::V1Deployments]
         );
         let by_service = query(Granularity::None, vec![GroupBy::Service], &[]);
         assert_eq!(
-            endpoints(ApiVersion::V2, &by_service),
+            endpoints(ElasticApiVersion::V2, &by_service),
             [Endpoint::V2Items, Endpoint::V2Items]
         );
         let daily = query(Granularity::Daily, vec![GroupBy::Resource], &[]);
         assert_eq!(
-            endpoints(ApiVersion::V2, &daily),
+            endpoints(ElasticApiVersion::V2, &daily),
             vec![
                 Endpoint::V2Charts {
                     bucketing: Bucketing::Daily
@@ -296,13 +293,13 @@ mod tests {
         );
         let daily_by_sku = query(Granularity::Daily, vec![GroupBy::Sku], &[]);
         assert_eq!(
-            endpoints(ApiVersion::V2, &daily_by_sku).len(),
+            endpoints(ElasticApiVersion::V2, &daily_by_sku).len(),
             45,
             "one instances call per day"
         );
         let daily_for_one = query(Granularity::Daily, vec![GroupBy::Sku], &["abc123"]);
         assert_eq!(
-            endpoints(ApiVersion::V2, &daily_for_one),
+            endpoints(ElasticApiVersion::V2, &daily_for_one),
             vec![
                 Endpoint::V2InstanceCharts {
                     instance_id: "abc123".into(),
@@ -314,7 +311,7 @@ mod tests {
         );
         let one_instance = query(Granularity::None, vec![], &["abc123"]);
         assert_eq!(
-            endpoints(ApiVersion::V2, &one_instance),
+            endpoints(ElasticApiVersion::V2, &one_instance),
             vec![
                 Endpoint::V2InstanceItems {
                     instance_id: "abc123".into()

@@ -7,14 +7,10 @@ pub mod wire;
 pub use client::ElasticClient;
 pub use normalize::{Bucketing, Organization};
 
-use crate::domain::{CostQuery, Granularity, GroupBy, Period};
-
-/// Which Elastic API an account reads.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ApiVersion {
-    V1,
-    V2,
-}
+use crate::{
+    config::ElasticApiVersion,
+    domain::{CostQuery, Granularity, GroupBy, Period},
+};
 
 /// An Elastic endpoint, with what it needs beyond the period.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -46,7 +42,7 @@ pub enum Endpoint {
 /// - v2, grouped by service but not by resource or sub-account: organization items, whose products
 ///   are the service (product type).
 /// - v2 otherwise: instances per month, the most detailed answer (instance × SKU).
-pub fn plan(version: ApiVersion, query: &CostQuery) -> Vec<(Period, Endpoint)> {
+pub fn plan(version: ElasticApiVersion, query: &CostQuery) -> Vec<(Period, Endpoint)> {
     let daily = query.granularity == Granularity::Daily;
     let periods = if daily {
         query.period.days()
@@ -57,7 +53,7 @@ pub fn plan(version: ApiVersion, query: &CostQuery) -> Vec<(Period, Endpoint)> {
     let per = |periods: Vec<Period>, endpoint: Endpoint| {
         periods.into_iter().map(|p| (p, endpoint.clone())).collect()
     };
-    if version == ApiVersion::V1 {
+    if version == ElasticApiVersion::V1 {
         return per(periods, Endpoint::V1Deployments);
     }
     let instance_ids: Vec<&String> = query.filter.resources.iter().collect();

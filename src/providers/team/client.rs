@@ -3,6 +3,7 @@
 use super::{normalize::normalize, wire};
 use crate::providers::{fetch_normalized, http::credential_headers};
 use crate::{
+    config::TeamBillingSettings,
     deadline::Deadline,
     domain::Period,
     providers::{
@@ -13,7 +14,6 @@ use crate::{
 };
 use chrono::SecondsFormat;
 use http::{HeaderMap, Method};
-use secrecy::SecretString;
 use std::sync::Arc;
 
 const COST_ROUTE: &str = "/teams/{teamId}/billing/cost";
@@ -23,9 +23,7 @@ pub struct TeamBillingClient {
     pub(crate) account: AccountRef,
     http: Arc<UpstreamHttp>,
     base_url: reqwest::Url,
-    team_id: String,
-    token: SecretString,
-    pricing_sheet_id: Option<String>,
+    settings: TeamBillingSettings,
 }
 
 impl TeamBillingClient {
@@ -33,17 +31,13 @@ impl TeamBillingClient {
         account: AccountRef,
         http: Arc<UpstreamHttp>,
         base_url: reqwest::Url,
-        team_id: String,
-        token: SecretString,
-        pricing_sheet_id: Option<String>,
+        settings: TeamBillingSettings,
     ) -> Self {
         TeamBillingClient {
             account,
             http,
             base_url,
-            team_id,
-            token,
-            pricing_sheet_id,
+            settings,
         }
     }
 
@@ -71,9 +65,12 @@ impl TeamBillingClient {
     fn cost_url(&self, period: Period) -> reqwest::Url {
         let mut url = self.base_url.clone();
         if let Ok(mut segments) = url.path_segments_mut() {
-            segments
-                .pop_if_empty()
-                .extend(["teams", self.team_id.as_str(), "billing", "cost"]);
+            segments.pop_if_empty().extend([
+                "teams",
+                self.settings.team_id.as_str(),
+                "billing",
+                "cost",
+            ]);
         }
         {
             let mut query = url.query_pairs_mut();
@@ -86,7 +83,7 @@ impl TeamBillingClient {
                     "endDate",
                     &period.end().to_rfc3339_opts(SecondsFormat::AutoSi, true),
                 );
-            if let Some(sheet) = &self.pricing_sheet_id {
+            if let Some(sheet) = &self.settings.pricing_sheet_id {
                 query.append_pair("pricingSheetId", sheet);
             }
         }
@@ -94,7 +91,7 @@ impl TeamBillingClient {
     }
 
     fn auth_headers(&self) -> HeaderMap {
-        credential_headers("Bearer", &self.token)
+        credential_headers("Bearer", &self.settings.token)
     }
 
     fn read(
@@ -106,7 +103,7 @@ impl TeamBillingClient {
         if response.status.is_success() {
             let body: wire::CostResponse = serde_json::from_slice(&response.body)
                 .map_err(|e| UpstreamError::malformed(status, e))?;
-            return normalize(&self.account, &self.team_id, period, &body)
+            return normalize(&self.account, self.settings.team_id.as_str(), period, &body)
                 .map_err(|problem| UpstreamError::malformed(status, problem));
         }
         let retry_after = response.retry_after();
