@@ -4,11 +4,11 @@
 
 use costd::{
     domain::{
-        CostFilter, CostQuery, CostRecord, Granularity, GroupBy, Period, ProviderAccountId,
-        ProviderKind, Text,
+        AccountRef, CostFilter, CostQuery, CostRecord, Granularity, GroupBy, Period,
+        ProviderAccountId, ProviderKind, Text,
     },
     engine::aggregate::aggregate,
-    providers::{AccountRef, team},
+    providers::team,
 };
 use criterion::{BenchmarkId, Criterion, Throughput};
 use serde_json::json;

@@ -3,11 +3,8 @@
 //! interleaved A/B run (median of rounds) prints MB/s and the ratio quoted in closing notes.
 
 use costd::{
-    domain::{Period, ProviderAccountId, ProviderKind, Text},
-    providers::{
-        AccountRef,
-        elastic::{Organization, normalize, wire},
-    },
+    domain::{AccountRef, Period, ProviderAccountId, ProviderKind, Text},
+    providers::elastic::{Organization, normalize, wire},
 };
 use criterion::{Criterion, Throughput};
 use rust_decimal::Decimal;

@@ -28,8 +28,7 @@ pub fn settings(sandbox: &SandboxHandle, listen: SocketAddr) -> Result<Settings,
                 display_name: team.name.to_string(),
                 base_url: base_url.clone(),
                 kind: AccountKind::TeamBilling(TeamBillingSettings {
-                    team_id: UpstreamId::parse(team.id)
-                        .map_err(|e| format!("{}: {e}", team.id))?,
+                    team_id: UpstreamId::parse(team.id).map_err(|e| format!("{}: {e}", team.id))?,
                     token: SecretString::from(team.token.clone()),
                     pricing_sheet_id: None,
                 }),

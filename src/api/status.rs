@@ -1,11 +1,8 @@
 //! The one place where costd's errors become gRPC statuses with google.rpc details.
 
 use crate::{
+    domain::{AccountRef, UpstreamError, UpstreamErrorKind},
     engine::EngineError,
-    providers::{
-        AccountRef,
-        error::{UpstreamError, UpstreamErrorKind},
-    },
 };
 use prost::Message;
 use std::collections::HashMap;

@@ -6,6 +6,7 @@ mod money;
 mod period;
 mod query;
 mod record;
+mod upstream;
 
 pub use decimal::{DecimalError, format_decimal, parse_decimal};
 pub use ids::{AtlasId, IdError, ProviderAccountId, ProviderKind, UpstreamId};
@@ -15,3 +16,4 @@ pub use query::{CostFilter, CostQuery, Granularity, GroupBy};
 pub use record::{
     ChargeCategory, CostRecord, DataQualityWarning, Named, Quantity, Resource, Text, UnitPrice,
 };
+pub use upstream::{AccountRef, FetchProgress, UpstreamError, UpstreamErrorKind, UpstreamQuery};

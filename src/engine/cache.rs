@@ -10,12 +10,12 @@ use crate::{
     clock::Clock,
     config::CacheConfig,
     deadline::Deadline,
-    domain::{CostRecord, DataQualityWarning, Period, ProviderAccountId},
-    metrics::{CacheLookup, Metrics},
-    providers::{
-        Chunk, ChunkFailure, FetchProgress, Provider,
-        error::{UpstreamError, UpstreamErrorKind},
+    domain::{
+        CostRecord, DataQualityWarning, FetchProgress, Period, ProviderAccountId, UpstreamError,
+        UpstreamErrorKind,
     },
+    metrics::{CacheLookup, Metrics},
+    providers::{Chunk, ChunkFailure, Provider},
 };
 use chrono::{DateTime, Utc};
 use futures::{

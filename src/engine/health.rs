@@ -1,6 +1,6 @@
 //! Recent upstream outcomes per provider account, for ListProviders.
 
-use crate::{domain::ProviderAccountId, providers::error::UpstreamError};
+use crate::domain::{ProviderAccountId, UpstreamError};
 use chrono::{DateTime, Utc};
 use std::{collections::HashMap, sync::Mutex};
 

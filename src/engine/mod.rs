@@ -13,10 +13,12 @@ use crate::{
     clock::Clock,
     config::Settings,
     deadline::Deadline,
-    domain::ProviderAccountId,
-    domain::{CostQuery, CostRecord, Currency, DataQualityWarning, Money, MoneyError},
+    domain::{
+        AccountRef, CostQuery, CostRecord, Currency, DataQualityWarning, FetchProgress, Money,
+        MoneyError, ProviderAccountId, UpstreamError,
+    },
     metrics::Metrics,
-    providers::{AccountRef, FetchProgress, Provider, error::UpstreamError, http::UpstreamHttp},
+    providers::{Provider, http::UpstreamHttp},
 };
 use aggregate::Aggregation;
 use chrono::{DateTime, Utc};

@@ -8,9 +8,10 @@ pub use store::{JobStore, MemoryJobStore};
 use crate::{
     clock::Clock,
     deadline::Deadline,
-    domain::{CostQuery, ProviderAccountId},
+    domain::{
+        AccountRef, CostQuery, FetchProgress, ProviderAccountId, UpstreamError, UpstreamQuery,
+    },
     engine::{AccountState, Engine, FetchHold, Report},
-    providers::{AccountRef, FetchProgress, UpstreamQuery, error::UpstreamError},
 };
 use chrono::{DateTime, Utc};
 use std::{

@@ -2,11 +2,10 @@
 //! jittered exponential retries on connect errors, timeouts, 429 and 5xx that honour `Retry-After`, a
 //! response size cap, and one span per request attempt carrying the caller's trace context upstream.
 
-use super::error::{UpstreamError, UpstreamErrorKind};
 use crate::{
     config::UpstreamConfig,
     deadline::Deadline,
-    domain::{ProviderAccountId, ProviderKind},
+    domain::{ProviderAccountId, ProviderKind, UpstreamError, UpstreamErrorKind},
     metrics::Metrics,
     telemetry,
 };

@@ -2,7 +2,6 @@
 
 pub mod atlas;
 pub mod elastic;
-pub mod error;
 pub mod exact_json;
 pub mod http;
 pub mod team;
@@ -11,20 +10,11 @@ use crate::{
     config::{AccountKind, AccountSettings, AtlasConfig},
     deadline::Deadline,
     domain::{
-        CostQuery, CostRecord, DataQualityWarning, Granularity, GroupBy, Period, ProviderAccountId,
-        ProviderKind, Text,
+        AccountRef, CostQuery, CostRecord, DataQualityWarning, FetchProgress, Granularity, GroupBy,
+        Period, Text, UpstreamError, UpstreamErrorKind,
     },
 };
-use error::UpstreamError;
 use std::sync::Arc;
-
-/// Who a provider account is, as every record and result names it.
-#[derive(Debug, Clone)]
-pub struct AccountRef {
-    pub id: ProviderAccountId,
-    pub kind: ProviderKind,
-    pub display_name: Text,
-}
 
 /// What a provider account can answer.
 #[derive(Debug, Clone)]
@@ -56,32 +46,6 @@ pub enum ChunkRequest {
     Elastic(elastic::Endpoint),
     /// One Atlas query body: identical bodies share one chunk, so one POST and one token.
     Atlas(atlas::wire::CreateUsageQuery),
-}
-
-/// How an upstream fetch is going, for those watching it (asynchronous upstreams report polls).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct FetchProgress {
-    /// Polls of an asynchronous query so far.
-    pub polls: u32,
-    /// What is happening, e.g. "processing, poll 4, next in 8 s".
-    pub note: String,
-    pub next_poll_at: Option<chrono::DateTime<chrono::Utc>>,
-    /// What an asynchronous upstream is working on, when it has a query of its own.
-    pub upstream_query: Option<UpstreamQuery>,
-}
-
-/// An asynchronous upstream query as the job table records it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UpstreamQuery {
-    /// The organization (Atlas) it runs for.
-    pub organization: String,
-    /// The query body as sent.
-    pub body: String,
-    /// The upstream's token for it.
-    pub token: String,
-    pub created_at: chrono::DateTime<chrono::Utc>,
-    /// The status of the last answer about it (202 created, 102 processing, 429 throttled).
-    pub last_status: u16,
 }
 
 /// Where a fetch publishes its progress; the latest value is all that is kept.
@@ -280,7 +244,7 @@ impl Provider {
             // Chunks come from this provider's own plan; another's would be a bug, reported, not a panic.
             _ => Err(ChunkFailure {
                 error: UpstreamError::new(
-                    error::UpstreamErrorKind::Rejected,
+                    UpstreamErrorKind::Rejected,
                     "a chunk planned for another provider",
                 ),
                 requests: 0,

@@ -5,11 +5,8 @@
 use crate::{
     config::AtlasCredentials,
     deadline::Deadline,
-    providers::{
-        AccountRef,
-        error::{UpstreamError, UpstreamErrorKind},
-        http::{FailedCall, UpstreamHttp, UpstreamRequest},
-    },
+    domain::{AccountRef, UpstreamError, UpstreamErrorKind},
+    providers::http::{FailedCall, UpstreamHttp, UpstreamRequest},
 };
 use base64::{Engine as _, engine::general_purpose::STANDARD};
 use bytes::Bytes;

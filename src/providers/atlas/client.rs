@@ -10,12 +10,11 @@ use crate::metrics::AtlasPoll;
 use crate::{
     config::{AtlasConfig, AtlasSettings},
     deadline::Deadline,
-    domain::AtlasId,
-    domain::Period,
+    domain::{
+        AccountRef, AtlasId, FetchProgress, Period, UpstreamError, UpstreamErrorKind, UpstreamQuery,
+    },
     providers::{
-        AccountRef, ChunkData, ChunkFailure, FetchProgress, Normalized, ProgressSender,
-        UpstreamQuery,
-        error::{UpstreamError, UpstreamErrorKind},
+        ChunkData, ChunkFailure, Normalized, ProgressSender,
         http::{FailedCall, UpstreamHttp, UpstreamRequest, UpstreamResponse, retry_after},
     },
 };

@@ -10,10 +10,9 @@ use crate::providers::{fetch_normalized, http::credential_headers};
 use crate::{
     config::{ElasticApiVersion, ElasticSettings},
     deadline::Deadline,
-    domain::Period,
+    domain::{AccountRef, Period, UpstreamError},
     providers::{
-        AccountRef, ChunkData, ChunkFailure, Normalized,
-        error::UpstreamError,
+        ChunkData, ChunkFailure, Normalized,
         http::{UpstreamHttp, UpstreamRequest, UpstreamResponse},
     },
 };

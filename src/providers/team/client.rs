@@ -5,10 +5,9 @@ use crate::providers::{fetch_normalized, http::credential_headers};
 use crate::{
     config::TeamBillingSettings,
     deadline::Deadline,
-    domain::Period,
+    domain::{AccountRef, Period, UpstreamError},
     providers::{
-        AccountRef, ChunkData, ChunkFailure,
-        error::UpstreamError,
+        ChunkData, ChunkFailure,
         http::{UpstreamHttp, UpstreamRequest, UpstreamResponse},
     },
 };

@@ -1,6 +1,42 @@
-//! What went wrong with an upstream, in terms every provider shares.
+//! What the layers say about an upstream beside its records, in terms every provider shares: who a
+//! provider account is, how a fetch is going, and what went wrong.
 
+use super::{ProviderAccountId, ProviderKind, Text};
 use std::time::Duration;
+
+/// Who a provider account is, as every record and result names it.
+#[derive(Debug, Clone)]
+pub struct AccountRef {
+    pub id: ProviderAccountId,
+    pub kind: ProviderKind,
+    pub display_name: Text,
+}
+
+/// How an upstream fetch is going, for those watching it (asynchronous upstreams report polls).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FetchProgress {
+    /// Polls of an asynchronous query so far.
+    pub polls: u32,
+    /// What is happening, e.g. "processing, poll 4, next in 8 s".
+    pub note: String,
+    pub next_poll_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// What an asynchronous upstream is working on, when it has a query of its own.
+    pub upstream_query: Option<UpstreamQuery>,
+}
+
+/// An asynchronous upstream query as the job table records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamQuery {
+    /// The organization (Atlas) it runs for.
+    pub organization: String,
+    /// The query body as sent.
+    pub body: String,
+    /// The upstream's token for it.
+    pub token: String,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+    /// The status of the last answer about it (202 created, 102 processing, 429 throttled).
+    pub last_status: u16,
+}
 
 /// The class of an upstream failure; decides the gRPC code and whether a retry may help.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
