@@ -4,14 +4,17 @@ use crate::{
     api::{CostApi, QueryJobApi, QueryRules},
     clock::{Clock, SystemClock},
     config::Settings,
-    engine::Engine,
+    engine::{ChunkCache, Engine, EngineLimits},
     jobs::{JobManager, MemoryJobStore},
-    metrics::{self, Metrics, RpcMetricsLayer},
+    metrics::{
+        self, Metrics, RpcMetricsLayer,
+        server::{HeldGauges, HeldState},
+    },
     proto::{
         self as pb, cost_service_server::CostServiceServer,
         query_job_service_server::QueryJobServiceServer,
     },
-    providers::http::UpstreamHttp,
+    providers::{Provider, http::UpstreamHttp},
     telemetry,
 };
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
@@ -68,7 +71,23 @@ impl App {
         };
         let metrics = Arc::new(Metrics::new());
         let http = Arc::new(UpstreamHttp::new(&settings.upstream, metrics.clone())?);
-        let engine = Arc::new(Engine::new(&settings, http, clock.clone(), metrics.clone()));
+        let providers = settings
+            .accounts
+            .iter()
+            .map(|account| Provider::new(account, &settings.atlas, http.clone()))
+            .collect();
+        let cache = ChunkCache::new(
+            &settings.cache,
+            Duration::from_millis(settings.upstream.fetch_timeout_ms),
+            clock.clone(),
+            metrics.clone(),
+        );
+        let limits = EngineLimits {
+            max_concurrency_per_account: settings.upstream.max_concurrency_per_account,
+            max_chunks_per_query: settings.server.max_chunks_per_query,
+            max_rows: settings.server.max_rows,
+        };
+        let engine = Arc::new(Engine::new(providers, cache, limits));
         let retention = chrono::Duration::seconds(
             i64::try_from(settings.jobs.retention_seconds).unwrap_or(i64::MAX / 1000),
         );
@@ -162,8 +181,10 @@ impl App {
             tokio::spawn(metrics::server::serve(
                 listener,
                 self.metrics.clone(),
-                self.engine.clone(),
-                self.jobs.clone(),
+                Arc::new(Held {
+                    engine: self.engine.clone(),
+                    jobs: self.jobs.clone(),
+                }),
                 async {
                     let _ = metrics_stopped.await;
                 },
@@ -196,6 +217,25 @@ impl App {
             metrics_server.await?.map_err(AppError::Metrics)?;
         }
         served
+    }
+}
+
+/// What the metrics endpoint reads at scrape time.
+struct Held {
+    engine: Arc<Engine>,
+    jobs: Arc<JobManager>,
+}
+
+impl HeldState for Held {
+    fn read(&self) -> futures::future::BoxFuture<'_, HeldGauges> {
+        Box::pin(async {
+            let (cache_bytes, cache_entries) = self.engine.cache().size().await;
+            HeldGauges {
+                cache_bytes,
+                cache_entries,
+                jobs_by_state: self.jobs.count_by_state().to_vec(),
+            }
+        })
     }
 }
 

@@ -10,15 +10,12 @@ pub use cache::{CachedChunk, ChunkAnswer, ChunkCache, ChunkKey, FetchHold};
 pub use health::{HealthBoard, HealthSnapshot};
 
 use crate::{
-    clock::Clock,
-    config::Settings,
     deadline::Deadline,
     domain::{
         AccountRef, CostQuery, CostRecord, Currency, DataQualityWarning, FetchProgress, Money,
         MoneyError, ProviderAccountId, UpstreamError,
     },
-    metrics::Metrics,
-    providers::{Provider, http::UpstreamHttp},
+    providers::Provider,
 };
 use aggregate::Aggregation;
 use chrono::{DateTime, Utc};
@@ -183,42 +180,33 @@ pub enum EngineError {
     TooManyRows { rows: usize, limit: usize },
 }
 
+/// How much one query may ask of the engine.
+#[derive(Debug, Clone, Copy)]
+pub struct EngineLimits {
+    /// Chunks of one account fetched at once.
+    pub max_concurrency_per_account: usize,
+    pub max_chunks_per_query: usize,
+    pub max_rows: usize,
+}
+
 /// The query engine. Shared by every RPC behind an `Arc`.
 pub struct Engine {
     providers: Vec<Arc<Provider>>,
     health: HealthBoard,
     cache: ChunkCache,
-    max_concurrency_per_account: usize,
-    max_chunks_per_query: usize,
-    max_rows: usize,
+    limits: EngineLimits,
 }
 
 impl Engine {
-    pub fn new(
-        settings: &Settings,
-        http: Arc<UpstreamHttp>,
-        clock: Arc<dyn Clock>,
-        metrics: Arc<Metrics>,
-    ) -> Engine {
-        let mut providers: Vec<Arc<Provider>> = settings
-            .accounts
-            .iter()
-            .map(|account| Arc::new(Provider::new(account, &settings.atlas, http.clone())))
-            .collect();
+    pub fn new(providers: Vec<Provider>, cache: ChunkCache, limits: EngineLimits) -> Engine {
+        let mut providers: Vec<Arc<Provider>> = providers.into_iter().map(Arc::new).collect();
         providers.sort_by(|a, b| a.account().id.cmp(&b.account().id));
         let health = HealthBoard::new(providers.iter().map(|p| p.account().id.clone()));
         Engine {
             providers,
             health,
-            cache: ChunkCache::new(
-                &settings.cache,
-                Duration::from_millis(settings.upstream.fetch_timeout_ms),
-                clock,
-                metrics,
-            ),
-            max_concurrency_per_account: settings.upstream.max_concurrency_per_account,
-            max_chunks_per_query: settings.server.max_chunks_per_query,
-            max_rows: settings.server.max_rows,
+            cache,
+            limits,
         }
     }
 
@@ -253,10 +241,10 @@ impl Engine {
     ) -> Result<Report, EngineError> {
         let records = self.records_observed(query, deadline, observe).await?;
         let aggregation = aggregate::aggregate(records.records(), query)?;
-        if aggregation.rows.len() > self.max_rows {
+        if aggregation.rows.len() > self.limits.max_rows {
             return Err(EngineError::TooManyRows {
                 rows: aggregation.rows.len(),
-                limit: self.max_rows,
+                limit: self.limits.max_rows,
             });
         }
         let RecordSet {
@@ -312,10 +300,10 @@ impl Engine {
             .map(|p| (p, p.plan(query)))
             .collect();
         let planned: usize = plans.iter().map(|(_, chunks)| chunks.len()).sum();
-        if planned > self.max_chunks_per_query {
+        if planned > self.limits.max_chunks_per_query {
             return Err(EngineError::TooManyChunks {
                 planned,
-                limit: self.max_chunks_per_query,
+                limit: self.limits.max_chunks_per_query,
             });
         }
         let outcomes = futures::future::join_all(plans.into_iter().map(|(provider, chunks)| {
@@ -383,7 +371,7 @@ impl Engine {
             })
             // `buffered`, not `buffer_unordered`: answers keep the plan's order, so records come out in a
             // deterministic order whatever finished first.
-            .buffered(self.max_concurrency_per_account)
+            .buffered(self.limits.max_concurrency_per_account)
             .collect()
             .await;
         let now = self.cache.now();
