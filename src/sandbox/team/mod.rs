@@ -16,8 +16,12 @@ use serde_json::{Value, json};
 
 use crate::sandbox::fault::{Variant, json_response};
 use crate::sandbox::recorder::Incoming;
-use crate::sandbox::team_data::{CostBreakdown, Dataset};
+use crate::sandbox::team::data::{CostBreakdown, Dataset};
 use crate::sandbox::{Scope, Shared};
+
+pub(super) mod data;
+#[cfg(test)]
+mod tests;
 
 /// Upstream name in scopes and recorded requests; the scope key is the path's team id.
 pub const UPSTREAM: &str = "catalyzed";

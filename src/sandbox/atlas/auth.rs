@@ -13,9 +13,9 @@ use base64::engine::general_purpose::STANDARD;
 use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use md5::{Digest, Md5};
 
-use crate::sandbox::atlas_data::{AtlasDataset, AtlasOrg};
-use crate::sandbox::atlas_reply::{self as reply, Answer};
-use crate::sandbox::atlas_state::Entropy;
+use crate::sandbox::atlas::data::{AtlasDataset, AtlasOrg};
+use crate::sandbox::atlas::reply::{self as reply, Answer};
+use crate::sandbox::atlas::state::Entropy;
 use crate::sandbox::recorder::Incoming;
 use crate::sandbox::{Scope, Shared};
 

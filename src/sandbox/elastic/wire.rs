@@ -4,9 +4,9 @@ use std::fmt::Write as _;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 
-use crate::sandbox::elastic_catalog::{Decimal4, Sku};
-use crate::sandbox::elastic_data::{ElasticInstance, ElasticOrg, Window, day_start};
-use crate::sandbox::elastic_sums::{
+use crate::sandbox::elastic::catalog::{Decimal4, Sku};
+use crate::sandbox::elastic::data::{ElasticInstance, ElasticOrg, Window, day_start};
+use crate::sandbox::elastic::sums::{
     Buckets, DeploymentCost, InstanceCost, LineSum, ProductCost, V1_DIMENSIONS,
 };
 use crate::sandbox::fault::Variant;

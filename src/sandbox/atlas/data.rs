@@ -4,7 +4,7 @@ use std::fmt;
 
 use chrono::{Datelike, NaiveDate};
 
-use crate::sandbox::atlas_seed::{Level, ORGS, OrgSpec, SPECS, ServiceSpec};
+use crate::sandbox::atlas::seed::{Level, ORGS, OrgSpec, SPECS, ServiceSpec};
 
 /// The documented `services` values, in the documented order.
 pub const ATLAS_SERVICES: [&str; 18] = [

@@ -6,8 +6,8 @@ use std::sync::OnceLock;
 use chrono::{DateTime, Utc};
 
 use crate::sandbox::Dataset;
-use crate::sandbox::elastic_catalog::{CATALOG, Decimal4, Grain, Sku, SkuId, UNIT};
-use crate::sandbox::elastic_seed::{
+use crate::sandbox::elastic::catalog::{CATALOG, Decimal4, Grain, Sku, SkuId, UNIT};
+use crate::sandbox::elastic::seed::{
     Draw, EPOCH, InstanceKind, MONTH_STARTS, ORGS, USAGE_DAYS, month_of,
 };
 

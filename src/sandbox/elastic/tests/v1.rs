@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 use chrono::{DateTime, Datelike, Utc};
 use serde_json::Value;
 
-use crate::sandbox::elastic_data::ElasticDataset;
+use crate::sandbox::elastic::data::ElasticDataset;
 use crate::sandbox::testkit::{client, start, within};
 use crate::sandbox::{Decimal4, ElasticOrg, SandboxHandle};
 
