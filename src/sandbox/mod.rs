@@ -22,6 +22,7 @@ pub mod atlas;
 mod conn;
 pub mod elastic;
 mod fault;
+mod mix;
 mod recorder;
 pub mod team;
 #[cfg(test)]

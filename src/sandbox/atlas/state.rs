@@ -10,8 +10,9 @@ use std::time::{Duration, Instant, SystemTime};
 use http::Method;
 
 use crate::sandbox::atlas::auth::AuthBook;
-use crate::sandbox::atlas::data::{AtlasDataset, mix};
+use crate::sandbox::atlas::data::AtlasDataset;
 use crate::sandbox::atlas::query::CostQuery;
+use crate::sandbox::mix::mix;
 use crate::sandbox::{SandboxHandle, Scope, Shared};
 
 /// Polls a new query answers "processing" before its result, unless set otherwise.
