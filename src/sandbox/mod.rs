@@ -19,6 +19,7 @@ use crate::sandbox::fault::{FaultBook, json_response};
 use crate::sandbox::recorder::{Incoming, Recorder};
 
 pub mod atlas;
+mod authorization;
 mod conn;
 pub mod elastic;
 mod fault;

@@ -33,6 +33,7 @@ use chrono::{DateTime, Datelike, Timelike, Utc};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use serde::Deserialize;
 
+use crate::sandbox::authorization::credential;
 use crate::sandbox::elastic::data::{ElasticDataset, ElasticOrg, Window};
 use crate::sandbox::elastic::sums::{Bucketing, Grouping, products};
 use crate::sandbox::elastic::wire::Json;
@@ -341,7 +342,7 @@ fn authorize<'a>(
     headers: &HeaderMap,
     org_id: &str,
 ) -> Result<&'a ElasticOrg, Denied> {
-    let caller = api_key(headers)
+    let caller = credential(headers, "ApiKey")
         .and_then(|key| data.organization_by_key(key))
         .ok_or(Denied::Unauthenticated)?;
     if caller.id == org_id {
@@ -361,14 +362,6 @@ impl Denied {
             Denied::NotFound => StatusCode::NOT_FOUND,
         }
     }
-}
-
-/// The `ApiKey` credential, if the header has one.
-fn api_key(headers: &HeaderMap) -> Option<&str> {
-    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, key) = value.split_once(' ')?;
-    let key = key.trim();
-    (scheme.eq_ignore_ascii_case("apikey") && !key.is_empty()).then_some(key)
 }
 
 fn path_ids(path: PathParams) -> (String, String) {
