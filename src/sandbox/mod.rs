@@ -1,42 +1,5 @@
 //! Local emulators of the upstream billing APIs, with a request recorder and fault injection, for tests and demos.
 
-pub mod atlas;
-mod atlas_auth;
-#[cfg(test)]
-mod atlas_auth_tests;
-mod atlas_data;
-#[cfg(test)]
-mod atlas_error_tests;
-mod atlas_query;
-mod atlas_reply;
-mod atlas_seed;
-mod atlas_state;
-#[cfg(test)]
-mod atlas_testkit;
-#[cfg(test)]
-mod atlas_tests;
-mod conn;
-pub mod elastic;
-mod elastic_catalog;
-mod elastic_data;
-#[cfg(test)]
-mod elastic_error_tests;
-mod elastic_seed;
-mod elastic_sums;
-#[cfg(test)]
-mod elastic_tests;
-#[cfg(test)]
-mod elastic_v2_tests;
-mod elastic_wire;
-mod fault;
-mod recorder;
-pub mod team;
-mod team_data;
-#[cfg(test)]
-mod team_tests;
-#[cfg(test)]
-mod testkit;
-
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
@@ -50,27 +13,41 @@ use http::StatusCode;
 use tokio::sync::watch;
 use tokio::task::AbortHandle;
 
+use crate::sandbox::atlas::state::AtlasState;
 use crate::sandbox::conn::{ConnKill, CuttableListener};
 use crate::sandbox::fault::{FaultBook, json_response};
 use crate::sandbox::recorder::{Incoming, Recorder};
 
-pub use crate::sandbox::atlas_auth::{ACCESS_TOKEN_LIFETIME, DIGEST_REALM, NONCE_LIFETIME};
-pub use crate::sandbox::atlas_data::{
+pub mod atlas;
+mod authorization;
+mod conn;
+pub mod elastic;
+mod fault;
+mod mix;
+mod recorder;
+pub mod team;
+#[cfg(test)]
+mod testkit;
+
+pub use crate::sandbox::atlas::auth::{ACCESS_TOKEN_LIFETIME, DIGEST_REALM, NONCE_LIFETIME};
+pub use crate::sandbox::atlas::data::{
     ATLAS_SERVICES, ApiKey, AtlasCluster, AtlasDataset, AtlasOrg, AtlasProject, ServiceAccount,
     UsageItem, usd_text,
 };
-pub use crate::sandbox::atlas_state::{
+pub use crate::sandbox::atlas::state::{
     AtlasControl, AtlasCounters, DEFAULT_PROCESSING_POLLS, DEFAULT_RESULT_RETENTION, RateLimit,
 };
-pub use crate::sandbox::elastic_catalog::{
+pub use crate::sandbox::elastic::catalog::{
     Decimal4, Grain as ElasticGrain, PricePeriod as ElasticPricePeriod, Sku as ElasticSku,
     Tier as ElasticTier,
 };
-pub use crate::sandbox::elastic_data::{ElasticDataset, ElasticInstance, ElasticOrg, ElasticUsage};
-pub use crate::sandbox::elastic_seed::InstanceKind as ElasticInstanceKind;
+pub use crate::sandbox::elastic::data::{
+    ElasticDataset, ElasticInstance, ElasticOrg, ElasticUsage,
+};
+pub use crate::sandbox::elastic::seed::InstanceKind as ElasticInstanceKind;
 pub use crate::sandbox::fault::Fault;
 pub use crate::sandbox::recorder::RecordedRequest;
-pub use crate::sandbox::team_data::{Dataset, Price, PricingSheet, Team, UsageRecord};
+pub use crate::sandbox::team::data::{Dataset, Price, PricingSheet, Team, UsageRecord};
 
 /// Upstream name of requests that match no emulated route (scope key is empty).
 pub const UNROUTED: &str = "unrouted";
@@ -114,7 +91,7 @@ pub(crate) struct Shared {
     pub(crate) recorder: Recorder,
     pub(crate) faults: FaultBook,
     pub(crate) dataset: Dataset,
-    pub(crate) atlas: atlas_state::AtlasState,
+    pub(crate) atlas: AtlasState,
     /// Flips to true once; hanging and delayed requests watch it.
     pub(crate) shutdown: watch::Sender<bool>,
 }
@@ -149,7 +126,7 @@ impl Sandbox {
             recorder: Recorder::new(),
             faults: FaultBook::default(),
             dataset: Dataset::seeded(),
-            atlas: atlas_state::AtlasState::new(),
+            atlas: AtlasState::new(),
             shutdown: watch::Sender::new(false),
         });
         let app = Router::new()

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use http::StatusCode;
 use serde_json::Value;
 
-use crate::sandbox::elastic_tests::{
+use crate::sandbox::elastic::tests::kit::{
     ACME, BOREALIS, Reply, SPRING_2026, e4, expected, get_as, list, org, range, send, sum, v1, v2,
 };
 use crate::sandbox::testkit::{client, client_with_timeout, start, within};

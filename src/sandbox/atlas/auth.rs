@@ -13,9 +13,10 @@ use base64::engine::general_purpose::STANDARD;
 use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use md5::{Digest, Md5};
 
-use crate::sandbox::atlas_data::{AtlasDataset, AtlasOrg};
-use crate::sandbox::atlas_reply::{self as reply, Answer};
-use crate::sandbox::atlas_state::Entropy;
+use crate::sandbox::atlas::data::{AtlasDataset, AtlasOrg};
+use crate::sandbox::atlas::reply::{self as reply, Answer};
+use crate::sandbox::atlas::state::Entropy;
+use crate::sandbox::authorization::credential;
 use crate::sandbox::recorder::Incoming;
 use crate::sandbox::{Scope, Shared};
 
@@ -253,12 +254,8 @@ fn token_answer(
 
 /// `(client id, secret)` from `Authorization: Basic base64(id:secret)`.
 fn basic_client(headers: &HeaderMap) -> Option<(String, String)> {
-    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, encoded) = value.trim().split_once(' ')?;
-    if !scheme.eq_ignore_ascii_case("basic") {
-        return None;
-    }
-    let decoded = String::from_utf8(STANDARD.decode(encoded.trim()).ok()?).ok()?;
+    let encoded = credential(headers, "Basic")?;
+    let decoded = String::from_utf8(STANDARD.decode(encoded).ok()?).ok()?;
     let (id, secret) = decoded.split_once(':')?;
     Some((id.to_owned(), secret.to_owned()))
 }

@@ -9,10 +9,10 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::sandbox::RateLimit;
+use crate::sandbox::atlas::auth::AuthFailure;
+use crate::sandbox::atlas::query::FieldViolation;
+use crate::sandbox::atlas::state::AtlasState;
 use crate::sandbox::atlas::{BARE_PROCESSING, MEDIA_TYPE};
-use crate::sandbox::atlas_auth::AuthFailure;
-use crate::sandbox::atlas_query::FieldViolation;
-use crate::sandbox::atlas_state::AtlasState;
 use crate::sandbox::conn::ConnKill;
 
 /// An answer before rendering: enveloped or not, bare 102 or not, is decided last.

@@ -6,10 +6,11 @@ use std::sync::OnceLock;
 use chrono::{DateTime, Utc};
 
 use crate::sandbox::Dataset;
-use crate::sandbox::elastic_catalog::{CATALOG, Decimal4, Grain, Sku, SkuId, UNIT};
-use crate::sandbox::elastic_seed::{
+use crate::sandbox::elastic::catalog::{CATALOG, Decimal4, Grain, Sku, SkuId, UNIT};
+use crate::sandbox::elastic::seed::{
     Draw, EPOCH, InstanceKind, MONTH_STARTS, ORGS, USAGE_DAYS, month_of,
 };
+use crate::sandbox::mix::mix;
 
 /// The Elastic part of the sandbox's ground truth. Tests derive expected answers from
 /// [`ElasticDataset::usage`], the same records every endpoint sums.
@@ -347,12 +348,4 @@ fn slot_at_or_after(t: DateTime<Utc>, slot_seconds: i64) -> i64 {
     (secs + slot_seconds - 1)
         .div_euclid(slot_seconds)
         .clamp(0, max)
-}
-
-/// splitmix64's finaliser: a cheap, well-spread hash so usage needs no rand crate.
-fn mix(x: u64) -> u64 {
-    let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
 }

@@ -9,9 +9,10 @@ use std::time::{Duration, Instant, SystemTime};
 
 use http::Method;
 
-use crate::sandbox::atlas_auth::AuthBook;
-use crate::sandbox::atlas_data::{AtlasDataset, mix};
-use crate::sandbox::atlas_query::CostQuery;
+use crate::sandbox::atlas::auth::AuthBook;
+use crate::sandbox::atlas::data::AtlasDataset;
+use crate::sandbox::atlas::query::CostQuery;
+use crate::sandbox::mix::mix;
 use crate::sandbox::{SandboxHandle, Scope, Shared};
 
 /// Polls a new query answers "processing" before its result, unless set otherwise.

@@ -12,18 +12,26 @@ use axum::response::Response;
 use axum::routing::any;
 use http::{HeaderMap, Method, StatusCode, Version};
 
-use crate::sandbox::atlas_auth;
-use crate::sandbox::atlas_data::AtlasOrg;
-use crate::sandbox::atlas_query::{CostQuery, usage_json};
-use crate::sandbox::atlas_reply::{
+use crate::sandbox::atlas::data::AtlasOrg;
+use crate::sandbox::atlas::query::{CostQuery, usage_json};
+use crate::sandbox::atlas::reply::{
     Accept, Answer, accept, bare_processing, invalid_fields, json_content_type, method_not_allowed,
     rate_headers, rate_limited, render, settle, status_answer, unauthorized, validation_error,
     with_headers,
 };
-use crate::sandbox::atlas_state::{AtlasState, PollState, Taken};
+use crate::sandbox::atlas::state::{AtlasState, PollState, Taken};
 use crate::sandbox::fault::Variant;
 use crate::sandbox::recorder::Incoming;
 use crate::sandbox::{Scope, Shared};
+
+pub(super) mod auth;
+pub(super) mod data;
+mod query;
+mod reply;
+mod seed;
+pub(super) mod state;
+#[cfg(test)]
+mod tests;
 
 /// Upstream name in scopes and recorded requests; the key is the path's org id, or [`OAUTH_KEY`].
 pub const UPSTREAM: &str = "atlas";
@@ -54,7 +62,7 @@ pub(crate) fn routes() -> Router<Arc<Shared>> {
     Router::new()
         .route(USAGE_PATH, any(create))
         .route(POLL_PATH, any(poll))
-        .route("/api/oauth/token", any(atlas_auth::oauth_token))
+        .route("/api/oauth/token", any(auth::oauth_token))
 }
 
 async fn create(

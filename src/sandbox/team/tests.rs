@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
-use crate::sandbox::team_data::DimensionCost;
+use crate::sandbox::team::data::DimensionCost;
 use crate::sandbox::testkit::{
     JAN_2025, client, cost_url, get_cost, json, period, start, token_of, within,
 };

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use chrono::{Datelike, Utc};
 use serde_json::Value;
 
-use crate::sandbox::elastic_tests::{
+use crate::sandbox::elastic::tests::kit::{
     ACME, BOREALIS, SPRING_2026, at, e4, expected, get_as, list, org, range, sum, v1, v2,
 };
 use crate::sandbox::testkit::start;

@@ -4,7 +4,8 @@ use std::fmt;
 
 use chrono::{Datelike, NaiveDate};
 
-use crate::sandbox::atlas_seed::{Level, ORGS, OrgSpec, SPECS, ServiceSpec};
+use crate::sandbox::atlas::seed::{Level, ORGS, OrgSpec, SPECS, ServiceSpec};
+use crate::sandbox::mix::mix;
 
 /// The documented `services` values, in the documented order.
 pub const ATLAS_SERVICES: [&str; 18] = [
@@ -309,12 +310,4 @@ fn month_date(m: u32) -> NaiveDate {
 
 fn hex24(x: u64) -> String {
     format!("{:016x}{:08x}", x, mix(x) as u32)
-}
-
-/// splitmix64's finaliser: a cheap, well-spread hash so the data needs no rand crate.
-pub(crate) fn mix(x: u64) -> u64 {
-    let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
 }

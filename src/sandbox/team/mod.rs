@@ -14,10 +14,15 @@ use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use serde::Serialize;
 use serde_json::{Value, json};
 
+use crate::sandbox::authorization::credential;
 use crate::sandbox::fault::{Variant, json_response};
 use crate::sandbox::recorder::Incoming;
-use crate::sandbox::team_data::{CostBreakdown, Dataset};
+use crate::sandbox::team::data::{CostBreakdown, Dataset};
 use crate::sandbox::{Scope, Shared};
+
+pub(super) mod data;
+#[cfg(test)]
+mod tests;
 
 /// Upstream name in scopes and recorded requests; the scope key is the path's team id.
 pub const UPSTREAM: &str = "catalyzed";
@@ -115,7 +120,7 @@ fn answer(
             .insert(header::ALLOW, HeaderValue::from_static("GET"));
         return response;
     }
-    let Some(caller) = bearer_token(headers).and_then(|t| dataset.team_by_token(t)) else {
+    let Some(caller) = credential(headers, "Bearer").and_then(|t| dataset.team_by_token(t)) else {
         return unauthorized("Missing or invalid API token");
     };
     if caller.id != team_id {
@@ -247,13 +252,6 @@ fn cost_body<'a>(
 
 fn usd(nanodollars: u64) -> f64 {
     nanodollars as f64 / 1e9
-}
-
-/// The `Bearer` credential, if the header has one; the scheme is case-insensitive.
-fn bearer_token(headers: &HeaderMap) -> Option<&str> {
-    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = value.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
 /// The answer to a `Fault::Status`: the documented body, retryable for 429 and 5xx.

@@ -6,7 +6,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 use crate::sandbox::atlas::MEDIA_TYPE;
-use crate::sandbox::atlas_testkit::{
+use crate::sandbox::atlas::tests::kit::{
     DigestClient, access_token, bearer, body, create, json_of, org_id, poll_url, quoted, usage_url,
 };
 use crate::sandbox::testkit::{client, start, within};

@@ -5,11 +5,11 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::sandbox::atlas::{BARE_PROCESSING, MEDIA_TYPE};
-use crate::sandbox::atlas_testkit::{
+use crate::sandbox::atlas::tests::kit::{
     access_token, bearer, body, create, expected, header, json_of, month, org_id, poll_url, query,
     rows_of,
 };
+use crate::sandbox::atlas::{BARE_PROCESSING, MEDIA_TYPE};
 use crate::sandbox::testkit::{start, within};
 use crate::sandbox::{AtlasCounters, AtlasDataset, DEFAULT_PROCESSING_POLLS, usd_text};
 

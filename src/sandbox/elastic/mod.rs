@@ -33,12 +33,21 @@ use chrono::{DateTime, Datelike, Timelike, Utc};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use serde::Deserialize;
 
-use crate::sandbox::elastic_data::{ElasticDataset, ElasticOrg, Window};
-use crate::sandbox::elastic_sums::{Bucketing, Grouping, products};
-use crate::sandbox::elastic_wire::{self, Json};
+use crate::sandbox::authorization::credential;
+use crate::sandbox::elastic::data::{ElasticDataset, ElasticOrg, Window};
+use crate::sandbox::elastic::sums::{Bucketing, Grouping, products};
+use crate::sandbox::elastic::wire::Json;
 use crate::sandbox::fault::{Variant, json_response};
 use crate::sandbox::recorder::Incoming;
 use crate::sandbox::{Scope, Shared};
+
+pub(super) mod catalog;
+pub(super) mod data;
+pub(super) mod seed;
+mod sums;
+#[cfg(test)]
+mod tests;
+mod wire;
 
 /// Upstream name in scopes and recorded requests; the scope key is the path's organization id.
 pub const UPSTREAM: &str = "elastic";
@@ -187,10 +196,7 @@ fn v1_answer(
         (None, None) => return invalid(&["from", "to"]),
     };
     let window = Window::new(from, to);
-    ok_json(elastic_wire::v1_costs(
-        &org.deployment_costs(&window),
-        variant,
-    ))
+    ok_json(wire::v1_costs(&org.deployment_costs(&window), variant))
 }
 
 async fn v2(
@@ -279,7 +285,7 @@ fn v2_body(
             )
             .ok_or_else(|| invalid("include_names"))?;
             let costs = org.instance_costs(&window);
-            elastic_wire::instances(&costs, &window, include_names, variant)
+            wire::instances(&costs, &window, include_names, variant)
         }
         Endpoint::Items => {
             let groupings = [
@@ -289,17 +295,17 @@ fn v2_body(
             let grouping = pick(query.serverless_group_by.as_deref(), &groupings)
                 .ok_or_else(|| invalid("serverless_group_by"))?;
             let costs = org.instance_costs(&window);
-            elastic_wire::items(&products(&costs, grouping), &window, variant)
+            wire::items(&products(&costs, grouping), &window, variant)
         }
         Endpoint::InstanceItems => {
             let instance = instance()?;
             let active = instance.active_period(&window);
             let costs: Vec<_> = active.map(|_| instance.cost(&window)).into_iter().collect();
-            elastic_wire::items(&products(&costs, Grouping::Product), &window, variant)
+            wire::items(&products(&costs, Grouping::Product), &window, variant)
         }
         Endpoint::Charts => {
             let buckets = org.chart(&window, bucketing);
-            elastic_wire::org_chart(org, buckets, variant)
+            wire::org_chart(org, buckets, variant)
         }
         Endpoint::InstanceCharts => {
             let types = [
@@ -311,10 +317,10 @@ fn v2_body(
                 .ok_or_else(|| invalid("instance_type"))?;
             let instance = instance()?;
             if wanted.is_some_and(|deployment| deployment != instance.kind.is_deployment()) {
-                return Ok(elastic_wire::instance_chart(instance, Vec::new(), variant));
+                return Ok(wire::instance_chart(instance, Vec::new(), variant));
             }
             let buckets = instance.chart(&window, bucketing);
-            elastic_wire::instance_chart(instance, buckets, variant)
+            wire::instance_chart(instance, buckets, variant)
         }
     })
 }
@@ -336,7 +342,7 @@ fn authorize<'a>(
     headers: &HeaderMap,
     org_id: &str,
 ) -> Result<&'a ElasticOrg, Denied> {
-    let caller = api_key(headers)
+    let caller = credential(headers, "ApiKey")
         .and_then(|key| data.organization_by_key(key))
         .ok_or(Denied::Unauthenticated)?;
     if caller.id == org_id {
@@ -356,14 +362,6 @@ impl Denied {
             Denied::NotFound => StatusCode::NOT_FOUND,
         }
     }
-}
-
-/// The `ApiKey` credential, if the header has one.
-fn api_key(headers: &HeaderMap) -> Option<&str> {
-    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, key) = value.split_once(' ')?;
-    let key = key.trim();
-    (scheme.eq_ignore_ascii_case("apikey") && !key.is_empty()).then_some(key)
 }
 
 fn path_ids(path: PathParams) -> (String, String) {
@@ -414,8 +412,7 @@ fn v2_status(status: StatusCode, org_id: &str) -> Response {
             return v2_text(status, &message);
         }
         429 => {
-            let body =
-                elastic_wire::errors(RATE_LIMITED, "Too many requests. Try again later.", &[]);
+            let body = wire::errors(RATE_LIMITED, "Too many requests. Try again later.", &[]);
             return json_response(status, Body::from(body.render()));
         }
         400 => "The specified date range is invalid.",
@@ -429,7 +426,7 @@ fn v2_status(status: StatusCode, org_id: &str) -> Response {
 
 /// `{errors:[{code, message, fields?}]}` plus the `x-cloud-error-codes` header.
 fn v1_error(status: StatusCode, code: &'static str, message: &str, fields: &[&str]) -> Response {
-    let body = elastic_wire::errors(code, message, fields);
+    let body = wire::errors(code, message, fields);
     let mut response = json_response(status, Body::from(body.render()));
     response
         .headers_mut()

@@ -6,7 +6,7 @@ use chrono::{Datelike, NaiveDate};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use crate::sandbox::atlas_data::{
+use crate::sandbox::atlas::data::{
     ATLAS_SERVICES, AtlasCluster, AtlasOrg, AtlasProject, UsageItem, usd_text,
 };
 

@@ -6,7 +6,7 @@ use http::StatusCode;
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::sandbox::atlas_testkit::{
+use crate::sandbox::atlas::tests::kit::{
     DigestClient, Expected, access_token, assert_error, bearer, body, create, expected, header,
     json_of, org_id, poll_url, usage_url,
 };

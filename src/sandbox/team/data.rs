@@ -4,6 +4,8 @@ use std::fmt;
 
 use chrono::{DateTime, TimeZone, Utc};
 
+use crate::sandbox::mix::mix;
+
 /// First hour with usage: 2025-01-01T00:00:00Z, as a Unix timestamp.
 const USAGE_EPOCH: i64 = 1_735_689_600;
 /// Hours from 2025-01-01 to 2027-01-01 (730 days).
@@ -333,12 +335,4 @@ fn hour_index_at_or_after(t: DateTime<Utc>) -> i64 {
     // Any sub-second part pushes a time on an hour boundary past that hour.
     let secs = t.timestamp() - USAGE_EPOCH + i64::from(t.timestamp_subsec_nanos() > 0);
     (secs + 3599).div_euclid(3600).clamp(0, USAGE_HOURS)
-}
-
-/// splitmix64's finaliser: a cheap, well-spread hash so usage needs no rand crate.
-fn mix(x: u64) -> u64 {
-    let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
 }

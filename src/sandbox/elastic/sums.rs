@@ -4,11 +4,11 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 
-use crate::sandbox::elastic_catalog::{CATALOG, Decimal4, Sku};
-use crate::sandbox::elastic_data::{
+use crate::sandbox::elastic::catalog::{CATALOG, Decimal4, Sku};
+use crate::sandbox::elastic::data::{
     ElasticInstance, ElasticOrg, ElasticUsage, UsageIter, Window, day_start,
 };
-use crate::sandbox::elastic_seed::{EPOCH, MONTH_STARTS, month_of};
+use crate::sandbox::elastic::seed::{EPOCH, MONTH_STARTS, month_of};
 
 /// The v1 dimension types, in the order every deployment lists them.
 pub(crate) const V1_DIMENSIONS: [&str; 6] = [

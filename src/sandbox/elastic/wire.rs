@@ -4,9 +4,9 @@ use std::fmt::Write as _;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 
-use crate::sandbox::elastic_catalog::{Decimal4, Sku};
-use crate::sandbox::elastic_data::{ElasticInstance, ElasticOrg, Window, day_start};
-use crate::sandbox::elastic_sums::{
+use crate::sandbox::elastic::catalog::{Decimal4, Sku};
+use crate::sandbox::elastic::data::{ElasticInstance, ElasticOrg, Window, day_start};
+use crate::sandbox::elastic::sums::{
     Buckets, DeploymentCost, InstanceCost, LineSum, ProductCost, V1_DIMENSIONS,
 };
 use crate::sandbox::fault::Variant;
@@ -95,6 +95,16 @@ fn time(t: DateTime<Utc>) -> Json {
     s(t.to_rfc3339_opts(SecondsFormat::AutoSi, false))
 }
 
+/// The total entry `i` of a list states: under InconsistentTotals the first entry claims one
+/// [`SKEW`] more than its parts add up to.
+fn stated_total(i: usize, total: Decimal4, variant: Variant) -> Decimal4 {
+    if i == 0 && variant == Variant::InconsistentTotals {
+        total + SKEW
+    } else {
+        total
+    }
+}
+
 /// The v1 error body `{errors:[{code, message, fields?}]}`, also v2's throttling body.
 pub(crate) fn errors(code: &str, message: &str, fields: &[&str]) -> Json {
     let mut error = vec![("code", s(code)), ("message", s(message))];
@@ -111,11 +121,7 @@ pub(crate) fn v1_costs(deployments: &[DeploymentCost], variant: Variant) -> Json
         .iter()
         .enumerate()
         .map(|(i, d)| {
-            let mut total: Decimal4 = d.dimensions.iter().copied().sum();
-            // InconsistentTotals: the first deployment's total claims 0.0001 its dimensions lack.
-            if i == 0 && variant == Variant::InconsistentTotals {
-                total += SKEW;
-            }
+            let total = stated_total(i, d.dimensions.iter().copied().sum(), variant);
             grand += total;
             let dimensions = V1_DIMENSIONS
                 .iter()
@@ -155,11 +161,7 @@ pub(crate) fn instances(
         .iter()
         .enumerate()
         .map(|(i, c)| {
-            let mut total = c.total();
-            // InconsistentTotals: the first instance's total_ecu differs from its line items.
-            if i == 0 && variant == Variant::InconsistentTotals {
-                total += SKEW;
-            }
+            let total = stated_total(i, c.total(), variant);
             grand += total;
             let name = if include_names || c.instance.kind.is_deployment() {
                 c.instance.name.to_owned()
@@ -189,11 +191,7 @@ pub(crate) fn items(products: &[ProductCost], window: &Window, variant: Variant)
         .iter()
         .enumerate()
         .map(|(i, p)| {
-            let mut total = p.total();
-            // InconsistentTotals: the first product's total_ecu differs from its line items.
-            if i == 0 && variant == Variant::InconsistentTotals {
-                total += SKEW;
-            }
+            let total = stated_total(i, p.total(), variant);
             grand += total;
             let lines = p.lines.iter().map(|l| line_item(l, window)).collect();
             Json::Obj(vec![

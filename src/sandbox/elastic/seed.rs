@@ -1,6 +1,6 @@
 //! The Elastic emulator's calendar and seeded organizations: their instances, when each lived, and how its usage of each SKU is drawn.
 
-use crate::sandbox::elastic_catalog::SkuId;
+use crate::sandbox::elastic::catalog::SkuId;
 
 /// 2025-01-01T00:00:00Z as a Unix timestamp: day 0 and hour 0 of the usage span.
 pub(crate) const EPOCH: i64 = 1_735_689_600;

@@ -6,7 +6,7 @@ use std::ops::{Add, AddAssign};
 
 use chrono::{DateTime, Utc};
 
-use crate::sandbox::elastic_seed::{EPOCH, USAGE_DAYS, day};
+use crate::sandbox::elastic::seed::{EPOCH, USAGE_DAYS, day};
 
 /// One whole unit (1 ECU, 1 GB, 1 hour…) in ten-thousandths.
 pub(crate) const UNIT: i64 = 10_000;
