@@ -4,7 +4,7 @@ use crate::{
     api::{CostApi, QueryJobApi, QueryRules},
     clock::{Clock, SystemClock},
     config::Settings,
-    engine::{ChunkCache, Engine, EngineLimits},
+    engine::{ChunkCache, Engine, EngineLimits, Jobs},
     jobs::{JobManager, MemoryJobStore},
     metrics::{
         self, Metrics, RpcMetricsLayer,
@@ -46,7 +46,7 @@ pub struct App {
     listener: TcpListener,
     local_addr: SocketAddr,
     engine: Arc<Engine>,
-    jobs: Arc<JobManager>,
+    jobs: Arc<Jobs>,
     metrics: Arc<Metrics>,
     /// Bound when metrics are enabled.
     metrics_listener: Option<(TcpListener, SocketAddr)>,
@@ -223,7 +223,7 @@ impl App {
 /// What the metrics endpoint reads at scrape time.
 struct Held {
     engine: Arc<Engine>,
-    jobs: Arc<JobManager>,
+    jobs: Arc<Jobs>,
 }
 
 impl HeldState for Held {

@@ -1,6 +1,7 @@
 //! Time as a dependency: the cache's freshness and settlement are judged on this clock, so tests move
 //! time forward instead of sleeping.
 
+use crate::sync::lock;
 use chrono::{DateTime, Utc};
 use std::sync::{Arc, Mutex};
 
@@ -28,17 +29,17 @@ impl ManualClock {
     }
 
     pub fn advance(&self, by: chrono::Duration) {
-        let mut now = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let mut now = lock(&self.0);
         *now += by;
     }
 
     pub fn set(&self, to: DateTime<Utc>) {
-        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = to;
+        *lock(&self.0) = to;
     }
 }
 
 impl Clock for ManualClock {
     fn now(&self) -> DateTime<Utc> {
-        *self.0.lock().unwrap_or_else(|p| p.into_inner())
+        *lock(&self.0)
     }
 }

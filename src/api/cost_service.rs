@@ -4,8 +4,7 @@ use super::{QueryRules, convert, page_token, status};
 use crate::{
     deadline::Deadline,
     domain::CostQuery,
-    engine::{Engine, EngineError},
-    jobs::JobManager,
+    engine::{Engine, EngineError, Jobs},
     proto as pb,
 };
 use chrono::{DateTime, Utc};
@@ -23,7 +22,7 @@ const MAX_PAGE_SIZE: usize = 10_000;
 
 pub struct CostApi {
     engine: Arc<Engine>,
-    jobs: Arc<JobManager>,
+    jobs: Arc<Jobs>,
     rules: Arc<QueryRules>,
     /// Answers built wholly from fresh cached chunks, until they could change: identical queries skip
     /// planning, aggregation and conversion (the load harness showed that work dominating cached calls).
@@ -34,7 +33,7 @@ pub struct CostApi {
 impl CostApi {
     pub fn new(
         engine: Arc<Engine>,
-        jobs: Arc<JobManager>,
+        jobs: Arc<Jobs>,
         rules: Arc<QueryRules>,
         deadline_margin: Duration,
     ) -> Self {
@@ -75,9 +74,9 @@ impl pb::cost_service_server::CostService for CostApi {
             .engine
             .report(&query, deadline)
             .await
-            .map_err(status::engine)?;
+            .map_err(|e| status::engine(&e))?;
         let mut wire =
-            convert::report_to_proto(&report).map_err(|e| status::engine(EngineError::from(e)))?;
+            convert::report_to_proto(&report).map_err(|e| status::engine(&EngineError::from(e)))?;
         if report.is_pending() {
             // The upstream work goes on in a job, which takes over this call's holds on it.
             let job = self
@@ -130,7 +129,7 @@ impl pb::cost_service_server::CostService for CostApi {
             .engine
             .records(&query, deadline)
             .await
-            .map_err(status::engine)?;
+            .map_err(|e| status::engine(&e))?;
         let records = set.sorted_records();
         let start = usize::try_from(offset)
             .unwrap_or(usize::MAX)
@@ -145,7 +144,7 @@ impl pb::cost_service_server::CostService for CostApi {
                 })
             })
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| status::engine(EngineError::from(e)))?;
+            .map_err(|e| status::engine(&EngineError::from(e)))?;
         let next_page_token = if end < records.len() {
             page_token::encode(end as u64, &fingerprint)
         } else {
@@ -153,11 +152,11 @@ impl pb::cost_service_server::CostService for CostApi {
         };
         let provider_results = set
             .accounts_with_totals()
-            .map_err(|e| status::engine(EngineError::from(e)))?
+            .map_err(|e| status::engine(&EngineError::from(e)))?
             .iter()
             .map(convert::account_result_to_proto)
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| status::engine(EngineError::from(e)))?;
+            .map_err(|e| status::engine(&EngineError::from(e)))?;
         Ok(Response::new(pb::ListCostRecordsResponse {
             records: page,
             next_page_token,

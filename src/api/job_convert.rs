@@ -2,7 +2,8 @@
 
 use super::{convert, status};
 use crate::{
-    jobs::{JobChange, JobSnapshot, JobState},
+    engine::Job,
+    jobs::{JobChange, JobState},
     proto as pb,
 };
 use tonic::Status;
@@ -28,11 +29,11 @@ pub fn state_from_proto(value: i32) -> Option<JobState> {
     }
 }
 
-pub fn job_to_proto(job: &JobSnapshot) -> Result<pb::Job, Status> {
+pub fn job_to_proto(job: &Job) -> Result<pb::Job, Status> {
     let report = match &job.report {
         Some(report) => {
             let mut wire =
-                convert::report_to_proto(report).map_err(|e| status::engine(e.into()))?;
+                convert::report_to_proto(report).map_err(|e| status::engine(&e.into()))?;
             wire.job = job.id.name();
             Some(wire)
         }
@@ -72,11 +73,10 @@ pub fn job_to_proto(job: &JobSnapshot) -> Result<pb::Job, Status> {
             })
             .collect(),
         report,
-        error: job.error.as_ref().map(|message| tonic_types::Status {
-            code: tonic::Code::Internal as i32,
-            message: message.clone(),
-            details: Vec::new(),
-        }),
+        error: job
+            .error
+            .as_deref()
+            .map(|error| status::to_rpc_status(status::engine(error))),
         create_time: Some(convert::time_to_proto(job.create_time)),
         update_time: Some(convert::time_to_proto(job.update_time)),
         expire_time: job.expire_time.map(convert::time_to_proto),
@@ -84,7 +84,7 @@ pub fn job_to_proto(job: &JobSnapshot) -> Result<pb::Job, Status> {
 }
 
 /// The event kind of a snapshot after the first: FINAL once the job has ended.
-pub fn event_kind(job: &JobSnapshot) -> pb::JobEventKind {
+pub fn event_kind(job: &Job) -> pb::JobEventKind {
     if job.state.is_final() {
         pb::JobEventKind::Final
     } else {

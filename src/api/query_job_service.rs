@@ -1,8 +1,10 @@
 //! QueryJobService: start, inspect, list, cancel and watch jobs.
 
 use super::{QueryRules, job_convert, page_token, status};
+use crate::sync::lock;
 use crate::{
-    jobs::{JobId, JobManager, JobSnapshot},
+    engine::{Job, Jobs},
+    jobs::JobId,
     proto as pb,
 };
 use futures::{Stream, StreamExt};
@@ -15,7 +17,7 @@ const DEFAULT_PAGE_SIZE: usize = 50;
 const MAX_PAGE_SIZE: usize = 500;
 
 pub struct QueryJobApi {
-    jobs: Arc<JobManager>,
+    jobs: Arc<Jobs>,
     rules: Arc<QueryRules>,
     converted: Arc<Converted>,
 }
@@ -25,11 +27,11 @@ pub struct QueryJobApi {
 struct Converted(std::sync::Mutex<std::collections::HashMap<JobId, ConvertedSnapshot>>);
 
 /// A snapshot and its wire form.
-type ConvertedSnapshot = (Arc<JobSnapshot>, Arc<pb::Job>);
+type ConvertedSnapshot = (Arc<Job>, Arc<pb::Job>);
 
 impl Converted {
-    fn of(&self, job: &Arc<JobSnapshot>) -> Result<Arc<pb::Job>, Status> {
-        let mut cache = self.0.lock().unwrap_or_else(|p| p.into_inner());
+    fn of(&self, job: &Arc<Job>) -> Result<Arc<pb::Job>, Status> {
+        let mut cache = lock(&self.0);
         if let Some((snapshot, wire)) = cache.get(&job.id) {
             if Arc::ptr_eq(snapshot, job) {
                 return Ok(wire.clone());
@@ -47,7 +49,7 @@ impl Converted {
 }
 
 impl QueryJobApi {
-    pub fn new(jobs: Arc<JobManager>, rules: Arc<QueryRules>) -> Self {
+    pub fn new(jobs: Arc<Jobs>, rules: Arc<QueryRules>) -> Self {
         QueryJobApi {
             jobs,
             rules,
@@ -55,7 +57,7 @@ impl QueryJobApi {
         }
     }
 
-    fn job(&self, name: &str) -> Result<Arc<JobSnapshot>, Status> {
+    fn job(&self, name: &str) -> Result<Arc<Job>, Status> {
         let id = job_id(name)?;
         self.jobs.get(&id).ok_or_else(|| not_found(name))
     }
@@ -140,7 +142,7 @@ impl pb::query_job_service_server::QueryJobService for QueryJobApi {
         if !violations.is_empty() {
             return Err(status::invalid_argument(violations));
         }
-        let matching: Vec<Arc<JobSnapshot>> = self
+        let matching: Vec<Arc<Job>> = self
             .jobs
             .list()
             .into_iter()
@@ -193,16 +195,16 @@ impl pb::query_job_service_server::QueryJobService for QueryJobApi {
 }
 
 enum Watching {
-    First(watch::Receiver<Arc<JobSnapshot>>),
-    Next(watch::Receiver<Arc<JobSnapshot>>),
+    First(watch::Receiver<Arc<Job>>),
+    Next(watch::Receiver<Arc<Job>>),
     /// A job already finished when the watch began: its snapshot went out, the final event follows.
-    FinalOf(Arc<JobSnapshot>),
+    FinalOf(Arc<Job>),
     Done,
 }
 
 /// The current snapshot (always first), then each newer one this subscriber gets to see (the latest
 /// when it falls behind), ending with the final one. Each subscriber only ever holds the latest snapshot.
-fn events(updates: watch::Receiver<Arc<JobSnapshot>>, converted: Arc<Converted>) -> Events {
+fn events(updates: watch::Receiver<Arc<Job>>, converted: Arc<Converted>) -> Events {
     futures::stream::unfold(Watching::First(updates), move |watching| {
         let converted = converted.clone();
         async move {

@@ -26,8 +26,8 @@ pub fn invalid_argument(violations: Vec<FieldViolation>) -> Status {
     )
 }
 
-pub fn engine(error: EngineError) -> Status {
-    let (code, reason, metadata) = match &error {
+pub fn engine(error: &EngineError) -> Status {
+    let (code, reason, metadata) = match error {
         EngineError::Arithmetic(_) => (Code::Internal, "ARITHMETIC", HashMap::new()),
         EngineError::TooManyChunks { planned, limit } => (
             Code::ResourceExhausted,

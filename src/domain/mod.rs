@@ -16,4 +16,6 @@ pub use query::{CostFilter, CostQuery, Granularity, GroupBy};
 pub use record::{
     ChargeCategory, CostRecord, DataQualityWarning, Named, Quantity, Resource, Text, UnitPrice,
 };
-pub use upstream::{AccountRef, FetchProgress, UpstreamError, UpstreamErrorKind, UpstreamQuery};
+pub use upstream::{
+    AccountRef, FetchProgress, ProgressObserver, UpstreamError, UpstreamErrorKind, UpstreamQuery,
+};

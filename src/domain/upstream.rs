@@ -24,6 +24,9 @@ pub struct FetchProgress {
     pub upstream_query: Option<UpstreamQuery>,
 }
 
+/// Told, per account, how its upstream work is going.
+pub type ProgressObserver<'a> = dyn Fn(&ProviderAccountId, &FetchProgress) + Sync + 'a;
+
 /// An asynchronous upstream query as the job table records it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UpstreamQuery {

@@ -6,6 +6,7 @@
 //! instead of sleeping. Fetches run in spawned tasks behind a map of shared futures: a caller that
 //! gives up never aborts the fetch the others are waiting for.
 
+use crate::sync::lock;
 use crate::{
     clock::Clock,
     config::CacheConfig,
@@ -130,7 +131,7 @@ impl Drop for FetchHold {
         if self.waiters.fetch_sub(1, Ordering::SeqCst) == 1 && !self.task.is_finished() {
             self.task.abort();
             // Forget the stopped fetch now, so the next caller starts a new one rather than join it.
-            let mut inflight = self.registry.lock().unwrap_or_else(|p| p.into_inner());
+            let mut inflight = lock(&self.registry);
             if inflight
                 .get(&self.key)
                 .is_some_and(|entry| entry.task.id() == self.task.id())
@@ -339,7 +340,7 @@ impl ChunkCache {
 
     /// The fetch in flight for `key` (coalesced), or a new one in its own task (a miss).
     fn fetch(&self, provider: Arc<Provider>, key: ChunkKey) -> (Inflight, CacheLookup) {
-        let mut inflight = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
+        let mut inflight = lock(&self.inflight);
         if let Some(running) = inflight.get(&key) {
             return (running.clone(), CacheLookup::Coalesced);
         }
@@ -369,10 +370,7 @@ impl ChunkCache {
                     // Failures are not cached: the next query asks again.
                     Err(failure) => Err(failure),
                 };
-                registry
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .remove(&task_key);
+                lock(&registry).remove(&task_key);
                 Arc::new(outcome)
             }
             .instrument(tracing::Span::current()),
@@ -383,11 +381,7 @@ impl ChunkCache {
             task.await.unwrap_or_else(|join| {
                 // Stopped because nobody waits any more (or it panicked): forget it, so the next caller
                 // starts afresh.
-                cleanup
-                    .0
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .remove(&cleanup.1);
+                lock(&cleanup.0).remove(&cleanup.1);
                 let message = if join.is_cancelled() {
                     "the fetch was stopped: nobody waits for it"
                 } else {

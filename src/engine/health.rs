@@ -1,6 +1,7 @@
 //! Recent upstream outcomes per provider account, for ListProviders.
 
 use crate::domain::{ProviderAccountId, UpstreamError};
+use crate::sync::lock;
 use chrono::{DateTime, Utc};
 use std::{collections::HashMap, sync::Mutex};
 
@@ -59,19 +60,14 @@ impl HealthBoard {
     pub fn snapshot(&self, account: &ProviderAccountId) -> HealthSnapshot {
         self.entries
             .get(account)
-            .map(|entry| match entry.lock() {
-                Ok(guard) => guard.clone(),
-                Err(poisoned) => poisoned.into_inner().clone(),
-            })
+            .map(|entry| lock(entry).clone())
             .unwrap_or_default()
     }
 
     fn update(&self, account: &ProviderAccountId, change: impl FnOnce(&mut HealthSnapshot)) {
         if let Some(entry) = self.entries.get(account) {
             // A panic elsewhere while holding the lock leaves plain data; keep using it.
-            let mut guard = entry
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            let mut guard = lock(entry);
             change(&mut guard);
         }
     }

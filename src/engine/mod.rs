@@ -13,8 +13,9 @@ use crate::{
     deadline::Deadline,
     domain::{
         AccountRef, CostQuery, CostRecord, Currency, DataQualityWarning, FetchProgress, Money,
-        MoneyError, ProviderAccountId, UpstreamError,
+        MoneyError, ProgressObserver, ProviderAccountId, UpstreamError,
     },
+    jobs::{JobManager, JobSnapshot, JobWork},
     providers::Provider,
 };
 use aggregate::Aggregation;
@@ -237,7 +238,7 @@ impl Engine {
         &self,
         query: &CostQuery,
         deadline: Deadline,
-        observe: &Observer<'_>,
+        observe: &ProgressObserver<'_>,
     ) -> Result<Report, EngineError> {
         let records = self.records_observed(query, deadline, observe).await?;
         let aggregation = aggregate::aggregate(records.records(), query)?;
@@ -287,7 +288,7 @@ impl Engine {
         &self,
         query: &CostQuery,
         deadline: Deadline,
-        observe: &Observer<'_>,
+        observe: &ProgressObserver<'_>,
     ) -> Result<RecordSet, EngineError> {
         let plans: Vec<(&Arc<Provider>, Vec<crate::providers::Chunk>)> = self
             .providers
@@ -350,7 +351,7 @@ impl Engine {
         chunks: Vec<crate::providers::Chunk>,
         query: &CostQuery,
         deadline: Deadline,
-        observe: &Observer<'_>,
+        observe: &ProgressObserver<'_>,
     ) -> AccountOutcome {
         let account = provider.account().clone();
         let chunk_count = chunks.len();
@@ -475,12 +476,49 @@ impl Engine {
     }
 }
 
-/// Told, per account, how its upstream work is going.
-pub type Observer<'a> = dyn Fn(&ProviderAccountId, &FetchProgress) + Sync + 'a;
-
 /// One account's share of an answer.
 struct AccountOutcome {
     chunks: Vec<(Arc<CachedChunk>, bool)>,
     result: AccountResult,
     holds: Vec<FetchHold>,
 }
+
+/// The job table runs queries through the engine, with no deadline: a job waits for its upstreams.
+impl JobWork for Engine {
+    type Report = Report;
+    type Error = EngineError;
+    type Hold = FetchHold;
+
+    fn accounts(&self, query: &CostQuery) -> Vec<AccountRef> {
+        self.providers
+            .iter()
+            .map(|p| p.account())
+            .filter(|account| query.filter.selects_account(account.kind, &account.id))
+            .cloned()
+            .collect()
+    }
+
+    async fn run<'a>(
+        &'a self,
+        query: &'a CostQuery,
+        observe: &'a ProgressObserver<'a>,
+    ) -> Result<Report, EngineError> {
+        self.report_observed(query, Deadline::NONE, observe).await
+    }
+
+    fn failure<'r>(report: &'r Report, account: &ProviderAccountId) -> Option<&'r UpstreamError> {
+        report
+            .accounts
+            .iter()
+            .find(|result| &result.account.id == account)
+            .and_then(|result| match &result.state {
+                AccountState::Failed(error) => Some(error),
+                _ => None,
+            })
+    }
+}
+
+/// The job table as the app runs it: jobs of engine queries.
+pub type Jobs = JobManager<Engine>;
+/// A job of an engine query, as its subscribers see it.
+pub type Job = JobSnapshot<Engine>;

@@ -1,5 +1,7 @@
 //! The job table: a job is one cost query run to its end by one owner task, with one part per provider
 //! account. Parts report upstream progress (Atlas polls) as it happens; subscribers watch snapshots.
+//! What a job runs is a [`JobWork`] (the engine, as the app wires it), so the table sits below the
+//! engine and never imports it.
 
 mod store;
 
@@ -7,19 +9,46 @@ pub use store::{JobStore, MemoryJobStore};
 
 use crate::{
     clock::Clock,
-    deadline::Deadline,
     domain::{
-        AccountRef, CostQuery, FetchProgress, ProviderAccountId, UpstreamError, UpstreamQuery,
+        AccountRef, CostQuery, FetchProgress, ProgressObserver, ProviderAccountId, UpstreamError,
+        UpstreamQuery,
     },
-    engine::{AccountState, Engine, FetchHold, Report},
+    sync::lock,
 };
 use chrono::{DateTime, Utc};
 use std::{
     collections::HashMap,
     fmt,
+    future::Future,
     sync::{Arc, Mutex},
 };
 use tokio::{sync::watch, task::AbortHandle};
+
+/// What a job runs: a cost query, to its end.
+pub trait JobWork: Send + Sync + 'static {
+    /// What a job that ran to its end holds.
+    type Report: Send + Sync + 'static;
+    /// Why a job failed as a whole (its accounts' upstream failures are in its report instead).
+    type Error: std::error::Error + Send + Sync + 'static;
+    /// Keeps upstream work a caller already started alive for the job.
+    type Hold: Send + 'static;
+
+    /// The accounts a job for `query` has parts for.
+    fn accounts(&self, query: &CostQuery) -> Vec<AccountRef>;
+
+    /// Runs `query` to its end with no deadline, telling `observe` how each account's work goes.
+    fn run<'a>(
+        &'a self,
+        query: &'a CostQuery,
+        observe: &'a ProgressObserver<'a>,
+    ) -> impl Future<Output = Result<Self::Report, Self::Error>> + Send + 'a;
+
+    /// An account's failure in a finished report, if it failed.
+    fn failure<'r>(
+        report: &'r Self::Report,
+        account: &ProviderAccountId,
+    ) -> Option<&'r UpstreamError>;
+}
 
 /// An unguessable job id: 128 random bits in hex.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -111,16 +140,15 @@ pub struct PartSnapshot {
 }
 
 /// A job as its subscribers see it.
-#[derive(Debug, Clone)]
-pub struct JobSnapshot {
+pub struct JobSnapshot<W: JobWork> {
     pub id: JobId,
     pub query: CostQuery,
     pub state: JobState,
     pub parts: Vec<PartSnapshot>,
     /// When SUCCEEDED.
-    pub report: Option<Arc<Report>>,
+    pub report: Option<Arc<W::Report>>,
     /// When FAILED.
-    pub error: Option<String>,
+    pub error: Option<Arc<W::Error>>,
     pub create_time: DateTime<Utc>,
     pub update_time: DateTime<Utc>,
     /// When a finished job is forgotten.
@@ -128,10 +156,41 @@ pub struct JobSnapshot {
     pub last_change: JobChange,
 }
 
+// By hand: derived impls would ask the work itself to be Clone and Debug.
+impl<W: JobWork> Clone for JobSnapshot<W> {
+    fn clone(&self) -> Self {
+        JobSnapshot {
+            id: self.id.clone(),
+            query: self.query.clone(),
+            state: self.state,
+            parts: self.parts.clone(),
+            report: self.report.clone(),
+            error: self.error.clone(),
+            create_time: self.create_time,
+            update_time: self.update_time,
+            expire_time: self.expire_time,
+            last_change: self.last_change,
+        }
+    }
+}
+
+impl<W: JobWork> fmt::Debug for JobSnapshot<W> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JobSnapshot")
+            .field("id", &self.id)
+            .field("state", &self.state)
+            .field("parts", &self.parts)
+            .field("has_report", &self.report.is_some())
+            .field("error", &self.error)
+            .field("update_time", &self.update_time)
+            .finish_non_exhaustive()
+    }
+}
+
 /// Starts jobs, runs each in its own owner task, and forgets finished ones after the retention period.
-pub struct JobManager {
-    store: Arc<dyn JobStore>,
-    engine: Arc<Engine>,
+pub struct JobManager<W: JobWork> {
+    store: Arc<dyn JobStore<W>>,
+    work: Arc<W>,
     clock: Arc<dyn Clock>,
     retention: chrono::Duration,
     owners: Mutex<HashMap<JobId, AbortHandle>>,
@@ -139,16 +198,16 @@ pub struct JobManager {
     running: Mutex<HashMap<CostQuery, JobId>>,
 }
 
-impl JobManager {
+impl<W: JobWork> JobManager<W> {
     pub fn new(
-        store: Arc<dyn JobStore>,
-        engine: Arc<Engine>,
+        store: Arc<dyn JobStore<W>>,
+        work: Arc<W>,
         clock: Arc<dyn Clock>,
         retention: chrono::Duration,
     ) -> Arc<Self> {
         Arc::new(JobManager {
             store,
-            engine,
+            work,
             clock,
             retention,
             owners: Mutex::default(),
@@ -157,19 +216,14 @@ impl JobManager {
     }
 
     /// A new job for `query`, running at once; `holds` keep already started upstream work alive for it.
-    pub fn start(self: &Arc<Self>, query: CostQuery, holds: Vec<FetchHold>) -> Arc<JobSnapshot> {
+    pub fn start(self: &Arc<Self>, query: CostQuery, holds: Vec<W::Hold>) -> Arc<JobSnapshot<W>> {
         let now = self.clock.now();
         let parts = self
-            .engine
-            .providers()
-            .iter()
-            .filter(|p| {
-                query
-                    .filter
-                    .selects_account(p.account().kind, &p.account().id)
-            })
-            .map(|p| PartSnapshot {
-                account: p.account().clone(),
+            .work
+            .accounts(&query)
+            .into_iter()
+            .map(|account| PartSnapshot {
+                account,
                 state: JobState::Queued,
                 note: String::new(),
                 polls: 0,
@@ -200,7 +254,7 @@ impl JobManager {
     }
 
     /// The running job for `query`, or a new one; `holds` are handed to the job either way.
-    pub fn join_or_start(self: &Arc<Self>, query: CostQuery, holds: Vec<FetchHold>) -> JobId {
+    pub fn join_or_start(self: &Arc<Self>, query: CostQuery, holds: Vec<W::Hold>) -> JobId {
         let running = lock(&self.running).get(&query).cloned();
         if let Some(id) =
             running.filter(|id| self.store.get(id).is_some_and(|job| !job.state.is_final()))
@@ -212,7 +266,7 @@ impl JobManager {
     }
 
     /// A job, unless unknown or past its retention.
-    pub fn get(&self, id: &JobId) -> Option<Arc<JobSnapshot>> {
+    pub fn get(&self, id: &JobId) -> Option<Arc<JobSnapshot<W>>> {
         let job = self.store.get(id)?;
         if job.expire_time.is_some_and(|at| at <= self.clock.now()) {
             self.store.remove(id);
@@ -233,7 +287,7 @@ impl JobManager {
     }
 
     /// Jobs, newest first, without expired ones.
-    pub fn list(&self) -> Vec<Arc<JobSnapshot>> {
+    pub fn list(&self) -> Vec<Arc<JobSnapshot<W>>> {
         let now = self.clock.now();
         let (expired, live): (Vec<_>, Vec<_>) = self
             .store
@@ -246,14 +300,14 @@ impl JobManager {
         live
     }
 
-    pub fn subscribe(&self, id: &JobId) -> Option<watch::Receiver<Arc<JobSnapshot>>> {
+    pub fn subscribe(&self, id: &JobId) -> Option<watch::Receiver<Arc<JobSnapshot<W>>>> {
         self.get(id)?;
         self.store.subscribe(id)
     }
 
     /// Stops a job: its owner task ends, and with it its waits; upstream work nobody else waits for
     /// stops too. A finished job is returned as it is.
-    pub fn cancel(&self, id: &JobId) -> Option<Arc<JobSnapshot>> {
+    pub fn cancel(&self, id: &JobId) -> Option<Arc<JobSnapshot<W>>> {
         let job = self.get(id)?;
         if job.state.is_final() {
             return Some(job);
@@ -279,9 +333,9 @@ impl JobManager {
     }
 
     /// The owner task: runs the query to its end, publishing every change.
-    async fn own(self: Arc<Self>, job: JobSnapshot, holds: Vec<FetchHold>) {
+    async fn own(self: Arc<Self>, job: JobSnapshot<W>, holds: Vec<W::Hold>) {
         let current = Mutex::new(job);
-        let publish = |change: &dyn Fn(&mut JobSnapshot)| {
+        let publish = |change: &dyn Fn(&mut JobSnapshot<W>)| {
             let mut job = lock(&current);
             change(&mut job);
             job.update_time = self.clock.now();
@@ -308,10 +362,7 @@ impl JobManager {
             })
         };
         let query = lock(&current).query.clone();
-        let outcome = self
-            .engine
-            .report_observed(&query, Deadline::NONE, &observe)
-            .await;
+        let outcome = self.work.run(&query, &observe).await;
         drop(holds);
         // The final state and the report go out in one snapshot: a watcher's last event has both.
         let now = self.clock.now();
@@ -323,28 +374,22 @@ impl JobManager {
             Ok(report) => {
                 finished.state = JobState::Succeeded;
                 for part in &mut finished.parts {
-                    let Some(result) = report
-                        .accounts
-                        .iter()
-                        .find(|a| a.account.id == part.account.id)
-                    else {
-                        continue;
-                    };
                     part.next_poll_at = None;
-                    (part.state, part.error, part.note) = match &result.state {
-                        AccountState::Failed(error) => (
-                            JobState::Failed,
-                            Some(error.clone()),
-                            format!("failed: {}", error.message),
-                        ),
-                        _ => (JobState::Succeeded, None, "done".to_string()),
-                    };
+                    (part.state, part.error, part.note) =
+                        match W::failure(&report, &part.account.id) {
+                            Some(error) => (
+                                JobState::Failed,
+                                Some(error.clone()),
+                                format!("failed: {}", error.message),
+                            ),
+                            None => (JobState::Succeeded, None, "done".to_string()),
+                        };
                 }
                 finished.report = Some(Arc::new(report));
             }
             Err(error) => {
                 finished.state = JobState::Failed;
-                finished.error = Some(error.to_string());
+                finished.error = Some(Arc::new(error));
             }
         }
         *lock(&current) = finished.clone();
@@ -353,15 +398,10 @@ impl JobManager {
         lock(&self.owners).remove(&finished.id);
     }
 
-    fn forget_running(&self, job: &JobSnapshot) {
+    fn forget_running(&self, job: &JobSnapshot<W>) {
         let mut running = lock(&self.running);
         if running.get(&job.query) == Some(&job.id) {
             running.remove(&job.query);
         }
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // Plain data behind these locks; a panic elsewhere cannot leave it half-updated.
-    mutex.lock().unwrap_or_else(|p| p.into_inner())
 }

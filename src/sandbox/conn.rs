@@ -1,5 +1,6 @@
 //! A TCP listener whose connections a handler can cut, so a fault can drop a connection unanswered, or answer in raw bytes hyper would not send.
 
+use crate::sync::lock;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -102,7 +103,7 @@ impl ConnKill {
     /// Makes the connection send `raw` instead of the next response hyper writes, then
     /// close; for answers hyper refuses to send, such as a final-looking 1xx.
     pub(crate) fn replace_response(&self, raw: Vec<u8>) {
-        *self.replacement.lock().unwrap_or_else(|e| e.into_inner()) = Some(raw);
+        *lock(&self.replacement) = Some(raw);
     }
 }
 
@@ -122,11 +123,7 @@ impl CuttableStream {
     /// no replacement is armed, so hyper's own bytes go out.
     fn poll_replacement(&mut self, cx: &mut Context<'_>) -> Option<Poll<io::Result<()>>> {
         if self.replacing.is_none() {
-            let armed = self
-                .replacement
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .take();
+            let armed = lock(&self.replacement).take();
             self.replacing = Some((armed?, 0));
         }
         let Self {

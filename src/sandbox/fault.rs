@@ -1,5 +1,6 @@
 //! Fault injection: per-scope queues of misbehaviours, applied by one request pipeline all emulators share.
 
+use crate::sync::lock;
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::sync::{Mutex, MutexGuard};
@@ -55,7 +56,7 @@ pub(crate) struct FaultBook {
 
 impl FaultBook {
     fn lock(&self) -> MutexGuard<'_, HashMap<Scope, ScopeFaults>> {
-        self.scopes.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.scopes)
     }
 
     pub(crate) fn push(&self, scope: &Scope, fault: Fault) {

@@ -1,5 +1,6 @@
 //! Records every request the sandbox receives, so tests can count upstream calls and their timing.
 
+use crate::sync::lock;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Instant;
 
@@ -57,7 +58,7 @@ impl Recorder {
 
     fn lock(&self) -> MutexGuard<'_, Vec<RecordedRequest>> {
         // A panic elsewhere must not make the log unreadable for the test reporting it.
-        self.records.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.records)
     }
 
     pub(crate) fn record(&self, scope: &Scope, incoming: &Incoming) {

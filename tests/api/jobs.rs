@@ -473,3 +473,37 @@ async fn job_names_states_and_pages_are_checked() {
         "a token is bound to its filter"
     );
 }
+
+#[tokio::test]
+async fn a_job_that_fails_as_a_whole_says_why_with_the_code_getcosts_would_give() {
+    let app = spawn_app_with(|settings| settings.server.max_chunks_per_query = 1).await;
+    let asked = query(
+        "2026-01-01T00:00:00Z",
+        "2026-04-01T00:00:00Z",
+        &[],
+        pb::Granularity::Monthly,
+    );
+
+    let job = start(&app, asked).await;
+    let events = watch_all(&app, &job.name).await;
+
+    let last = events
+        .last()
+        .and_then(|e| e.job.as_ref())
+        .expect("a final job");
+    assert_eq!(last.state, pb::JobState::Failed as i32);
+    let error = last.error.as_ref().expect("the job's error");
+    assert_eq!(
+        error.code,
+        tonic::Code::ResourceExhausted as i32,
+        "{error:?}"
+    );
+    let status = tonic::Status::with_details(
+        tonic::Code::ResourceExhausted,
+        error.message.clone(),
+        prost::Message::encode_to_vec(error).into(),
+    );
+    let info = status.get_details_error_info().expect("ErrorInfo");
+    assert_eq!(info.reason, "QUERY_TOO_LARGE");
+    assert_eq!(info.metadata["limit"], "server.max_chunks_per_query");
+}

@@ -2,6 +2,7 @@
 //! or a service account's OAuth2 client-credentials token (cached until shortly before it expires,
 //! fetched again once when the upstream refuses it).
 
+use crate::sync::lock;
 use crate::{
     config::AtlasCredentials,
     deadline::Deadline,
@@ -67,7 +68,7 @@ impl Authenticator {
                 public_key,
                 private_key,
             } => {
-                let mut challenge = self.challenge.lock().unwrap_or_else(|p| p.into_inner());
+                let mut challenge = lock(&self.challenge);
                 let Some(prompt) = challenge.as_mut() else {
                     return Ok(None);
                 };
@@ -112,7 +113,7 @@ impl Authenticator {
                     .find(|v| v.trim_start().to_ascii_lowercase().starts_with("digest"))
                     .and_then(|v| digest_auth::parse(v).ok());
                 let learned = challenge.is_some();
-                *self.challenge.lock().unwrap_or_else(|p| p.into_inner()) = challenge;
+                *lock(&self.challenge) = challenge;
                 learned
             }
             AtlasCredentials::ServiceAccount { .. } => {

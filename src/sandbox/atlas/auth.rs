@@ -1,5 +1,6 @@
 //! Atlas authentication: HTTP Digest (RFC 7616 with MD5 and qop=auth, as Atlas challenges) for API keys, and OAuth 2 client credentials for service accounts.
 
+use crate::sync::lock;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -56,11 +57,11 @@ pub(crate) enum AuthFailure {
 
 impl AuthBook {
     fn nonces(&self) -> MutexGuard<'_, HashMap<String, Nonce>> {
-        self.nonces.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.nonces)
     }
 
     fn tokens(&self) -> MutexGuard<'_, HashMap<String, AccessToken>> {
-        self.tokens.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.tokens)
     }
 
     /// A fresh `WWW-Authenticate` Digest challenge, in the form Atlas sends.

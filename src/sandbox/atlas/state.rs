@@ -1,5 +1,6 @@
 //! The Atlas emulator's mutable state (clock, token buckets, query tokens, counters) and the handle's controls over it.
 
+use crate::sync::lock;
 use std::collections::HashMap;
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
@@ -210,7 +211,7 @@ impl AtlasState {
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.inner)
     }
 
     pub(crate) fn now(&self) -> Instant {
