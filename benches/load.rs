@@ -143,14 +143,13 @@ async fn cached_vs_health(server: &Server) {
         "cached GetCosts answer: {} bytes encoded ({rows} rows)",
         prost::Message::encoded_len(&warm)
     );
-    let accounts: Vec<_> = server
-        .engine
-        .providers()
-        .iter()
-        .map(|p| p.account().id.clone())
-        .collect();
-    let limits = costd::api::convert::QueryLimits {
-        known_accounts: &accounts,
+    let limits = costd::api::QueryRules {
+        known_accounts: server
+            .engine
+            .providers()
+            .iter()
+            .map(|p| p.account().id.clone())
+            .collect(),
         max_range_days: 731,
     };
     let domain_query =

@@ -13,16 +13,24 @@ use chrono::{DateTime, Utc};
 use std::{collections::BTreeSet, time::Duration};
 use tonic_types::FieldViolation;
 
-/// What a query may ask for.
-pub struct QueryLimits<'a> {
-    pub known_accounts: &'a [ProviderAccountId],
+/// What a query may ask for, shared by every service that takes one.
+pub struct QueryRules {
+    pub known_accounts: Vec<ProviderAccountId>,
     pub max_range_days: u32,
 }
 
-/// Parses a wire query into a domain query, or lists everything wrong with it.
+impl QueryRules {
+    /// Parses a wire query, or answers INVALID_ARGUMENT listing every violation.
+    pub fn parse(&self, query: Option<pb::CostQuery>) -> Result<CostQuery, tonic::Status> {
+        parse_query(query, self).map_err(status::invalid_argument)
+    }
+}
+
+/// Parses a wire query into a domain query, or lists everything wrong with it: the one parser of
+/// every request that carries a query.
 pub fn parse_query(
     query: Option<pb::CostQuery>,
-    limits: &QueryLimits<'_>,
+    limits: &QueryRules,
 ) -> Result<CostQuery, Vec<FieldViolation>> {
     let mut violations = Vec::new();
     let mut violation = |field: String, description: String| {

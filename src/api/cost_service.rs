@@ -1,6 +1,10 @@
 //! CostService: thin handlers that parse, call the engine, and convert.
 
-use super::{QueryRules, convert, page_token, status};
+use super::{
+    QueryRules, convert,
+    page_token::{self, PageRequest, PageSizes},
+    status,
+};
 use crate::{
     deadline::Deadline,
     domain::CostQuery,
@@ -10,15 +14,15 @@ use crate::{
 use chrono::{DateTime, Utc};
 use std::{sync::Arc, time::Duration};
 use tonic::{Request, Response, Status};
-use tonic_types::FieldViolation;
 
 /// Memory for remembered answers, in bytes (by estimate).
 const ANSWER_MEMO_BYTES: u64 = 32 * 1024 * 1024;
 
-/// Records per page when the caller does not say (AIP-158).
-const DEFAULT_PAGE_SIZE: usize = 1_000;
-/// The most records one page holds, whatever the caller asks.
-const MAX_PAGE_SIZE: usize = 10_000;
+/// Records per page (AIP-158).
+const RECORD_PAGES: PageSizes = PageSizes {
+    default: 1_000,
+    max: 10_000,
+};
 
 pub struct CostApi {
     engine: Arc<Engine>,
@@ -50,10 +54,6 @@ impl CostApi {
             deadline_margin,
         }
     }
-
-    fn limits(&self) -> convert::QueryLimits<'_> {
-        self.rules.limits()
-    }
 }
 
 #[tonic::async_trait]
@@ -63,8 +63,7 @@ impl pb::cost_service_server::CostService for CostApi {
         request: Request<pb::GetCostsRequest>,
     ) -> Result<Response<pb::GetCostsResponse>, Status> {
         let deadline = Deadline::from_grpc_metadata(request.metadata(), self.deadline_margin);
-        let query = convert::parse_query(request.into_inner().query, &self.limits())
-            .map_err(status::invalid_argument)?;
+        let query = self.rules.parse(request.into_inner().query)?;
         if let Some(answer) = self.answers.get(&query) {
             if self.engine.cache().now() < answer.1 {
                 return Ok(Response::new(answer.0.clone()));
@@ -104,26 +103,19 @@ impl pb::cost_service_server::CostService for CostApi {
     ) -> Result<Response<pb::ListCostRecordsResponse>, Status> {
         let deadline = Deadline::from_grpc_metadata(request.metadata(), self.deadline_margin);
         let asked = request.into_inner();
-        let parsed = convert::parse_query(asked.query, &self.limits());
-        let page_size = match asked.page_size {
-            0 => Ok(DEFAULT_PAGE_SIZE),
-            size if size < 0 => Err(FieldViolation::new("page_size", "must not be negative")),
-            size => Ok((size as usize).min(MAX_PAGE_SIZE)),
+        let (query, mut violations) = match convert::parse_query(asked.query, &self.rules) {
+            Ok(query) => (Some(query), Vec::new()),
+            Err(violations) => (None, violations),
         };
-        let (query, page_size) = match (parsed, page_size) {
-            (Ok(query), Ok(size)) => (query, size),
-            (parsed, size) => {
-                let mut violations = parsed.err().unwrap_or_default();
-                violations.extend(size.err());
-                return Err(status::invalid_argument(violations));
-            }
-        };
-        let fingerprint = page_token::fingerprint(&query);
-        let offset = match asked.page_token.as_str() {
-            "" => 0,
-            token => page_token::decode(token, &fingerprint).map_err(|e| {
-                status::invalid_argument(vec![FieldViolation::new("page_token", e.to_string())])
-            })?,
+        let page = PageRequest::parse(
+            asked.page_size,
+            &asked.page_token,
+            RECORD_PAGES,
+            query.as_ref().map(page_token::fingerprint),
+            &mut violations,
+        );
+        let Some(query) = query.filter(|_| violations.is_empty()) else {
+            return Err(status::invalid_argument(violations));
         };
         let set = self
             .engine
@@ -131,11 +123,8 @@ impl pb::cost_service_server::CostService for CostApi {
             .await
             .map_err(|e| status::engine(&e))?;
         let records = set.sorted_records();
-        let start = usize::try_from(offset)
-            .unwrap_or(usize::MAX)
-            .min(records.len());
-        let end = start.saturating_add(page_size).min(records.len());
-        let page = records[start..end]
+        let (records, next_page_token) = page.slice(&records);
+        let page = records
             .iter()
             .map(|(record, estimated)| {
                 convert::record_to_proto(record).map(|mut wire| {
@@ -145,11 +134,6 @@ impl pb::cost_service_server::CostService for CostApi {
             })
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| status::engine(&EngineError::from(e)))?;
-        let next_page_token = if end < records.len() {
-            page_token::encode(end as u64, &fingerprint)
-        } else {
-            String::new()
-        };
         let provider_results = set
             .accounts_with_totals()
             .map_err(|e| status::engine(&EngineError::from(e)))?

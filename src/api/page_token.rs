@@ -1,10 +1,12 @@
-//! Opaque page tokens (AIP-158): an offset bound to the query that produced it. A token altered in
-//! transit, or reused with another query, is refused rather than answered with the wrong page.
+//! Pages (AIP-158) for every list of both services: the page size asked, and opaque page tokens — an
+//! offset bound to the query that produced it. A token altered in transit, or reused with another
+//! query, is refused rather than answered with the wrong page.
 
 use crate::{api::convert, domain::CostQuery};
 use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
 use prost::Message;
 use sha2::{Digest, Sha256};
+use tonic_types::FieldViolation;
 
 const VERSION: u8 = 1;
 const FINGERPRINT_LEN: usize = 16;
@@ -18,6 +20,69 @@ pub enum PageTokenError {
     Malformed,
     #[error("was issued for a different query; keep the query the same across pages")]
     ForeignQuery,
+}
+
+/// How many items a page holds: `default` when the caller does not say, never more than `max`.
+#[derive(Debug, Clone, Copy)]
+pub struct PageSizes {
+    pub default: usize,
+    pub max: usize,
+}
+
+/// A checked page request: where it starts, how many it holds, and what its tokens are bound to.
+#[derive(Debug, Clone)]
+pub struct PageRequest {
+    offset: usize,
+    size: usize,
+    fingerprint: [u8; FINGERPRINT_LEN],
+}
+
+impl PageRequest {
+    /// Checks `page_size` and `page_token`, adding what is wrong to `violations`. Without a
+    /// `fingerprint` (the query itself is invalid) the token cannot be checked and is not.
+    pub fn parse(
+        page_size: i32,
+        page_token: &str,
+        sizes: PageSizes,
+        fingerprint: Option<[u8; FINGERPRINT_LEN]>,
+        violations: &mut Vec<FieldViolation>,
+    ) -> PageRequest {
+        let size = match page_size {
+            0 => sizes.default,
+            size if size < 0 => {
+                violations.push(FieldViolation::new("page_size", "must not be negative"));
+                0
+            }
+            size => usize::try_from(size).unwrap_or(usize::MAX).min(sizes.max),
+        };
+        let offset = match (page_token, &fingerprint) {
+            ("", _) | (_, None) => 0,
+            (token, Some(fingerprint)) => match decode(token, fingerprint) {
+                Ok(offset) => usize::try_from(offset).unwrap_or(usize::MAX),
+                Err(error) => {
+                    violations.push(FieldViolation::new("page_token", error.to_string()));
+                    0
+                }
+            },
+        };
+        PageRequest {
+            offset,
+            size,
+            fingerprint: fingerprint.unwrap_or_default(),
+        }
+    }
+
+    /// This page of `items`, and the token of the next page (empty after the last).
+    pub fn slice<'a, T>(&self, items: &'a [T]) -> (&'a [T], String) {
+        let start = self.offset.min(items.len());
+        let end = start.saturating_add(self.size).min(items.len());
+        let next = if end < items.len() {
+            encode(end as u64, &self.fingerprint)
+        } else {
+            String::new()
+        };
+        (&items[start..end], next)
+    }
 }
 
 /// What identifies a query across pages: its canonical wire form, hashed.

@@ -1,6 +1,10 @@
 //! QueryJobService: start, inspect, list, cancel and watch jobs.
 
-use super::{QueryRules, job_convert, page_token, status};
+use super::{
+    QueryRules, job_convert,
+    page_token::{self, PageRequest, PageSizes},
+    status,
+};
 use crate::sync::lock;
 use crate::{
     engine::{Job, Jobs},
@@ -13,8 +17,10 @@ use tokio::sync::watch;
 use tonic::{Request, Response, Status};
 use tonic_types::FieldViolation;
 
-const DEFAULT_PAGE_SIZE: usize = 50;
-const MAX_PAGE_SIZE: usize = 500;
+const JOB_PAGES: PageSizes = PageSizes {
+    default: 50,
+    max: 500,
+};
 
 pub struct QueryJobApi {
     jobs: Arc<Jobs>,
@@ -119,26 +125,15 @@ impl pb::query_job_service_server::QueryJobService for QueryJobApi {
                 )),
             }
         }
-        let page_size = match asked.page_size {
-            0 => DEFAULT_PAGE_SIZE,
-            size if size < 0 => {
-                violations.push(FieldViolation::new("page_size", "must not be negative"));
-                0
-            }
-            size => (size as usize).min(MAX_PAGE_SIZE),
-        };
         // Tokens are bound to the state filter, as record page tokens are bound to their query.
         let fingerprint = page_token::fingerprint_bytes(format!("{:?}", asked.states).as_bytes());
-        let offset = match asked.page_token.as_str() {
-            "" => 0,
-            token => match page_token::decode(token, &fingerprint) {
-                Ok(offset) => offset,
-                Err(e) => {
-                    violations.push(FieldViolation::new("page_token", e.to_string()));
-                    0
-                }
-            },
-        };
+        let page = PageRequest::parse(
+            asked.page_size,
+            &asked.page_token,
+            JOB_PAGES,
+            Some(fingerprint),
+            &mut violations,
+        );
         if !violations.is_empty() {
             return Err(status::invalid_argument(violations));
         }
@@ -148,19 +143,11 @@ impl pb::query_job_service_server::QueryJobService for QueryJobApi {
             .into_iter()
             .filter(|job| states.is_empty() || states.contains(&job.state))
             .collect();
-        let start = usize::try_from(offset)
-            .unwrap_or(usize::MAX)
-            .min(matching.len());
-        let end = start.saturating_add(page_size).min(matching.len());
-        let jobs = matching[start..end]
+        let (matching, next_page_token) = page.slice(&matching);
+        let jobs = matching
             .iter()
             .map(|job| job_convert::job_to_proto(job))
             .collect::<Result<Vec<_>, _>>()?;
-        let next_page_token = if end < matching.len() {
-            page_token::encode(end as u64, &fingerprint)
-        } else {
-            String::new()
-        };
         Ok(Response::new(pb::ListJobsResponse {
             jobs,
             next_page_token,
