@@ -16,4 +16,5 @@ mod metrics;
 mod retries;
 mod server;
 mod telemetry;
+mod trace_context;
 mod validation;
