@@ -56,6 +56,13 @@ impl HealthBoard {
         });
     }
 
+    /// What the upstream last said of its rate-limit window, from any answer (a 429's too).
+    pub fn record_rate_limit(&self, account: &ProviderAccountId, remaining: i64) {
+        self.update(account, |entry| {
+            entry.rate_limit_remaining = Some(remaining)
+        });
+    }
+
     pub fn snapshot(&self, account: &ProviderAccountId) -> HealthSnapshot {
         self.entries
             .get(account)

@@ -408,11 +408,19 @@ impl Engine {
                     if fetched {
                         result.from_cache = false;
                         result.upstream_requests += data.requests;
-                        self.health.record_success(&account.id, now, None);
+                        self.health
+                            .record_success(&account.id, now, data.rate_limit_remaining);
                     }
                     data
                 }
-                ChunkAnswer::Stale { data, age, error } => {
+                ChunkAnswer::Stale {
+                    data,
+                    age,
+                    error,
+                    requests,
+                } => {
+                    // The failed refresh's requests were sent for this answer: they count.
+                    result.upstream_requests += requests;
                     self.health.record_failure(&account.id, now, &error);
                     if stale.as_ref().is_none_or(|(oldest, _)| age > *oldest) {
                         stale = Some((age, error));
@@ -429,6 +437,9 @@ impl Engine {
                     result.from_cache = false;
                     result.upstream_requests += failure.requests;
                     self.health.record_failure(&account.id, now, &failure.error);
+                    if let Some(remaining) = failure.rate_limit_remaining {
+                        self.health.record_rate_limit(&account.id, remaining);
+                    }
                     failed_chunks += 1;
                     first_failure.get_or_insert(failure.error);
                     continue;

@@ -94,6 +94,7 @@ pub struct ChunkData {
     pub warnings: Vec<DataQualityWarning>,
     /// HTTP requests sent for it, retries included.
     pub requests: u32,
+    /// What the upstream's last answer said of its rate-limit window, when it said.
     pub rate_limit_remaining: Option<i64>,
 }
 
@@ -111,6 +112,7 @@ pub async fn fetch_normalized(
         .map_err(|failed| ChunkFailure {
             error: failed.error,
             requests: failed.attempts,
+            rate_limit_remaining: None,
         })?;
     let requests = response.attempts;
     let rate_limit_remaining = response.rate_limit_remaining();
@@ -121,7 +123,11 @@ pub async fn fetch_normalized(
             requests,
             rate_limit_remaining,
         })
-        .map_err(|error| ChunkFailure { error, requests })
+        .map_err(|error| ChunkFailure {
+            error,
+            requests,
+            rate_limit_remaining,
+        })
 }
 
 /// A chunk that could not be fetched.
@@ -129,6 +135,8 @@ pub async fn fetch_normalized(
 pub struct ChunkFailure {
     pub error: UpstreamError,
     pub requests: u32,
+    /// What the upstream's last answer said of its rate-limit window, when it said.
+    pub rate_limit_remaining: Option<i64>,
 }
 
 /// A configured provider account, ready to fetch.
@@ -301,6 +309,7 @@ impl Provider {
                     "a chunk planned for another provider",
                 ),
                 requests: 0,
+                rate_limit_remaining: None,
             }),
         }
     }

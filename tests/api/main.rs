@@ -11,6 +11,7 @@ mod engine;
 mod failures;
 mod get_costs;
 mod helpers;
+mod honest_counts;
 mod jobs;
 mod metrics;
 mod retries;
