@@ -48,7 +48,7 @@ pub struct CachedChunk {
     /// Upstream HTTP requests the fetch took.
     pub requests: u32,
     /// Requests left in the upstream's rate-limit window after the fetch, when it said.
-    pub rate_limit_remaining: Option<i64>,
+    pub rate_limit_remaining: Option<crate::providers::RateLimitReading>,
     bytes: u32,
 }
 

@@ -1,6 +1,9 @@
 //! Recent upstream outcomes per provider account, for ListProviders.
 
-use crate::{domain::ProviderAccountId, providers::error::UpstreamError};
+use crate::{
+    domain::ProviderAccountId,
+    providers::{RateLimitReading, error::UpstreamError},
+};
 use chrono::{DateTime, Utc};
 use std::{collections::HashMap, sync::Mutex};
 
@@ -12,6 +15,18 @@ pub struct HealthSnapshot {
     pub last_error: Option<UpstreamError>,
     pub consecutive_failures: u32,
     pub rate_limit_remaining: Option<i64>,
+    /// When the answer that said `rate_limit_remaining` arrived.
+    rate_limit_at: Option<std::time::Instant>,
+}
+
+impl HealthSnapshot {
+    /// Keeps `reading` unless a later answer already said what is left.
+    fn read_rate_limit(&mut self, reading: RateLimitReading) {
+        if self.rate_limit_at.is_none_or(|at| at <= reading.at) {
+            self.rate_limit_remaining = Some(reading.remaining);
+            self.rate_limit_at = Some(reading.at);
+        }
+    }
 }
 
 /// One entry per configured account; updated after every chunk.
@@ -32,13 +47,13 @@ impl HealthBoard {
         &self,
         account: &ProviderAccountId,
         at: DateTime<Utc>,
-        rate_limit_remaining: Option<i64>,
+        rate_limit: Option<RateLimitReading>,
     ) {
         self.update(account, |entry| {
             entry.last_success = Some(at);
             entry.consecutive_failures = 0;
-            if rate_limit_remaining.is_some() {
-                entry.rate_limit_remaining = rate_limit_remaining;
+            if let Some(reading) = rate_limit {
+                entry.read_rate_limit(reading);
             }
         });
     }
@@ -57,10 +72,8 @@ impl HealthBoard {
     }
 
     /// What the upstream last said of its rate-limit window, from any answer (a 429's too).
-    pub fn record_rate_limit(&self, account: &ProviderAccountId, remaining: i64) {
-        self.update(account, |entry| {
-            entry.rate_limit_remaining = Some(remaining)
-        });
+    pub fn record_rate_limit(&self, account: &ProviderAccountId, reading: RateLimitReading) {
+        self.update(account, |entry| entry.read_rate_limit(reading));
     }
 
     pub fn snapshot(&self, account: &ProviderAccountId) -> HealthSnapshot {

@@ -437,8 +437,8 @@ impl Engine {
                     result.from_cache = false;
                     result.upstream_requests += failure.requests;
                     self.health.record_failure(&account.id, now, &failure.error);
-                    if let Some(remaining) = failure.rate_limit_remaining {
-                        self.health.record_rate_limit(&account.id, remaining);
+                    if let Some(reading) = failure.rate_limit_remaining {
+                        self.health.record_rate_limit(&account.id, reading);
                     }
                     failed_chunks += 1;
                     first_failure.get_or_insert(failure.error);

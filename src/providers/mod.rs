@@ -95,7 +95,7 @@ pub struct ChunkData {
     /// HTTP requests sent for it, retries included.
     pub requests: u32,
     /// What the upstream's last answer said of its rate-limit window, when it said.
-    pub rate_limit_remaining: Option<i64>,
+    pub rate_limit_remaining: Option<RateLimitReading>,
 }
 
 /// Sends one request and normalizes its answer with `read`: the one way synchronous providers turn an
@@ -115,7 +115,7 @@ pub async fn fetch_normalized(
             rate_limit_remaining: None,
         })?;
     let requests = response.attempts;
-    let rate_limit_remaining = response.rate_limit_remaining();
+    let rate_limit_remaining = RateLimitReading::of(&response);
     read(response)
         .map(|normalized| ChunkData {
             records: normalized.records,
@@ -130,13 +130,33 @@ pub async fn fetch_normalized(
         })
 }
 
+/// Requests left in an upstream's rate-limit window, as one answer said, and when it came: of answers
+/// to concurrent requests, the latest says what is left.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimitReading {
+    pub remaining: i64,
+    pub at: std::time::Instant,
+}
+
+impl RateLimitReading {
+    /// What `response` says, read as it arrives.
+    pub fn of(response: &http::UpstreamResponse) -> Option<Self> {
+        response
+            .rate_limit_remaining()
+            .map(|remaining| RateLimitReading {
+                remaining,
+                at: std::time::Instant::now(),
+            })
+    }
+}
+
 /// A chunk that could not be fetched.
 #[derive(Debug, Clone)]
 pub struct ChunkFailure {
     pub error: UpstreamError,
     pub requests: u32,
     /// What the upstream's last answer said of its rate-limit window, when it said.
-    pub rate_limit_remaining: Option<i64>,
+    pub rate_limit_remaining: Option<RateLimitReading>,
 }
 
 /// A configured provider account, ready to fetch.

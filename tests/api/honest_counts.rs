@@ -123,7 +123,9 @@ async fn list_providers_reports_the_rate_limit_remaining_the_upstream_sent() {
     let app = spawn_app_full(
         Arc::new(costd::clock::SystemClock),
         &[ProviderKind::Atlas, ProviderKind::TeamBilling],
-        |_, sandbox| {
+        |settings, sandbox| {
+            // One request at a time, so the last answer is the one that took the last token.
+            settings.upstream.max_concurrency_per_account = 1;
             // A bucket that does not refill during the test, so the count left is exact.
             sandbox.atlas().set_rate_limit(RateLimit {
                 capacity: 50,

@@ -13,7 +13,7 @@ use crate::{
     domain::Period,
     providers::{
         AccountRef, ChunkData, ChunkFailure, FetchProgress, Normalized, ProgressSender,
-        UpstreamQuery,
+        RateLimitReading, UpstreamQuery,
         error::{UpstreamError, UpstreamErrorKind},
         http::{FailedCall, UpstreamHttp, UpstreamRequest, UpstreamResponse, retry_after},
     },
@@ -380,8 +380,8 @@ impl AtlasClient {
                 },
             )?;
             *requests += response.attempts;
-            if let Some(remaining) = response.rate_limit_remaining() {
-                sent.rate_limit_remaining = Some(remaining);
+            if let Some(reading) = RateLimitReading::of(&response) {
+                sent.rate_limit_remaining = Some(reading);
             }
             if response.status == http::StatusCode::UNAUTHORIZED
                 && self.auth.refused(&response.headers).await
@@ -435,7 +435,7 @@ impl AtlasClient {
 #[derive(Default)]
 struct Sent {
     requests: u32,
-    rate_limit_remaining: Option<i64>,
+    rate_limit_remaining: Option<RateLimitReading>,
 }
 
 /// ±25 % around `delay`, so many pollers do not move in step.
