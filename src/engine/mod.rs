@@ -299,7 +299,8 @@ impl Engine {
         deadline: Deadline,
         observe: &Observer<'_>,
     ) -> Result<RecordSet, EngineError> {
-        let plans: Vec<(&Arc<Provider>, Vec<crate::providers::Chunk>)> = self
+        type Plan = Result<Vec<crate::providers::Chunk>, UpstreamError>;
+        let plans: Vec<(&Arc<Provider>, Plan)> = self
             .providers
             .iter()
             .filter(|p| {
@@ -307,9 +308,15 @@ impl Engine {
                     .filter
                     .selects_account(p.account().kind, &p.account().id)
             })
-            .map(|p| (p, p.plan(query)))
+            .map(|p| match p.unanswerable(query) {
+                Some(error) => (p, Err(error)),
+                None => (p, Ok(p.plan(query))),
+            })
             .collect();
-        let planned: usize = plans.iter().map(|(_, chunks)| chunks.len()).sum();
+        let planned: usize = plans
+            .iter()
+            .map(|(_, chunks)| chunks.as_ref().map_or(0, Vec::len))
+            .sum();
         if planned > self.max_chunks_per_query {
             return Err(EngineError::TooManyChunks {
                 planned,
@@ -322,8 +329,16 @@ impl Engine {
                 costd.provider = provider.account().kind.as_str(),
                 costd.account = provider.account().id.as_str(),
             );
-            self.fetch_account(provider.clone(), chunks, query, deadline, observe)
-                .instrument(span)
+            async move {
+                match chunks {
+                    Ok(chunks) => {
+                        self.fetch_account(provider.clone(), chunks, query, deadline, observe)
+                            .await
+                    }
+                    Err(error) => AccountOutcome::unanswerable(provider.account().clone(), error),
+                }
+            }
+            .instrument(span)
         }))
         .await;
         let mut chunks = Vec::new();
@@ -504,4 +519,26 @@ struct AccountOutcome {
     chunks: Vec<(Arc<CachedChunk>, bool)>,
     result: AccountResult,
     holds: Vec<FetchHold>,
+}
+
+impl AccountOutcome {
+    /// An account that cannot answer the query's shape: FAILED, nothing sent, no rows. Not an upstream
+    /// failure, so its health is untouched.
+    fn unanswerable(account: AccountRef, error: UpstreamError) -> Self {
+        AccountOutcome {
+            chunks: Vec::new(),
+            result: AccountResult {
+                account,
+                state: AccountState::Failed(error),
+                fetched_at: None,
+                from_cache: false,
+                warnings: Vec::new(),
+                notes: Vec::new(),
+                billed_cost: Money::zero(Currency::USD),
+                record_count: 0,
+                upstream_requests: 0,
+            },
+            holds: Vec::new(),
+        }
+    }
 }

@@ -31,6 +31,8 @@ pub struct AccountRef {
 pub struct Capabilities {
     pub granularities: Vec<Granularity>,
     pub group_by: Vec<GroupBy>,
+    /// Of `group_by`, those answered only when the query also filters on them.
+    pub group_by_requires_filter: Vec<GroupBy>,
     pub asynchronous: bool,
     pub native_unit: &'static str,
 }
@@ -238,12 +240,13 @@ impl Provider {
                     GroupBy::ChargeDimension,
                     GroupBy::ChargeCategory,
                 ],
+                group_by_requires_filter: Vec::new(),
                 asynchronous: false,
                 native_unit: "nanodollar",
             },
-            Provider::Elastic(_) => Capabilities {
+            Provider::Elastic(client) => Capabilities {
                 granularities: vec![Granularity::None, Granularity::Daily, Granularity::Monthly],
-                group_by: vec![
+                group_by: [
                     GroupBy::Provider,
                     GroupBy::BillingAccount,
                     GroupBy::SubAccount,
@@ -252,7 +255,12 @@ impl Provider {
                     GroupBy::Sku,
                     GroupBy::ChargeDimension,
                     GroupBy::ChargeCategory,
-                ],
+                ]
+                .into_iter()
+                // v1 reports deployments × billing dimensions: no SKUs.
+                .filter(|g| client.version == elastic::ApiVersion::V2 || *g != GroupBy::Sku)
+                .collect(),
+                group_by_requires_filter: Vec::new(),
                 asynchronous: false,
                 native_unit: "ECU",
             },
@@ -266,9 +274,33 @@ impl Provider {
                     GroupBy::Service,
                     GroupBy::ChargeCategory,
                 ],
+                group_by_requires_filter: vec![GroupBy::SubAccount, GroupBy::Resource],
                 asynchronous: true,
                 native_unit: "USD",
             },
+        }
+    }
+
+    /// Why this account cannot answer `query` at all, before any request: the result is then FAILED
+    /// with that error and no rows, rather than rows whose key would be silently empty.
+    pub fn unanswerable(&self, query: &CostQuery) -> Option<UpstreamError> {
+        let unanswerable =
+            |message: String| UpstreamError::new(error::UpstreamErrorKind::Unanswerable, message);
+        let capabilities = self.capabilities();
+        if let Some(missing) = query
+            .group_by
+            .iter()
+            .find(|g| !capabilities.group_by.contains(g))
+        {
+            return Some(unanswerable(format!(
+                "{} costs have no {} dimension, so they cannot be grouped by it",
+                self.account().kind.as_str(),
+                missing.as_str()
+            )));
+        }
+        match self {
+            Provider::TeamBilling(_) | Provider::Elastic(_) => None,
+            Provider::Atlas(_) => atlas::missing_filter(query).map(|n| unanswerable(n.to_string())),
         }
     }
 

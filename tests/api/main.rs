@@ -18,4 +18,5 @@ mod retries;
 mod server;
 mod telemetry;
 mod trace_context;
+mod unlabeled_rows;
 mod validation;
