@@ -5,6 +5,7 @@ mod atlas;
 mod binary;
 mod chart;
 mod config;
+mod consistency;
 mod elastic;
 mod end_to_end;
 mod engine;
