@@ -1,4 +1,5 @@
-//! Parse + normalize a large generated v2 `costs/items` body (≥ 50 MB) against
+//! Parse + normalize a large generated v2 `costs/instances` body (≥ 50 MB; costd reads line items
+//! from instances, whose type is the service) against
 //! `serde_json::from_slice` into `serde_json::Value` of the same bytes. Criterion measures both; an
 //! interleaved A/B run (median of rounds) prints MB/s and the ratio quoted in closing notes.
 
@@ -12,7 +13,7 @@ use std::{fmt::Write, hint::black_box, time::Instant};
 
 const TARGET_BYTES: usize = 50 * 1024 * 1024;
 
-/// Products of line items whose amounts have four decimal places, as Elastic's do.
+/// Instances of line items whose amounts have four decimal places, as Elastic's do.
 fn body() -> Vec<u8> {
     let mut text = String::with_capacity(TARGET_BYTES + 1_000_000);
     let mut products = Vec::new();
@@ -39,14 +40,14 @@ fn body() -> Vec<u8> {
         }
         grand += total;
         products.push(format!(
-            r#"{{"type":"product-{product}","total_ecu":{},"product_line_items":[{items}]}}"#,
+            r#"{{"id":"instance-{product}","name":"Instance {product}","type":"deployment","total_ecu":{},"product_line_items":[{items}]}}"#,
             Decimal::new(total, 4)
         ));
         text.push_str(products.last().map(String::as_str).unwrap_or_default());
         product += 1;
     }
     format!(
-        r#"{{"total_ecu":{},"products":[{}]}}"#,
+        r#"{{"total_ecu":{},"instances":[{}]}}"#,
         Decimal::new(grand, 4),
         products.join(",")
     )
@@ -54,8 +55,8 @@ fn body() -> Vec<u8> {
 }
 
 fn parse_and_normalize(bytes: &[u8], org: &Organization<'_>, period: Period) -> usize {
-    let items: wire::Items = serde_json::from_slice(bytes).expect("parses");
-    let normalized = normalize::items(org, period, None, &items).expect("normalizes");
+    let instances: wire::Instances = serde_json::from_slice(bytes).expect("parses");
+    let normalized = normalize::instances(org, period, &instances).expect("normalizes");
     assert!(normalized.warnings.is_empty());
     normalized.records.len()
 }

@@ -12,7 +12,11 @@ use opentelemetry_sdk::{Resource, propagation::TraceContextPropagator, trace::Sd
 use tracing::Subscriber;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::{
-    EnvFilter, Layer, fmt::MakeWriter, layer::SubscriberExt, registry::LookupSpan,
+    EnvFilter, Layer,
+    filter::{FilterExt, Targets},
+    fmt::MakeWriter,
+    layer::SubscriberExt,
+    registry::LookupSpan,
 };
 
 /// Why telemetry could not start.
@@ -40,6 +44,8 @@ impl Drop for TelemetryGuard {
 }
 
 /// Installs the process-wide subscriber: logs to stdout, and spans to OTLP when an endpoint is set.
+/// Without one, spans still get real W3C trace context (see [`subscriber`]), so `traceparent` goes
+/// upstream either way.
 pub fn init(config: &TelemetryConfig) -> Result<TelemetryGuard, TelemetryError> {
     let provider = match &config.otlp_endpoint {
         Some(endpoint) => Some(otlp_provider(endpoint, &config.service_name)?),
@@ -55,6 +61,10 @@ pub fn init(config: &TelemetryConfig) -> Result<TelemetryGuard, TelemetryError> 
 
 /// The subscriber costd runs with, writing logs to `writer` and spans to `tracer_provider` if given.
 /// Tests build theirs here too, with a capture writer and an in-memory exporter.
+///
+/// The OpenTelemetry layer is always installed: without a provider of the caller's, an SDK provider
+/// with no exporter gives every span its trace and span ids (continuing the caller's trace), which is
+/// what the `traceparent` sent upstream is made of. Nothing is exported then.
 pub fn subscriber<W>(
     config: &TelemetryConfig,
     writer: W,
@@ -63,13 +73,22 @@ pub fn subscriber<W>(
 where
     W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
 {
-    let filter = EnvFilter::try_new(&config.log_level).unwrap_or_else(|_| EnvFilter::new("info"));
-    let otel = tracer_provider
-        .map(|provider| tracing_opentelemetry::layer().with_tracer(provider.tracer("costd")));
+    let filter =
+        || EnvFilter::try_new(&config.log_level).unwrap_or_else(|_| EnvFilter::new("info"));
+    // The tracer keeps its provider alive for as long as the subscriber lives.
+    let tracer = match tracer_provider {
+        Some(provider) => provider.tracer("costd"),
+        None => SdkTracerProvider::builder().build().tracer("costd"),
+    };
+    // costd's own spans carry the trace context upstream, so they are traced whatever the log level
+    // (a quieter log must not cut the trace).
+    let own_spans = Targets::new().with_target("costd", tracing::Level::INFO);
+    let otel = tracing_opentelemetry::layer()
+        .with_tracer(tracer)
+        .with_filter(filter().or(own_spans));
     tracing_subscriber::registry()
-        .with(filter)
         .with(otel)
-        .with(log_layer(config.log_format, writer))
+        .with(log_layer(config.log_format, writer).with_filter(filter()))
 }
 
 fn log_layer<S, W>(format: LogFormat, writer: W) -> Box<dyn Layer<S> + Send + Sync>
@@ -114,7 +133,8 @@ pub fn continue_remote_trace(span: &tracing::Span, headers: &http::HeaderMap) {
     }
 }
 
-/// Adds the `traceparent` of `span` to outgoing headers.
+/// Adds the `traceparent` of `span` to outgoing headers, and its `tracestate` when that is not empty
+/// (W3C Trace Context: an empty `tracestate` is not to be sent).
 pub fn inject_trace_context(span: &tracing::Span, headers: &mut http::HeaderMap) {
     let context: Context = span.context();
     TraceContextPropagator::new()
@@ -147,6 +167,9 @@ impl Extractor for HeaderCarrier<'_> {
 
 impl Injector for HeaderCarrier<'_> {
     fn set(&mut self, key: &str, value: String) {
+        if key == "tracestate" && value.is_empty() {
+            return;
+        }
         if let HeaderRef::Write(headers) = &mut self.0 {
             if let (Ok(name), Ok(value)) = (
                 http::HeaderName::from_bytes(key.as_bytes()),
@@ -155,5 +178,89 @@ impl Injector for HeaderCarrier<'_> {
                 headers.insert(name, value);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+
+    fn config(log_level: &str) -> TelemetryConfig {
+        TelemetryConfig {
+            log_level: log_level.to_string(),
+            ..TelemetryConfig::default()
+        }
+    }
+
+    /// Headers an upstream request made inside a costd span gets, under a subscriber without an
+    /// exporter, continuing `incoming` when it carries a trace.
+    fn outgoing(log_level: &str, incoming: &[(&str, &str)]) -> http::HeaderMap {
+        let subscriber = subscriber(&config(log_level), std::io::sink, None);
+        tracing::subscriber::with_default(subscriber, || {
+            let mut caller = http::HeaderMap::new();
+            for (name, value) in incoming {
+                caller.insert(
+                    http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                    value.parse().unwrap(),
+                );
+            }
+            let span = tracing::info_span!("upstream request");
+            continue_remote_trace(&span, &caller);
+            let mut headers = http::HeaderMap::new();
+            inject_trace_context(&span, &mut headers);
+            headers
+        })
+    }
+
+    fn parts(headers: &http::HeaderMap) -> Vec<String> {
+        let traceparent = headers
+            .get("traceparent")
+            .expect("a traceparent without any exporter")
+            .to_str()
+            .unwrap();
+        traceparent.split('-').map(str::to_string).collect()
+    }
+
+    #[test]
+    fn a_span_has_a_trace_context_without_an_exporter_even_when_logs_are_quiet() {
+        for level in ["info", "warn", "off"] {
+            let headers = outgoing(level, &[]);
+            let ids = parts(&headers);
+            assert_eq!(ids.len(), 4, "{ids:?}");
+            assert_eq!(ids[0], "00");
+            assert_ne!(ids[1], "0".repeat(32), "a real trace id at level {level}");
+            assert_ne!(ids[2], "0".repeat(16));
+            assert!(
+                headers.get("tracestate").is_none(),
+                "an empty tracestate is not sent"
+            );
+        }
+    }
+
+    #[test]
+    fn the_callers_trace_and_tracestate_continue() {
+        let traceparent = format!("00-{TRACE_ID}-00f067aa0ba902b7-01");
+        let headers = outgoing(
+            "warn",
+            &[
+                ("traceparent", &traceparent),
+                ("tracestate", "congo=t61rcWkgMzE"),
+            ],
+        );
+        let ids = parts(&headers);
+        assert_eq!(ids[1], TRACE_ID);
+        assert_ne!(
+            ids[2], "00f067aa0ba902b7",
+            "a span of its own in that trace"
+        );
+        assert_eq!(
+            headers.get("tracestate").map(|v| v.to_str().unwrap()),
+            Some("congo=t61rcWkgMzE")
+        );
+        let without_state = outgoing("info", &[("traceparent", &traceparent)]);
+        assert_eq!(parts(&without_state)[1], TRACE_ID);
+        assert!(without_state.get("tracestate").is_none());
     }
 }

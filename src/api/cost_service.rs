@@ -181,6 +181,11 @@ impl pb::cost_service_server::CostService for CostApi {
                             .iter()
                             .map(|g| convert::group_by_to_proto(*g) as i32)
                             .collect(),
+                        group_by_requires_filter: capabilities
+                            .group_by_requires_filter
+                            .iter()
+                            .map(|g| convert::group_by_to_proto(*g) as i32)
+                            .collect(),
                         asynchronous: capabilities.asynchronous,
                         native_unit: capabilities.native_unit.to_string(),
                     }),

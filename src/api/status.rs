@@ -70,6 +70,7 @@ pub fn upstream_code(kind: UpstreamErrorKind) -> Code {
         UpstreamErrorKind::Unavailable => Code::Unavailable,
         UpstreamErrorKind::Timeout => Code::DeadlineExceeded,
         UpstreamErrorKind::Malformed => Code::Unknown,
+        UpstreamErrorKind::Unanswerable => Code::FailedPrecondition,
     }
 }
 

@@ -62,6 +62,9 @@ pub enum UpstreamErrorKind {
     Malformed,
     /// An answer larger than the configured cap.
     TooLarge,
+    /// The upstream's API cannot answer this query shape (e.g. Atlas grouping by a dimension without
+    /// filter values for it); nothing was sent. The message says what the query needs.
+    Unanswerable,
 }
 
 impl UpstreamErrorKind {
@@ -77,6 +80,7 @@ impl UpstreamErrorKind {
             UpstreamErrorKind::Timeout => "UPSTREAM_TIMEOUT",
             UpstreamErrorKind::Malformed => "UPSTREAM_MALFORMED_RESPONSE",
             UpstreamErrorKind::TooLarge => "UPSTREAM_RESPONSE_TOO_LARGE",
+            UpstreamErrorKind::Unanswerable => "UPSTREAM_CANNOT_ANSWER_QUERY",
         }
     }
 
@@ -92,6 +96,7 @@ impl UpstreamErrorKind {
             UpstreamErrorKind::Timeout => "timeout",
             UpstreamErrorKind::Malformed => "malformed",
             UpstreamErrorKind::TooLarge => "too_large",
+            UpstreamErrorKind::Unanswerable => "unanswerable",
         }
     }
 

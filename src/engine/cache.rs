@@ -48,6 +48,8 @@ pub struct CachedChunk {
     pub fetched_at: DateTime<Utc>,
     /// Upstream HTTP requests the fetch took.
     pub requests: u32,
+    /// Requests left in the upstream's rate-limit window after the fetch, when it said.
+    pub rate_limit_remaining: Option<crate::providers::RateLimitReading>,
     bytes: u32,
 }
 
@@ -64,6 +66,8 @@ pub enum ChunkAnswer {
         data: Arc<CachedChunk>,
         age: Duration,
         error: UpstreamError,
+        /// Requests the failed refresh sent (0 while it is still running).
+        requests: u32,
     },
     Failed(ChunkFailure),
     /// Still fetching at the caller's deadline; the hold keeps the fetch alive for whoever takes it.
@@ -264,7 +268,7 @@ impl ChunkCache {
                         UpstreamErrorKind::Timeout,
                         "the refresh is still running",
                     );
-                    return self.stale(provider_label, data, error);
+                    return self.stale(provider_label, data, error, 0);
                 }
                 _ => {
                     let progress = inflight.progress.borrow().clone();
@@ -277,24 +281,31 @@ impl ChunkCache {
         };
         match cached {
             Some(data) if self.servable_stale(&data, max_staleness) => {
-                self.stale(provider_label, data, failure.error)
+                self.stale(provider_label, data, failure.error, failure.requests)
             }
             _ => ChunkAnswer::Failed(failure),
         }
     }
 
-    /// Serves `data` marked stale with its age, because its refresh failed with `error`.
+    /// Serves `data` marked stale with its age, because its refresh failed with `error` after
+    /// `requests` upstream requests.
     fn stale(
         &self,
         provider_label: &'static str,
         data: Arc<CachedChunk>,
         error: UpstreamError,
+        requests: u32,
     ) -> ChunkAnswer {
         self.metrics.cache_stale_serve(provider_label);
         let age = (self.clock.now() - data.fetched_at)
             .to_std()
             .unwrap_or_default();
-        ChunkAnswer::Stale { data, age, error }
+        ChunkAnswer::Stale {
+            data,
+            age,
+            error,
+            requests,
+        }
     }
 
     /// Drops every entry (benchmarks and operators refilling the cache).
@@ -357,13 +368,15 @@ impl ChunkCache {
                     .await;
                 let outcome = match result {
                     Ok(data) => {
-                        let chunk = Arc::new(CachedChunk::new(
+                        let mut chunk = CachedChunk::new(
                             task_key.chunk.period,
                             data.records,
                             data.warnings,
                             clock.now(),
                             data.requests,
-                        ));
+                        );
+                        chunk.rate_limit_remaining = data.rate_limit_remaining;
+                        let chunk = Arc::new(chunk);
                         entries.insert(task_key.clone(), chunk.clone()).await;
                         Ok(chunk)
                     }
@@ -390,6 +403,7 @@ impl ChunkCache {
                 Arc::new(Err(ChunkFailure {
                     error: UpstreamError::new(UpstreamErrorKind::Unavailable, message),
                     requests: 0,
+                    rate_limit_remaining: None,
                 }))
             })
         }
@@ -421,6 +435,7 @@ impl CachedChunk {
             warnings,
             fetched_at,
             requests,
+            rate_limit_remaining: None,
             bytes,
         }
     }

@@ -1,7 +1,10 @@
 //! Recent upstream outcomes per provider account, for ListProviders.
 
-use crate::domain::{ProviderAccountId, UpstreamError};
-use crate::sync::lock;
+use crate::{
+    domain::{ProviderAccountId, UpstreamError},
+    providers::RateLimitReading,
+    sync::lock,
+};
 use chrono::{DateTime, Utc};
 use std::{collections::HashMap, sync::Mutex};
 
@@ -13,6 +16,18 @@ pub struct HealthSnapshot {
     pub last_error: Option<UpstreamError>,
     pub consecutive_failures: u32,
     pub rate_limit_remaining: Option<i64>,
+    /// When the answer that said `rate_limit_remaining` arrived.
+    rate_limit_at: Option<std::time::Instant>,
+}
+
+impl HealthSnapshot {
+    /// Keeps `reading` unless a later answer already said what is left.
+    fn read_rate_limit(&mut self, reading: RateLimitReading) {
+        if self.rate_limit_at.is_none_or(|at| at <= reading.at) {
+            self.rate_limit_remaining = Some(reading.remaining);
+            self.rate_limit_at = Some(reading.at);
+        }
+    }
 }
 
 /// One entry per configured account; updated after every chunk.
@@ -33,13 +48,13 @@ impl HealthBoard {
         &self,
         account: &ProviderAccountId,
         at: DateTime<Utc>,
-        rate_limit_remaining: Option<i64>,
+        rate_limit: Option<RateLimitReading>,
     ) {
         self.update(account, |entry| {
             entry.last_success = Some(at);
             entry.consecutive_failures = 0;
-            if rate_limit_remaining.is_some() {
-                entry.rate_limit_remaining = rate_limit_remaining;
+            if let Some(reading) = rate_limit {
+                entry.read_rate_limit(reading);
             }
         });
     }
@@ -55,6 +70,11 @@ impl HealthBoard {
             entry.last_error = Some(error.clone());
             entry.consecutive_failures = entry.consecutive_failures.saturating_add(1);
         });
+    }
+
+    /// What the upstream last said of its rate-limit window, from any answer (a 429's too).
+    pub fn record_rate_limit(&self, account: &ProviderAccountId, reading: RateLimitReading) {
+        self.update(account, |entry| entry.read_rate_limit(reading));
     }
 
     pub fn snapshot(&self, account: &ProviderAccountId) -> HealthSnapshot {

@@ -290,7 +290,8 @@ impl Engine {
         deadline: Deadline,
         observe: &ProgressObserver<'_>,
     ) -> Result<RecordSet, EngineError> {
-        let plans: Vec<(&Arc<Provider>, Vec<crate::providers::Chunk>)> = self
+        type Plan = Result<Vec<crate::providers::Chunk>, UpstreamError>;
+        let plans: Vec<(&Arc<Provider>, Plan)> = self
             .providers
             .iter()
             .filter(|p| {
@@ -298,9 +299,15 @@ impl Engine {
                     .filter
                     .selects_account(p.account().kind, &p.account().id)
             })
-            .map(|p| (p, p.plan(query)))
+            .map(|p| match p.unanswerable(query) {
+                Some(error) => (p, Err(error)),
+                None => (p, Ok(p.plan(query))),
+            })
             .collect();
-        let planned: usize = plans.iter().map(|(_, chunks)| chunks.len()).sum();
+        let planned: usize = plans
+            .iter()
+            .map(|(_, chunks)| chunks.as_ref().map_or(0, Vec::len))
+            .sum();
         if planned > self.limits.max_chunks_per_query {
             return Err(EngineError::TooManyChunks {
                 planned,
@@ -313,8 +320,16 @@ impl Engine {
                 costd.provider = provider.account().kind.as_str(),
                 costd.account = provider.account().id.as_str(),
             );
-            self.fetch_account(provider.clone(), chunks, query, deadline, observe)
-                .instrument(span)
+            async move {
+                match chunks {
+                    Ok(chunks) => {
+                        self.fetch_account(provider.clone(), chunks, query, deadline, observe)
+                            .await
+                    }
+                    Err(error) => AccountOutcome::unanswerable(provider.account().clone(), error),
+                }
+            }
+            .instrument(span)
         }))
         .await;
         let mut chunks = Vec::new();
@@ -399,11 +414,19 @@ impl Engine {
                     if fetched {
                         result.from_cache = false;
                         result.upstream_requests += data.requests;
-                        self.health.record_success(&account.id, now, None);
+                        self.health
+                            .record_success(&account.id, now, data.rate_limit_remaining);
                     }
                     data
                 }
-                ChunkAnswer::Stale { data, age, error } => {
+                ChunkAnswer::Stale {
+                    data,
+                    age,
+                    error,
+                    requests,
+                } => {
+                    // The failed refresh's requests were sent for this answer: they count.
+                    result.upstream_requests += requests;
                     self.health.record_failure(&account.id, now, &error);
                     if stale.as_ref().is_none_or(|(oldest, _)| age > *oldest) {
                         stale = Some((age, error));
@@ -420,6 +443,9 @@ impl Engine {
                     result.from_cache = false;
                     result.upstream_requests += failure.requests;
                     self.health.record_failure(&account.id, now, &failure.error);
+                    if let Some(reading) = failure.rate_limit_remaining {
+                        self.health.record_rate_limit(&account.id, reading);
+                    }
                     failed_chunks += 1;
                     first_failure.get_or_insert(failure.error);
                     continue;
@@ -522,3 +548,25 @@ impl JobWork for Engine {
 pub type Jobs = JobManager<Engine>;
 /// A job of an engine query, as its subscribers see it.
 pub type Job = JobSnapshot<Engine>;
+
+impl AccountOutcome {
+    /// An account that cannot answer the query's shape: FAILED, nothing sent, no rows. Not an upstream
+    /// failure, so its health is untouched.
+    fn unanswerable(account: AccountRef, error: UpstreamError) -> Self {
+        AccountOutcome {
+            chunks: Vec::new(),
+            result: AccountResult {
+                account,
+                state: AccountState::Failed(error),
+                fetched_at: None,
+                from_cache: false,
+                warnings: Vec::new(),
+                notes: Vec::new(),
+                billed_cost: Money::zero(Currency::USD),
+                record_count: 0,
+                upstream_requests: 0,
+            },
+            holds: Vec::new(),
+        }
+    }
+}

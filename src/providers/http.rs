@@ -44,12 +44,10 @@ impl UpstreamResponse {
         retry_after(&self.headers)
     }
 
-    /// `RateLimit-Remaining`, when the upstream sends it.
+    /// Requests left in the upstream's rate-limit window, when it says: `RateLimit-Remaining` (Atlas,
+    /// the IETF draft) or the older `X-RateLimit-Remaining`.
     pub fn rate_limit_remaining(&self) -> Option<i64> {
-        self.headers
-            .get("ratelimit-remaining")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse().ok())
+        rate_limit_remaining(&self.headers)
     }
 }
 
@@ -327,6 +325,15 @@ fn transport_error(error: reqwest::Error) -> UpstreamError {
     UpstreamError::new(kind, what)
 }
 
+/// `RateLimit-Remaining`, else `X-RateLimit-Remaining`, as a count; a value that is not one is ignored.
+pub fn rate_limit_remaining(headers: &HeaderMap) -> Option<i64> {
+    ["ratelimit-remaining", "x-ratelimit-remaining"]
+        .iter()
+        .find_map(|name| headers.get(*name))
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok())
+}
+
 /// `Retry-After` as seconds or an HTTP date.
 pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     let value = headers
@@ -346,6 +353,22 @@ pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rate_limit_remaining_reads_both_header_spellings() {
+        let mut headers = HeaderMap::new();
+        assert_eq!(rate_limit_remaining(&headers), None);
+        headers.insert("x-ratelimit-remaining", "17".parse().unwrap());
+        assert_eq!(rate_limit_remaining(&headers), Some(17));
+        headers.insert("RateLimit-Remaining", " 42 ".parse().unwrap());
+        assert_eq!(
+            rate_limit_remaining(&headers),
+            Some(42),
+            "the standard name wins"
+        );
+        headers.insert("RateLimit-Remaining", "many".parse().unwrap());
+        assert_eq!(rate_limit_remaining(&headers), None);
+    }
 
     #[test]
     fn retry_after_reads_seconds_and_dates() {

@@ -7,7 +7,7 @@ pub mod http;
 pub mod team;
 
 use crate::{
-    config::{AccountKind, AccountSettings, AtlasConfig},
+    config::{AccountKind, AccountSettings, AtlasConfig, ElasticApiVersion},
     deadline::Deadline,
     domain::{
         AccountRef, CostQuery, CostRecord, DataQualityWarning, FetchProgress, Granularity, GroupBy,
@@ -21,6 +21,8 @@ use std::sync::Arc;
 pub struct Capabilities {
     pub granularities: Vec<Granularity>,
     pub group_by: Vec<GroupBy>,
+    /// Of `group_by`, those answered only when the query also filters on them.
+    pub group_by_requires_filter: Vec<GroupBy>,
     pub asynchronous: bool,
     pub native_unit: &'static str,
 }
@@ -58,7 +60,8 @@ pub struct ChunkData {
     pub warnings: Vec<DataQualityWarning>,
     /// HTTP requests sent for it, retries included.
     pub requests: u32,
-    pub rate_limit_remaining: Option<i64>,
+    /// What the upstream's last answer said of its rate-limit window, when it said.
+    pub rate_limit_remaining: Option<RateLimitReading>,
 }
 
 /// Sends one request and normalizes its answer with `read`: the one way synchronous providers turn an
@@ -75,9 +78,10 @@ pub async fn fetch_normalized(
         .map_err(|failed| ChunkFailure {
             error: failed.error,
             requests: failed.attempts,
+            rate_limit_remaining: None,
         })?;
     let requests = response.attempts;
-    let rate_limit_remaining = response.rate_limit_remaining();
+    let rate_limit_remaining = RateLimitReading::of(&response);
     read(response)
         .map(|normalized| ChunkData {
             records: normalized.records,
@@ -85,7 +89,31 @@ pub async fn fetch_normalized(
             requests,
             rate_limit_remaining,
         })
-        .map_err(|error| ChunkFailure { error, requests })
+        .map_err(|error| ChunkFailure {
+            error,
+            requests,
+            rate_limit_remaining,
+        })
+}
+
+/// Requests left in an upstream's rate-limit window, as one answer said, and when it came: of answers
+/// to concurrent requests, the latest says what is left.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimitReading {
+    pub remaining: i64,
+    pub at: std::time::Instant,
+}
+
+impl RateLimitReading {
+    /// What `response` says, read as it arrives.
+    pub fn of(response: &http::UpstreamResponse) -> Option<Self> {
+        response
+            .rate_limit_remaining()
+            .map(|remaining| RateLimitReading {
+                remaining,
+                at: std::time::Instant::now(),
+            })
+    }
 }
 
 /// A chunk that could not be fetched.
@@ -93,6 +121,8 @@ pub async fn fetch_normalized(
 pub struct ChunkFailure {
     pub error: UpstreamError,
     pub requests: u32,
+    /// What the upstream's last answer said of its rate-limit window, when it said.
+    pub rate_limit_remaining: Option<RateLimitReading>,
 }
 
 /// A configured provider account, ready to fetch.
@@ -157,12 +187,13 @@ impl Provider {
                     GroupBy::ChargeDimension,
                     GroupBy::ChargeCategory,
                 ],
+                group_by_requires_filter: Vec::new(),
                 asynchronous: false,
                 native_unit: "nanodollar",
             },
-            Provider::Elastic(_) => Capabilities {
+            Provider::Elastic(client) => Capabilities {
                 granularities: vec![Granularity::None, Granularity::Daily, Granularity::Monthly],
-                group_by: vec![
+                group_by: [
                     GroupBy::Provider,
                     GroupBy::BillingAccount,
                     GroupBy::SubAccount,
@@ -171,7 +202,12 @@ impl Provider {
                     GroupBy::Sku,
                     GroupBy::ChargeDimension,
                     GroupBy::ChargeCategory,
-                ],
+                ]
+                .into_iter()
+                // v1 reports deployments × billing dimensions: no SKUs.
+                .filter(|g| client.version() == ElasticApiVersion::V2 || *g != GroupBy::Sku)
+                .collect(),
+                group_by_requires_filter: Vec::new(),
                 asynchronous: false,
                 native_unit: "ECU",
             },
@@ -185,9 +221,33 @@ impl Provider {
                     GroupBy::Service,
                     GroupBy::ChargeCategory,
                 ],
+                group_by_requires_filter: vec![GroupBy::SubAccount, GroupBy::Resource],
                 asynchronous: true,
                 native_unit: "USD",
             },
+        }
+    }
+
+    /// Why this account cannot answer `query` at all, before any request: the result is then FAILED
+    /// with that error and no rows, rather than rows whose key would be silently empty.
+    pub fn unanswerable(&self, query: &CostQuery) -> Option<UpstreamError> {
+        let unanswerable =
+            |message: String| UpstreamError::new(UpstreamErrorKind::Unanswerable, message);
+        let capabilities = self.capabilities();
+        if let Some(missing) = query
+            .group_by
+            .iter()
+            .find(|g| !capabilities.group_by.contains(g))
+        {
+            return Some(unanswerable(format!(
+                "{} costs have no {} dimension, so they cannot be grouped by it",
+                self.account().kind.as_str(),
+                missing.as_str()
+            )));
+        }
+        match self {
+            Provider::TeamBilling(_) | Provider::Elastic(_) => None,
+            Provider::Atlas(_) => atlas::missing_filter(query).map(|n| unanswerable(n.to_string())),
         }
     }
 
@@ -248,6 +308,7 @@ impl Provider {
                     "a chunk planned for another provider",
                 ),
                 requests: 0,
+                rate_limit_remaining: None,
             }),
         }
     }

@@ -24,6 +24,8 @@ pub struct RecordedRequest {
     pub query: Option<String>,
     /// The W3C `traceparent` header, if sent.
     pub traceparent: Option<String>,
+    /// The W3C `tracestate` header, if sent.
+    pub tracestate: Option<String>,
     /// Whether an `Authorization` header was present (its value is never kept).
     pub has_authorization: bool,
     /// When the handler received the request.
@@ -42,6 +44,7 @@ pub(crate) struct Incoming {
     pub(crate) path: String,
     pub(crate) query: Option<String>,
     traceparent: Option<String>,
+    tracestate: Option<String>,
     has_authorization: bool,
     received_at: Instant,
     /// Absent when the router is driven without the sandbox's own listener.
@@ -68,6 +71,7 @@ impl Recorder {
             path: incoming.path.clone(),
             query: incoming.query.clone(),
             traceparent: incoming.traceparent.clone(),
+            tracestate: incoming.tracestate.clone(),
             has_authorization: incoming.has_authorization,
             received_at: incoming.received_at,
         });
@@ -105,15 +109,19 @@ impl<S: Send + Sync> FromRequestParts<S> for Incoming {
     type Rejection = std::convert::Infallible;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        let traceparent = parts
-            .headers
-            .get("traceparent")
-            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+        let header = |name: &str| {
+            parts
+                .headers
+                .get(name)
+                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+        };
+        let (traceparent, tracestate) = (header("traceparent"), header("tracestate"));
         Ok(Self {
             method: parts.method.clone(),
             path: parts.uri.path().to_owned(),
             query: parts.uri.query().map(str::to_owned),
             traceparent,
+            tracestate,
             has_authorization: parts.headers.contains_key(header::AUTHORIZATION),
             received_at: Instant::now(),
             conn: parts

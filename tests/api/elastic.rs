@@ -604,7 +604,7 @@ async fn a_v1_refusal_of_the_date_range_keeps_its_code_and_header() {
 }
 
 #[tokio::test]
-async fn daily_rows_for_one_instance_come_from_its_own_chart() {
+async fn daily_rows_for_one_instance_come_from_the_daily_chart_filtered_by_costd() {
     let app = spawn_elastic(|_, _| {}).await;
     let dataset = app.sandbox.dataset().elastic();
     let org = dataset.organization(org_id(&app, "Acme")).expect("seeded");
@@ -640,8 +640,10 @@ async fn daily_rows_for_one_instance_come_from_its_own_chart() {
         1,
         "one chart for the month: {asked_paths:?}"
     );
+    // The organization's chart, not the instance's own: only the former says the instance's type,
+    // which is its records' service whichever query reads them.
     assert!(
-        asked_paths[0].ends_with(&format!("/instances/{instance}/charts")),
+        asked_paths[0].ends_with(&format!("/organizations/{}/charts", org.id)),
         "{asked_paths:?}"
     );
 }

@@ -14,7 +14,7 @@ use crate::{
         AccountRef, AtlasId, FetchProgress, Period, UpstreamError, UpstreamErrorKind, UpstreamQuery,
     },
     providers::{
-        ChunkData, ChunkFailure, Normalized, ProgressSender,
+        ChunkData, ChunkFailure, Normalized, ProgressSender, RateLimitReading,
         http::{FailedCall, UpstreamHttp, UpstreamRequest, UpstreamResponse, retry_after},
     },
 };
@@ -83,18 +83,26 @@ impl AtlasClient {
         deadline: Deadline,
         progress: &ProgressSender,
     ) -> Result<ChunkData, ChunkFailure> {
-        let mut requests = 0u32;
+        let mut sent = Sent::default();
         let result = self
-            .create_and_poll(month, body, deadline, progress, &mut requests)
+            .create_and_poll(month, body, deadline, progress, &mut sent)
             .await;
+        let Sent {
+            requests,
+            rate_limit_remaining,
+        } = sent;
         result
             .map(|normalized| ChunkData {
                 records: normalized.records,
                 warnings: normalized.warnings,
                 requests,
-                rate_limit_remaining: None,
+                rate_limit_remaining,
             })
-            .map_err(|error| ChunkFailure { error, requests })
+            .map_err(|error| ChunkFailure {
+                error,
+                requests,
+                rate_limit_remaining,
+            })
     }
 
     async fn create_and_poll(
@@ -103,7 +111,7 @@ impl AtlasClient {
         body: &wire::CreateUsageQuery,
         deadline: Deadline,
         progress: &ProgressSender,
-        requests: &mut u32,
+        sent: &mut Sent,
     ) -> Result<Normalized, UpstreamError> {
         let started = Instant::now();
         let month_name = month.start().format("%Y-%m");
@@ -129,7 +137,7 @@ impl AtlasClient {
         };
         let mut recreated = false;
         'create: loop {
-            let token = self.create(body, deadline, requests).await?;
+            let token = self.create(body, deadline, sent).await?;
             let created_at = chrono::Utc::now();
             let mut delay = Duration::from_millis(self.config.poll_initial_ms);
             let mut polls = 0u32;
@@ -151,7 +159,7 @@ impl AtlasClient {
                     });
                 }
                 polls += 1;
-                let polled = self.poll(&token, month, deadline, requests).await;
+                let polled = self.poll(&token, month, deadline, sent).await;
                 self.http.metrics().atlas_poll(match &polled {
                     Ok(Poll::Done(_)) => AtlasPoll::Ready,
                     Ok(Poll::Processing) => AtlasPoll::Processing,
@@ -216,7 +224,7 @@ impl AtlasClient {
         &self,
         body: &wire::CreateUsageQuery,
         deadline: Deadline,
-        requests: &mut u32,
+        sent: &mut Sent,
     ) -> Result<String, UpstreamError> {
         let problems = normalize::violations(body);
         if !problems.is_empty() {
@@ -242,7 +250,7 @@ impl AtlasClient {
                 url,
                 Some(Bytes::from(bytes)),
                 deadline,
-                requests,
+                sent,
             )
             .await?;
         let status = response.status.as_u16();
@@ -265,11 +273,11 @@ impl AtlasClient {
         token: &str,
         month: Period,
         deadline: Deadline,
-        requests: &mut u32,
+        sent: &mut Sent,
     ) -> Result<Poll, UpstreamError> {
         let url = self.url(&["usage", token], true);
         let response = self
-            .send(Method::GET, POLL_ROUTE, url, None, deadline, requests)
+            .send(Method::GET, POLL_ROUTE, url, None, deadline, sent)
             .await?;
         let http_status = response.status.as_u16();
         if !response.status.is_success() {
@@ -305,7 +313,8 @@ impl AtlasClient {
         }
     }
 
-    /// Sends with authorization: answers a Digest challenge, or replaces a refused token, once.
+    /// Sends with authorization: answers a Digest challenge, or replaces a refused token, once. A 401
+    /// that stays one is reported with Atlas' own error body (its `errorCode`).
     async fn send(
         &self,
         method: Method,
@@ -313,13 +322,15 @@ impl AtlasClient {
         url: reqwest::Url,
         body: Option<Bytes>,
         deadline: Deadline,
-        requests: &mut u32,
+        sent: &mut Sent,
     ) -> Result<UpstreamResponse, UpstreamError> {
+        let requests = &mut sent.requests;
         let uri = match url.query() {
             Some(query) => format!("{}?{query}", url.path()),
             None => url.path().to_string(),
         };
         let token_url = self.url_of(&["api", "oauth", "token"]);
+        let mut refused: Option<UpstreamResponse> = None;
         for _ in 0..2 {
             self.bucket.until_ready().await;
             let mut headers = HeaderMap::new();
@@ -368,19 +379,26 @@ impl AtlasClient {
                 },
             )?;
             *requests += response.attempts;
+            if let Some(reading) = RateLimitReading::of(&response) {
+                sent.rate_limit_remaining = Some(reading);
+            }
             if response.status == http::StatusCode::UNAUTHORIZED
                 && self.auth.refused(&response.headers).await
             {
+                refused = Some(response);
                 continue;
             }
             return Ok(response);
         }
-        Err(UpstreamError {
-            http_status: Some(401),
-            ..UpstreamError::new(
-                UpstreamErrorKind::Unauthenticated,
-                "the credentials were refused",
-            )
+        Err(match refused {
+            Some(response) => error_of(401, &response.body, response.retry_after()),
+            None => UpstreamError {
+                http_status: Some(401),
+                ..UpstreamError::new(
+                    UpstreamErrorKind::Unauthenticated,
+                    "the credentials were refused",
+                )
+            },
         })
     }
 
@@ -409,6 +427,14 @@ impl AtlasClient {
         }
         url
     }
+}
+
+/// What one fetch sent: requests (retries and token requests included) and the last word of the
+/// organization's rate-limit bucket.
+#[derive(Default)]
+struct Sent {
+    requests: u32,
+    rate_limit_remaining: Option<RateLimitReading>,
 }
 
 /// ±25 % around `delay`, so many pollers do not move in step.

@@ -74,37 +74,18 @@ impl ElasticClient {
     fn url(&self, period: Period, endpoint: &Endpoint) -> (&'static str, reqwest::Url) {
         let org = self.settings.organization_id.as_str();
         // The template is the span's `url.template` and the path itself, placeholders filled in.
-        let (template, instance_id): (&'static str, Option<&str>) = match endpoint {
-            Endpoint::V1Deployments => {
-                ("/api/v1/billing/costs/{organization_id}/deployments", None)
+        let template: &'static str = match endpoint {
+            Endpoint::V1Deployments => "/api/v1/billing/costs/{organization_id}/deployments",
+            Endpoint::V2Instances => {
+                "/api/v2/billing/organizations/{organization_id}/costs/instances"
             }
-            Endpoint::V2Instances => (
-                "/api/v2/billing/organizations/{organization_id}/costs/instances",
-                None,
-            ),
-            Endpoint::V2Items => (
-                "/api/v2/billing/organizations/{organization_id}/costs/items",
-                None,
-            ),
-            Endpoint::V2InstanceItems { instance_id } => (
-                "/api/v2/billing/organizations/{organization_id}/costs/instances/{instance_id}/items",
-                Some(instance_id.as_str()),
-            ),
-            Endpoint::V2InstanceCharts { instance_id, .. } => (
-                "/api/v2/billing/organizations/{organization_id}/instances/{instance_id}/charts",
-                Some(instance_id.as_str()),
-            ),
-            Endpoint::V2Charts { .. } => (
-                "/api/v2/billing/organizations/{organization_id}/charts",
-                None,
-            ),
+            Endpoint::V2Charts { .. } => "/api/v2/billing/organizations/{organization_id}/charts",
         };
         let segments = template
             .trim_start_matches('/')
             .split('/')
             .map(|segment| match segment {
                 "{organization_id}" => org,
-                "{instance_id}" => instance_id.unwrap_or_default(),
                 literal => literal,
             });
         let mut url = self.base_url.clone();
@@ -126,7 +107,7 @@ impl ElasticClient {
                 Endpoint::V2Instances => {
                     query.append_pair("include_names", "true");
                 }
-                Endpoint::V2Charts { bucketing } | Endpoint::V2InstanceCharts { bucketing, .. } => {
+                Endpoint::V2Charts { bucketing } => {
                     query.append_pair("bucketing_strategy", bucketing.as_str());
                 }
                 _ => {}
@@ -161,32 +142,9 @@ impl ElasticClient {
             Endpoint::V2Instances => {
                 normalize::instances(&org, period, &parse::<wire::Instances>(&response)?)
             }
-            Endpoint::V2Items => {
-                normalize::items(&org, period, None, &parse::<wire::Items>(&response)?)
+            Endpoint::V2Charts { bucketing } => {
+                normalize::charts(&org, period, *bucketing, &parse::<wire::Charts>(&response)?)
             }
-            Endpoint::V2InstanceItems { instance_id } => normalize::items(
-                &org,
-                period,
-                Some(instance_id),
-                &parse::<wire::Items>(&response)?,
-            ),
-            Endpoint::V2InstanceCharts {
-                instance_id,
-                bucketing,
-            } => normalize::charts(
-                &org,
-                period,
-                *bucketing,
-                Some(instance_id),
-                &parse::<wire::Charts>(&response)?,
-            ),
-            Endpoint::V2Charts { bucketing } => normalize::charts(
-                &org,
-                period,
-                *bucketing,
-                None,
-                &parse::<wire::Charts>(&response)?,
-            ),
         };
         normalized.map_err(|problem| UpstreamError::malformed(status, problem))
     }
@@ -278,7 +236,8 @@ mod tests {
         let by_service = query(Granularity::None, vec![GroupBy::Service], &[]);
         assert_eq!(
             endpoints(ElasticApiVersion::V2, &by_service),
-            [Endpoint::V2Items, Endpoint::V2Items]
+            [Endpoint::V2Instances, Endpoint::V2Instances],
+            "instances say each instance's type, the service"
         );
         let daily = query(Granularity::Daily, vec![GroupBy::Resource], &[]);
         assert_eq!(
@@ -296,27 +255,22 @@ mod tests {
             45,
             "one instances call per day"
         );
-        let daily_for_one = query(Granularity::Daily, vec![GroupBy::Sku], &["abc123"]);
+        let daily_by_category = query(Granularity::Daily, vec![GroupBy::ChargeCategory], &[]);
+        assert_eq!(
+            endpoints(ElasticApiVersion::V2, &daily_by_category).len(),
+            45,
+            "a chart value sums credits into usage; line items tell them apart"
+        );
+        let daily_for_one = query(Granularity::Daily, vec![GroupBy::Resource], &["abc123"]);
         assert_eq!(
             endpoints(ElasticApiVersion::V2, &daily_for_one),
-            vec![
-                Endpoint::V2InstanceCharts {
-                    instance_id: "abc123".into(),
-                    bucketing: Bucketing::Daily
-                };
-                2
-            ],
-            "one instance's chart per month, not its items per day"
+            endpoints(ElasticApiVersion::V2, &daily),
+            "a filter never changes the endpoint"
         );
         let one_instance = query(Granularity::None, vec![], &["abc123"]);
         assert_eq!(
             endpoints(ElasticApiVersion::V2, &one_instance),
-            vec![
-                Endpoint::V2InstanceItems {
-                    instance_id: "abc123".into()
-                };
-                2
-            ]
+            [Endpoint::V2Instances, Endpoint::V2Instances]
         );
     }
 }

@@ -12,36 +12,28 @@ use crate::{
     domain::{CostQuery, Granularity, GroupBy, Period},
 };
 
-/// An Elastic endpoint, with what it needs beyond the period.
+/// An Elastic endpoint, with what it needs beyond the period. Only endpoints that say each instance's
+/// type are planned: that type is the record's service (ARCHITECTURE.md says why), so `costs/items`
+/// (product types, no instances) and the per-instance `items` and `charts` (no instance type) are not.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Endpoint {
     /// v1 `billing/costs/{org}/deployments`: deployment × billing dimension.
     V1Deployments,
     /// v2 `costs/instances`: instance × SKU line item.
     V2Instances,
-    /// v2 `costs/items`: product type × SKU line item, for the whole organization.
-    V2Items,
-    /// v2 `costs/instances/{id}/items`: one instance's SKU line items.
-    V2InstanceItems { instance_id: String },
     /// v2 `charts`: per instance, one value per bucket.
     V2Charts { bucketing: Bucketing },
-    /// v2 `instances/{id}/charts`: one instance, its values per bucket.
-    V2InstanceCharts {
-        instance_id: String,
-        bucketing: Bucketing,
-    },
 }
 
 /// Which endpoint answers which query shape — decided here and nowhere else (ARCHITECTURE.md says why).
+/// Filters never change the endpoint (costd applies them to the records), so a query filtered by a
+/// row's keys reads the same records as the grouped query the row came from.
 ///
 /// - v1 accounts have one endpoint: deployments, per calendar month, or per day for daily rows.
-/// - v2, daily rows for chosen resources: each instance's own daily chart, one call per month.
-/// - v2, daily rows without SKU-level grouping: the daily chart, one call per month.
-/// - v2, daily rows grouped by SKU, charge dimension or service: instances per day (charts carry no SKUs).
-/// - v2, a filter on resources: each instance's own items, per month (only what was asked is fetched).
-/// - v2, grouped by service but not by resource or sub-account: organization items, whose products
-///   are the service (product type).
-/// - v2 otherwise: instances per month, the most detailed answer (instance × SKU).
+/// - v2, daily rows grouped by SKU, charge dimension or charge category: instances per day (charts
+///   carry one value per instance, no line items).
+/// - v2, other daily rows: the daily chart, one call per month.
+/// - v2 otherwise: instances per month (instance × SKU, the most detailed answer).
 pub fn plan(version: ElasticApiVersion, query: &CostQuery) -> Vec<(Period, Endpoint)> {
     let daily = query.granularity == Granularity::Daily;
     let periods = if daily {
@@ -56,52 +48,15 @@ pub fn plan(version: ElasticApiVersion, query: &CostQuery) -> Vec<(Period, Endpo
     if version == ElasticApiVersion::V1 {
         return per(periods, Endpoint::V1Deployments);
     }
-    let instance_ids: Vec<&String> = query.filter.resources.iter().collect();
-    let chosen_instances =
-        !instance_ids.is_empty() && instance_ids.iter().all(|id| is_path_segment(id));
-    let per_instance = |make: &dyn Fn(&str) -> Endpoint| -> Vec<(Period, Endpoint)> {
-        let months = query.period.months();
-        months
-            .iter()
-            .flat_map(|period| instance_ids.iter().map(move |id| (*period, make(id))))
-            .collect()
-    };
-    if daily && chosen_instances {
-        return per_instance(&|id| Endpoint::V2InstanceCharts {
-            instance_id: id.to_string(),
-            bucketing: Bucketing::Daily,
-        });
-    }
-    if daily {
-        let needs_line_items =
-            groups(GroupBy::Sku) || groups(GroupBy::ChargeDimension) || groups(GroupBy::Service);
-        return if needs_line_items {
-            per(periods, Endpoint::V2Instances)
-        } else {
-            per(
-                query.period.months(),
-                Endpoint::V2Charts {
-                    bucketing: Bucketing::Daily,
-                },
-            )
-        };
-    }
-    if chosen_instances {
-        return per_instance(&|id| Endpoint::V2InstanceItems {
-            instance_id: id.to_string(),
-        });
-    }
-    if groups(GroupBy::Service) && !groups(GroupBy::Resource) && !groups(GroupBy::SubAccount) {
-        return per(periods, Endpoint::V2Items);
+    let needs_line_items =
+        groups(GroupBy::Sku) || groups(GroupBy::ChargeDimension) || groups(GroupBy::ChargeCategory);
+    if daily && !needs_line_items {
+        return per(
+            query.period.months(),
+            Endpoint::V2Charts {
+                bucketing: Bucketing::Daily,
+            },
+        );
     }
     per(periods, Endpoint::V2Instances)
-}
-
-/// Ids that can be put in a URL path as they are.
-fn is_path_segment(id: &str) -> bool {
-    !id.is_empty()
-        && id.len() <= 128
-        && id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'))
 }

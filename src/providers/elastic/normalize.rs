@@ -2,7 +2,7 @@
 //! "ECU") and converted exactly to USD at the account's configured rate; stated totals are checked
 //! against their parts and a mismatch is a warning, never a correction.
 
-use super::wire::{Charts, DeploymentCosts, Instances, Items, LineItem};
+use super::wire::{Charts, DeploymentCosts, Instances, LineItem};
 use crate::{
     domain::{
         ChargeCategory, CostRecord, Currency, DataQualityWarning, Money, Named, Period, Quantity,
@@ -81,7 +81,7 @@ pub fn deployments(
     Ok(out.finish())
 }
 
-/// v2 `costs/instances`: one record per instance × line item.
+/// v2 `costs/instances`: one record per instance × line item; the instance type is the service.
 pub fn instances(
     org: &Organization<'_>,
     period: Period,
@@ -111,46 +111,12 @@ pub fn instances(
     Ok(out.finish())
 }
 
-/// v2 `costs/items` (the whole organization) or `costs/instances/{id}/items` (one instance, given).
-pub fn items(
-    org: &Organization<'_>,
-    period: Period,
-    instance: Option<&str>,
-    body: &Items,
-) -> Result<Normalized, String> {
-    let mut out = Builder::new(org, period);
-    let resource = instance.map(|id| Resource {
-        id: Text::from(id),
-        name: None,
-        kind: Text::from("instance"),
-    });
-    let mut products_sum = Decimal::ZERO;
-    for product in &body.products {
-        let items_sum = out.line_items(
-            resource.as_ref(),
-            &product.kind,
-            &product.product_line_items,
-        )?;
-        out.check(
-            &format!("product `{}` total_ecu", product.kind),
-            product.total_ecu.0,
-            items_sum,
-        );
-        products_sum = add(products_sum, product.total_ecu.0)?;
-    }
-    out.check("total_ecu", body.total_ecu.0, products_sum);
-    Ok(out.finish())
-}
-
-/// v2 charts: one record per bucket × instance, charged over the bucket (clipped to the request).
-/// v2 charts: one record per bucket × value, charged over the bucket (clipped to the request). For the
-/// organization's chart each value is an instance; for one instance's chart (`instance` given) the
-/// instance is the resource and each value one of its SKUs.
+/// v2 charts: one record per bucket × instance, charged over the bucket (clipped to the request); the
+/// value's `type` is the instance type, the service, as in `costs/instances`.
 pub fn charts(
     org: &Organization<'_>,
     requested: Period,
     bucketing: Bucketing,
-    instance: Option<&str>,
     body: &Charts,
 ) -> Result<Normalized, String> {
     let mut out = Builder::new(org, requested);
@@ -170,28 +136,15 @@ pub fn charts(
         };
         for value in &bucket.values {
             let kind = value.kind.as_deref().unwrap_or("instance");
-            let (resource, sku) = match instance {
-                Some(id) => (
-                    Resource {
-                        id: Text::from(id),
-                        name: None,
-                        kind: Text::from("instance"),
-                    },
-                    Some(value.id.as_str()),
-                ),
-                None => (
-                    Resource {
-                        id: Text::from(value.id.as_str()),
-                        name: value.name.as_deref().map(Text::from),
-                        kind: Text::from(kind),
-                    },
-                    None,
-                ),
+            let resource = Resource {
+                id: Text::from(value.id.as_str()),
+                name: value.name.as_deref().map(Text::from),
+                kind: Text::from(kind),
             };
             out.push(Line {
                 resource: Some(&resource),
                 service: kind,
-                sku,
+                sku: None,
                 dimension: None,
                 ecu: value.value.0,
                 quantity: None,
@@ -525,14 +478,8 @@ mod tests {
                 r#"{{"data":[{{"timestamp":{timestamp},"values":[{{"id":"d1","name":"Search","type":"deployment","value":1.25}}]}}]}}"#
             ))
             .unwrap();
-            let normalized = charts(
-                &org(&account(), "1"),
-                january(),
-                Bucketing::Daily,
-                None,
-                &body,
-            )
-            .unwrap();
+            let normalized =
+                charts(&org(&account(), "1"), january(), Bucketing::Daily, &body).unwrap();
             let record = &normalized.records[0];
             assert_eq!(record.charge_period, Period::day_of(january().start()));
             assert_eq!(record.billed_cost.nanos(), 1_250_000_000);
