@@ -17,7 +17,13 @@ use crate::{
     providers::{Provider, http::UpstreamHttp},
     telemetry,
 };
-use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
+use prost::Message;
+use std::{
+    future::Future,
+    net::SocketAddr,
+    sync::{Arc, OnceLock},
+    time::Duration,
+};
 use tokio::net::TcpListener;
 use tonic::{server::NamedService, transport::server::TcpIncoming};
 use tonic_health::{ServingStatus, server::HealthReporter};
@@ -157,7 +163,7 @@ impl App {
         let (stop_accepting, accepting_stopped) = tokio::sync::oneshot::channel::<()>();
         let server = tonic::transport::Server::builder()
             .trace_fn(rpc_span)
-            .layer(RpcMetricsLayer::new(self.metrics.clone()))
+            .layer(RpcMetricsLayer::new(self.metrics.clone(), served_methods()))
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
@@ -218,6 +224,37 @@ impl App {
         }
         served
     }
+}
+
+/// Every method served, as `package.Service/Method`, read from the services' own descriptors: the RPC
+/// metrics label only these. Made once per process (the names live as long as it does).
+fn served_methods() -> &'static [&'static str] {
+    static METHODS: OnceLock<Vec<&'static str>> = OnceLock::new();
+    METHODS.get_or_init(|| {
+        let sets = [
+            pb::FILE_DESCRIPTOR_SET,
+            tonic_health::pb::FILE_DESCRIPTOR_SET,
+            tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
+            tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+        ];
+        let mut methods: Vec<&'static str> = sets
+            .iter()
+            .filter_map(|bytes| prost_types::FileDescriptorSet::decode(*bytes).ok())
+            .flat_map(|set| set.file)
+            .flat_map(|file| {
+                let package = file.package().to_string();
+                file.service.into_iter().flat_map(move |service| {
+                    let prefix = format!("{package}.{}", service.name());
+                    service.method.into_iter().map(move |method| {
+                        &*Box::leak(format!("{prefix}/{}", method.name()).into_boxed_str())
+                    })
+                })
+            })
+            .collect();
+        methods.sort_unstable();
+        methods.dedup();
+        methods
+    })
 }
 
 /// What the metrics endpoint reads at scrape time.

@@ -65,7 +65,9 @@ impl QueryJobApi {
 
     fn job(&self, name: &str) -> Result<Arc<Job>, Status> {
         let id = job_id(name)?;
-        self.jobs.get(&id).ok_or_else(|| not_found(name))
+        self.jobs
+            .get(&id)
+            .ok_or_else(|| status::job_not_found(name))
     }
 }
 
@@ -76,10 +78,6 @@ fn job_id(name: &str) -> Result<JobId, Status> {
             "must be a job name, jobs/{32 hex digits}",
         )])
     })
-}
-
-fn not_found(name: &str) -> Status {
-    Status::not_found(format!("{name} does not exist or has expired"))
 }
 
 type Events = Pin<Box<dyn Stream<Item = Result<pb::WatchJobResponse, Status>> + Send>>;
@@ -162,7 +160,7 @@ impl pb::query_job_service_server::QueryJobService for QueryJobApi {
         let job = self
             .jobs
             .cancel(&job_id(&name)?)
-            .ok_or_else(|| not_found(&name))?;
+            .ok_or_else(|| status::job_not_found(&name))?;
         Ok(Response::new(pb::CancelJobResponse {
             job: Some(job_convert::job_to_proto(&job)?),
         }))
@@ -176,7 +174,7 @@ impl pb::query_job_service_server::QueryJobService for QueryJobApi {
         let updates = self
             .jobs
             .subscribe(&job_id(&name)?)
-            .ok_or_else(|| not_found(&name))?;
+            .ok_or_else(|| status::job_not_found(&name))?;
         Ok(Response::new(events(updates, self.converted.clone())))
     }
 }

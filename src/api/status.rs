@@ -12,6 +12,11 @@ use tonic_types::{ErrorDetails, FieldViolation, StatusExt};
 /// The ErrorInfo domain of costd's own errors.
 pub const COSTD_DOMAIN: &str = "costd";
 
+/// `NOT_FOUND` for a job name: unknown and expired jobs answer alike.
+pub fn job_not_found(name: &str) -> Status {
+    Status::not_found(format!("{name} does not exist or has expired"))
+}
+
 /// `INVALID_ARGUMENT` listing every violation at once (BadRequest).
 pub fn invalid_argument(violations: Vec<FieldViolation>) -> Status {
     let summary = violations

@@ -16,7 +16,7 @@ use crate::{
         UpstreamErrorKind,
     },
     metrics::{CacheLookup, Metrics},
-    providers::{Chunk, ChunkFailure, Provider},
+    providers::{Chunk, ChunkData, ChunkFailure, FetchedChunk, Provider},
 };
 use chrono::{DateTime, Utc};
 use futures::{
@@ -367,16 +367,12 @@ impl ChunkCache {
                     .fetch(&task_key.chunk, Deadline::after(timeout), &progress_sender)
                     .await;
                 let outcome = match result {
-                    Ok(data) => {
-                        let mut chunk = CachedChunk::new(
+                    Ok(fetched) => {
+                        let chunk = Arc::new(CachedChunk::new(
                             task_key.chunk.period,
-                            data.records,
-                            data.warnings,
+                            fetched,
                             clock.now(),
-                            data.requests,
-                        );
-                        chunk.rate_limit_remaining = data.rate_limit_remaining;
-                        let chunk = Arc::new(chunk);
+                        ));
                         entries.insert(task_key.clone(), chunk.clone()).await;
                         Ok(chunk)
                     }
@@ -421,21 +417,16 @@ impl ChunkCache {
 }
 
 impl CachedChunk {
-    pub fn new(
-        period: Period,
-        records: Vec<CostRecord>,
-        warnings: Vec<DataQualityWarning>,
-        fetched_at: DateTime<Utc>,
-        requests: u32,
-    ) -> Self {
+    fn new(period: Period, fetched: FetchedChunk, fetched_at: DateTime<Utc>) -> Self {
+        let ChunkData { records, warnings } = fetched.data;
         let bytes = estimated_bytes(&records, &warnings);
         CachedChunk {
             period,
             records,
             warnings,
             fetched_at,
-            requests,
-            rate_limit_remaining: None,
+            requests: fetched.requests,
+            rate_limit_remaining: fetched.rate_limit_remaining,
             bytes,
         }
     }

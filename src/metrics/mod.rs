@@ -25,15 +25,15 @@ fn latency_histogram() -> Histogram {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RpcLabels {
-    /// `package.Service/Method`.
-    pub method: String,
+    /// `package.Service/Method`, one of the methods served, or `unknown`.
+    pub method: &'static str,
     /// The gRPC status code's canonical name, e.g. `OK`, `INVALID_ARGUMENT`.
     pub code: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct MethodLabels {
-    method: String,
+    method: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -202,7 +202,7 @@ impl Metrics {
         self.rpc_requests.get_or_create(labels).inc();
         self.rpc_duration
             .get_or_create(&MethodLabels {
-                method: labels.method.clone(),
+                method: labels.method,
             })
             .observe(elapsed.as_secs_f64());
     }

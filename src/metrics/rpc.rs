@@ -13,14 +13,20 @@ use std::{
     time::Instant,
 };
 
+/// The method label of a path that is none of the methods served.
+pub const UNKNOWN_METHOD: &str = "unknown";
+
 #[derive(Clone)]
 pub struct RpcMetricsLayer {
     metrics: Arc<Metrics>,
+    methods: &'static [&'static str],
 }
 
 impl RpcMetricsLayer {
-    pub fn new(metrics: Arc<Metrics>) -> Self {
-        RpcMetricsLayer { metrics }
+    /// Counts calls of `methods` (`package.Service/Method`) under their own name and every other path
+    /// as `unknown`, so made-up paths never make new series.
+    pub fn new(metrics: Arc<Metrics>, methods: &'static [&'static str]) -> Self {
+        RpcMetricsLayer { metrics, methods }
     }
 }
 
@@ -31,6 +37,7 @@ impl<S> tower::Layer<S> for RpcMetricsLayer {
         RpcMetricsService {
             inner,
             metrics: self.metrics.clone(),
+            methods: self.methods,
         }
     }
 }
@@ -39,6 +46,7 @@ impl<S> tower::Layer<S> for RpcMetricsLayer {
 pub struct RpcMetricsService<S> {
     inner: S,
     metrics: Arc<Metrics>,
+    methods: &'static [&'static str],
 }
 
 impl<S, ReqBody, ResBody> tower::Service<http::Request<ReqBody>> for RpcMetricsService<S>
@@ -55,9 +63,16 @@ where
     }
 
     fn call(&mut self, request: http::Request<ReqBody>) -> Self::Future {
+        let path = request.uri().path().trim_start_matches('/');
+        let method = self
+            .methods
+            .iter()
+            .find(|known| **known == path)
+            .copied()
+            .unwrap_or(UNKNOWN_METHOD);
         let mut call = Call {
             metrics: self.metrics.clone(),
-            method: request.uri().path().trim_start_matches('/').to_string(),
+            method,
             started: Instant::now(),
             recorded: false,
         };
@@ -75,7 +90,7 @@ where
 /// One call being answered; records itself once, when its status is known or it is abandoned.
 struct Call {
     metrics: Arc<Metrics>,
-    method: String,
+    method: &'static str,
     started: Instant,
     recorded: bool,
 }
@@ -86,7 +101,7 @@ impl Call {
             return;
         }
         let labels = RpcLabels {
-            method: std::mem::take(&mut self.method),
+            method: self.method,
             code: grpc_code_name(code),
         };
         self.metrics.rpc(&labels, self.started.elapsed());

@@ -27,9 +27,10 @@ pub struct Capabilities {
     pub native_unit: &'static str,
 }
 
-/// Records and the checks that failed, from one upstream answer.
+/// A chunk's records and the checks that failed: what normalizing an upstream answer gives, and what
+/// the cache holds.
 #[derive(Debug)]
-pub struct Normalized {
+pub struct ChunkData {
     pub records: Vec<CostRecord>,
     pub warnings: Vec<DataQualityWarning>,
 }
@@ -55,9 +56,8 @@ pub type ProgressSender = tokio::sync::watch::Sender<FetchProgress>;
 
 /// The normalized answer for one chunk of a query.
 #[derive(Debug)]
-pub struct ChunkData {
-    pub records: Vec<CostRecord>,
-    pub warnings: Vec<DataQualityWarning>,
+pub struct FetchedChunk {
+    pub data: ChunkData,
     /// HTTP requests sent for it, retries included.
     pub requests: u32,
     /// What the upstream's last answer said of its rate-limit window, when it said.
@@ -70,8 +70,8 @@ pub async fn fetch_normalized(
     http: &http::UpstreamHttp,
     request: http::UpstreamRequest<'_>,
     deadline: Deadline,
-    read: impl FnOnce(http::UpstreamResponse) -> Result<Normalized, UpstreamError>,
-) -> Result<ChunkData, ChunkFailure> {
+    read: impl FnOnce(http::UpstreamResponse) -> Result<ChunkData, UpstreamError>,
+) -> Result<FetchedChunk, ChunkFailure> {
     let response = http
         .send(request, deadline)
         .await
@@ -83,9 +83,8 @@ pub async fn fetch_normalized(
     let requests = response.attempts;
     let rate_limit_remaining = RateLimitReading::of(&response);
     read(response)
-        .map(|normalized| ChunkData {
-            records: normalized.records,
-            warnings: normalized.warnings,
+        .map(|data| FetchedChunk {
+            data,
             requests,
             rate_limit_remaining,
         })
@@ -290,7 +289,7 @@ impl Provider {
         chunk: &Chunk,
         deadline: Deadline,
         progress: &ProgressSender,
-    ) -> Result<ChunkData, ChunkFailure> {
+    ) -> Result<FetchedChunk, ChunkFailure> {
         match (self, &chunk.request) {
             (Provider::TeamBilling(client), ChunkRequest::TeamCost) => {
                 client.fetch(chunk.period, deadline).await

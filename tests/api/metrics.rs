@@ -266,3 +266,55 @@ async fn metrics_can_be_turned_off() {
     let app = spawn_app_with(|settings| settings.metrics.enabled = false).await;
     assert_eq!(app.metrics_addr, None);
 }
+
+#[tokio::test]
+async fn calls_to_paths_that_are_not_served_share_one_method_label() {
+    let app = spawn_app().await;
+    let mut grpc = tonic::client::Grpc::new(app.channel.clone());
+    for path in ["/costd.v1.CostService/Nope", "/made.Up/Path", "/x"] {
+        grpc.ready().await.expect("ready");
+        let answer: Result<tonic::Response<()>, tonic::Status> = grpc
+            .unary(
+                tonic::Request::new(()),
+                http::uri::PathAndQuery::from_static(path),
+                tonic_prost::ProstCodec::default(),
+            )
+            .await;
+        assert_eq!(
+            answer.expect_err(path).code(),
+            tonic::Code::Unimplemented,
+            "{path}"
+        );
+    }
+    app.costs
+        .clone()
+        .list_providers(pb::ListProvidersRequest::default())
+        .await
+        .expect("listed");
+
+    let scraped = scrape(&app).await;
+    assert_eq!(
+        value(
+            &scraped,
+            "costd_rpc_requests_total{method=\"unknown\",code=\"UNIMPLEMENTED\"}"
+        ),
+        3.0
+    );
+    assert_eq!(
+        value(
+            &scraped,
+            "costd_rpc_requests_total{method=\"costd.v1.CostService/ListProviders\",code=\"OK\"}"
+        ),
+        1.0
+    );
+    let methods: std::collections::BTreeSet<&str> = scraped
+        .keys()
+        .filter_map(|series| series.strip_prefix("costd_rpc_requests_total{method=\""))
+        .filter_map(|rest| rest.split('"').next())
+        .collect();
+    assert_eq!(
+        methods,
+        ["costd.v1.CostService/ListProviders", "unknown"].into(),
+        "no series per made-up path"
+    );
+}

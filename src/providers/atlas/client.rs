@@ -14,7 +14,7 @@ use crate::{
         AccountRef, AtlasId, FetchProgress, Period, UpstreamError, UpstreamErrorKind, UpstreamQuery,
     },
     providers::{
-        ChunkData, ChunkFailure, Normalized, ProgressSender, RateLimitReading,
+        ChunkData, ChunkFailure, FetchedChunk, ProgressSender, RateLimitReading,
         http::{FailedCall, UpstreamHttp, UpstreamRequest, UpstreamResponse, retry_after},
     },
 };
@@ -30,7 +30,7 @@ const POLL_ROUTE: &str = "/api/atlas/v2/orgs/{orgId}/billing/costExplorer/usage/
 /// What one poll said.
 enum Poll {
     Processing,
-    Done(Normalized),
+    Done(ChunkData),
     /// The upstream no longer knows the token.
     Gone,
     /// Throttled: ask again after this long.
@@ -82,7 +82,7 @@ impl AtlasClient {
         body: &wire::CreateUsageQuery,
         deadline: Deadline,
         progress: &ProgressSender,
-    ) -> Result<ChunkData, ChunkFailure> {
+    ) -> Result<FetchedChunk, ChunkFailure> {
         let mut sent = Sent::default();
         let result = self
             .create_and_poll(month, body, deadline, progress, &mut sent)
@@ -92,9 +92,8 @@ impl AtlasClient {
             rate_limit_remaining,
         } = sent;
         result
-            .map(|normalized| ChunkData {
-                records: normalized.records,
-                warnings: normalized.warnings,
+            .map(|data| FetchedChunk {
+                data,
                 requests,
                 rate_limit_remaining,
             })
@@ -112,7 +111,7 @@ impl AtlasClient {
         deadline: Deadline,
         progress: &ProgressSender,
         sent: &mut Sent,
-    ) -> Result<Normalized, UpstreamError> {
+    ) -> Result<ChunkData, UpstreamError> {
         let started = Instant::now();
         let month_name = month.start().format("%Y-%m");
         let body_text = serde_json::to_string(body).unwrap_or_default();

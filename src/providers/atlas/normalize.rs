@@ -6,7 +6,7 @@ use crate::{
         ChargeCategory, CostQuery, CostRecord, Currency, DataQualityWarning, Money, Named, Period,
         Quantity, Resource, Text,
     },
-    providers::{AccountRef, Normalized},
+    providers::{AccountRef, ChunkData},
 };
 use chrono::{Datelike, NaiveDate, NaiveTime};
 use std::collections::BTreeMap;
@@ -125,7 +125,7 @@ pub fn usage_rows(
     org_id: &str,
     requested: Period,
     body: &UsageResult,
-) -> Result<Normalized, String> {
+) -> Result<ChunkData, String> {
     let mut records = Vec::with_capacity(body.usage_details.len());
     let mut warnings = Vec::new();
     let usd = Text::from("USD");
@@ -204,7 +204,7 @@ pub fn usage_rows(
             extensions: BTreeMap::new(),
         });
     }
-    Ok(Normalized { records, warnings })
+    Ok(ChunkData { records, warnings })
 }
 
 #[cfg(test)]

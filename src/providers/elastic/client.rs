@@ -12,7 +12,7 @@ use crate::{
     deadline::Deadline,
     domain::{AccountRef, Period, UpstreamError},
     providers::{
-        ChunkData, ChunkFailure, Normalized,
+        ChunkData, ChunkFailure, FetchedChunk,
         http::{UpstreamHttp, UpstreamRequest, UpstreamResponse},
     },
 };
@@ -54,7 +54,7 @@ impl ElasticClient {
         period: Period,
         endpoint: &Endpoint,
         deadline: Deadline,
-    ) -> Result<ChunkData, ChunkFailure> {
+    ) -> Result<FetchedChunk, ChunkFailure> {
         let (template, url) = self.url(period, endpoint);
         let request = UpstreamRequest {
             provider: self.account.kind,
@@ -125,7 +125,7 @@ impl ElasticClient {
         period: Period,
         endpoint: &Endpoint,
         response: UpstreamResponse,
-    ) -> Result<Normalized, UpstreamError> {
+    ) -> Result<ChunkData, UpstreamError> {
         let status = response.status.as_u16();
         if !response.status.is_success() {
             return Err(error_of(&response));

@@ -8,7 +8,7 @@ use crate::{
         ChargeCategory, CostRecord, Currency, DataQualityWarning, Money, Named, Period, Quantity,
         Resource, Text, UnitPrice, format_decimal,
     },
-    providers::{AccountRef, Normalized},
+    providers::{AccountRef, ChunkData},
 };
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
@@ -43,7 +43,7 @@ pub fn deployments(
     org: &Organization<'_>,
     period: Period,
     body: &DeploymentCosts,
-) -> Result<Normalized, String> {
+) -> Result<ChunkData, String> {
     let mut out = Builder::new(org, period);
     let mut deployments_sum = Decimal::ZERO;
     for deployment in &body.deployments {
@@ -86,7 +86,7 @@ pub fn instances(
     org: &Organization<'_>,
     period: Period,
     body: &Instances,
-) -> Result<Normalized, String> {
+) -> Result<ChunkData, String> {
     let mut out = Builder::new(org, period);
     let mut instances_sum = Decimal::ZERO;
     for instance in &body.instances {
@@ -118,7 +118,7 @@ pub fn charts(
     requested: Period,
     bucketing: Bucketing,
     body: &Charts,
-) -> Result<Normalized, String> {
+) -> Result<ChunkData, String> {
     let mut out = Builder::new(org, requested);
     for bucket in &body.data {
         let start = epoch(bucket.timestamp)
@@ -324,8 +324,8 @@ impl<'a> Builder<'a> {
         }
     }
 
-    fn finish(self) -> Normalized {
-        Normalized {
+    fn finish(self) -> ChunkData {
+        ChunkData {
             records: self.records,
             warnings: self.warnings,
         }
@@ -398,7 +398,7 @@ mod tests {
         assert_eq!(nanos, 300_000_000);
     }
 
-    fn instances_of(body: &crate::providers::elastic::wire::Instances, rate: &str) -> Normalized {
+    fn instances_of(body: &crate::providers::elastic::wire::Instances, rate: &str) -> ChunkData {
         instances(&org(&account(), rate), january(), body).unwrap()
     }
 

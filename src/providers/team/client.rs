@@ -7,7 +7,7 @@ use crate::{
     deadline::Deadline,
     domain::{AccountRef, Period, UpstreamError},
     providers::{
-        ChunkData, ChunkFailure,
+        ChunkFailure, FetchedChunk,
         http::{UpstreamHttp, UpstreamRequest, UpstreamResponse},
     },
 };
@@ -45,7 +45,7 @@ impl TeamBillingClient {
         &self,
         period: Period,
         deadline: Deadline,
-    ) -> Result<ChunkData, ChunkFailure> {
+    ) -> Result<FetchedChunk, ChunkFailure> {
         let request = UpstreamRequest {
             provider: self.account.kind,
             account: &self.account.id,
@@ -97,7 +97,7 @@ impl TeamBillingClient {
         &self,
         period: Period,
         response: UpstreamResponse,
-    ) -> Result<crate::providers::Normalized, UpstreamError> {
+    ) -> Result<crate::providers::ChunkData, UpstreamError> {
         let status = response.status.as_u16();
         if response.status.is_success() {
             let body: wire::CostResponse = serde_json::from_slice(&response.body)

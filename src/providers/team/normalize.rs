@@ -6,7 +6,7 @@ use crate::{
         ChargeCategory, CostRecord, Currency, DataQualityWarning, Money, Named, Period, Quantity,
         Text, UnitPrice, format_decimal,
     },
-    providers::{AccountRef, Normalized},
+    providers::{AccountRef, ChunkData},
 };
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
@@ -19,7 +19,7 @@ pub fn normalize(
     team_id: &str,
     requested: Period,
     body: &CostResponse,
-) -> Result<Normalized, String> {
+) -> Result<ChunkData, String> {
     let mut warnings = Vec::new();
     let period = Period::new(
         parse_time("startDate", &body.start_date)?,
@@ -142,7 +142,7 @@ pub fn normalize(
             message: format!("operation totals sum to {operations_sum} nanodollars, the grand total says {stated_total}"),
         });
     }
-    Ok(Normalized { records, warnings })
+    Ok(ChunkData { records, warnings })
 }
 
 fn parse_time(field: &str, text: &str) -> Result<DateTime<Utc>, String> {
