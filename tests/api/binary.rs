@@ -6,7 +6,8 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 
 pub const COSTD: &str = env!("CARGO_BIN_EXE_costd");
 
-/// Runs `costd serve` on a config file in a clean environment (plus `env`).
+/// Runs `costd serve` on a config file in a clean environment (plus `env`), its metrics on a free
+/// loopback port unless `env` says otherwise: a test never depends on a fixed port being free.
 pub fn serve(
     config: &str,
     env: &[(&str, &str)],
@@ -19,6 +20,7 @@ pub fn serve(
         .arg("--config")
         .arg(file.path())
         .env_clear()
+        .env(costd::config::ENV_METRICS_LISTEN, "127.0.0.1:0")
         .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
