@@ -118,12 +118,13 @@ async fn run(
         Ok(guard) => guard,
         Err(e) => return report(Err(e.to_string())),
     };
+    let accounts: Vec<String> = settings.accounts.iter().map(|a| a.id.to_string()).collect();
     let app = match App::build(settings).await {
         Ok(app) => app,
         Err(e) => return report(Err(e.to_string())),
     };
     if let Some(upstreams) = demo_upstreams {
-        print_demo_help(app.local_addr(), app.metrics_addr(), upstreams);
+        print_demo_help(app.local_addr(), app.metrics_addr(), upstreams, &accounts);
     }
     report(
         app.run_until_stopped(stop_signal())
@@ -136,22 +137,14 @@ fn print_demo_help(
     addr: SocketAddr,
     metrics: Option<SocketAddr>,
     upstreams: &sandbox::SandboxHandle,
+    accounts: &[String],
 ) {
     let month = chrono::Utc::now().format("%Y-%m-01");
     println!(
         "costd demo: serving gRPC on {addr}, sandbox upstreams on {}",
         upstreams.base_url()
     );
-    println!(
-        "accounts: {}",
-        upstreams
-            .dataset()
-            .teams()
-            .iter()
-            .map(|t| t.id.replace('_', "-"))
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
+    println!("accounts: {}", accounts.join(", "));
     println!("try, from another terminal:");
     println!(
         "  cargo run --release -- query --addr http://{addr} --from 2026-01-01 --to {month} --group-by billing_account,service"

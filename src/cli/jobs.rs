@@ -28,8 +28,9 @@ pub enum JobsCommand {
     },
     /// List jobs, newest first.
     List {
-        /// Only jobs in this state (queued, running, succeeded, failed, cancelled); repeatable.
-        #[arg(long = "state")]
+        /// Only jobs in these states (queued, running, succeeded, failed, cancelled); comma-separated
+        /// or repeated.
+        #[arg(long = "state", value_delimiter = ',')]
         states: Vec<String>,
         #[command(flatten)]
         target: Target,

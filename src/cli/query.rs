@@ -28,20 +28,20 @@ pub struct QueryArgs {
     /// none, daily or monthly.
     #[arg(long, default_value = "none", value_parser = ["none", "daily", "monthly"])]
     pub granularity: String,
-    /// Only these provider kinds: atlas, elastic, team_billing.
-    #[arg(long = "provider", value_parser = parse_provider)]
+    /// Only these provider kinds: atlas, elastic, team_billing (comma-separated or repeated).
+    #[arg(long = "provider", value_parser = parse_provider, value_delimiter = ',')]
     pub providers: Vec<ProviderKind>,
-    /// Only these configured provider accounts.
-    #[arg(long = "account")]
+    /// Only these configured provider accounts (comma-separated or repeated).
+    #[arg(long = "account", value_delimiter = ',')]
     pub accounts: Vec<String>,
-    /// Only these sub-accounts (projects, deployments).
-    #[arg(long = "sub-account")]
+    /// Only these sub-accounts, projects or deployments (comma-separated or repeated).
+    #[arg(long = "sub-account", value_delimiter = ',')]
     pub sub_accounts: Vec<String>,
-    /// Only these resources.
-    #[arg(long = "resource")]
+    /// Only these resources (comma-separated or repeated).
+    #[arg(long = "resource", value_delimiter = ',')]
     pub resources: Vec<String>,
-    /// Only these services.
-    #[arg(long = "service")]
+    /// Only these services (comma-separated or repeated).
+    #[arg(long = "service", value_delimiter = ',')]
     pub services: Vec<String>,
     /// table, json or csv.
     #[arg(long, default_value = "table")]

@@ -235,6 +235,31 @@ async fn the_query_command_prints_exact_totals_as_table_json_and_csv() {
 }
 
 #[tokio::test]
+async fn the_query_commands_list_flags_take_commas_like_group_by() {
+    let app = spawn_app().await;
+    let output = within(
+        tokio::process::Command::new(COSTD)
+            .args(["query", "--addr", &format!("http://{}", app.addr)])
+            .args(["--from", "2026-01-01", "--to", "2026-01-04"])
+            .args(["--account", "team-acme,team-borealis", "--output", "json"])
+            .args(["--provider", "team_billing,elastic"])
+            .output(),
+    )
+    .await
+    .expect("runs");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let parsed: serde_json::Value = serde_json::from_slice(&output.stdout).expect("json");
+    assert_eq!(
+        parsed["covered_provider_accounts"],
+        serde_json::json!(["team-acme", "team-borealis"])
+    );
+}
+
+#[tokio::test]
 async fn the_query_command_lists_every_violation_and_fails() {
     let app = spawn_app().await;
     let output = within(

@@ -94,14 +94,22 @@ async fn the_demo_serves_every_seeded_account_from_its_embedded_sandbox() {
         .spawn()
         .expect("starts");
     let mut lines = tokio::io::BufReader::new(demo.stdout.take().expect("piped")).lines();
-    let (addr, metrics_url) = within(async {
+    let (addr, banner_accounts, metrics_url) = within(async {
         let mut addr = None;
+        let mut accounts = None;
         while let Some(line) = lines.next_line().await.expect("readable") {
             if let Some(rest) = line.strip_prefix("costd demo: serving gRPC on ") {
                 addr = Some(rest.split(',').next().expect("an address").to_string());
             }
+            if let Some(rest) = line.strip_prefix("accounts: ") {
+                accounts = Some(rest.split(", ").map(str::to_string).collect::<Vec<_>>());
+            }
             if let Some(url) = line.trim().strip_prefix("curl ") {
-                return (addr.expect("the address comes first"), url.to_string());
+                return (
+                    addr.expect("the address comes first"),
+                    accounts.expect("the accounts come before the examples"),
+                    url.to_string(),
+                );
             }
         }
         panic!("the demo ended before printing its addresses");
@@ -142,6 +150,12 @@ async fn the_demo_serves_every_seeded_account_from_its_embedded_sandbox() {
             "team-borealis",
             "team-cobalt"
         ]
+    );
+    let mut banner_accounts = banner_accounts;
+    banner_accounts.sort();
+    assert_eq!(
+        banner_accounts, totals.covered_provider_accounts,
+        "the banner names every account the demo serves"
     );
     let scraped = within(reqwest::get(&metrics_url))
         .await
