@@ -82,7 +82,16 @@ pub async fn fetch_normalized(
         })?;
     let requests = response.attempts;
     let rate_limit_remaining = RateLimitReading::of(&response);
-    read(response)
+    chunk_outcome(read(response), requests, rate_limit_remaining)
+}
+
+/// A fetch's outcome, with the requests it sent and the last rate-limit reading, whichever way it went.
+pub(crate) fn chunk_outcome(
+    result: Result<ChunkData, UpstreamError>,
+    requests: u32,
+    rate_limit_remaining: Option<RateLimitReading>,
+) -> Result<FetchedChunk, ChunkFailure> {
+    result
         .map(|data| FetchedChunk {
             data,
             requests,
@@ -192,20 +201,11 @@ impl Provider {
             },
             Provider::Elastic(client) => Capabilities {
                 granularities: vec![Granularity::None, Granularity::Daily, Granularity::Monthly],
-                group_by: [
-                    GroupBy::Provider,
-                    GroupBy::BillingAccount,
-                    GroupBy::SubAccount,
-                    GroupBy::Resource,
-                    GroupBy::Service,
-                    GroupBy::Sku,
-                    GroupBy::ChargeDimension,
-                    GroupBy::ChargeCategory,
-                ]
-                .into_iter()
-                // v1 reports deployments × billing dimensions: no SKUs.
-                .filter(|g| client.version() == ElasticApiVersion::V2 || *g != GroupBy::Sku)
-                .collect(),
+                group_by: GroupBy::ALL
+                    .into_iter()
+                    // v1 reports deployments × billing dimensions: no SKUs.
+                    .filter(|g| client.version() == ElasticApiVersion::V2 || *g != GroupBy::Sku)
+                    .collect(),
                 group_by_requires_filter: Vec::new(),
                 asynchronous: false,
                 native_unit: "ECU",

@@ -14,7 +14,7 @@ use crate::{
         AccountRef, AtlasId, FetchProgress, Period, UpstreamError, UpstreamErrorKind, UpstreamQuery,
     },
     providers::{
-        ChunkData, ChunkFailure, FetchedChunk, ProgressSender, RateLimitReading,
+        ChunkData, ChunkFailure, FetchedChunk, ProgressSender, RateLimitReading, chunk_outcome,
         http::{FailedCall, UpstreamHttp, UpstreamRequest, UpstreamResponse, retry_after},
     },
 };
@@ -91,17 +91,7 @@ impl AtlasClient {
             requests,
             rate_limit_remaining,
         } = sent;
-        result
-            .map(|data| FetchedChunk {
-                data,
-                requests,
-                rate_limit_remaining,
-            })
-            .map_err(|error| ChunkFailure {
-                error,
-                requests,
-                rate_limit_remaining,
-            })
+        chunk_outcome(result, requests, rate_limit_remaining)
     }
 
     async fn create_and_poll(
