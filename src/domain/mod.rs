@@ -1,5 +1,6 @@
 //! The exact cost model: money, periods, identifiers, records and queries. Pure: no IO, no async.
 
+mod columns;
 mod decimal;
 mod ids;
 mod money;
@@ -8,6 +9,7 @@ mod query;
 mod record;
 mod upstream;
 
+pub use columns::{NO_TEXT, RecordColumns, TextId};
 pub use decimal::{DecimalError, format_decimal, parse_decimal};
 pub use ids::{AtlasId, IdError, ProviderAccountId, ProviderKind, UpstreamId};
 pub use money::{Currency, Money, MoneyError, NANOS_PER_UNIT};

@@ -47,6 +47,14 @@ pub enum ChargeCategory {
 }
 
 impl ChargeCategory {
+    pub const ALL: [ChargeCategory; 5] = [
+        ChargeCategory::Usage,
+        ChargeCategory::Purchase,
+        ChargeCategory::Tax,
+        ChargeCategory::Credit,
+        ChargeCategory::Adjustment,
+    ];
+
     pub fn as_str(&self) -> &'static str {
         match self {
             ChargeCategory::Usage => "usage",

@@ -12,7 +12,7 @@ use crate::{
     config::CacheConfig,
     deadline::Deadline,
     domain::{
-        CostRecord, DataQualityWarning, FetchProgress, Period, ProviderAccountId, UpstreamError,
+        DataQualityWarning, FetchProgress, Period, ProviderAccountId, RecordColumns, UpstreamError,
         UpstreamErrorKind,
     },
     metrics::{CacheLookup, Metrics},
@@ -43,7 +43,8 @@ pub struct ChunkKey {
 #[derive(Debug)]
 pub struct CachedChunk {
     pub period: Period,
-    pub records: Vec<CostRecord>,
+    /// Held compactly; see [`RecordColumns`].
+    pub records: RecordColumns,
     pub warnings: Vec<DataQualityWarning>,
     pub fetched_at: DateTime<Utc>,
     /// Upstream HTTP requests the fetch took.
@@ -419,6 +420,7 @@ impl ChunkCache {
 impl CachedChunk {
     fn new(period: Period, fetched: FetchedChunk, fetched_at: DateTime<Utc>) -> Self {
         let ChunkData { records, warnings } = fetched.data;
+        let records = RecordColumns::from_records(records);
         let bytes = estimated_bytes(&records, &warnings);
         CachedChunk {
             period,
@@ -432,23 +434,12 @@ impl CachedChunk {
     }
 }
 
-/// What a chunk costs in memory, counting every record's own texts (shared texts are counted per
-/// record, so the estimate errs on the side of a smaller cache).
-fn estimated_bytes(records: &[CostRecord], warnings: &[DataQualityWarning]) -> u32 {
-    let text = |t: &str| t.len() + 16;
-    let record_bytes: usize = records
+/// What a chunk holds in memory: its columns as they are allocated, its warnings, and the entry.
+fn estimated_bytes(records: &RecordColumns, warnings: &[DataQualityWarning]) -> u32 {
+    let warning_bytes: usize = warnings
         .iter()
-        .map(|r| {
-            std::mem::size_of::<CostRecord>()
-                + text(&r.service_name)
-                + r.sku_id.as_deref().map_or(0, text)
-                + r.charge_dimension.as_deref().map_or(0, text)
-                + r.resource
-                    .as_ref()
-                    .map_or(0, |x| text(&x.id) + x.name.as_deref().map_or(0, text))
-                + r.extensions.values().map(|v| text(v) + 48).sum::<usize>()
-        })
+        .map(|w| std::mem::size_of::<DataQualityWarning>() + w.message.len())
         .sum();
-    let warning_bytes: usize = warnings.iter().map(|w| w.message.len() + 64).sum();
-    u32::try_from(record_bytes + warning_bytes + 256).unwrap_or(u32::MAX)
+    let entry = std::mem::size_of::<CachedChunk>() + 64;
+    u32::try_from(records.heap_bytes() + warning_bytes + entry).unwrap_or(u32::MAX)
 }

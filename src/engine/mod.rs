@@ -13,7 +13,7 @@ use crate::{
     deadline::Deadline,
     domain::{
         AccountRef, CostQuery, CostRecord, Currency, DataQualityWarning, FetchProgress, Money,
-        MoneyError, ProgressObserver, ProviderAccountId, UpstreamError,
+        MoneyError, ProgressObserver, ProviderAccountId, RecordColumns, UpstreamError,
     },
     jobs::{JobManager, JobSnapshot, JobWork},
     providers::Provider,
@@ -107,34 +107,55 @@ pub struct RecordSet {
 }
 
 impl RecordSet {
-    /// The records the query's filter keeps, each with whether it is estimated.
-    pub fn records(&self) -> impl Iterator<Item = (&CostRecord, bool)> {
+    /// Each chunk's records as the cache holds them, with whether they are estimated; the query's
+    /// filter is not yet applied (see [`aggregate::ChunkFilter`]).
+    pub fn columns(&self) -> impl Iterator<Item = (&RecordColumns, bool)> {
         self.chunks
             .iter()
-            .flat_map(|(chunk, estimated)| {
-                chunk.records.iter().map(move |record| (record, *estimated))
-            })
-            .filter(|(record, _)| self.query.filter.keeps(record))
+            .map(|(chunk, estimated)| (&chunk.records, *estimated))
+    }
+
+    /// The records the query's filter keeps, each with whether it is estimated.
+    pub fn records(&self) -> impl Iterator<Item = (CostRecord, bool)> + '_ {
+        self.columns().flat_map(|(chunk, estimated)| {
+            let keeps = aggregate::ChunkFilter::new(chunk, &self.query.filter);
+            (0..chunk.len())
+                .filter(move |index| keeps.keeps(*index))
+                .map(move |index| (chunk.record(index), estimated))
+        })
     }
 
     /// Every account's result, with its billed cost and record count over the filtered records.
     pub fn accounts_with_totals(&self) -> Result<Vec<AccountResult>, MoneyError> {
+        let mut sums: std::collections::HashMap<&ProviderAccountId, (Money, u64)> =
+            std::collections::HashMap::new();
+        for (chunk, _) in self.columns() {
+            let keeps = aggregate::ChunkFilter::new(chunk, &self.query.filter);
+            for index in (0..chunk.len()).filter(|index| keeps.keeps(*index)) {
+                let (total, count) = sums
+                    .entry(chunk.account_of(index))
+                    .or_insert((Money::zero(Currency::USD), 0));
+                *total = total.checked_add(Money::from_nanos(
+                    chunk.billed_currency(index),
+                    chunk.billed_nanos(index),
+                ))?;
+                *count += 1;
+            }
+        }
         let mut accounts = self.accounts.clone();
         for account in &mut accounts {
-            let mine: Vec<&CostRecord> = self
-                .records()
-                .map(|(r, _)| r)
-                .filter(|r| r.provider_account == account.account.id)
-                .collect();
-            account.billed_cost = Money::sum(Currency::USD, mine.iter().map(|r| &r.billed_cost))?;
-            account.record_count = mine.len() as u64;
+            let (total, count) = sums
+                .remove(&account.account.id)
+                .unwrap_or((Money::zero(Currency::USD), 0));
+            account.billed_cost = total;
+            account.record_count = count;
         }
         Ok(accounts)
     }
 
     /// The records in a stable total order, for pages that neither repeat nor skip a record.
-    pub fn sorted_records(&self) -> Vec<(&CostRecord, bool)> {
-        let mut records: Vec<(&CostRecord, bool)> = self.records().collect();
+    pub fn sorted_records(&self) -> Vec<(CostRecord, bool)> {
+        let mut records: Vec<(CostRecord, bool)> = self.records().collect();
         records.sort_by(|(a, _), (b, _)| record_order(a, b));
         records
     }
@@ -241,7 +262,7 @@ impl Engine {
         observe: &ProgressObserver<'_>,
     ) -> Result<Report, EngineError> {
         let records = self.records_observed(query, deadline, observe).await?;
-        let aggregation = aggregate::aggregate(records.records(), query)?;
+        let aggregation = aggregate::aggregate(records.columns(), query)?;
         if aggregation.rows.len() > self.limits.max_rows {
             return Err(EngineError::TooManyRows {
                 rows: aggregation.rows.len(),

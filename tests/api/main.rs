@@ -22,3 +22,4 @@ mod telemetry;
 mod trace_context;
 mod unlabeled_rows;
 mod validation;
+mod weigher;
