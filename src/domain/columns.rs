@@ -8,13 +8,51 @@ use super::{
     Quantity, Resource, Text, UnitPrice,
 };
 use rust_decimal::Decimal;
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 
 /// A text of the chunk's dictionary.
 pub type TextId = u32;
 
 /// The id of an absent text (a record without a sub-account, an unnamed resource, ...).
 pub const NO_TEXT: TextId = u32::MAX;
+
+/// A column of text ids that is empty while every record lacks the text (a team has no resources):
+/// such a chunk pays nothing for it.
+#[derive(Debug, Clone, Default)]
+struct Sparse<T> {
+    values: Vec<T>,
+}
+
+impl<T: Copy + PartialEq> Sparse<T> {
+    fn get(&self, index: usize, absent: T) -> T {
+        self.values.get(index).copied().unwrap_or(absent)
+    }
+
+    fn push(&mut self, value: T, absent: T, len_before: usize) {
+        if self.values.is_empty() && value == absent {
+            return;
+        }
+        if self.values.len() < len_before {
+            self.values.resize(len_before, absent);
+        }
+        self.values.push(value);
+    }
+
+    fn finish(&mut self, len: usize, absent: T) {
+        if !self.values.is_empty() {
+            self.values.resize(len, absent);
+        }
+        self.values.shrink_to_fit();
+    }
+
+    fn heap_bytes(&self) -> usize {
+        self.values.capacity() * std::mem::size_of::<T>()
+    }
+}
+
+/// A billed amount too large for `i64` nanos (over 9.2 billion a record) is kept whole beside the
+/// column, which then holds this marker.
+const WIDE_NANOS: i64 = i64::MIN;
 
 /// One chunk's records, column by column.
 #[derive(Debug, Clone, Default)]
@@ -28,30 +66,35 @@ pub struct RecordColumns {
     account: Vec<u32>,
     billing_account_id: Vec<TextId>,
     billing_account_name: Vec<TextId>,
-    sub_account_id: Vec<TextId>,
-    sub_account_name: Vec<TextId>,
-    resource_id: Vec<TextId>,
-    resource_name: Vec<TextId>,
-    resource_kind: Vec<TextId>,
+    sub_account_id: Sparse<TextId>,
+    sub_account_name: Sparse<TextId>,
+    resource_id: Sparse<TextId>,
+    resource_name: Sparse<TextId>,
+    resource_kind: Sparse<TextId>,
     service: Vec<TextId>,
-    sku: Vec<TextId>,
-    charge_dimension: Vec<TextId>,
-    invoice_id: Vec<TextId>,
+    sku: Sparse<TextId>,
+    charge_dimension: Sparse<TextId>,
+    invoice_id: Sparse<TextId>,
     charge_category: Vec<ChargeCategory>,
     period: Vec<u32>,
     billed_currency: Vec<Currency>,
-    billed_nanos: Vec<i128>,
+    billed_nanos: Vec<i64>,
+    /// Records whose nanos do not fit `i64`, by index (see [`WIDE_NANOS`]).
+    billed_wide: Vec<(u32, i128)>,
     original_value: Vec<Decimal>,
     original_unit: Vec<TextId>,
     /// Meaningful where `consumed_unit` is not [`NO_TEXT`].
-    consumed_value: Vec<Decimal>,
-    consumed_unit: Vec<TextId>,
+    consumed_value: Sparse<Decimal>,
+    consumed_unit: Sparse<TextId>,
     /// Meaningful where `price_currency` is set.
-    price_amount: Vec<Decimal>,
-    price_currency: Vec<Option<Currency>>,
-    /// Record `i`'s extensions are `extensions[extension_start[i]..extension_start[i + 1]]`.
+    price_amount: Sparse<Decimal>,
+    price_currency: Sparse<Option<Currency>>,
+    /// Record `i`'s extensions are those at `extension_start[i]..extension_start[i + 1]` of
+    /// `extension_name` (an index into `extension_names`) and `extension_value`.
     extension_start: Vec<u32>,
-    extensions: Vec<(&'static str, TextId)>,
+    extension_names: Vec<&'static str>,
+    extension_name: Vec<u16>,
+    extension_value: Vec<TextId>,
 }
 
 impl RecordColumns {
@@ -98,13 +141,19 @@ impl RecordColumns {
     }
 
     pub fn billed_nanos(&self, record: usize) -> i128 {
-        self.billed_nanos[record]
+        match self.billed_nanos[record] {
+            WIDE_NANOS => self
+                .billed_wide
+                .binary_search_by_key(&(record as u32), |(index, _)| *index)
+                .map_or(i128::from(WIDE_NANOS), |at| self.billed_wide[at].1),
+            nanos => i128::from(nanos),
+        }
     }
 
     /// The consumed quantity's value and unit, when the record has one.
     pub fn consumed(&self, record: usize) -> Option<(Decimal, TextId)> {
-        let unit = self.consumed_unit[record];
-        (unit != NO_TEXT).then(|| (self.consumed_value[record], unit))
+        let unit = self.consumed_unit.get(record, NO_TEXT);
+        (unit != NO_TEXT).then(|| (self.consumed_value.get(record, Decimal::ZERO), unit))
     }
 
     pub fn service(&self, record: usize) -> TextId {
@@ -112,11 +161,11 @@ impl RecordColumns {
     }
 
     pub fn sub_account(&self, record: usize) -> TextId {
-        self.sub_account_id[record]
+        self.sub_account_id.get(record, NO_TEXT)
     }
 
     pub fn resource(&self, record: usize) -> TextId {
-        self.resource_id[record]
+        self.resource_id.get(record, NO_TEXT)
     }
 
     /// The id and display name of one grouping dimension of a record, as texts of this chunk.
@@ -128,11 +177,17 @@ impl RecordColumns {
                 self.billing_account_id[record],
                 self.billing_account_name[record],
             ),
-            GroupBy::SubAccount => (self.sub_account_id[record], self.sub_account_name[record]),
-            GroupBy::Resource => (self.resource_id[record], self.resource_name[record]),
+            GroupBy::SubAccount => (
+                self.sub_account_id.get(record, NO_TEXT),
+                self.sub_account_name.get(record, NO_TEXT),
+            ),
+            GroupBy::Resource => (
+                self.resource_id.get(record, NO_TEXT),
+                self.resource_name.get(record, NO_TEXT),
+            ),
             GroupBy::Service => (self.service[record], NO_TEXT),
-            GroupBy::Sku => (self.sku[record], NO_TEXT),
-            GroupBy::ChargeDimension => (self.charge_dimension[record], NO_TEXT),
+            GroupBy::Sku => (self.sku.get(record, NO_TEXT), NO_TEXT),
+            GroupBy::ChargeDimension => (self.charge_dimension.get(record, NO_TEXT), NO_TEXT),
             GroupBy::ChargeCategory => (
                 self.category_texts[self.charge_category[record] as usize],
                 NO_TEXT,
@@ -146,8 +201,8 @@ impl RecordColumns {
         let (provider, provider_account, _) = &self.accounts[self.account[index] as usize];
         let extensions = (self.extension_start[index]..self.extension_start[index + 1])
             .filter_map(|at| {
-                let (name, value) = self.extensions[at as usize];
-                Some((name, text(value)?))
+                let name = self.extension_names[usize::from(self.extension_name[at as usize])];
+                Some((name, text(self.extension_value[at as usize])?))
             })
             .collect();
         CostRecord {
@@ -157,34 +212,39 @@ impl RecordColumns {
                 id: text(self.billing_account_id[index]).unwrap_or_default(),
                 name: text(self.billing_account_name[index]),
             },
-            sub_account: text(self.sub_account_id[index]).map(|id| Named {
+            sub_account: text(self.sub_account_id.get(index, NO_TEXT)).map(|id| Named {
                 id,
-                name: text(self.sub_account_name[index]),
+                name: text(self.sub_account_name.get(index, NO_TEXT)),
             }),
-            resource: text(self.resource_id[index]).map(|id| Resource {
+            resource: text(self.resource_id.get(index, NO_TEXT)).map(|id| Resource {
                 id,
-                name: text(self.resource_name[index]),
-                kind: text(self.resource_kind[index]).unwrap_or_default(),
+                name: text(self.resource_name.get(index, NO_TEXT)),
+                kind: text(self.resource_kind.get(index, NO_TEXT)).unwrap_or_default(),
             }),
             service_name: text(self.service[index]).unwrap_or_default(),
-            sku_id: text(self.sku[index]),
-            charge_dimension: text(self.charge_dimension[index]),
+            sku_id: text(self.sku.get(index, NO_TEXT)),
+            charge_dimension: text(self.charge_dimension.get(index, NO_TEXT)),
             charge_category: self.charge_category[index],
             charge_period: self.periods[self.period[index] as usize],
-            billed_cost: Money::from_nanos(self.billed_currency[index], self.billed_nanos[index]),
+            billed_cost: Money::from_nanos(self.billed_currency[index], self.billed_nanos(index)),
             original_amount: Quantity {
                 value: self.original_value[index],
                 unit: text(self.original_unit[index]).unwrap_or_default(),
             },
-            consumed_quantity: text(self.consumed_unit[index]).map(|unit| Quantity {
-                value: self.consumed_value[index],
-                unit,
+            consumed_quantity: self.consumed(index).and_then(|(value, unit)| {
+                Some(Quantity {
+                    value,
+                    unit: text(unit)?,
+                })
             }),
-            list_unit_price: self.price_currency[index].map(|currency| UnitPrice {
-                amount: self.price_amount[index],
-                currency,
-            }),
-            invoice_id: text(self.invoice_id[index]),
+            list_unit_price: self
+                .price_currency
+                .get(index, None)
+                .map(|currency| UnitPrice {
+                    amount: self.price_amount.get(index, Decimal::ZERO),
+                    currency,
+                }),
+            invoice_id: text(self.invoice_id.get(index, NO_TEXT)),
             extensions,
         }
     }
@@ -219,27 +279,30 @@ impl RecordColumns {
             + column(&self.account)
             + column(&self.billing_account_id)
             + column(&self.billing_account_name)
-            + column(&self.sub_account_id)
-            + column(&self.sub_account_name)
-            + column(&self.resource_id)
-            + column(&self.resource_name)
-            + column(&self.resource_kind)
+            + self.sub_account_id.heap_bytes()
+            + self.sub_account_name.heap_bytes()
+            + self.resource_id.heap_bytes()
+            + self.resource_name.heap_bytes()
+            + self.resource_kind.heap_bytes()
             + column(&self.service)
-            + column(&self.sku)
-            + column(&self.charge_dimension)
-            + column(&self.invoice_id)
+            + self.sku.heap_bytes()
+            + self.charge_dimension.heap_bytes()
+            + self.invoice_id.heap_bytes()
             + column(&self.charge_category)
             + column(&self.period)
             + column(&self.billed_currency)
             + column(&self.billed_nanos)
+            + column(&self.billed_wide)
             + column(&self.original_value)
             + column(&self.original_unit)
-            + column(&self.consumed_value)
-            + column(&self.consumed_unit)
-            + column(&self.price_amount)
-            + column(&self.price_currency)
+            + self.consumed_value.heap_bytes()
+            + self.consumed_unit.heap_bytes()
+            + self.price_amount.heap_bytes()
+            + self.price_currency.heap_bytes()
             + column(&self.extension_start)
-            + column(&self.extensions)
+            + column(&self.extension_names)
+            + column(&self.extension_name)
+            + column(&self.extension_value)
     }
 }
 
@@ -247,19 +310,31 @@ impl RecordColumns {
 #[derive(Default)]
 struct Builder {
     columns: RecordColumns,
-    text_ids: HashMap<Text, TextId>,
-    period_ids: HashMap<Period, u32>,
-    account_ids: HashMap<ProviderAccountId, u32>,
+    text_ids: FxHashMap<Text, TextId>,
+    /// The last text interned: parsers share one `Arc` for a text repeated in consecutive records, so
+    /// most lookups end at a pointer comparison.
+    last: Option<(Text, TextId)>,
+    period_ids: FxHashMap<Period, u32>,
+    account_ids: FxHashMap<ProviderAccountId, u32>,
 }
 
 impl Builder {
     fn intern(&mut self, text: Text) -> TextId {
-        if let Some(id) = self.text_ids.get(&text) {
-            return *id;
+        if let Some((last, id)) = &self.last {
+            if std::sync::Arc::ptr_eq(last, &text) {
+                return *id;
+            }
         }
-        let id = self.columns.texts.len() as TextId;
-        self.columns.texts.push(text.clone());
-        self.text_ids.insert(text, id);
+        let id = match self.text_ids.get(&text) {
+            Some(id) => *id,
+            None => {
+                let id = self.columns.texts.len() as TextId;
+                self.columns.texts.push(text.clone());
+                self.text_ids.insert(text.clone(), id);
+                id
+            }
+        };
+        self.last = Some((text, id));
         id
     }
 
@@ -272,6 +347,7 @@ impl Builder {
             self.columns.extension_start.push(0);
             self.columns.category_texts = [NO_TEXT; ChargeCategory::ALL.len()];
         }
+        let before = self.columns.len();
         let account = match self.account_ids.get(&record.provider_account) {
             Some(id) => *id,
             None => {
@@ -323,45 +399,67 @@ impl Builder {
             Some(quantity) => (quantity.value, self.intern(quantity.unit)),
             None => (Decimal::ZERO, NO_TEXT),
         };
-        let extensions: Vec<(&'static str, TextId)> = record
-            .extensions
-            .into_iter()
-            .map(|(name, value)| (name, self.intern(value)))
-            .collect();
+        for (name, value) in record.extensions {
+            let value = self.intern(value);
+            let columns = &mut self.columns;
+            let name_index = match columns.extension_names.iter().position(|n| *n == name) {
+                Some(at) => at,
+                None => {
+                    columns.extension_names.push(name);
+                    columns.extension_names.len() - 1
+                }
+            };
+            // Extension names are a provider's fixed `x_` columns: a handful, never 65,536.
+            columns
+                .extension_name
+                .push(u16::try_from(name_index).unwrap_or(u16::MAX));
+            columns.extension_value.push(value);
+        }
         let columns = &mut self.columns;
         columns.account.push(account);
         columns.billing_account_id.push(billing_id);
         columns.billing_account_name.push(billing_name);
-        columns.sub_account_id.push(sub_id);
-        columns.sub_account_name.push(sub_name);
-        columns.resource_id.push(resource_id);
-        columns.resource_name.push(resource_name);
-        columns.resource_kind.push(resource_kind);
-        columns.service.push(service);
-        columns.sku.push(sku);
-        columns.charge_dimension.push(dimension);
-        columns.invoice_id.push(invoice);
+        columns.sub_account_id.push(sub_id, NO_TEXT, before);
+        columns.sub_account_name.push(sub_name, NO_TEXT, before);
+        columns.resource_id.push(resource_id, NO_TEXT, before);
+        columns.resource_name.push(resource_name, NO_TEXT, before);
+        columns.resource_kind.push(resource_kind, NO_TEXT, before);
+        columns.sku.push(sku, NO_TEXT, before);
+        columns.charge_dimension.push(dimension, NO_TEXT, before);
+        columns.invoice_id.push(invoice, NO_TEXT, before);
         columns.charge_category.push(record.charge_category);
         columns.period.push(period);
         columns.billed_currency.push(record.billed_cost.currency());
-        columns.billed_nanos.push(record.billed_cost.nanos());
+        let nanos = record.billed_cost.nanos();
+        match i64::try_from(nanos) {
+            Ok(narrow) if narrow != WIDE_NANOS => columns.billed_nanos.push(narrow),
+            _ => {
+                columns.billed_nanos.push(WIDE_NANOS);
+                columns.billed_wide.push((before as u32, nanos));
+            }
+        }
         columns.original_value.push(record.original_amount.value);
         columns.original_unit.push(original_unit);
-        columns.consumed_value.push(consumed_value);
-        columns.consumed_unit.push(consumed_unit);
+        columns
+            .consumed_value
+            .push(consumed_value, Decimal::ZERO, before);
+        columns.consumed_unit.push(consumed_unit, NO_TEXT, before);
         columns.price_amount.push(
             record
                 .list_unit_price
                 .as_ref()
                 .map_or(Decimal::ZERO, |p| p.amount),
+            Decimal::ZERO,
+            before,
         );
         columns
             .price_currency
-            .push(record.list_unit_price.map(|p| p.currency));
-        columns.extensions.extend(extensions);
+            .push(record.list_unit_price.map(|p| p.currency), None, before);
+        // The service column is pushed last: its length is the record count the others follow.
+        columns.service.push(service);
         columns
             .extension_start
-            .push(columns.extensions.len() as u32);
+            .push(columns.extension_value.len() as u32);
     }
 
     fn finish(mut self) -> RecordColumns {
@@ -370,34 +468,46 @@ impl Builder {
             columns.extension_start.push(0);
             columns.category_texts = [NO_TEXT; ChargeCategory::ALL.len()];
         }
+        let len = columns.len();
         // Exact capacities: the cache weighs what is held, and holds it for hours.
+        for sparse in [
+            &mut columns.sub_account_id,
+            &mut columns.sub_account_name,
+            &mut columns.resource_id,
+            &mut columns.resource_name,
+            &mut columns.resource_kind,
+            &mut columns.sku,
+            &mut columns.charge_dimension,
+            &mut columns.invoice_id,
+            &mut columns.consumed_unit,
+        ] {
+            sparse.finish(len, NO_TEXT);
+        }
+        columns.consumed_value.finish(len, Decimal::ZERO);
+        columns.price_amount.finish(len, Decimal::ZERO);
+        columns.price_currency.finish(len, None);
+        for dense in [
+            &mut columns.account,
+            &mut columns.billing_account_id,
+            &mut columns.billing_account_name,
+            &mut columns.service,
+            &mut columns.period,
+            &mut columns.original_unit,
+            &mut columns.extension_start,
+            &mut columns.extension_value,
+        ] {
+            dense.shrink_to_fit();
+        }
         columns.texts.shrink_to_fit();
         columns.periods.shrink_to_fit();
         columns.accounts.shrink_to_fit();
-        columns.account.shrink_to_fit();
-        columns.billing_account_id.shrink_to_fit();
-        columns.billing_account_name.shrink_to_fit();
-        columns.sub_account_id.shrink_to_fit();
-        columns.sub_account_name.shrink_to_fit();
-        columns.resource_id.shrink_to_fit();
-        columns.resource_name.shrink_to_fit();
-        columns.resource_kind.shrink_to_fit();
-        columns.service.shrink_to_fit();
-        columns.sku.shrink_to_fit();
-        columns.charge_dimension.shrink_to_fit();
-        columns.invoice_id.shrink_to_fit();
         columns.charge_category.shrink_to_fit();
-        columns.period.shrink_to_fit();
         columns.billed_currency.shrink_to_fit();
         columns.billed_nanos.shrink_to_fit();
+        columns.billed_wide.shrink_to_fit();
         columns.original_value.shrink_to_fit();
-        columns.original_unit.shrink_to_fit();
-        columns.consumed_value.shrink_to_fit();
-        columns.consumed_unit.shrink_to_fit();
-        columns.price_amount.shrink_to_fit();
-        columns.price_currency.shrink_to_fit();
-        columns.extension_start.shrink_to_fit();
-        columns.extensions.shrink_to_fit();
+        columns.extension_names.shrink_to_fit();
+        columns.extension_name.shrink_to_fit();
         self.columns
     }
 }
