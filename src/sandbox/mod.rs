@@ -42,7 +42,8 @@ pub use crate::sandbox::elastic::catalog::{
     Tier as ElasticTier,
 };
 pub use crate::sandbox::elastic::data::{
-    ElasticDataset, ElasticInstance, ElasticOrg, ElasticUsage,
+    ElasticDataset, ElasticInstance, ElasticOrg, ElasticScale, ElasticUsage,
+    SCALE_LINES_PER_INSTANCE,
 };
 pub use crate::sandbox::elastic::seed::InstanceKind as ElasticInstanceKind;
 pub use crate::sandbox::fault::Fault;
@@ -55,11 +56,14 @@ pub const UNROUTED: &str = "unrouted";
 /// How long `shutdown` waits for in-flight requests before abandoning the server.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
-/// Where the sandbox listens.
+/// Where the sandbox listens, and what it holds beyond the seeded data.
 #[derive(Clone, Debug)]
 pub struct SandboxOptions {
     /// Defaults to `127.0.0.1:0`, an ephemeral port.
     pub addr: SocketAddr,
+    /// An extra Elastic organization with this many instances, for scale measurements (none by
+    /// default); see [`ElasticScale`].
+    pub elastic_scale: Option<ElasticScale>,
 }
 
 /// Entry point; see [`Sandbox::start`].
@@ -100,6 +104,7 @@ impl Default for SandboxOptions {
     fn default() -> Self {
         Self {
             addr: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+            elastic_scale: None,
         }
     }
 }
@@ -125,7 +130,10 @@ impl Sandbox {
         let shared = Arc::new(Shared {
             recorder: Recorder::new(),
             faults: FaultBook::default(),
-            dataset: Dataset::seeded(),
+            dataset: match options.elastic_scale {
+                Some(scale) => Dataset::seeded().with_elastic_scale(scale),
+                None => Dataset::seeded(),
+            },
             atlas: AtlasState::new(),
             shutdown: watch::Sender::new(false),
         });
@@ -264,7 +272,10 @@ impl Drop for Inner {
 
 /// Serves the sandbox on `addr` until Ctrl-C, printing what a person needs to call it.
 pub async fn run_standalone(addr: SocketAddr) -> io::Result<()> {
-    let sandbox = Sandbox::start(SandboxOptions { addr })?;
+    let sandbox = Sandbox::start(SandboxOptions {
+        addr,
+        ..SandboxOptions::default()
+    })?;
     let base = sandbox.base_url();
     println!("costd sandbox listening on {base}");
     println!("team billing API (Catalyzed): {base}/teams/{{teamId}}/billing/cost");
@@ -363,7 +374,10 @@ mod tests {
             sb.base_url(),
             format!("http://127.0.0.1:{}", sb.addr().port())
         );
-        let again = Sandbox::start(SandboxOptions { addr: sb.addr() });
+        let again = Sandbox::start(SandboxOptions {
+            addr: sb.addr(),
+            ..SandboxOptions::default()
+        });
         let err = again.expect_err("address already taken");
         assert_eq!(err.kind(), io::ErrorKind::AddrInUse);
     }

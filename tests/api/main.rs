@@ -17,6 +17,7 @@ mod honest_counts;
 mod jobs;
 mod metrics;
 mod retries;
+mod scale;
 mod server;
 mod telemetry;
 mod trace_context;

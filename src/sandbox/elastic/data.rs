@@ -1,14 +1,15 @@
 //! Seeded, deterministic ground truth for the Elastic Cloud billing emulator: organizations, instances and their usage records.
 
 use std::fmt;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use chrono::{DateTime, Utc};
 
 use crate::sandbox::Dataset;
 use crate::sandbox::elastic::catalog::{CATALOG, Decimal4, Grain, Sku, SkuId, UNIT};
 use crate::sandbox::elastic::seed::{
-    Draw, EPOCH, InstanceKind, MONTH_STARTS, ORGS, USAGE_DAYS, month_of,
+    Draw, EPOCH, InstanceKind, MONTH_STARTS, ORGS, SCALE_LINES, SCALE_ORG, SCALE_USAGE_POOL,
+    USAGE_DAYS, month_of,
 };
 use crate::sandbox::mix::mix;
 
@@ -84,15 +85,57 @@ pub(crate) struct UsageIter<'a> {
     pending: Vec<ElasticUsage<'a>>,
 }
 
+/// An extra Elastic organization made big, for scale measurements: `instances` hosted deployments,
+/// alive over the whole span, each with the ten hosted SKUs (`SCALE_LINES`). A v2 `costs/instances`
+/// answer lists every line of every instance alive in the range, used or not, so it carries exactly
+/// `instances × SCALE_LINES_PER_INSTANCE` line items per request.
+///
+/// Usage is seeded like the other orgs', but instance `i` draws it with the seed of usage pattern
+/// `i % SCALE_USAGE_POOL` (ids, and so the records' resources, stay distinct): the answer is built
+/// once per pattern and repeated, so a million line items cost the emulator little more than their
+/// bytes. [`ElasticDataset::usage`] stays the ground truth. The organization's charts are summed
+/// record by record like every other's: correct, but slow for a big organization.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ElasticScale {
+    pub instances: usize,
+}
+
+/// Line items of every instance of an [`ElasticScale`] organization.
+pub const SCALE_LINES_PER_INSTANCE: usize = SCALE_LINES.len();
+
+/// What an instance's usage is drawn from: instances equal in it have equal records but for
+/// their instance, so one sum serves them all.
+pub(crate) type UsageKey = (u64, usize, i64, i64);
+
 impl Dataset {
-    /// Built once per process: it is fixed, and tests and handlers must see the same one.
-    pub fn elastic(&self) -> &'static ElasticDataset {
-        static ELASTIC: OnceLock<ElasticDataset> = OnceLock::new();
-        ELASTIC.get_or_init(ElasticDataset::seeded)
+    /// The seeded organizations, plus the big one if the sandbox has it.
+    pub fn elastic(&self) -> &ElasticDataset {
+        &self.elastic
+    }
+
+    /// The same, shared, for answers streamed after the handler has returned.
+    pub(crate) fn elastic_shared(&self) -> Arc<ElasticDataset> {
+        self.elastic.clone()
+    }
+
+    /// Adds the big organization `scale` describes to the seeded ones.
+    pub fn with_elastic_scale(mut self, scale: ElasticScale) -> Self {
+        let mut elastic = ElasticDataset::seeded();
+        elastic.orgs.push(ElasticOrg::scaled(scale));
+        self.elastic = Arc::new(elastic);
+        self
     }
 }
 
 impl ElasticDataset {
+    /// Built once per process: it is fixed, and tests and handlers must see the same one.
+    pub(crate) fn shared_seeded() -> Arc<Self> {
+        static ELASTIC: OnceLock<Arc<ElasticDataset>> = OnceLock::new();
+        ELASTIC
+            .get_or_init(|| Arc::new(ElasticDataset::seeded()))
+            .clone()
+    }
+
     pub(crate) fn seeded() -> Self {
         let orgs = ORGS
             .iter()
@@ -137,6 +180,11 @@ impl ElasticDataset {
         self.orgs.iter().find(|o| o.id == id)
     }
 
+    /// The organization an [`ElasticScale`] added, if any.
+    pub fn scale_organization(&self) -> Option<&ElasticOrg> {
+        self.organization(SCALE_ORG.id)
+    }
+
     pub fn organization_by_key(&self, key: &str) -> Option<&ElasticOrg> {
         self.orgs.iter().find(|o| o.api_key == key)
     }
@@ -161,6 +209,34 @@ impl ElasticDataset {
 impl ElasticOrg {
     pub fn instance(&self, id: &str) -> Option<&ElasticInstance> {
         self.instances.iter().find(|i| i.id == id)
+    }
+
+    /// The organization [`ElasticScale`] describes (seeded after the fixed ones, never equal to them).
+    fn scaled(scale: ElasticScale) -> Self {
+        let org_seed = mix(0xe1a5_5ca1_e000);
+        let instances = (0..scale.instances)
+            .map(|i| {
+                let seed = mix(org_seed ^ (((i % SCALE_USAGE_POOL) as u64 + 1) << 40));
+                let id_seed = mix(org_seed ^ 0x1d ^ ((i as u64 + 1) << 8));
+                ElasticInstance {
+                    id: format!("{:016x}{:016x}", mix(id_seed), mix(id_seed ^ 1)),
+                    name: SCALE_ORG.instance_name,
+                    kind: InstanceKind::Deployment,
+                    created: day_start(0),
+                    deleted: None,
+                    first_day: 0,
+                    end_day: USAGE_DAYS,
+                    lines: &SCALE_LINES,
+                    seed,
+                }
+            })
+            .collect();
+        ElasticOrg {
+            id: SCALE_ORG.id,
+            name: SCALE_ORG.name,
+            api_key: format!("ec_key_{:016x}{:016x}", mix(org_seed), mix(!org_seed)),
+            instances,
+        }
     }
 }
 
@@ -193,6 +269,12 @@ impl ElasticInstance {
         to: DateTime<Utc>,
     ) -> impl Iterator<Item = ElasticUsage<'_>> {
         UsageIter::new(std::slice::from_ref(self), Window::new(from, to))
+    }
+
+    /// Instances with the same key have the same usage records, instance aside.
+    pub(crate) fn usage_key(&self) -> UsageKey {
+        let lines = self.lines.as_ptr() as usize;
+        (self.seed, lines, self.first_day, self.end_day)
     }
 
     /// The window clipped to the instance's life, if they overlap.

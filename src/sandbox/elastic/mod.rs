@@ -36,7 +36,7 @@ use serde::Deserialize;
 use crate::sandbox::authorization::credential;
 use crate::sandbox::elastic::data::{ElasticDataset, ElasticOrg, Window};
 use crate::sandbox::elastic::sums::{Bucketing, Grouping, products};
-use crate::sandbox::elastic::wire::Json;
+use crate::sandbox::elastic::wire::{InstancesBody, Json};
 use crate::sandbox::fault::{Variant, json_response};
 use crate::sandbox::recorder::Incoming;
 use crate::sandbox::{Scope, Shared};
@@ -142,12 +142,12 @@ async fn v1_deployments(
 ) -> Response {
     let (org_id, _) = path_ids(path);
     let method = incoming.method.clone();
-    let data = shared.dataset.elastic();
+    let data = shared.dataset.elastic_shared();
     let scope = Scope::elastic(org_id.clone());
     shared
         .exchange(scope, incoming, v1_status, move |variant| async move {
             let query = query.ok().map(|Query(q)| q);
-            v1_answer(data, &method, &org_id, &headers, query, variant)
+            v1_answer(&data, &method, &org_id, &headers, query, variant)
         })
         .await
 }
@@ -213,7 +213,7 @@ async fn v2(
     let endpoint = endpoint.map_or(Endpoint::Instances, |(_, e)| *e);
     let (org_id, instance_id) = path_ids(path);
     let method = incoming.method.clone();
-    let data = shared.dataset.elastic();
+    let data = shared.dataset.elastic_shared();
     let scope = Scope::elastic(org_id.clone());
     let fault_org = org_id.clone();
     shared
@@ -224,14 +224,14 @@ async fn v2(
             move |variant| async move {
                 let query = query.ok().map(|Query(q)| q);
                 let ids = (org_id.as_str(), instance_id.as_str());
-                v2_answer(data, endpoint, &method, ids, &headers, query, variant)
+                v2_answer(&data, endpoint, &method, ids, &headers, query, variant)
             },
         )
         .await
 }
 
 fn v2_answer(
-    data: &ElasticDataset,
+    data: &Arc<ElasticDataset>,
     endpoint: Endpoint,
     method: &Method,
     (org_id, instance_id): (&str, &str),
@@ -247,20 +247,21 @@ fn v2_answer(
         Ok(org) => org,
         Err(denied) => return v2_status(denied.status(), org_id),
     };
-    match v2_body(org, endpoint, instance_id, query, variant) {
-        Ok(body) => ok_json(body),
+    match v2_body(data, org, endpoint, instance_id, query, variant) {
+        Ok(body) => json_response(StatusCode::OK, body),
         Err((status, message)) => v2_text(status, &message),
     }
 }
 
 /// The 200 body of an authorized v2 request, or the status and message of its 400/404.
 fn v2_body(
+    data: &Arc<ElasticDataset>,
     org: &ElasticOrg,
     endpoint: Endpoint,
     instance_id: &str,
     query: Option<V2Query>,
     variant: Variant,
-) -> Result<Json, (StatusCode, String)> {
+) -> Result<Body, (StatusCode, String)> {
     let bad_request = |message: &str| (StatusCode::BAD_REQUEST, message.to_owned());
     let query = query.ok_or_else(|| bad_request("Malformed query string."))?;
     let from = query.from.as_deref().and_then(parse_time);
@@ -277,15 +278,15 @@ fn v2_body(
         org.instance(instance_id)
             .ok_or_else(|| (StatusCode::NOT_FOUND, "Instance not found.".to_owned()))
     };
-    Ok(match endpoint {
+    let json = match endpoint {
         Endpoint::Instances => {
             let include_names = pick(
                 query.include_names.as_deref(),
                 &[("false", false), ("true", true)],
             )
             .ok_or_else(|| invalid("include_names"))?;
-            let costs = org.instance_costs(&window);
-            wire::instances(&costs, &window, include_names, variant)
+            let body = InstancesBody::new(data.clone(), org, &window, include_names, variant);
+            return Ok(Body::from_stream(futures::stream::iter(body)));
         }
         Endpoint::Items => {
             let groupings = [
@@ -317,12 +318,15 @@ fn v2_body(
                 .ok_or_else(|| invalid("instance_type"))?;
             let instance = instance()?;
             if wanted.is_some_and(|deployment| deployment != instance.kind.is_deployment()) {
-                return Ok(wire::instance_chart(instance, Vec::new(), variant));
+                return Ok(Body::from(
+                    wire::instance_chart(instance, Vec::new(), variant).render(),
+                ));
             }
             let buckets = instance.chart(&window, bucketing);
             wire::instance_chart(instance, buckets, variant)
         }
-    })
+    };
+    Ok(Body::from(json.render()))
 }
 
 /// Parses an enum-like parameter; absent means the first option, the documented default.

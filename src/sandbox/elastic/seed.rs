@@ -196,6 +196,37 @@ pub(crate) static ORGS: [OrgSeed; 3] = [
     },
 ];
 
+/// The organization `ElasticScale` adds: its id, name and the name every instance has.
+pub(crate) struct ScaleOrgSeed {
+    pub(crate) id: &'static str,
+    pub(crate) name: &'static str,
+    pub(crate) instance_name: &'static str,
+}
+
+pub(crate) static SCALE_ORG: ScaleOrgSeed = ScaleOrgSeed {
+    id: "2866420931",
+    name: "Zenith Fleet",
+    instance_name: "fleet-node",
+};
+
+/// Usage patterns of the big organization's instances: instance `i` draws pattern `i % POOL`.
+pub(crate) const SCALE_USAGE_POOL: usize = 16;
+
+/// Every hosted SKU once: a deployment with hot, warm and frozen tiers and Kibana, and its traffic
+/// and snapshots.
+pub(crate) static SCALE_LINES: [(SkuId, Draw); 10] = [
+    (SkuId::EsHot8g, Draw::Const(1)),
+    (SkuId::EsHot4g, Draw::Const(1)),
+    (SkuId::EsWarm, Draw::Const(1)),
+    (SkuId::EsFrozen, Draw::Const(1)),
+    (SkuId::Kibana, Draw::Const(1)),
+    (SkuId::DataIn, rnd(10, 1, 80)),
+    (SkuId::DataInternode, rnd(5, 10, 120)),
+    (SkuId::DataOut, rnd(20, 1, 6)),
+    (SkuId::SnapshotStorage, rnd(0, 200, 400)),
+    (SkuId::SnapshotApi, rnd(0, 50, 900)),
+];
+
 impl Draw {
     /// Ten-thousandths drawn for one slot; `hash` is the slot's seeded hash.
     pub(crate) fn quantity(self, hash: u64, step: i64) -> i64 {

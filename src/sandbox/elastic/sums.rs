@@ -1,12 +1,12 @@
 //! The sums every Elastic endpoint answers from, each a fold over the same usage records tests read.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, Utc};
 
 use crate::sandbox::elastic::catalog::{CATALOG, Decimal4, Sku};
 use crate::sandbox::elastic::data::{
-    ElasticInstance, ElasticOrg, ElasticUsage, UsageIter, Window, day_start,
+    ElasticInstance, ElasticOrg, ElasticUsage, UsageIter, UsageKey, Window, day_start,
 };
 use crate::sandbox::elastic::seed::{EPOCH, MONTH_STARTS, month_of};
 
@@ -63,12 +63,20 @@ pub(crate) enum Bucketing {
 }
 
 impl ElasticOrg {
-    /// Instances alive in the window, each with every SKU line it has, summed from its records.
+    /// Instances alive in the window, each with every SKU line it has, summed from its records
+    /// (once per usage pattern: instances that draw the same usage share the sums).
     pub(crate) fn instance_costs(&self, window: &Window) -> Vec<InstanceCost<'_>> {
+        let mut sums: HashMap<UsageKey, Vec<LineSum>> = HashMap::new();
         self.instances
             .iter()
             .filter(|i| i.active_period(window).is_some())
-            .map(|instance| instance.cost(window))
+            .map(|instance| {
+                let lines = sums
+                    .entry(instance.usage_key())
+                    .or_insert_with(|| instance.cost(window).lines)
+                    .clone();
+                InstanceCost { instance, lines }
+            })
             .collect()
     }
 

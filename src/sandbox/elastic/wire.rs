@@ -1,14 +1,19 @@
 //! JSON bodies of the Elastic emulator, written by hand so every amount keeps its exact decimal text.
 
+use std::collections::HashMap;
+use std::convert::Infallible;
 use std::fmt::Write as _;
+use std::sync::Arc;
+
+use bytes::Bytes;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 
 use crate::sandbox::elastic::catalog::{Decimal4, Sku};
-use crate::sandbox::elastic::data::{ElasticInstance, ElasticOrg, Window, day_start};
-use crate::sandbox::elastic::sums::{
-    Buckets, DeploymentCost, InstanceCost, LineSum, ProductCost, V1_DIMENSIONS,
+use crate::sandbox::elastic::data::{
+    ElasticDataset, ElasticInstance, ElasticOrg, UsageKey, Window, day_start,
 };
+use crate::sandbox::elastic::sums::{Buckets, DeploymentCost, LineSum, ProductCost, V1_DIMENSIONS};
 use crate::sandbox::fault::Variant;
 
 /// A JSON value whose numbers are exact: serde_json without `arbitrary_precision` would
@@ -20,6 +25,8 @@ pub(crate) enum Json {
     Str(String),
     Arr(Vec<Json>),
     Obj(Vec<(&'static str, Json)>),
+    /// Text rendered before, written as it is.
+    Raw(Arc<str>),
 }
 
 /// What InconsistentTotals adds to one stated total: a single ten-thousandth of an ECU.
@@ -52,6 +59,7 @@ impl Json {
                 }
                 out.push(']');
             }
+            Json::Raw(text) => out.push_str(text),
             Json::Obj(fields) => {
                 out.push('{');
                 for (i, (key, value)) in fields.iter().enumerate() {
@@ -148,40 +156,130 @@ pub(crate) fn v1_costs(deployments: &[DeploymentCost], variant: Variant) -> Json
     ])
 }
 
-/// The spec's `Instances`. Without `include_names`, a project's name is its id: billing
-/// knows deployment names, project names come from the control plane.
-pub(crate) fn instances(
-    costs: &[InstanceCost],
-    window: &Window,
+/// Bytes of body gathered before they are sent on.
+const STREAM_PIECE: usize = 64 * 1024;
+
+/// The spec's `Instances`, `{total_ecu, instances[{id, name, type, total_ecu, product_line_items}]}`,
+/// rendered as it is sent: each usage pattern's line items are summed and rendered once, then every
+/// instance drawing it is written around them, so a big organization's answer costs its bytes and
+/// little memory. Without `include_names`, a project's name is its id: billing knows deployment
+/// names, project names come from the control plane.
+pub(crate) struct InstancesBody {
+    data: Arc<ElasticDataset>,
+    org_id: String,
+    /// Each instance alive in the window (its position in the org) and its usage pattern.
+    listed: Vec<(usize, usize)>,
+    /// Per usage pattern: its total and its rendered `product_line_items`.
+    patterns: Vec<(Decimal4, Arc<str>)>,
     include_names: bool,
     variant: Variant,
-) -> Json {
-    let mut grand = Decimal4::ZERO;
-    let items = costs
-        .iter()
-        .enumerate()
-        .map(|(i, c)| {
-            let total = stated_total(i, c.total(), variant);
-            grand += total;
-            let name = if include_names || c.instance.kind.is_deployment() {
-                c.instance.name.to_owned()
-            } else {
-                c.instance.id.clone()
-            };
-            let lines = c.lines.iter().map(|l| line_item(l, window)).collect();
-            Json::Obj(vec![
-                ("id", s(&c.instance.id)),
-                ("name", s(name)),
-                ("type", s(c.instance.type_name())),
-                ("total_ecu", Json::Dec(total)),
-                ("product_line_items", Json::Arr(lines)),
-            ])
-        })
-        .collect();
-    Json::Obj(vec![
-        ("total_ecu", Json::Dec(grand)),
-        ("instances", Json::Arr(items)),
-    ])
+    /// Instances written so far; `None` before the head.
+    next: Option<usize>,
+    done: bool,
+}
+
+impl InstancesBody {
+    pub(crate) fn new(
+        data: Arc<ElasticDataset>,
+        org: &ElasticOrg,
+        window: &Window,
+        include_names: bool,
+        variant: Variant,
+    ) -> Self {
+        let mut keys: HashMap<UsageKey, usize> = HashMap::new();
+        let mut patterns = Vec::new();
+        let mut listed = Vec::new();
+        for (at, instance) in org.instances.iter().enumerate() {
+            if instance.active_period(window).is_none() {
+                continue;
+            }
+            let pattern = *keys.entry(instance.usage_key()).or_insert_with(|| {
+                let cost = instance.cost(window);
+                let lines = Json::Arr(cost.lines.iter().map(|l| line_item(l, window)).collect());
+                patterns.push((cost.total(), Arc::from(lines.render())));
+                patterns.len() - 1
+            });
+            listed.push((at, pattern));
+        }
+        Self {
+            org_id: org.id.to_owned(),
+            data,
+            listed,
+            patterns,
+            include_names,
+            variant,
+            next: None,
+            done: false,
+        }
+    }
+
+    /// The grand total as stated: the sum of the instances' stated totals.
+    fn grand_total(&self) -> Decimal4 {
+        self.listed
+            .iter()
+            .enumerate()
+            .map(|(i, &(_, p))| stated_total(i, self.patterns[p].0, self.variant))
+            .sum()
+    }
+
+    fn write_instance(&self, out: &mut String, org: &ElasticOrg, i: usize) {
+        let (at, pattern) = self.listed[i];
+        let instance = &org.instances[at];
+        let (total, lines) = &self.patterns[pattern];
+        let name = if self.include_names || instance.kind.is_deployment() {
+            instance.name.to_owned()
+        } else {
+            instance.id.clone()
+        };
+        Json::Obj(vec![
+            ("id", s(&instance.id)),
+            ("name", s(name)),
+            ("type", s(instance.type_name())),
+            (
+                "total_ecu",
+                Json::Dec(stated_total(i, *total, self.variant)),
+            ),
+            ("product_line_items", Json::Raw(lines.clone())),
+        ])
+        .write(out);
+    }
+}
+
+impl Iterator for InstancesBody {
+    type Item = Result<Bytes, Infallible>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done {
+            return None;
+        }
+        let mut out = String::with_capacity(STREAM_PIECE + 4096);
+        let mut next = match self.next {
+            Some(next) => next,
+            None => {
+                out.push_str(r#"{"total_ecu":"#);
+                Json::Dec(self.grand_total()).write(&mut out);
+                out.push_str(r#","instances":["#);
+                0
+            }
+        };
+        let data = self.data.clone();
+        // Found when the body was planned; datasets never change, so the loop always runs.
+        let org = data.organization(&self.org_id);
+        let end = if org.is_some() { self.listed.len() } else { 0 };
+        while let Some(org) = org.filter(|_| next < end && out.len() < STREAM_PIECE) {
+            if next > 0 {
+                out.push(',');
+            }
+            self.write_instance(&mut out, org, next);
+            next += 1;
+        }
+        self.next = Some(next);
+        if next >= end {
+            out.push_str("]}");
+            self.done = true;
+        }
+        Some(Ok(Bytes::from(out)))
+    }
 }
 
 /// The spec's `Items`: `{total_ecu, products[{type, total_ecu, product_line_items}]}`.

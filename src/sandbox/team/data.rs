@@ -1,9 +1,11 @@
 //! Seeded, deterministic ground truth for the team billing (Catalyzed) emulator: teams, prices, hourly usage.
 
 use std::fmt;
+use std::sync::Arc;
 
 use chrono::{DateTime, TimeZone, Utc};
 
+use crate::sandbox::elastic::data::ElasticDataset;
 use crate::sandbox::mix::mix;
 
 /// First hour with usage: 2025-01-01T00:00:00Z, as a Unix timestamp.
@@ -90,6 +92,9 @@ static TEAMS: [(&str, &str, &[usize]); 3] = [
 pub struct Dataset {
     teams: Vec<Team>,
     sheets: Vec<PricingSheet>,
+    /// The Elastic organizations: the seeded ones (built once per process and shared), plus a big
+    /// one when the sandbox was asked for it.
+    pub(crate) elastic: Arc<ElasticDataset>,
 }
 
 /// A seeded team and its API token (`cat_tok_…`, scoped to this team only).
@@ -193,7 +198,11 @@ impl Dataset {
                     .collect(),
             })
             .collect();
-        Self { teams, sheets }
+        Self {
+            teams,
+            sheets,
+            elastic: ElasticDataset::shared_seeded(),
+        }
     }
 
     pub fn teams(&self) -> &[Team] {

@@ -31,7 +31,7 @@ impl Reply {
     }
 }
 
-pub(super) fn org(sb: &SandboxHandle, id: &str) -> &'static ElasticOrg {
+pub(super) fn org<'a>(sb: &'a SandboxHandle, id: &str) -> &'a ElasticOrg {
     sb.dataset().elastic().organization(id).expect("seeded org")
 }
 

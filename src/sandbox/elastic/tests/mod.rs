@@ -2,5 +2,6 @@
 
 mod errors;
 mod kit;
+mod scale;
 mod v1;
 mod v2;
