@@ -5,9 +5,12 @@
 //!    at 100 calls in flight; once with the generated (decoding) client, once with a client that
 //!    leaves answers undecoded, as h2load would, so the ratio measures the server and not the client's
 //!    decoding on the same two cores;
-//! 2. 100 identical cold queries: wall time / one cold query;
-//! 3. a cold query over 3 providers × 100 ms injected latency: wall time / the slowest provider alone;
-//! 4. RSS after filling the cache to its budget three times (fill, invalidate): third / first.
+//! 2. the same, driven from outside the process by h2load (Debian's nghttp2-client, installed by
+//!    scripts/install-tools) at 100 streams in flight (4 connections × 25), for Health/Check and
+//!    cached GetCosts with a 10-row and a 50-row answer: throughput and mean latency ratios;
+//! 3. 100 identical cold queries: wall time / one cold query;
+//! 4. a cold query over 3 providers × 100 ms injected latency: wall time / the slowest provider alone;
+//! 5. RSS after filling the cache to its budget three times (fill, invalidate): third / first.
 
 use costd::{
     App,
@@ -17,6 +20,7 @@ use costd::{
 use hdrhistogram::Histogram;
 use std::{
     net::SocketAddr,
+    path::Path,
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -268,6 +272,11 @@ impl tonic::codec::Decoder for RawCodec {
 
 /// One unary call of `path` with `message` already encoded, its answer left undecoded.
 async fn raw_call(channel: Channel, path: &'static str, message: bytes::Bytes) {
+    raw_answer(channel, path, message).await;
+}
+
+/// As [`raw_call`], returning the answer's bytes.
+async fn raw_answer(channel: Channel, path: &'static str, message: bytes::Bytes) -> bytes::Bytes {
     let mut grpc = tonic::client::Grpc::new(channel);
     grpc.ready().await.expect("ready");
     grpc.unary(
@@ -276,7 +285,8 @@ async fn raw_call(channel: Channel, path: &'static str, message: bytes::Bytes) {
         RawCodec,
     )
     .await
-    .expect("answer");
+    .expect("answer")
+    .into_inner()
 }
 
 async fn cached_vs_health_raw(server: &Server) {
@@ -299,6 +309,191 @@ async fn cached_vs_health_raw(server: &Server) {
 
 const GET_COSTS_PATH: &str = "/costd.v1.CostService/GetCosts";
 const HEALTH_CHECK_PATH: &str = "/grpc.health.v1.Health/Check";
+
+/// Requests per h2load run (a fixed count), and the longest one run may take before the harness fails.
+const H2LOAD_REQUESTS: usize = 20_000;
+const H2LOAD_LIMIT: Duration = Duration::from_secs(60);
+/// h2load rounds, each Health/Check then GetCosts 10 rows then GetCosts 50 rows, after one warm-up.
+const H2LOAD_ROUNDS: usize = 3;
+
+/// A 50-row answer: the three teams' January–May 2026 by team and service, monthly (5 months × the
+/// 10 team × service pairs of one month).
+fn fifty_row_query() -> pb::CostQuery {
+    let mut query = month_query(2026, 1, &[]);
+    query.end_time = Some(timestamp("2026-06-01"));
+    query
+}
+
+/// A unary gRPC request body as it goes on the wire: uncompressed flag, length (big-endian), message.
+fn grpc_frame(message: &impl prost::Message) -> Vec<u8> {
+    let body = message.encode_to_vec();
+    let mut frame = Vec::with_capacity(5 + body.len());
+    frame.push(0);
+    frame.extend_from_slice(
+        &u32::try_from(body.len())
+            .expect("a small message")
+            .to_be_bytes(),
+    );
+    frame.extend_from_slice(&body);
+    frame
+}
+
+/// What one h2load run measured.
+struct H2loadRun {
+    per_second: f64,
+    mean_latency: Duration,
+}
+
+/// h2load's `123us`, `1.23ms`, `1.02s`.
+fn h2load_duration(text: &str) -> Option<Duration> {
+    let (number, scale) = if let Some(n) = text.strip_suffix("us") {
+        (n, 1e-6)
+    } else if let Some(n) = text.strip_suffix("ms") {
+        (n, 1e-3)
+    } else {
+        (text.strip_suffix('s')?, 1.0)
+    };
+    number
+        .parse::<f64>()
+        .ok()
+        .map(|n| Duration::from_secs_f64(n * scale))
+}
+
+/// Reads h2load's report; fails unless every one of `requests` was answered with HTTP 200.
+fn parse_h2load(report: &str, requests: usize) -> H2loadRun {
+    let line = |prefix: &str| {
+        report
+            .lines()
+            .map(str::trim)
+            .find(|line| line.starts_with(prefix))
+            .unwrap_or_else(|| panic!("h2load printed no `{prefix}` line:\n{report}"))
+    };
+    let counts = line("requests:");
+    for wanted in [
+        format!("{requests} done"),
+        format!("{requests} succeeded"),
+        "0 failed".to_string(),
+        "0 errored".to_string(),
+        "0 timeout".to_string(),
+    ] {
+        assert!(counts.contains(&wanted), "h2load: {counts}");
+    }
+    let statuses = line("status codes:");
+    assert!(
+        statuses.starts_with(&format!("status codes: {requests} 2xx")),
+        "every answer HTTP 200: {statuses}"
+    );
+    let per_second = line("finished in")
+        .split(", ")
+        .find_map(|part| part.strip_suffix(" req/s"))
+        .and_then(|n| n.parse::<f64>().ok())
+        .unwrap_or_else(|| panic!("no req/s in h2load's report:\n{report}"));
+    // `time for request:  min  max  mean  sd  +/- sd`
+    let mean_latency = line("time for request:")
+        .split_whitespace()
+        .nth(5)
+        .and_then(h2load_duration)
+        .unwrap_or_else(|| panic!("no mean request time in h2load's report:\n{report}"));
+    H2loadRun {
+        per_second,
+        mean_latency,
+    }
+}
+
+/// One h2load run of `requests` POSTs of `frame` to `path`, 100 streams in flight.
+async fn h2load(addr: SocketAddr, path: &str, frame: &Path, requests: usize) -> H2loadRun {
+    let run = tokio::process::Command::new("h2load")
+        .args(["-n", &requests.to_string(), "-c", "4", "-m", "25"])
+        .args(["-H", "content-type: application/grpc", "-H", "te: trailers"])
+        .arg(format!("--data={}", frame.display()))
+        .arg(format!("http://{addr}{path}"))
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(H2LOAD_LIMIT, run)
+        .await
+        .expect("h2load finishes in time")
+        .expect("h2load runs (scripts/install-tools installs it)");
+    let report = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "h2load failed: {report}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    parse_h2load(&report, requests)
+}
+
+/// Health/Check and cached GetCosts (10 and 50 rows) driven by h2load from outside the process.
+async fn h2load_vs_health(server: &Server) {
+    let channel = channel(server.addr).await;
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let health_frame = dir.path().join("health.bin");
+    std::fs::write(
+        &health_frame,
+        grpc_frame(&HealthCheckRequest {
+            service: String::new(),
+        }),
+    )
+    .expect("written");
+    let mut answers = Vec::new();
+    for (name, query, rows) in [
+        ("10", month_query(2026, 1, &[]), 10),
+        ("50", fifty_row_query(), 50),
+    ] {
+        let request = pb::GetCostsRequest { query: Some(query) };
+        let frame = grpc_frame(&request);
+        // The frame h2load sends, checked once with a tonic client: OK (gRPC status), the rows wanted.
+        // Asked twice, so the answer is remembered (the first may fetch or be just fetched).
+        let message = bytes::Bytes::copy_from_slice(&frame[5..]);
+        raw_call(channel.clone(), GET_COSTS_PATH, message.clone()).await;
+        let answer = raw_answer(channel.clone(), GET_COSTS_PATH, message).await;
+        let report = <pb::GetCostsResponse as prost::Message>::decode(answer.clone())
+            .expect("a GetCostsResponse")
+            .report
+            .expect("a report");
+        assert_eq!(report.rows.len(), rows, "rows in the {name}-row answer");
+        assert!(
+            report
+                .provider_results
+                .iter()
+                .all(|r| r.state == pb::ResultState::Ok as i32 && r.from_cache),
+            "a cached answer"
+        );
+        let path = dir.path().join(format!("costs-{name}.bin"));
+        std::fs::write(&path, frame).expect("written");
+        answers.push((rows, answer.len(), path));
+    }
+    h2load(server.addr, HEALTH_CHECK_PATH, &health_frame, 2_000).await;
+    let (mut throughput, mut latency) = (vec![Vec::new(); 2], vec![Vec::new(); 2]);
+    let mut health_per_second = Vec::new();
+    for _ in 0..H2LOAD_ROUNDS {
+        let health = h2load(
+            server.addr,
+            HEALTH_CHECK_PATH,
+            &health_frame,
+            H2LOAD_REQUESTS,
+        )
+        .await;
+        health_per_second.push(health.per_second);
+        for (i, (_, _, frame)) in answers.iter().enumerate() {
+            let costs = h2load(server.addr, GET_COSTS_PATH, frame, H2LOAD_REQUESTS).await;
+            throughput[i].push(costs.per_second / health.per_second);
+            latency[i].push(
+                costs.mean_latency.as_secs_f64() / health.mean_latency.as_secs_f64().max(1e-9),
+            );
+        }
+    }
+    println!(
+        "h2load, Health/Check at 100 in flight: {:.0} req/s (median of {H2LOAD_ROUNDS} rounds of {H2LOAD_REQUESTS})",
+        median(health_per_second)
+    );
+    for (i, (rows, bytes, _)) in answers.iter().enumerate() {
+        println!(
+            "h2load, cached GetCosts ({rows} rows, {bytes} bytes) vs Health/Check at 100 in flight: throughput ratio {:.2} (goal >= 0.8), mean latency ratio {:.2}",
+            median(throughput[i].clone()),
+            median(latency[i].clone())
+        );
+    }
+}
 
 fn slow_first_answers(sandbox: &SandboxHandle, teams: &[&str]) {
     for team in teams {
@@ -424,6 +619,7 @@ fn main() {
         let server = start(256 * 1024 * 1024).await;
         cached_vs_health(&server).await;
         cached_vs_health_raw(&server).await;
+        h2load_vs_health(&server).await;
         cold_queries(&server).await;
         let budget = 8 * 1024 * 1024;
         let small = start(budget).await;

@@ -1,7 +1,7 @@
 //! Server assembly: binds, wires the services, health and reflection, and drains on stop.
 
 use crate::{
-    api::{CostApi, QueryJobApi, QueryRules},
+    api::{CostApi, CostServer, QueryJobApi, QueryRules},
     clock::{Clock, SystemClock},
     config::Settings,
     engine::{ChunkCache, Engine, EngineLimits, Jobs},
@@ -10,10 +10,7 @@ use crate::{
         self, Metrics, RpcMetricsLayer,
         server::{HeldGauges, HeldState},
     },
-    proto::{
-        self as pb, cost_service_server::CostServiceServer,
-        query_job_service_server::QueryJobServiceServer,
-    },
+    proto::{self as pb, query_job_service_server::QueryJobServiceServer},
     providers::{Provider, http::UpstreamHttp},
     telemetry,
 };
@@ -167,7 +164,7 @@ impl App {
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
-            .add_service(CostServiceServer::new(cost_api))
+            .add_service(CostServer::new(cost_api))
             .add_service(QueryJobServiceServer::new(QueryJobApi::new(
                 self.jobs.clone(),
                 rules,
@@ -289,7 +286,7 @@ async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), AppError> {
 async fn set_all(health: &HealthReporter, status: ServingStatus) {
     health.set_service_status("", status).await;
     for name in [
-        <CostServiceServer<CostApi> as NamedService>::NAME,
+        <CostServer as NamedService>::NAME,
         <QueryJobServiceServer<QueryJobApi> as NamedService>::NAME,
     ] {
         health.set_service_status(name, status).await;

@@ -1,4 +1,5 @@
-//! CostService: thin handlers that parse, call the engine, and convert.
+//! CostService: thin handlers that parse, call the engine, and convert. GetCosts is served by
+//! [`CostServer`], so that a remembered answer goes out as the bytes it was stored as.
 
 use super::{
     QueryRules, convert,
@@ -9,13 +10,25 @@ use crate::{
     deadline::Deadline,
     domain::CostQuery,
     engine::{Engine, EngineError, Jobs},
-    proto as pb,
+    proto::{self as pb, cost_service_server::CostServiceServer},
 };
+use bytes::{BufMut, Bytes};
 use chrono::{DateTime, Utc};
-use std::{sync::Arc, time::Duration};
-use tonic::{Request, Response, Status};
+use prost::Message;
+use std::{
+    convert::Infallible,
+    sync::Arc,
+    task::{Context, Poll},
+    time::Duration,
+};
+use tonic::{
+    Request, Response, Status,
+    codec::{Codec, EncodeBuf, Encoder},
+    codegen::{BoxFuture, StdError},
+    server::{Grpc, NamedService, UnaryService},
+};
 
-/// Memory for remembered answers, in bytes (by estimate).
+/// Memory for remembered answers, in bytes: each answer's stored bytes, its key and the entry.
 const ANSWER_MEMO_BYTES: u64 = 32 * 1024 * 1024;
 
 /// Records per page (AIP-158).
@@ -24,13 +37,30 @@ const RECORD_PAGES: PageSizes = PageSizes {
     max: 10_000,
 };
 
+/// The path [`CostServer`] answers itself; every other goes to the generated server.
+const GET_COSTS_PATH: &str = "/costd.v1.CostService/GetCosts";
+
+/// A remembered answer: the encoded `GetCostsResponse`, and until when the same query gets it.
+struct Remembered {
+    encoded: Bytes,
+    until: DateTime<Utc>,
+}
+
+/// A GetCosts answer as [`AnswerCodec`] writes it: a message to encode, or bytes already encoded.
+enum Answer {
+    /// Boxed: a report is large beside `Bytes`.
+    Message(Box<pb::GetCostsResponse>),
+    Encoded(Bytes),
+}
+
 pub struct CostApi {
     engine: Arc<Engine>,
     jobs: Arc<Jobs>,
     rules: Arc<QueryRules>,
     /// Answers built wholly from fresh cached chunks, until they could change: identical queries skip
-    /// planning, aggregation and conversion (the load harness showed that work dominating cached calls).
-    answers: moka::sync::Cache<CostQuery, Arc<(pb::GetCostsResponse, DateTime<Utc>)>>,
+    /// planning, aggregation, conversion and encoding (the load harness showed that work dominating
+    /// cached calls), and the stored bytes are written to the wire as they are.
+    answers: moka::sync::Cache<CostQuery, Arc<Remembered>>,
     deadline_margin: Duration,
 }
 
@@ -47,26 +77,25 @@ impl CostApi {
             rules,
             answers: moka::sync::Cache::builder()
                 .max_capacity(ANSWER_MEMO_BYTES)
-                .weigher(|_, answer: &Arc<(pb::GetCostsResponse, DateTime<Utc>)>| {
-                    u32::try_from(prost::Message::encoded_len(&answer.0) * 2).unwrap_or(u32::MAX)
+                .weigher(|query: &CostQuery, answer: &Arc<Remembered>| {
+                    u32::try_from(remembered_bytes(query, answer)).unwrap_or(u32::MAX)
                 })
                 .build(),
             deadline_margin,
         }
     }
-}
 
-#[tonic::async_trait]
-impl pb::cost_service_server::CostService for CostApi {
-    async fn get_costs(
+    /// GetCosts: a remembered answer's stored bytes while it is unchanged, else the engine's report;
+    /// an answer that may be remembered is encoded once, stored, and sent as those bytes.
+    async fn answer(
         &self,
         request: Request<pb::GetCostsRequest>,
-    ) -> Result<Response<pb::GetCostsResponse>, Status> {
+    ) -> Result<Response<Answer>, Status> {
         let deadline = Deadline::from_grpc_metadata(request.metadata(), self.deadline_margin);
         let query = self.rules.parse(request.into_inner().query)?;
         if let Some(answer) = self.answers.get(&query) {
-            if self.engine.cache().now() < answer.1 {
-                return Ok(Response::new(answer.0.clone()));
+            if self.engine.cache().now() < answer.until {
+                return Ok(Response::new(Answer::Encoded(answer.encoded.clone())));
             }
         }
         let mut report = self
@@ -90,11 +119,156 @@ impl pb::cost_service_server::CostService for CostApi {
             wire.job = job;
         }
         let answer = pb::GetCostsResponse { report: Some(wire) };
-        if let Some(until) = report.unchanged_until {
-            self.answers
-                .insert(query, Arc::new((answer.clone(), until)));
+        let Some(until) = report.unchanged_until else {
+            return Ok(Response::new(Answer::Message(Box::new(answer))));
+        };
+        // `encode_to_vec` allocates exactly the encoded length: the weigher counts what is held.
+        let encoded = Bytes::from(answer.encode_to_vec());
+        self.answers.insert(
+            query,
+            Arc::new(Remembered {
+                encoded: encoded.clone(),
+                until,
+            }),
+        );
+        Ok(Response::new(Answer::Encoded(encoded)))
+    }
+}
+
+/// What a remembered answer holds: its stored bytes exactly, its key (the query's own heap included)
+/// and the entry itself.
+fn remembered_bytes(query: &CostQuery, answer: &Remembered) -> usize {
+    let filter = &query.filter;
+    let texts = filter
+        .sub_accounts
+        .iter()
+        .chain(&filter.resources)
+        .chain(&filter.services)
+        .map(|text| text.len() + size_of::<String>())
+        .sum::<usize>();
+    let accounts = filter
+        .provider_accounts
+        .iter()
+        .map(|id| id.as_str().len() + size_of::<crate::domain::ProviderAccountId>())
+        .sum::<usize>();
+    answer.encoded.len()
+        + size_of::<CostQuery>()
+        + size_of::<Remembered>()
+        + texts
+        + accounts
+        + filter.providers.len() * size_of::<crate::domain::ProviderKind>()
+        + query.group_by.capacity() * size_of::<crate::domain::GroupBy>()
+}
+
+/// CostService as served: the generated server for every method but GetCosts, which is answered here
+/// through [`AnswerCodec`], so a remembered answer is written without being encoded again. Same
+/// name, same decoding, the same `tonic::server::Grpc` (default compression and size limits, as the
+/// generated server is configured), so callers, reflection and the RPC layers see no difference.
+#[derive(Clone)]
+pub struct CostServer {
+    api: Arc<CostApi>,
+    generated: CostServiceServer<CostApi>,
+}
+
+impl CostServer {
+    pub fn new(api: CostApi) -> Self {
+        let api = Arc::new(api);
+        CostServer {
+            generated: CostServiceServer::from_arc(api.clone()),
+            api,
         }
-        Ok(Response::new(answer))
+    }
+}
+
+impl NamedService for CostServer {
+    const NAME: &'static str = <CostServiceServer<CostApi> as NamedService>::NAME;
+}
+
+impl<B> tower::Service<http::Request<B>> for CostServer
+where
+    B: http_body::Body + Send + 'static,
+    B::Error: Into<StdError> + Send + 'static,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<Self::Response, Self::Error>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        tower::Service::<http::Request<B>>::poll_ready(&mut self.generated, cx)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        if request.uri().path() != GET_COSTS_PATH {
+            return self.generated.call(request);
+        }
+        let api = self.api.clone();
+        Box::pin(async move { Ok(Grpc::new(AnswerCodec).unary(GetCosts(api), request).await) })
+    }
+}
+
+/// GetCosts as a unary service of [`AnswerCodec`].
+struct GetCosts(Arc<CostApi>);
+
+impl UnaryService<pb::GetCostsRequest> for GetCosts {
+    type Response = Answer;
+    type Future = BoxFuture<Response<Answer>, Status>;
+
+    fn call(&mut self, request: Request<pb::GetCostsRequest>) -> Self::Future {
+        let api = self.0.clone();
+        Box::pin(async move { api.answer(request).await })
+    }
+}
+
+/// Decodes a `GetCostsRequest` as the generated server does; writes an [`Answer`]: a message is
+/// encoded, stored bytes are copied into the frame as they are.
+#[derive(Clone, Copy, Default)]
+struct AnswerCodec;
+
+impl Codec for AnswerCodec {
+    type Encode = Answer;
+    type Decode = pb::GetCostsRequest;
+    type Encoder = AnswerCodec;
+    type Decoder = tonic_prost::ProstDecoder<pb::GetCostsRequest>;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        AnswerCodec
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        tonic_prost::ProstDecoder::default()
+    }
+}
+
+impl Encoder for AnswerCodec {
+    type Item = Answer;
+    type Error = Status;
+
+    fn encode(&mut self, answer: Answer, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        match answer {
+            Answer::Message(message) => message.encode(dst).map_err(status::encoding),
+            Answer::Encoded(bytes) => {
+                dst.put(bytes);
+                Ok(())
+            }
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl pb::cost_service_server::CostService for CostApi {
+    /// Reached only when the generated server is used alone: [`CostServer`] answers GetCosts itself.
+    async fn get_costs(
+        &self,
+        request: Request<pb::GetCostsRequest>,
+    ) -> Result<Response<pb::GetCostsResponse>, Status> {
+        let (metadata, answer, extensions) = self.answer(request).await?.into_parts();
+        let message = match answer {
+            Answer::Message(message) => *message,
+            Answer::Encoded(bytes) => {
+                pb::GetCostsResponse::decode(bytes).map_err(status::own_answer_unreadable)?
+            }
+        };
+        Ok(Response::from_parts(metadata, message, extensions))
     }
 
     async fn list_cost_records(

@@ -8,5 +8,5 @@ mod query_job_service;
 pub mod status;
 
 pub use convert::QueryRules;
-pub use cost_service::CostApi;
+pub use cost_service::{CostApi, CostServer};
 pub use query_job_service::QueryJobApi;

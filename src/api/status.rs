@@ -63,6 +63,16 @@ pub fn engine(error: &EngineError) -> Status {
     )
 }
 
+/// `INTERNAL`: an answer could not be encoded (prost refuses only a buffer too small to hold it).
+pub fn encoding(error: prost::EncodeError) -> Status {
+    Status::internal(format!("cannot encode the answer: {error}"))
+}
+
+/// `INTERNAL`: a remembered answer's stored bytes did not decode (they were encoded by costd itself).
+pub fn own_answer_unreadable(error: prost::DecodeError) -> Status {
+    Status::internal(format!("cannot read a remembered answer: {error}"))
+}
+
 /// The gRPC code a caller sees for an upstream failure.
 pub fn upstream_code(kind: UpstreamErrorKind) -> Code {
     match kind {

@@ -1,6 +1,7 @@
 //! Integration tests through the real server: each test spawns costd on 127.0.0.1:0 with its own
 //! sandbox upstreams and calls it with the generated tonic client.
 
+mod answers_remembered;
 mod architecture;
 mod atlas;
 mod binary;

@@ -12,7 +12,7 @@ const TEAM_ENDPOINT: &str = "/teams/{teamId}/billing/cost";
 const GET_COSTS: &str = "costd.v1.CostService/GetCosts";
 
 /// The scrape, as `name{labels}` → value, after checking the content type.
-async fn scrape(app: &TestApp) -> BTreeMap<String, f64> {
+pub(crate) async fn scrape(app: &TestApp) -> BTreeMap<String, f64> {
     let addr = app.metrics_addr.expect("metrics are on by default");
     let response = within(reqwest::get(format!("http://{addr}/metrics")))
         .await

@@ -1,0 +1,278 @@
+//! Remembered GetCosts answers, through the real server: an answer built wholly from fresh cached
+//! chunks is stored encoded and sent again as those bytes (no upstream request, no chunk lookup),
+//! until it could change; stale, pending, failed and just-fetched answers are never remembered.
+//!
+//! Whether an answer was computed or remembered shows in the scrape: computing one looks up each of
+//! its chunks in the chunk cache (`costd_cache_hits_total` / `costd_cache_misses_total`), a
+//! remembered one looks up none.
+
+use crate::helpers::*;
+use crate::metrics::scrape;
+use bytes::{Buf, BufMut, Bytes};
+use costd::{clock::ManualClock, proto as pb, sandbox::Fault};
+use http::StatusCode;
+use prost::Message;
+use std::{sync::Arc, time::Duration};
+
+const GET_COSTS_PATH: &str = "/costd.v1.CostService/GetCosts";
+
+/// Chunk-cache lookups so far (hits and misses, every provider kind the app serves).
+async fn chunk_lookups(app: &TestApp) -> f64 {
+    let scraped = scrape(app).await;
+    ["hits", "misses"]
+        .iter()
+        .map(|kind| {
+            scraped
+                .get(&format!(
+                    "costd_cache_{kind}_total{{provider=\"team_billing\"}}"
+                ))
+                .copied()
+                .unwrap_or(0.0)
+        })
+        .sum()
+}
+
+/// A codec that sends and returns message bytes as they are, to see the answer's exact bytes.
+#[derive(Clone, Copy, Default)]
+struct RawCodec;
+
+impl tonic::codec::Codec for RawCodec {
+    type Encode = Bytes;
+    type Decode = Bytes;
+    type Encoder = RawCodec;
+    type Decoder = RawCodec;
+    fn encoder(&mut self) -> Self::Encoder {
+        RawCodec
+    }
+    fn decoder(&mut self) -> Self::Decoder {
+        RawCodec
+    }
+}
+
+impl tonic::codec::Encoder for RawCodec {
+    type Item = Bytes;
+    type Error = tonic::Status;
+    fn encode(
+        &mut self,
+        item: Bytes,
+        dst: &mut tonic::codec::EncodeBuf<'_>,
+    ) -> Result<(), tonic::Status> {
+        dst.put(item);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Decoder for RawCodec {
+    type Item = Bytes;
+    type Error = tonic::Status;
+    fn decode(
+        &mut self,
+        src: &mut tonic::codec::DecodeBuf<'_>,
+    ) -> Result<Option<Bytes>, tonic::Status> {
+        let len = src.remaining();
+        Ok(Some(src.copy_to_bytes(len)))
+    }
+}
+
+/// GetCosts with the answer's bytes as the server wrote them.
+async fn raw_get_costs(app: &TestApp, query: &pb::CostQuery) -> Bytes {
+    let mut grpc = tonic::client::Grpc::new(app.channel.clone());
+    within(grpc.ready()).await.expect("ready");
+    let request = pb::GetCostsRequest {
+        query: Some(query.clone()),
+    };
+    within(grpc.unary(
+        tonic::Request::new(Bytes::from(request.encode_to_vec())),
+        http::uri::PathAndQuery::from_static(GET_COSTS_PATH),
+        RawCodec,
+    ))
+    .await
+    .expect("answer")
+    .into_inner()
+}
+
+fn report_of(bytes: &Bytes) -> pb::CostReport {
+    pb::GetCostsResponse::decode(bytes.clone())
+        .expect("a GetCostsResponse")
+        .report
+        .expect("a report")
+}
+
+/// September 2026 by team and service, seen from 20 November: settled, so fresh for hours.
+fn settled_month() -> pb::CostQuery {
+    query(
+        "2026-09-01",
+        "2026-10-01",
+        &[pb::GroupBy::BillingAccount, pb::GroupBy::Service],
+        pb::Granularity::Monthly,
+    )
+}
+
+fn november_20() -> ManualClock {
+    ManualClock::new(at("2026-11-20T00:00:00Z"))
+}
+
+#[tokio::test]
+async fn a_repeated_query_is_answered_from_the_stored_bytes_until_it_could_change() {
+    let clock = november_20();
+    let app = spawn_app_on(Arc::new(clock.clone()), |_| {}).await;
+    let asked = settled_month();
+
+    // Just fetched: not remembered.
+    let fetched = within(app.get_costs(asked.clone())).await.expect("answer");
+    let fetches = app.sandbox.total_requests();
+    assert!(fetches >= 3, "each team asked upstream: {fetches}");
+    assert!(!fetched.rows.is_empty());
+
+    // From fresh cached chunks: computed (each chunk looked up), then remembered.
+    let lookups = chunk_lookups(&app).await;
+    let stored = raw_get_costs(&app, &asked).await;
+    assert_eq!(app.sandbox.total_requests(), fetches, "no upstream request");
+    let computed_lookups = chunk_lookups(&app).await;
+    assert!(
+        computed_lookups > lookups,
+        "the second answer was computed from the chunk cache"
+    );
+    let first_remembered = report_of(&stored);
+    assert!(
+        first_remembered
+            .provider_results
+            .iter()
+            .all(|r| r.state == pb::ResultState::Ok as i32 && r.from_cache)
+    );
+    // The fetched answer differs from it only in saying it was fetched.
+    let mut as_cached = fetched.clone();
+    for result in &mut as_cached.provider_results {
+        result.from_cache = true;
+        result.upstream_requests = 0;
+    }
+    assert_eq!(as_cached, first_remembered);
+
+    // Asked again, with either client: the stored bytes, no lookup, no upstream request.
+    let again = raw_get_costs(&app, &asked).await;
+    let decoded = within(app.get_costs(asked.clone())).await.expect("answer");
+    assert_eq!(again, stored, "the same bytes");
+    assert_eq!(decoded, first_remembered, "field for field");
+    assert_eq!(app.sandbox.total_requests(), fetches, "no upstream request");
+    assert_eq!(
+        chunk_lookups(&app).await,
+        computed_lookups,
+        "answered without looking up a chunk"
+    );
+
+    // Once its chunks' freshness ends (6 h for a settled month) the answer could change: not served.
+    clock.advance(chrono::Duration::hours(7));
+    let refreshed = within(app.get_costs(asked)).await.expect("answer");
+    assert!(
+        app.sandbox.total_requests() > fetches,
+        "the chunks were fetched again"
+    );
+    assert!(refreshed.provider_results.iter().all(|r| !r.from_cache));
+}
+
+#[tokio::test]
+async fn a_stale_answer_is_not_remembered() {
+    let clock = november_20();
+    let app = spawn_app_on(Arc::new(clock.clone()), |settings| {
+        settings.upstream.max_attempts = 1;
+        settings.accounts.retain(|a| a.id.as_str() == "team-acme");
+    })
+    .await;
+    let acme = team_scope("team_acme");
+    // The open month: fresh for five minutes.
+    let november = query("2026-11-01", "2026-12-01", &[], pb::Granularity::None);
+    within(app.get_costs(november.clone()))
+        .await
+        .expect("answer");
+    within(app.get_costs(november.clone()))
+        .await
+        .expect("answer");
+    assert_eq!(app.sandbox.request_count(&acme), 1);
+
+    clock.advance(chrono::Duration::minutes(10));
+    app.sandbox.set_persistent_fault(
+        &acme,
+        Fault::Status {
+            code: StatusCode::SERVICE_UNAVAILABLE,
+            retry_after: None,
+        },
+    );
+    for refresh in 1..=2 {
+        let stale = within(app.get_costs(november.clone()))
+            .await
+            .expect("answer");
+        assert_eq!(
+            result_of(&stale, "team-acme").state,
+            pb::ResultState::Stale as i32
+        );
+        assert_eq!(
+            app.sandbox.request_count(&acme),
+            1 + refresh,
+            "each stale answer tried a refresh: none was remembered"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_failed_answer_is_not_remembered() {
+    let app = spawn_app_on(Arc::new(november_20()), |settings| {
+        settings.upstream.max_attempts = 1;
+    })
+    .await;
+    let acme = team_scope("team_acme");
+    app.sandbox.set_persistent_fault(
+        &acme,
+        Fault::Status {
+            code: StatusCode::SERVICE_UNAVAILABLE,
+            retry_after: None,
+        },
+    );
+    let asked = settled_month();
+    for attempt in 1..=2 {
+        let report = within(app.get_costs(asked.clone())).await.expect("answer");
+        assert_eq!(
+            result_of(&report, "team-acme").state,
+            pb::ResultState::Failed as i32
+        );
+        assert_eq!(
+            result_of(&report, "team-borealis").state,
+            pb::ResultState::Ok as i32
+        );
+        assert_eq!(
+            app.sandbox.request_count(&acme),
+            attempt,
+            "each answer asked the failing account again: none was remembered"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_pending_answer_is_not_remembered() {
+    let app = spawn_app_on(Arc::new(november_20()), |settings| {
+        settings.accounts.retain(|a| a.id.as_str() == "team-acme");
+    })
+    .await;
+    app.sandbox
+        .set_persistent_fault(&team_scope("team_acme"), Fault::Hang);
+    let asked = settled_month();
+    let mut lookups = chunk_lookups(&app).await;
+    for _ in 0..2 {
+        let mut hurried = tonic::Request::new(pb::GetCostsRequest {
+            query: Some(asked.clone()),
+        });
+        // Less the server's 200 ms margin, the caller waits 300 ms for its chunk.
+        hurried.set_timeout(Duration::from_millis(500));
+        let report = within(app.costs.clone().get_costs(hurried))
+            .await
+            .expect("an answer within the deadline")
+            .into_inner()
+            .report
+            .expect("a report");
+        let acme = result_of(&report, "team-acme");
+        assert_eq!(acme.state, pb::ResultState::Pending as i32);
+        assert!(!acme.job.is_empty(), "the work goes on in a job");
+        let now = chunk_lookups(&app).await;
+        assert!(now > lookups, "computed, not remembered");
+        lookups = now;
+    }
+}
