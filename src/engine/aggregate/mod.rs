@@ -1,0 +1,324 @@
+//! Pure aggregation of normalized records into report rows: ordered group keys, time buckets, exact sums.
+
+use crate::domain::{
+    CostFilter, CostQuery, Currency, Granularity, GroupBy, Money, MoneyError, NO_TEXT, Period,
+    ProviderAccountId, Quantity, RecordColumns, Text, TextId,
+};
+use rust_decimal::Decimal;
+use rustc_hash::FxHashMap;
+use std::collections::{BTreeMap, BTreeSet};
+
+/// One value of a group key: the id, and the first display name seen for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupValue {
+    pub group_by: GroupBy,
+    pub id: Option<Text>,
+    pub display_name: Option<Text>,
+}
+
+/// One report row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Row {
+    pub group_values: Vec<GroupValue>,
+    pub period: Period,
+    pub billed_cost: Money,
+    /// Set when every record of the row has a quantity, all in one unit.
+    pub consumed_quantity: Option<Quantity>,
+    pub record_count: u64,
+    /// A record of the row belongs to a period whose costs may still change.
+    pub estimated: bool,
+}
+
+/// The rows, their total, and the records no bucket could hold without smearing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Aggregation {
+    pub rows: Vec<Row>,
+    pub total: Money,
+    pub record_count: u64,
+    /// Records whose charge period is longer than one bucket, by account; they are in no row.
+    pub unbucketed: BTreeMap<ProviderAccountId, u64>,
+    /// What each account contributed to the rows.
+    pub by_account: BTreeMap<ProviderAccountId, AccountTotal>,
+}
+
+/// One account's share of the rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AccountTotal {
+    pub billed_cost: Money,
+    pub record_count: u64,
+}
+
+/// Groups and sums the records of `chunks` (each with whether its records are estimated) that the
+/// query's filter keeps, as `query` asks. Totals are exact; a record that spans more than one bucket
+/// is counted in `unbucketed` rather than split across buckets.
+///
+/// Keys are small integers: each chunk's texts are mapped once to ids shared by the whole answer, so a
+/// record costs a few array lookups and one hash of integers, never a string comparison.
+pub fn aggregate<'a>(
+    chunks: impl IntoIterator<Item = (&'a RecordColumns, bool)>,
+    query: &CostQuery,
+) -> Result<Aggregation, MoneyError> {
+    let mut texts = Interner::default();
+    let mut buckets: Vec<Period> = Vec::new();
+    let mut bucket_ids: FxHashMap<Period, u32> = FxHashMap::default();
+    let mut rows: FxHashMap<RowKey, RowAccumulator> = FxHashMap::default();
+    let mut accounts: BTreeMap<ProviderAccountId, AccountSums> = BTreeMap::new();
+    let mut total_nanos: i128 = 0;
+    let mut record_count = 0u64;
+    for (chunk, estimated) in chunks {
+        let mut global = vec![UNMAPPED; chunk.texts().len()];
+        let keeps = ChunkFilter::new(chunk, &query.filter);
+        let chunk_buckets: Vec<Option<u32>> = chunk
+            .periods()
+            .iter()
+            .map(|period| {
+                bucket_of(period, query).map(|bucket| {
+                    *bucket_ids.entry(bucket).or_insert_with(|| {
+                        buckets.push(bucket);
+                        (buckets.len() - 1) as u32
+                    })
+                })
+            })
+            .collect();
+        for index in 0..chunk.len() {
+            if !keeps.keeps(index) {
+                continue;
+            }
+            let currency = chunk.billed_currency(index);
+            if currency != Currency::USD {
+                return Err(MoneyError::CurrencyMismatch {
+                    left: currency,
+                    right: Currency::USD,
+                });
+            }
+            let account = accounts.entry(chunk.account_of(index).clone()).or_default();
+            let Some(bucket) = chunk_buckets[chunk.period_index(index)] else {
+                account.unbucketed += 1;
+                continue;
+            };
+            let mut key = RowKey {
+                bucket,
+                ids: [NO_TEXT; GroupBy::ALL.len()],
+            };
+            for (slot, group_by) in key.ids.iter_mut().zip(&query.group_by) {
+                *slot = texts.map(chunk, &mut global, chunk.key(index, *group_by).0);
+            }
+            let consumed = chunk
+                .consumed(index)
+                .map(|(value, unit)| (value, texts.map(chunk, &mut global, unit)));
+            let row = match rows.entry(key) {
+                std::collections::hash_map::Entry::Occupied(row) => row.into_mut(),
+                std::collections::hash_map::Entry::Vacant(slot) => {
+                    let mut names = [NO_TEXT; GroupBy::ALL.len()];
+                    for (name, group_by) in names.iter_mut().zip(&query.group_by) {
+                        *name = texts.map(chunk, &mut global, chunk.key(index, *group_by).1);
+                    }
+                    slot.insert(RowAccumulator {
+                        names,
+                        billed_nanos: 0,
+                        quantity: consumed.map(|(_, unit)| (Decimal::ZERO, unit)),
+                        record_count: 0,
+                        estimated: false,
+                    })
+                }
+            };
+            let nanos = chunk.billed_nanos(index);
+            row.billed_nanos = row
+                .billed_nanos
+                .checked_add(nanos)
+                .ok_or(MoneyError::Overflow)?;
+            // A row has a quantity while every record of it has one, all in one unit.
+            row.quantity = match (row.quantity, consumed) {
+                (Some((sum, unit)), Some((value, same))) if unit == same => {
+                    sum.checked_add(value).map(|sum| (sum, unit))
+                }
+                _ => None,
+            };
+            row.record_count += 1;
+            row.estimated |= estimated;
+            account.nanos = account
+                .nanos
+                .checked_add(nanos)
+                .ok_or(MoneyError::Overflow)?;
+            account.records += 1;
+            total_nanos = total_nanos.checked_add(nanos).ok_or(MoneyError::Overflow)?;
+            record_count += 1;
+        }
+    }
+    let text = |id: u32| texts.text(id);
+    let mut keyed: Vec<(RowKey, RowAccumulator)> = rows.into_iter().collect();
+    // Buckets in time, then rows by their ids as texts (an absent id first): the order of the answer.
+    keyed.sort_by(|(a, _), (b, _)| {
+        buckets[a.bucket as usize]
+            .start()
+            .cmp(&buckets[b.bucket as usize].start())
+            .then_with(|| {
+                let ids = |key: &RowKey| -> Vec<Option<&Text>> {
+                    key.ids[..query.group_by.len()]
+                        .iter()
+                        .map(|id| text(*id))
+                        .collect()
+                };
+                ids(a).cmp(&ids(b))
+            })
+    });
+    let rows = keyed
+        .into_iter()
+        .map(|(key, row)| Row {
+            group_values: query
+                .group_by
+                .iter()
+                .enumerate()
+                .map(|(slot, group_by)| GroupValue {
+                    group_by: *group_by,
+                    id: text(key.ids[slot]).cloned(),
+                    display_name: text(row.names[slot]).cloned(),
+                })
+                .collect(),
+            period: buckets[key.bucket as usize],
+            billed_cost: Money::from_nanos(Currency::USD, row.billed_nanos),
+            consumed_quantity: row.quantity.and_then(|(value, unit)| {
+                Some(Quantity {
+                    value,
+                    unit: text(unit)?.clone(),
+                })
+            }),
+            record_count: row.record_count,
+            estimated: row.estimated,
+        })
+        .collect();
+    let unbucketed = accounts
+        .iter()
+        .filter(|(_, sums)| sums.unbucketed > 0)
+        .map(|(id, sums)| (id.clone(), sums.unbucketed))
+        .collect();
+    let by_account = accounts
+        .into_iter()
+        .filter(|(_, sums)| sums.records > 0)
+        .map(|(id, sums)| {
+            (
+                id,
+                AccountTotal {
+                    billed_cost: Money::from_nanos(Currency::USD, sums.nanos),
+                    record_count: sums.records,
+                },
+            )
+        })
+        .collect();
+    Ok(Aggregation {
+        rows,
+        total: Money::from_nanos(Currency::USD, total_nanos),
+        record_count,
+        unbucketed,
+        by_account,
+    })
+}
+
+/// A query's filter over one chunk: whether each text passes is decided once per chunk, so a record
+/// costs three lookups.
+pub struct ChunkFilter<'a> {
+    chunk: &'a RecordColumns,
+    services: Option<Vec<bool>>,
+    sub_accounts: Option<Vec<bool>>,
+    resources: Option<Vec<bool>>,
+}
+
+impl<'a> ChunkFilter<'a> {
+    pub fn new(chunk: &'a RecordColumns, filter: &CostFilter) -> Self {
+        let admits = |set: &BTreeSet<String>| -> Option<Vec<bool>> {
+            (!set.is_empty()).then(|| chunk.texts().iter().map(|t| set.contains(&**t)).collect())
+        };
+        ChunkFilter {
+            chunk,
+            services: admits(&filter.services),
+            sub_accounts: admits(&filter.sub_accounts),
+            resources: admits(&filter.resources),
+        }
+    }
+
+    /// Whether record `index` of the chunk is kept (as [`CostFilter::keeps`] says of a record).
+    pub fn keeps(&self, index: usize) -> bool {
+        let admitted = |mask: &Option<Vec<bool>>, id: TextId| match mask {
+            None => true,
+            Some(mask) => mask.get(id as usize).copied().unwrap_or(false),
+        };
+        admitted(&self.services, self.chunk.service(index))
+            && admitted(&self.sub_accounts, self.chunk.sub_account(index))
+            && admitted(&self.resources, self.chunk.resource(index))
+    }
+}
+
+/// A chunk's text not yet mapped to an id of the answer.
+const UNMAPPED: u32 = u32::MAX - 1;
+
+/// The texts of one answer, each once, by id.
+#[derive(Default)]
+struct Interner {
+    ids: FxHashMap<Text, u32>,
+    texts: Vec<Text>,
+}
+
+impl Interner {
+    /// The answer's id of `chunk`'s text `id`, through the chunk's own mapping `global`.
+    fn map(&mut self, chunk: &RecordColumns, global: &mut [u32], id: TextId) -> u32 {
+        let Some(slot) = global.get_mut(id as usize) else {
+            return NO_TEXT;
+        };
+        if *slot == UNMAPPED {
+            let text = &chunk.texts()[id as usize];
+            *slot = match self.ids.get(text) {
+                Some(known) => *known,
+                None => {
+                    let new = self.texts.len() as u32;
+                    self.texts.push(text.clone());
+                    self.ids.insert(text.clone(), new);
+                    new
+                }
+            };
+        }
+        *slot
+    }
+
+    fn text(&self, id: u32) -> Option<&Text> {
+        self.texts.get(id as usize)
+    }
+}
+
+/// A row's place: its bucket and its ids, one per grouping dimension (the rest unused).
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+struct RowKey {
+    bucket: u32,
+    ids: [u32; GroupBy::ALL.len()],
+}
+
+struct RowAccumulator {
+    /// The first display name seen for each id.
+    names: [u32; GroupBy::ALL.len()],
+    billed_nanos: i128,
+    /// The quantity's sum and unit, while every record has one in that unit.
+    quantity: Option<(Decimal, u32)>,
+    record_count: u64,
+    estimated: bool,
+}
+
+#[derive(Default)]
+struct AccountSums {
+    nanos: i128,
+    records: u64,
+    unbucketed: u64,
+}
+
+/// The bucket that wholly holds a charge period; `None` when the period spans several buckets or runs
+/// past the query's range (a month of costs is never counted in a query for half of it).
+fn bucket_of(charge_period: &Period, query: &CostQuery) -> Option<Period> {
+    let unit = match query.granularity {
+        Granularity::None => query.period,
+        Granularity::Daily => Period::day_of(charge_period.start()),
+        Granularity::Monthly => Period::month_of(charge_period.start()),
+    };
+    let bucket = unit.intersection(&query.period)?;
+    bucket.contains_period(charge_period).then_some(bucket)
+}
+
+#[cfg(test)]
+mod tests;
