@@ -139,25 +139,8 @@ async fn a_hundred_identical_queries_create_one_atlas_query() {
 async fn wrong_keys_fail_that_account_and_appear_nowhere() {
     let wrong_private = format!("{:032x}", rand::random::<u128>());
     let wrong_secret = format!("mdb_sa_sk_{:032x}", rand::random::<u128>());
-    let app = spawn_atlas(|settings, _| {
-        for account in &mut settings.accounts {
-            let AccountKind::Atlas(AtlasSettings { credentials, .. }) = &mut account.kind else {
-                continue;
-            };
-            match credentials {
-                AtlasCredentials::Digest { private_key, .. }
-                    if account.id.as_str() == "atlas-kestrel" =>
-                {
-                    *private_key = SecretString::from(wrong_private.clone());
-                }
-                AtlasCredentials::ServiceAccount { client_secret, .. } => {
-                    *client_secret = SecretString::from(wrong_secret.clone())
-                }
-                _ => {}
-            }
-        }
-    })
-    .await;
+    let app =
+        spawn_atlas(|settings, _| give_wrong_keys(settings, &wrong_private, &wrong_secret)).await;
 
     let report = app
         .get_costs(query(
@@ -394,4 +377,24 @@ async fn a_refused_service_account_token_is_replaced_once() {
         2,
         "one token, then exactly one more"
     );
+}
+
+/// Kestrel's API key pair gets a wrong private key, and the service account (Lumen's) a wrong secret.
+pub fn give_wrong_keys(settings: &mut Settings, wrong_private: &str, wrong_secret: &str) {
+    for account in &mut settings.accounts {
+        let AccountKind::Atlas(AtlasSettings { credentials, .. }) = &mut account.kind else {
+            continue;
+        };
+        match credentials {
+            AtlasCredentials::Digest { private_key, .. }
+                if account.id.as_str() == "atlas-kestrel" =>
+            {
+                *private_key = SecretString::from(wrong_private.to_string());
+            }
+            AtlasCredentials::ServiceAccount { client_secret, .. } => {
+                *client_secret = SecretString::from(wrong_secret.to_string())
+            }
+            _ => {}
+        }
+    }
 }

@@ -5,13 +5,11 @@
 use crate::helpers::*;
 use costd::{
     clock::ManualClock,
-    config::{AccountKind, AtlasCredentials, AtlasSettings},
     domain::ProviderKind,
     proto as pb,
     sandbox::{Fault, RateLimit},
 };
 use http::StatusCode;
-use secrecy::SecretString;
 use std::{sync::Arc, time::Duration};
 use tonic_types::{ErrorDetail, StatusExt};
 
@@ -73,25 +71,7 @@ async fn an_atlas_401_reaches_error_info_with_its_error_code() {
     let app = spawn_app_full(
         Arc::new(costd::clock::SystemClock),
         &[ProviderKind::Atlas],
-        |settings, _| {
-            for account in &mut settings.accounts {
-                let AccountKind::Atlas(AtlasSettings { credentials, .. }) = &mut account.kind
-                else {
-                    continue;
-                };
-                match credentials {
-                    AtlasCredentials::Digest { private_key, .. }
-                        if account.id.as_str() == "atlas-kestrel" =>
-                    {
-                        *private_key = SecretString::from(wrong_private.clone())
-                    }
-                    AtlasCredentials::ServiceAccount { client_secret, .. } => {
-                        *client_secret = SecretString::from(wrong_secret.clone())
-                    }
-                    _ => {}
-                }
-            }
-        },
+        |settings, _| crate::atlas::give_wrong_keys(settings, &wrong_private, &wrong_secret),
     )
     .await;
 
