@@ -12,7 +12,7 @@ use crate::{
     engine::{Engine, EngineError, Jobs},
     proto::{self as pb, cost_service_server::CostServiceServer},
 };
-use bytes::{BufMut, Bytes};
+use bytes::{Buf, BufMut, Bytes};
 use chrono::{DateTime, Utc};
 use prost::Message;
 use std::{
@@ -23,7 +23,7 @@ use std::{
 };
 use tonic::{
     Request, Response, Status,
-    codec::{Codec, EncodeBuf, Encoder},
+    codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder},
     codegen::{BoxFuture, StdError},
     server::{Grpc, NamedService, UnaryService},
 };
@@ -61,6 +61,9 @@ pub struct CostApi {
     /// planning, aggregation, conversion and encoding (the load harness showed that work dominating
     /// cached calls), and the stored bytes are written to the wire as they are.
     answers: moka::sync::Cache<CostQuery, Arc<Remembered>>,
+    /// The same answers by the request's own bytes: a caller repeating a request is answered before its
+    /// query is even decoded (most callers send the same bytes for the same question).
+    answers_by_request: moka::sync::Cache<Bytes, Arc<Remembered>>,
     deadline_margin: Duration,
 }
 
@@ -81,21 +84,49 @@ impl CostApi {
                     u32::try_from(remembered_bytes(query, answer)).unwrap_or(u32::MAX)
                 })
                 .build(),
+            answers_by_request: moka::sync::Cache::builder()
+                .max_capacity(ANSWER_MEMO_BYTES)
+                .weigher(|request: &Bytes, answer: &Arc<Remembered>| {
+                    u32::try_from(request.len() + answer.encoded.len() + size_of::<Remembered>())
+                        .unwrap_or(u32::MAX)
+                })
+                .build(),
             deadline_margin,
         }
     }
 
+    /// GetCosts as [`CostServer`] receives it, the request still encoded: a remembered answer for
+    /// these very bytes goes out at once, else the request is decoded and answered as usual.
+    async fn answer_encoded(&self, request: Request<Bytes>) -> Result<Response<Answer>, Status> {
+        let (metadata, extensions, encoded) = request.into_parts();
+        if let Some(answer) = self.answers_by_request.get(&encoded) {
+            if self.engine.cache().now() < answer.until {
+                return Ok(Response::new(Answer::Encoded(answer.encoded.clone())));
+            }
+        }
+        let message =
+            pb::GetCostsRequest::decode(encoded.clone()).map_err(status::undecodable_request)?;
+        let (answer, remembered) = self
+            .answer_query(Request::from_parts(metadata, extensions, message))
+            .await?;
+        if let Some(remembered) = remembered {
+            self.answers_by_request.insert(encoded, remembered);
+        }
+        Ok(Response::new(answer))
+    }
+
     /// GetCosts: a remembered answer's stored bytes while it is unchanged, else the engine's report;
     /// an answer that may be remembered is encoded once, stored, and sent as those bytes.
-    async fn answer(
+    /// Returns the answer and, when it may be remembered, what was remembered.
+    async fn answer_query(
         &self,
         request: Request<pb::GetCostsRequest>,
-    ) -> Result<Response<Answer>, Status> {
+    ) -> Result<(Answer, Option<Arc<Remembered>>), Status> {
         let deadline = Deadline::from_grpc_metadata(request.metadata(), self.deadline_margin);
         let query = self.rules.parse(request.into_inner().query)?;
         if let Some(answer) = self.answers.get(&query) {
             if self.engine.cache().now() < answer.until {
-                return Ok(Response::new(Answer::Encoded(answer.encoded.clone())));
+                return Ok((Answer::Encoded(answer.encoded.clone()), Some(answer)));
             }
         }
         let mut report = self
@@ -120,18 +151,16 @@ impl CostApi {
         }
         let answer = pb::GetCostsResponse { report: Some(wire) };
         let Some(until) = report.unchanged_until else {
-            return Ok(Response::new(Answer::Message(Box::new(answer))));
+            return Ok((Answer::Message(Box::new(answer)), None));
         };
         // `encode_to_vec` allocates exactly the encoded length: the weigher counts what is held.
         let encoded = Bytes::from(answer.encode_to_vec());
-        self.answers.insert(
-            query,
-            Arc::new(Remembered {
-                encoded: encoded.clone(),
-                until,
-            }),
-        );
-        Ok(Response::new(Answer::Encoded(encoded)))
+        let remembered = Arc::new(Remembered {
+            encoded: encoded.clone(),
+            until,
+        });
+        self.answers.insert(query, remembered.clone());
+        Ok((Answer::Encoded(encoded), Some(remembered)))
     }
 }
 
@@ -209,33 +238,42 @@ where
 /// GetCosts as a unary service of [`AnswerCodec`].
 struct GetCosts(Arc<CostApi>);
 
-impl UnaryService<pb::GetCostsRequest> for GetCosts {
+impl UnaryService<Bytes> for GetCosts {
     type Response = Answer;
     type Future = BoxFuture<Response<Answer>, Status>;
 
-    fn call(&mut self, request: Request<pb::GetCostsRequest>) -> Self::Future {
+    fn call(&mut self, request: Request<Bytes>) -> Self::Future {
         let api = self.0.clone();
-        Box::pin(async move { api.answer(request).await })
+        Box::pin(async move { api.answer_encoded(request).await })
     }
 }
 
-/// Decodes a `GetCostsRequest` as the generated server does; writes an [`Answer`]: a message is
-/// encoded, stored bytes are copied into the frame as they are.
+/// Hands over the request's bytes as they came (a repeated request is answered by them); writes an
+/// [`Answer`]: a message is encoded, stored bytes are copied into the frame as they are.
 #[derive(Clone, Copy, Default)]
 struct AnswerCodec;
 
 impl Codec for AnswerCodec {
     type Encode = Answer;
-    type Decode = pb::GetCostsRequest;
+    type Decode = Bytes;
     type Encoder = AnswerCodec;
-    type Decoder = tonic_prost::ProstDecoder<pb::GetCostsRequest>;
+    type Decoder = AnswerCodec;
 
     fn encoder(&mut self) -> Self::Encoder {
         AnswerCodec
     }
 
     fn decoder(&mut self) -> Self::Decoder {
-        tonic_prost::ProstDecoder::default()
+        AnswerCodec
+    }
+}
+
+impl Decoder for AnswerCodec {
+    type Item = Bytes;
+    type Error = Status;
+
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Bytes>, Status> {
+        Ok(Some(src.copy_to_bytes(src.remaining())))
     }
 }
 
@@ -261,14 +299,14 @@ impl pb::cost_service_server::CostService for CostApi {
         &self,
         request: Request<pb::GetCostsRequest>,
     ) -> Result<Response<pb::GetCostsResponse>, Status> {
-        let (metadata, answer, extensions) = self.answer(request).await?.into_parts();
+        let (answer, _) = self.answer_query(request).await?;
         let message = match answer {
             Answer::Message(message) => *message,
             Answer::Encoded(bytes) => {
                 pb::GetCostsResponse::decode(bytes).map_err(status::own_answer_unreadable)?
             }
         };
-        Ok(Response::from_parts(metadata, message, extensions))
+        Ok(Response::new(message))
     }
 
     async fn list_cost_records(

@@ -68,6 +68,14 @@ pub fn encoding(error: prost::EncodeError) -> Status {
     Status::internal(format!("cannot encode the answer: {error}"))
 }
 
+/// `INVALID_ARGUMENT`: the request's bytes are not a message of its type.
+pub fn undecodable_request(error: prost::DecodeError) -> Status {
+    invalid_argument(vec![FieldViolation::new(
+        "request",
+        format!("not a valid protobuf message: {error}"),
+    )])
+}
+
 /// `INTERNAL`: a remembered answer's stored bytes did not decode (they were encoded by costd itself).
 pub fn own_answer_unreadable(error: prost::DecodeError) -> Status {
     Status::internal(format!("cannot read a remembered answer: {error}"))

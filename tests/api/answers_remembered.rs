@@ -13,6 +13,7 @@ use costd::{clock::ManualClock, proto as pb, sandbox::Fault};
 use http::StatusCode;
 use prost::Message;
 use std::{sync::Arc, time::Duration};
+use tonic_types::StatusExt;
 
 const GET_COSTS_PATH: &str = "/costd.v1.CostService/GetCosts";
 
@@ -275,4 +276,25 @@ async fn a_pending_answer_is_not_remembered() {
         assert!(now > lookups, "computed, not remembered");
         lookups = now;
     }
+}
+
+#[tokio::test]
+async fn bytes_that_are_no_get_costs_request_are_an_invalid_argument() {
+    let app = spawn_app().await;
+    let mut grpc = tonic::client::Grpc::new(app.channel.clone());
+    // A truncated varint, then a field of wire type 7, which does not exist.
+    for garbage in [&[0x0a, 0xff][..], &[0x0f, 0x01][..]] {
+        within(grpc.ready()).await.expect("ready");
+        let answer = within(grpc.unary(
+            tonic::Request::new(Bytes::copy_from_slice(garbage)),
+            http::uri::PathAndQuery::from_static(GET_COSTS_PATH),
+            RawCodec,
+        ))
+        .await;
+        let status = answer.expect_err("refused");
+        assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+        let violations = status.get_details_bad_request().expect("BadRequest");
+        assert_eq!(violations.field_violations[0].field, "request");
+    }
+    assert!(app.sandbox.requests().is_empty(), "nothing went upstream");
 }
