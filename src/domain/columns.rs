@@ -99,7 +99,7 @@ pub struct RecordColumns {
 
 impl RecordColumns {
     pub fn from_records(records: Vec<CostRecord>) -> RecordColumns {
-        let mut builder = Builder::default();
+        let mut builder = Builder::new();
         for record in records {
             builder.push(record);
         }
@@ -134,6 +134,15 @@ impl RecordColumns {
 
     pub fn account_of(&self, record: usize) -> &ProviderAccountId {
         &self.accounts[self.account[record] as usize].1
+    }
+
+    /// The chunk's accounts (usually one); [`RecordColumns::account_index`] indexes them.
+    pub fn accounts(&self) -> impl ExactSizeIterator<Item = &ProviderAccountId> {
+        self.accounts.iter().map(|(_, id, _)| id)
+    }
+
+    pub fn account_index(&self, record: usize) -> usize {
+        self.account[record] as usize
     }
 
     pub fn billed_currency(&self, record: usize) -> Currency {
@@ -319,6 +328,13 @@ struct Builder {
 }
 
 impl Builder {
+    fn new() -> Self {
+        let mut builder = Builder::default();
+        builder.columns.extension_start.push(0);
+        builder.columns.category_texts = [NO_TEXT; ChargeCategory::ALL.len()];
+        builder
+    }
+
     fn intern(&mut self, text: Text) -> TextId {
         if let Some((last, id)) = &self.last {
             if std::sync::Arc::ptr_eq(last, &text) {
@@ -343,10 +359,6 @@ impl Builder {
     }
 
     fn push(&mut self, record: CostRecord) {
-        if self.columns.extension_start.is_empty() {
-            self.columns.extension_start.push(0);
-            self.columns.category_texts = [NO_TEXT; ChargeCategory::ALL.len()];
-        }
         let before = self.columns.len();
         let account = match self.account_ids.get(&record.provider_account) {
             Some(id) => *id,
@@ -464,10 +476,6 @@ impl Builder {
 
     fn finish(mut self) -> RecordColumns {
         let columns = &mut self.columns;
-        if columns.extension_start.is_empty() {
-            columns.extension_start.push(0);
-            columns.category_texts = [NO_TEXT; ChargeCategory::ALL.len()];
-        }
         let len = columns.len();
         // Exact capacities: the cache weighs what is held, and holds it for hours.
         for sparse in [

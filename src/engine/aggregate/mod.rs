@@ -68,6 +68,9 @@ pub fn aggregate<'a>(
     for (chunk, estimated) in chunks {
         let mut global = vec![UNMAPPED; chunk.texts().len()];
         let keeps = ChunkFilter::new(chunk, &query.filter);
+        // The chunk's few accounts, looked up once rather than per record.
+        let mut chunk_accounts: Vec<AccountSums> =
+            chunk.accounts().map(|_| AccountSums::default()).collect();
         let chunk_buckets: Vec<Option<u32>> = chunk
             .periods()
             .iter()
@@ -91,7 +94,7 @@ pub fn aggregate<'a>(
                     right: Currency::USD,
                 });
             }
-            let account = accounts.entry(chunk.account_of(index).clone()).or_default();
+            let account = &mut chunk_accounts[chunk.account_index(index)];
             let Some(bucket) = chunk_buckets[chunk.period_index(index)] else {
                 account.unbucketed += 1;
                 continue;
@@ -144,6 +147,17 @@ pub fn aggregate<'a>(
             total_nanos = total_nanos.checked_add(nanos).ok_or(MoneyError::Overflow)?;
             record_count += 1;
         }
+        for (id, sums) in chunk.accounts().zip(chunk_accounts) {
+            if sums.records > 0 || sums.unbucketed > 0 {
+                let total = accounts.entry(id.clone()).or_default();
+                total.nanos = total
+                    .nanos
+                    .checked_add(sums.nanos)
+                    .ok_or(MoneyError::Overflow)?;
+                total.records += sums.records;
+                total.unbucketed += sums.unbucketed;
+            }
+        }
     }
     let text = |id: u32| texts.text(id);
     let mut keyed: Vec<(RowKey, RowAccumulator)> = rows.into_iter().collect();
@@ -153,13 +167,9 @@ pub fn aggregate<'a>(
             .start()
             .cmp(&buckets[b.bucket as usize].start())
             .then_with(|| {
-                let ids = |key: &RowKey| -> Vec<Option<&Text>> {
-                    key.ids[..query.group_by.len()]
-                        .iter()
-                        .map(|id| text(*id))
-                        .collect()
-                };
-                ids(a).cmp(&ids(b))
+                let dims = query.group_by.len();
+                let a_ids = a.ids[..dims].iter().map(|id| text(*id));
+                a_ids.cmp(b.ids[..dims].iter().map(|id| text(*id)))
             })
     });
     let rows = keyed
