@@ -5,11 +5,11 @@ use super::{
     page_token::{self, PageRequest, PageSizes},
     status,
 };
-use crate::sync::lock;
 use crate::{
     engine::{Job, Jobs},
     jobs::JobId,
     proto as pb,
+    sync::lock,
 };
 use futures::{Stream, StreamExt};
 use std::{pin::Pin, sync::Arc};

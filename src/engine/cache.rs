@@ -6,7 +6,6 @@
 //! instead of sleeping. Fetches run in spawned tasks behind a map of shared futures: a caller that
 //! gives up never aborts the fetch the others are waiting for.
 
-use crate::sync::lock;
 use crate::{
     clock::Clock,
     config::CacheConfig,
@@ -17,6 +16,7 @@ use crate::{
     },
     metrics::{CacheLookup, Metrics},
     providers::{Chunk, ChunkData, ChunkFailure, FetchedChunk, Provider},
+    sync::lock,
 };
 use chrono::{DateTime, Utc};
 use futures::{

@@ -2,12 +2,12 @@
 //! or a service account's OAuth2 client-credentials token (cached until shortly before it expires,
 //! fetched again once when the upstream refuses it).
 
-use crate::sync::lock;
 use crate::{
     config::AtlasCredentials,
     deadline::Deadline,
     domain::{AccountRef, UpstreamError, UpstreamErrorKind},
     providers::http::{FailedCall, UpstreamHttp, UpstreamRequest},
+    sync::lock,
 };
 use base64::{Engine as _, engine::general_purpose::STANDARD};
 use bytes::Bytes;
