@@ -12,6 +12,7 @@ use crate::{
     },
     proto::{self as pb, query_job_service_server::QueryJobServiceServer},
     providers::{Provider, http::UpstreamHttp},
+    server::{self, Admission, ConnectionLimits},
     telemetry,
 };
 use prost::Message;
@@ -22,7 +23,7 @@ use std::{
     time::Duration,
 };
 use tokio::net::TcpListener;
-use tonic::{server::NamedService, transport::server::TcpIncoming};
+use tonic::server::NamedService;
 use tonic_health::{ServingStatus, server::HealthReporter};
 
 #[derive(Debug, thiserror::Error)]
@@ -99,6 +100,7 @@ impl App {
             engine.clone(),
             clock,
             retention,
+            settings.jobs.max_jobs,
         );
         Ok(App {
             listener,
@@ -126,8 +128,10 @@ impl App {
         self.engine.clone()
     }
 
-    /// Serves until `shutdown` resolves; then reports NOT_SERVING, stops accepting, and gives in-flight
-    /// calls the drain timeout to finish.
+    /// Serves until `shutdown` resolves; then drains: Health answers NOT_SERVING (on new connections
+    /// too), new calls UNAVAILABLE, streams end with UNAVAILABLE, callers waiting on upstreams are
+    /// answered with what there is, and in-flight calls get the drain timeout to finish. The server
+    /// goes away as soon as none is left.
     pub async fn run_until_stopped(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
@@ -157,10 +161,26 @@ impl App {
             rules.clone(),
             Duration::from_millis(self.settings.server.deadline_margin_ms),
         );
+        let server_settings = &self.settings.server;
+        let admission = Admission::new(server_settings.max_concurrent_requests, streaming_methods());
+        let limits = ConnectionLimits {
+            max_connections: server_settings.max_connections,
+            handshake_timeout: Duration::from_millis(server_settings.handshake_timeout_ms),
+        };
         let (stop_accepting, accepting_stopped) = tokio::sync::oneshot::channel::<()>();
         let server = tonic::transport::Server::builder()
+            .max_concurrent_streams(server_settings.max_concurrent_streams)
+            .http2_keepalive_interval(Some(Duration::from_millis(
+                server_settings.keepalive_interval_ms,
+            )))
+            .http2_keepalive_timeout(Some(Duration::from_millis(
+                server_settings.keepalive_timeout_ms,
+            )))
+            .max_connection_age(Duration::from_millis(server_settings.max_connection_age_ms))
+            .max_connection_age_grace(self.settings.drain_timeout())
             .trace_fn(rpc_span)
             .layer(RpcMetricsLayer::new(self.metrics.clone(), served_methods()))
+            .layer(admission.layer())
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
@@ -169,13 +189,9 @@ impl App {
                 self.jobs.clone(),
                 rules,
             )))
-            // Without TCP_NODELAY a response of a few frames waits on the peer's delayed ACK (~40 ms).
-            .serve_with_incoming_shutdown(
-                TcpIncoming::from(self.listener).with_nodelay(Some(true)),
-                async {
-                    let _ = accepting_stopped.await;
-                },
-            );
+            .serve_with_incoming_shutdown(server::incoming(self.listener, limits), async {
+                let _ = accepting_stopped.await;
+            });
         let mut server = tokio::spawn(server);
         // Scrapes keep working while calls drain; the endpoint stops when the server has.
         let (stop_metrics, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
@@ -203,9 +219,20 @@ impl App {
                 drain_timeout_ms = self.settings.server.drain_timeout_ms,
                 "stopping: not serving, draining"
             );
+            let drained_by = tokio::time::Instant::now() + self.settings.drain_timeout();
             set_all(&health, ServingStatus::NotServing).await;
+            admission.start_draining();
+            self.engine.cache().release_waiting_callers();
+            if tokio::time::timeout_at(drained_by, admission.idle())
+                .await
+                .is_err()
+            {
+                tracing::warn!("drain timeout reached with calls in progress");
+            }
+            // Nothing is left (or the time is up): Health's streams end, connections get GOAWAY.
+            admission.close();
             let _ = stop_accepting.send(());
-            match tokio::time::timeout(self.settings.drain_timeout(), &mut server).await {
+            match tokio::time::timeout_at(drained_by, &mut server).await {
                 Ok(result) => flatten(result),
                 Err(_) => {
                     tracing::warn!("drain timeout reached; closing the calls still open");
@@ -226,7 +253,17 @@ impl App {
 /// Every method served, as `package.Service/Method`, read from the services' own descriptors: the RPC
 /// metrics label only these. Made once per process (the names live as long as it does).
 fn served_methods() -> &'static [&'static str] {
-    static METHODS: OnceLock<Vec<&'static str>> = OnceLock::new();
+    &methods().0
+}
+
+/// The server-streaming methods among them: a drain ends their streams.
+fn streaming_methods() -> &'static [&'static str] {
+    &methods().1
+}
+
+/// Every method served, and the streaming ones, each sorted.
+fn methods() -> &'static (Vec<&'static str>, Vec<&'static str>) {
+    static METHODS: OnceLock<(Vec<&'static str>, Vec<&'static str>)> = OnceLock::new();
     METHODS.get_or_init(|| {
         let sets = [
             pb::FILE_DESCRIPTOR_SET,
@@ -234,7 +271,7 @@ fn served_methods() -> &'static [&'static str] {
             tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
             tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
         ];
-        let mut methods: Vec<&'static str> = sets
+        let mut methods: Vec<(&'static str, bool)> = sets
             .iter()
             .filter_map(|bytes| prost_types::FileDescriptorSet::decode(*bytes).ok())
             .flat_map(|set| set.file)
@@ -243,14 +280,21 @@ fn served_methods() -> &'static [&'static str] {
                 file.service.into_iter().flat_map(move |service| {
                     let prefix = format!("{package}.{}", service.name());
                     service.method.into_iter().map(move |method| {
-                        &*Box::leak(format!("{prefix}/{}", method.name()).into_boxed_str())
+                        let name: &'static str =
+                            Box::leak(format!("{prefix}/{}", method.name()).into_boxed_str());
+                        (name, method.server_streaming())
                     })
                 })
             })
             .collect();
         methods.sort_unstable();
         methods.dedup();
-        methods
+        let streaming = methods
+            .iter()
+            .filter(|(_, streaming)| *streaming)
+            .map(|(name, _)| *name)
+            .collect();
+        (methods.into_iter().map(|(name, _)| name).collect(), streaming)
     })
 }
 

@@ -141,6 +141,8 @@ impl CostApi {
             let job = self
                 .jobs
                 .join_or_start(query.clone(), std::mem::take(&mut report.holds))
+                .map_err(|full| status::jobs_full(&full))?
+                .id
                 .name();
             for result in &mut wire.provider_results {
                 if result.state == pb::ResultState::Pending as i32 {

@@ -91,7 +91,10 @@ impl pb::query_job_service_server::QueryJobService for QueryJobApi {
         request: Request<pb::StartQueryRequest>,
     ) -> Result<Response<pb::StartQueryResponse>, Status> {
         let query = self.rules.parse(request.into_inner().query)?;
-        let job = self.jobs.start(query, Vec::new());
+        let job = self
+            .jobs
+            .join_or_start(query, Vec::new())
+            .map_err(|full| status::jobs_full(&full))?;
         Ok(Response::new(pb::StartQueryResponse {
             job: Some(job_convert::job_to_proto(&job)?),
         }))

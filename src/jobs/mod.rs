@@ -187,12 +187,21 @@ impl<W: JobWork> fmt::Debug for JobSnapshot<W> {
     }
 }
 
+/// The job table is full: `max_jobs` are held (running, or finished and still within retention).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("{max_jobs} jobs are held, the most allowed")]
+pub struct JobsFull {
+    pub max_jobs: usize,
+}
+
 /// Starts jobs, runs each in its own owner task, and forgets finished ones after the retention period.
 pub struct JobManager<W: JobWork> {
     store: Arc<dyn JobStore<W>>,
     work: Arc<W>,
     clock: Arc<dyn Clock>,
     retention: chrono::Duration,
+    /// Jobs held at once, finished ones within retention included.
+    max_jobs: usize,
     owners: Mutex<HashMap<JobId, AbortHandle>>,
     /// Running jobs by query, so callers that find work still pending join it rather than add more.
     running: Mutex<HashMap<CostQuery, JobId>>,
@@ -204,19 +213,31 @@ impl<W: JobWork> JobManager<W> {
         work: Arc<W>,
         clock: Arc<dyn Clock>,
         retention: chrono::Duration,
+        max_jobs: usize,
     ) -> Arc<Self> {
         Arc::new(JobManager {
             store,
             work,
             clock,
             retention,
+            max_jobs,
             owners: Mutex::default(),
             running: Mutex::default(),
         })
     }
 
     /// A new job for `query`, running at once; `holds` keep already started upstream work alive for it.
-    pub fn start(self: &Arc<Self>, query: CostQuery, holds: Vec<W::Hold>) -> Arc<JobSnapshot<W>> {
+    fn start(
+        self: &Arc<Self>,
+        query: CostQuery,
+        holds: Vec<W::Hold>,
+    ) -> Result<Arc<JobSnapshot<W>>, JobsFull> {
+        // `list` forgets expired jobs first, so only jobs still held count.
+        if self.list().len() >= self.max_jobs {
+            return Err(JobsFull {
+                max_jobs: self.max_jobs,
+            });
+        }
         let now = self.clock.now();
         let parts = self
             .work
@@ -250,19 +271,24 @@ impl<W: JobWork> JobManager<W> {
         let owner_job = job.clone();
         let owner = tokio::spawn(async move { manager.own(owner_job, holds).await });
         lock(&self.owners).insert(job.id.clone(), owner.abort_handle());
-        self.store.get(&job.id).unwrap_or_else(|| Arc::new(job))
+        Ok(self.store.get(&job.id).unwrap_or_else(|| Arc::new(job)))
     }
 
-    /// The running job for `query`, or a new one; `holds` are handed to the job either way.
-    pub fn join_or_start(self: &Arc<Self>, query: CostQuery, holds: Vec<W::Hold>) -> JobId {
+    /// The running job for an identical `query`, or a new one; `holds` keep already started upstream
+    /// work alive for a new job (a running one's own fetches hold the same work).
+    pub fn join_or_start(
+        self: &Arc<Self>,
+        query: CostQuery,
+        holds: Vec<W::Hold>,
+    ) -> Result<Arc<JobSnapshot<W>>, JobsFull> {
         let running = lock(&self.running).get(&query).cloned();
-        if let Some(id) =
-            running.filter(|id| self.store.get(id).is_some_and(|job| !job.state.is_final()))
+        if let Some(job) = running
+            .and_then(|id| self.store.get(&id))
+            .filter(|job| !job.state.is_final())
         {
-            // The running job's own fetches hold the same work; these holds can go.
-            return id;
+            return Ok(job);
         }
-        self.start(query, holds).id.clone()
+        self.start(query, holds)
     }
 
     /// A job, unless unknown or past its retention.

@@ -36,6 +36,8 @@ fn allowed(module: &str) -> Option<&'static [&'static str]> {
         ],
         "api" => &["deadline", "domain", "engine", "jobs", "proto", "sync"],
         "sandbox" => &["sync"],
+        // Between the network and the services: it builds its refusals in the api's status.rs.
+        "server" => &["api"],
         // The CLI is a gRPC client; it shares the api's wire conversions of domain values.
         "cli" => &["api", "domain", "proto"],
         "demo" => &["config", "domain", "sandbox"],
