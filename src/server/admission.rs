@@ -198,9 +198,14 @@ where
             }
         }
         let polled = Pin::new(inner).poll_frame(cx);
-        if matches!(polled, Poll::Ready(None)) {
-            this.inner = None;
-            this.permit = None;
+        match &polled {
+            // Trailers end a gRPC answer: the place is free before the caller reads them.
+            Poll::Ready(Some(Ok(frame))) if frame.is_trailers() => this.permit = None,
+            Poll::Ready(None) => {
+                this.inner = None;
+                this.permit = None;
+            }
+            _ => {}
         }
         polled
     }

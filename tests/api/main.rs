@@ -17,6 +17,7 @@ mod helpers;
 mod honest_counts;
 mod jobs;
 mod metrics;
+mod overload;
 mod retries;
 mod scale;
 mod server;
