@@ -37,8 +37,6 @@ pub enum AppError {
     Http(#[from] reqwest::Error),
     #[error("cannot build server reflection: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
-    #[error("server failed: {0}")]
-    Serve(#[from] tonic::transport::Error),
     #[error("metrics endpoint failed: {0}")]
     Metrics(std::io::Error),
     #[error("server task ended abnormally: {0}")]
@@ -162,12 +160,12 @@ impl App {
             Duration::from_millis(self.settings.server.deadline_margin_ms),
         );
         let server_settings = &self.settings.server;
-        let admission = Admission::new(server_settings.max_concurrent_requests, streaming_methods());
+        let admission =
+            Admission::new(server_settings.max_concurrent_requests, streaming_methods());
         let limits = ConnectionLimits {
             max_connections: server_settings.max_connections,
             handshake_timeout: Duration::from_millis(server_settings.handshake_timeout_ms),
         };
-        let (stop_accepting, accepting_stopped) = tokio::sync::oneshot::channel::<()>();
         let server = tonic::transport::Server::builder()
             .max_concurrent_streams(server_settings.max_concurrent_streams)
             .http2_keepalive_interval(Some(Duration::from_millis(
@@ -176,12 +174,13 @@ impl App {
             .http2_keepalive_timeout(Some(Duration::from_millis(
                 server_settings.keepalive_timeout_ms,
             )))
+            // Only the hard bound: `server::serve` sends the GOAWAY at the (jittered) age itself.
             .max_connection_age(Duration::from_millis(server_settings.max_connection_age_ms))
             .max_connection_age_grace(self.settings.drain_timeout())
             .trace_fn(rpc_span)
             .layer(RpcMetricsLayer::new(self.metrics.clone(), served_methods()))
-            .layer(admission.layer())
-            .add_service(health_service)
+            .layer(admission.layer());
+        let routes = tonic::service::Routes::new(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
             .add_service(CostServer::new(cost_api))
@@ -189,9 +188,14 @@ impl App {
                 self.jobs.clone(),
                 rules,
             )))
-            .serve_with_incoming_shutdown(server::incoming(self.listener, limits), async {
-                let _ = accepting_stopped.await;
-            });
+            .prepare();
+        let server = server::serve(
+            server,
+            routes,
+            server::incoming(self.listener, limits),
+            Duration::from_millis(server_settings.max_connection_age_ms),
+            admission.closing(),
+        );
         let mut server = tokio::spawn(server);
         // Scrapes keep working while calls drain; the endpoint stops when the server has.
         let (stop_metrics, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
@@ -212,7 +216,7 @@ impl App {
         tracing::info!(addr = %self.local_addr, accounts = self.settings.accounts.len(), "serving");
         let served = async {
             tokio::select! {
-                result = &mut server => return flatten(result),
+                result = &mut server => return result.map_err(AppError::from),
                 () = shutdown => {}
             }
             tracing::info!(
@@ -231,9 +235,8 @@ impl App {
             }
             // Nothing is left (or the time is up): Health's streams end, connections get GOAWAY.
             admission.close();
-            let _ = stop_accepting.send(());
             match tokio::time::timeout_at(drained_by, &mut server).await {
-                Ok(result) => flatten(result),
+                Ok(result) => result.map_err(AppError::from),
                 Err(_) => {
                     tracing::warn!("drain timeout reached; closing the calls still open");
                     server.abort();
@@ -294,7 +297,10 @@ fn methods() -> &'static (Vec<&'static str>, Vec<&'static str>) {
             .filter(|(_, streaming)| *streaming)
             .map(|(name, _)| *name)
             .collect();
-        (methods.into_iter().map(|(name, _)| name).collect(), streaming)
+        (
+            methods.into_iter().map(|(name, _)| name).collect(),
+            streaming,
+        )
     })
 }
 
@@ -335,12 +341,6 @@ async fn set_all(health: &HealthReporter, status: ServingStatus) {
     ] {
         health.set_service_status(name, status).await;
     }
-}
-
-fn flatten(
-    result: Result<Result<(), tonic::transport::Error>, tokio::task::JoinError>,
-) -> Result<(), AppError> {
-    result?.map_err(AppError::from)
 }
 
 /// One span per RPC, continuing the caller's trace when it sent a `traceparent`.

@@ -46,11 +46,8 @@ pub fn overloaded(limit: &str, allowed: u64) -> Status {
 /// `UNAVAILABLE` with RetryInfo: the server is stopping and takes no new work; a stream it ends says
 /// the same.
 pub fn stopping() -> Status {
-    let mut details = ErrorDetails::with_error_info(
-        "SERVER_STOPPING",
-        COSTD_DOMAIN,
-        HashMap::new(),
-    );
+    let mut details =
+        ErrorDetails::with_error_info("SERVER_STOPPING", COSTD_DOMAIN, HashMap::new());
     details.set_retry_info(Some(STOPPING_RETRY_AFTER));
     Status::with_error_details(
         Code::Unavailable,

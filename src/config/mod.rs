@@ -558,12 +558,18 @@ fn validate_limits(file: &FileConfig) -> Result<(), ConfigError> {
             "server.max_connections",
             u64::from(file.server.max_connections),
         ),
-        ("server.handshake_timeout_ms", file.server.handshake_timeout_ms),
+        (
+            "server.handshake_timeout_ms",
+            file.server.handshake_timeout_ms,
+        ),
         (
             "server.keepalive_interval_ms",
             file.server.keepalive_interval_ms,
         ),
-        ("server.keepalive_timeout_ms", file.server.keepalive_timeout_ms),
+        (
+            "server.keepalive_timeout_ms",
+            file.server.keepalive_timeout_ms,
+        ),
         (
             "server.max_connection_age_ms",
             file.server.max_connection_age_ms,

@@ -29,8 +29,8 @@ use std::{
     sync::{Arc, Mutex},
     time::Duration,
 };
-use tokio_util::sync::CancellationToken;
 use tokio::{sync::watch, task::AbortHandle};
+use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 /// A chunk of one provider account.

@@ -65,6 +65,11 @@ impl Admission {
         self.draining.cancel();
         self.closing.cancel();
     }
+
+    /// Cancelled by [`Admission::close`]: the serving loop stops accepting and sends GOAWAY.
+    pub fn closing(&self) -> CancellationToken {
+        self.closing.clone()
+    }
 }
 
 #[derive(Clone)]
@@ -107,9 +112,7 @@ where
     fn call(&mut self, request: http::Request<ReqBody>) -> Self::Future {
         let admission = &self.admission;
         let path = request.uri().path();
-        let streaming = admission
-            .streaming
-            .contains(&path.trim_start_matches('/'));
+        let streaming = admission.streaming.contains(&path.trim_start_matches('/'));
         if path.starts_with(HEALTH_PREFIX) {
             let ends = streaming.then(|| admission.closing.clone());
             return admitted(self.inner.call(request), None, ends);
@@ -185,18 +188,7 @@ where
         let Some(inner) = this.inner.as_mut() else {
             return Poll::Ready(None);
         };
-        if let Some(ends) = this.ends.as_mut() {
-            if ends.as_mut().poll(cx).is_ready() {
-                // Dropping the stream ends its work; the place is given back at once.
-                this.inner = None;
-                this.permit = None;
-                this.ends = None;
-                let mut trailers = http::HeaderMap::new();
-                // Only a status whose message is not valid header text fails here; ours is ASCII.
-                let _ = status::stopping().add_header(&mut trailers);
-                return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
-            }
-        }
+        // What the stream has ready goes out first (Health's NOT_SERVING before the end).
         let polled = Pin::new(inner).poll_frame(cx);
         match &polled {
             // Trailers end a gRPC answer: the place is free before the caller reads them.
@@ -204,6 +196,20 @@ where
             Poll::Ready(None) => {
                 this.inner = None;
                 this.permit = None;
+            }
+            Poll::Pending => {
+                if let Some(ends) = this.ends.as_mut() {
+                    if ends.as_mut().poll(cx).is_ready() {
+                        // Dropping the stream ends its work; the place is given back at once.
+                        this.inner = None;
+                        this.permit = None;
+                        this.ends = None;
+                        let mut trailers = http::HeaderMap::new();
+                        // Only a status whose message is not valid header text fails; ours is ASCII.
+                        let _ = status::stopping().add_header(&mut trailers);
+                        return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
+                    }
+                }
             }
             _ => {}
         }

@@ -42,26 +42,23 @@ pub fn accepted(
     max_connections: u32,
 ) -> impl Stream<Item = io::Result<(TcpStream, Place)>> + Send {
     let places = Arc::new(Semaphore::new(max_connections as usize));
-    futures::stream::unfold(
-        (listener, places),
-        move |(listener, places)| async move {
-            loop {
-                let (stream, peer) = match listener.accept().await {
-                    Ok(accepted) => accepted,
-                    Err(error) => return Some((Err(error), (listener, places))),
-                };
-                let Ok(place) = places.clone().try_acquire_owned() else {
-                    tracing::debug!(%peer, max_connections, "connection refused: at the cap");
-                    drop(stream);
-                    continue;
-                };
-                if let Err(error) = stream.set_nodelay(true) {
-                    tracing::debug!(%peer, %error, "cannot set TCP_NODELAY");
-                }
-                return Some((Ok((stream, Place(place))), (listener, places)));
+    futures::stream::unfold((listener, places), move |(listener, places)| async move {
+        loop {
+            let (stream, peer) = match listener.accept().await {
+                Ok(accepted) => accepted,
+                Err(error) => return Some((Err(error), (listener, places))),
+            };
+            let Ok(place) = places.clone().try_acquire_owned() else {
+                tracing::debug!(%peer, max_connections, "connection refused: at the cap");
+                drop(stream);
+                continue;
+            };
+            if let Err(error) = stream.set_nodelay(true) {
+                tracing::debug!(%peer, %error, "cannot set TCP_NODELAY");
             }
-        },
-    )
+            return Some((Ok((stream, Place(place))), (listener, places)));
+        }
+    })
 }
 
 /// [`accepted`] connections, each with its preface deadline, as tonic's server takes them.
@@ -123,9 +120,7 @@ impl<IO: AsyncRead + Unpin> AsyncRead for Connection<IO> {
         };
         match polled {
             Poll::Ready(Ok(())) => {
-                preface.left = preface
-                    .left
-                    .saturating_sub(buf.filled().len() - before);
+                preface.left = preface.left.saturating_sub(buf.filled().len() - before);
                 if preface.left == 0 {
                     this.preface = None;
                 }

@@ -26,7 +26,7 @@ fn patient_month(month: u32) -> tonic::Request<pb::GetCostsRequest> {
 
 #[tokio::test]
 async fn beyond_the_call_limit_a_call_is_resource_exhausted_with_retry_info_and_health_still_serves()
-{
+ {
     let app = spawn_app_with(|settings| settings.server.max_concurrent_requests = 2).await;
     let acme = team_scope("team_acme");
     app.sandbox.set_persistent_fault(&acme, Fault::Hang);
@@ -51,7 +51,11 @@ async fn beyond_the_call_limit_a_call_is_resource_exhausted_with_retry_info_and_
     .expect("health answers")
     .into_inner();
 
-    assert_eq!(refused.code(), tonic::Code::ResourceExhausted, "{refused:?}");
+    assert_eq!(
+        refused.code(),
+        tonic::Code::ResourceExhausted,
+        "{refused:?}"
+    );
     assert!(
         refused.get_details_retry_info().is_some(),
         "RetryInfo tells the caller when to come back"
