@@ -22,8 +22,8 @@ use tower::{Layer, Service};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// Serves every connection `incoming` yields until `stop`; then sends each GOAWAY and returns when
-/// every connection has closed.
+/// Serves every connection `incoming` yields until `stop`; each gets GOAWAY at its (jittered) age or
+/// at `stop`, whichever comes first. Returns when every connection has closed.
 pub async fn serve<L, IO, ResBody>(
     server: Server<L>,
     routes: Routes,
@@ -49,13 +49,28 @@ pub async fn serve<L, IO, ResBody>(
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
             accepted = incoming.next() => match accepted {
                 Some(Ok(io)) => {
-                    connections.spawn(serve_connection(
-                        server.clone(),
+                    // tonic ends a server whose incoming stream ends: this one yields its
+                    // connection, then waits.
+                    let one = futures::stream::once(std::future::ready(Ok::<_, io::Error>(io)))
+                        .chain(futures::stream::pending());
+                    let age = jittered(max_connection_age);
+                    let stop = stop.clone();
+                    let go_away = async move {
+                        tokio::select! {
+                            () = stop.cancelled() => {}
+                            () = tokio::time::sleep(age) => {}
+                        }
+                    };
+                    let connection = server.clone().serve_with_incoming_shutdown(
                         routes.clone(),
-                        io,
-                        jittered(max_connection_age),
-                        stop.clone(),
-                    ));
+                        one,
+                        go_away,
+                    );
+                    connections.spawn(async move {
+                        if let Err(error) = connection.await {
+                            tracing::debug!(%error, "connection failed");
+                        }
+                    });
                 }
                 Some(Err(error)) => tracing::debug!(%error, "cannot accept a connection"),
                 None => break,
@@ -63,40 +78,6 @@ pub async fn serve<L, IO, ResBody>(
         }
     }
     while connections.join_next().await.is_some() {}
-}
-
-/// One connection, until it closes; GOAWAY at `age` or at `stop`, whichever comes first.
-async fn serve_connection<L, IO, ResBody>(
-    server: Server<L>,
-    routes: Routes,
-    io: IO,
-    age: Duration,
-    stop: CancellationToken,
-) where
-    L: Layer<Routes>,
-    L::Service:
-        Service<http::Request<Body>, Response = http::Response<ResBody>> + Clone + Send + 'static,
-    <L::Service as Service<http::Request<Body>>>::Future: Send,
-    <L::Service as Service<http::Request<Body>>>::Error: Into<BoxError> + Send,
-    IO: AsyncRead + AsyncWrite + Connected + Unpin + Send + 'static,
-    ResBody: http_body::Body<Data = bytes::Bytes> + Send + 'static,
-    ResBody::Error: Into<BoxError>,
-{
-    // tonic ends a server whose incoming stream ends: this one yields its connection, then waits.
-    let one = futures::stream::once(std::future::ready(Ok::<_, io::Error>(io)))
-        .chain(futures::stream::pending());
-    let go_away = async move {
-        tokio::select! {
-            () = stop.cancelled() => {}
-            () = tokio::time::sleep(age) => {}
-        }
-    };
-    if let Err(error) = server
-        .serve_with_incoming_shutdown(routes, one, go_away)
-        .await
-    {
-        tracing::debug!(%error, "connection failed");
-    }
 }
 
 /// `age` less up to a tenth, at random (gRPC's advice for MAX_CONNECTION_AGE).

@@ -21,6 +21,11 @@ const PING: u8 = 0x6;
 const GOAWAY: u8 = 0x7;
 const SETTINGS: u8 = 0x4;
 
+/// What a client sends first: the preface and its (empty) SETTINGS.
+fn hello() -> Vec<u8> {
+    [PREFACE, EMPTY_SETTINGS].concat()
+}
+
 /// The types of the HTTP/2 frames in `bytes`, in order.
 fn frame_types(bytes: &[u8]) -> Vec<u8> {
     let mut types = Vec::new();
@@ -87,10 +92,8 @@ async fn a_peer_that_stops_answering_pings_is_closed_after_the_keepalive_timeout
         settings.server.keepalive_timeout_ms = 50;
     })
     .await;
-    let mut hello = PREFACE.to_vec();
-    hello.extend_from_slice(EMPTY_SETTINGS);
 
-    let received = read_until_closed(&app, &hello).await;
+    let received = read_until_closed(&app, &hello()).await;
 
     let types = frame_types(&received);
     assert!(types.contains(&PING), "pinged: {types:?}");
@@ -105,10 +108,8 @@ async fn a_connection_older_than_the_max_age_is_sent_goaway_and_closed_after_the
         settings.server.drain_timeout_ms = 200;
     })
     .await;
-    let mut hello = PREFACE.to_vec();
-    hello.extend_from_slice(EMPTY_SETTINGS);
 
-    let received = read_until_closed(&app, &hello).await;
+    let received = read_until_closed(&app, &hello()).await;
 
     let types = frame_types(&received);
     let go_away = types.iter().position(|t| *t == GOAWAY);
@@ -123,10 +124,8 @@ async fn a_connection_beyond_the_cap_is_closed_unserved_while_the_open_one_still
     // The test's own channel holds the one place.
     let app = spawn_app_with(|settings| settings.server.max_connections = 1).await;
     assert_eq!(serving(&app).await, ServingStatus::Serving);
-    let mut hello = PREFACE.to_vec();
-    hello.extend_from_slice(EMPTY_SETTINGS);
 
-    let received = read_until_closed(&app, &hello).await;
+    let received = read_until_closed(&app, &hello()).await;
 
     assert!(received.is_empty(), "closed before any frame: {received:?}");
     assert_eq!(serving(&app).await, ServingStatus::Serving);
