@@ -20,6 +20,7 @@ use tokio::{
     sync::{OwnedSemaphorePermit, Semaphore},
     time::{Instant, Sleep},
 };
+use tokio_util::sync::{CancellationToken, DropGuard};
 use tonic::transport::server::Connected;
 
 /// The client's first bytes on an HTTP/2 connection (RFC 9113 §3.4).
@@ -75,9 +76,14 @@ pub fn incoming(
 
 /// A connection: its IO, its place, and until the preface has been read, the deadline for it.
 pub struct Connection<IO> {
-    io: IO,
+    // Fields drop in order: the place is free before the socket closes, so a peer that sees the
+    // close can count on it.
     _place: Place,
+    io: IO,
     preface: Option<Preface>,
+    /// Cancels [`Connection::closed`] when the connection is dropped (hyper is done with it).
+    _closing: DropGuard,
+    closed: CancellationToken,
 }
 
 struct Preface {
@@ -87,6 +93,7 @@ struct Preface {
 
 impl<IO> Connection<IO> {
     pub fn new(io: IO, place: Place, preface_deadline: Instant) -> Self {
+        let closed = CancellationToken::new();
         Connection {
             io,
             _place: place,
@@ -94,7 +101,14 @@ impl<IO> Connection<IO> {
                 left: PREFACE_LEN,
                 deadline: Box::pin(tokio::time::sleep_until(preface_deadline)),
             }),
+            _closing: closed.clone().drop_guard(),
+            closed,
         }
+    }
+
+    /// Cancelled once the connection is closed and dropped.
+    pub fn closed(&self) -> CancellationToken {
+        self.closed.clone()
     }
 }
 

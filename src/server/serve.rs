@@ -6,6 +6,7 @@
 //! sends one (it only closes the connection at age + grace), and without one the connection's task
 //! polls its finished timer again and panics. Its grace-period close is kept as the hard bound.
 
+use super::Connection;
 use futures::{Stream, StreamExt};
 use std::{io, time::Duration};
 use tokio::{
@@ -27,7 +28,7 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub async fn serve<L, IO, ResBody>(
     server: Server<L>,
     routes: Routes,
-    incoming: impl Stream<Item = io::Result<IO>>,
+    incoming: impl Stream<Item = io::Result<Connection<IO>>>,
     max_connection_age: Duration,
     stop: CancellationToken,
 ) where
@@ -49,16 +50,20 @@ pub async fn serve<L, IO, ResBody>(
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
             accepted = incoming.next() => match accepted {
                 Some(Ok(io)) => {
+                    let closed = io.closed();
                     // tonic ends a server whose incoming stream ends: this one yields its
                     // connection, then waits.
                     let one = futures::stream::once(std::future::ready(Ok::<_, io::Error>(io)))
                         .chain(futures::stream::pending());
                     let age = jittered(max_connection_age);
                     let stop = stop.clone();
+                    // tonic's loop ends only at its signal, so a connection that closed by itself
+                    // (peer gone, timeout) signals too: its serving ends with it.
                     let go_away = async move {
                         tokio::select! {
                             () = stop.cancelled() => {}
                             () = tokio::time::sleep(age) => {}
+                            () = closed.cancelled() => {}
                         }
                     };
                     let connection = server.clone().serve_with_incoming_shutdown(

@@ -130,3 +130,24 @@ async fn a_connection_beyond_the_cap_is_closed_unserved_while_the_open_one_still
     assert!(received.is_empty(), "closed before any frame: {received:?}");
     assert_eq!(serving(&app).await, ServingStatus::Serving);
 }
+
+#[tokio::test]
+async fn a_connection_closed_by_the_handshake_timeout_gives_its_place_back() {
+    // The test's own channel holds one place, an idle peer the other.
+    let app = spawn_app_with(|settings| {
+        settings.server.max_connections = 2;
+        settings.server.handshake_timeout_ms = 100;
+    })
+    .await;
+
+    let idle = read_until_closed(&app, b"").await;
+    let mut next = TcpStream::connect(app.addr).await.expect("connects");
+    next.write_all(&hello()).await.expect("writes");
+    let mut header = [0u8; 9];
+    within(next.read_exact(&mut header))
+        .await
+        .expect("served: the idle connection's place was given back");
+
+    assert_eq!(frame_types(&idle).first(), Some(&SETTINGS));
+    assert_eq!(header[3], SETTINGS);
+}
