@@ -141,6 +141,15 @@ pub fn parse_query(
     };
     let max_staleness = match query.max_staleness {
         None => Some(None),
+        Some(duration) if !well_formed(&duration) => {
+            violation(
+                "query.max_staleness".into(),
+                "is not a valid protobuf Duration (seconds within ±315576000000, |nanos| below \
+                 1000000000, both of one sign)"
+                    .into(),
+            );
+            None
+        }
         Some(duration) => match Duration::try_from(duration) {
             Ok(duration) => Some(Some(duration)),
             Err(_) => {
@@ -181,13 +190,48 @@ fn timestamp(
         violation(field.into(), "required".into());
         return None;
     };
+    // chrono accepts more than protobuf does (leap-second nanos, years past 9999): check the wire's range.
     let parsed = u32::try_from(value.nanos)
         .ok()
+        .filter(|nanos| *nanos < NANOS_PER_SECOND)
+        .filter(|_| PROTO_TIMESTAMP_SECONDS.contains(&value.seconds))
         .and_then(|nanos| DateTime::from_timestamp(value.seconds, nanos));
-    if parsed.is_none() {
-        violation(field.into(), "is not a valid timestamp".into());
+    let Some(parsed) = parsed else {
+        violation(
+            field.into(),
+            "is not a valid protobuf Timestamp (0001-01-01T00:00:00Z to 9999-12-31T23:59:59.999999999Z, \
+             nanos 0 to 999999999)"
+                .into(),
+        );
+        return None;
+    };
+    let supported = Period::supported();
+    if !(supported.start()..=supported.end()).contains(&parsed) {
+        violation(
+            field.into(),
+            format!(
+                "must lie from {} to {}: the upstreams' dates cannot express instants outside",
+                supported.start().to_rfc3339(),
+                supported.end().to_rfc3339()
+            ),
+        );
+        return None;
     }
-    parsed
+    Some(parsed)
+}
+
+const NANOS_PER_SECOND: u32 = 1_000_000_000;
+/// google.protobuf.Timestamp's documented range, in seconds since the epoch.
+const PROTO_TIMESTAMP_SECONDS: std::ops::RangeInclusive<i64> = -62_135_596_800..=253_402_300_799;
+/// google.protobuf.Duration's documented range, in seconds (about 10,000 years).
+const PROTO_DURATION_SECONDS: std::ops::RangeInclusive<i64> = -315_576_000_000..=315_576_000_000;
+
+/// A protobuf Duration as its documentation defines one: seconds and nanos in range, with one sign.
+fn well_formed(duration: &prost_types::Duration) -> bool {
+    PROTO_DURATION_SECONDS.contains(&duration.seconds)
+        && duration.nanos.unsigned_abs() < NANOS_PER_SECOND
+        && !(duration.seconds > 0 && duration.nanos < 0)
+        && !(duration.seconds < 0 && duration.nanos > 0)
 }
 
 fn shorten(text: &str) -> String {

@@ -94,6 +94,8 @@ pub struct ServerConfig {
     pub max_chunks_per_query: usize,
     /// Most rows one report may have.
     pub max_rows: usize,
+    /// Largest request message accepted, in bytes (RESOURCE_EXHAUSTED beyond).
+    pub max_request_bytes: usize,
 }
 
 impl Default for ServerConfig {
@@ -105,6 +107,7 @@ impl Default for ServerConfig {
             max_range_days: 731,
             max_chunks_per_query: 5_000,
             max_rows: 200_000,
+            max_request_bytes: 4 * 1024 * 1024,
         }
     }
 }
@@ -517,6 +520,12 @@ fn validate_limits(file: &FileConfig) -> Result<(), ConfigError> {
     if file.server.max_chunks_per_query == 0 {
         return Err(ConfigError::new(
             "server.max_chunks_per_query",
+            "must be at least 1",
+        ));
+    }
+    if file.server.max_request_bytes == 0 {
+        return Err(ConfigError::new(
+            "server.max_request_bytes",
             "must be at least 1",
         ));
     }
