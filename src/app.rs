@@ -4,6 +4,7 @@ use crate::{
     api::{CostApi, CostServer, OversizedRequestLayer, QueryJobApi, QueryRules},
     clock::{Clock, SystemClock},
     config::Settings,
+    domain::Redactor,
     engine::{ChunkCache, Engine, EngineLimits, Jobs},
     jobs::{JobManager, MemoryJobStore},
     metrics::{
@@ -73,7 +74,17 @@ impl App {
             false => None,
         };
         let metrics = Arc::new(Metrics::new());
-        let http = Arc::new(UpstreamHttp::new(&settings.upstream, metrics.clone())?);
+        let redactor = Redactor::new(
+            settings
+                .accounts
+                .iter()
+                .flat_map(|account| account.kind.secrets()),
+        );
+        let http = Arc::new(UpstreamHttp::new(
+            &settings.upstream,
+            metrics.clone(),
+            Arc::new(redactor),
+        )?);
         let providers = settings
             .accounts
             .iter()

@@ -402,13 +402,13 @@ pub fn parse_toml(text: &str) -> Result<FileConfig, ConfigError> {
     let deserializer = toml::Deserializer::parse(text).map_err(|e| {
         ConfigError::new(
             format!("line {}", line_of(&e).unwrap_or(1)),
-            e.message().replace('\n', " "),
+            without_values(e.message()),
         )
     })?;
     serde_path_to_error::deserialize(deserializer).map_err(|error| {
         let path = error.path().to_string();
         let inner = error.into_inner();
-        let message = inner.message().replace('\n', " ");
+        let message = without_values(inner.message());
         let place = line_of(&inner)
             .map(|line| format!(" (line {line})"))
             .unwrap_or_default();
@@ -419,6 +419,34 @@ pub fn parse_toml(text: &str) -> Result<FileConfig, ConfigError> {
         };
         ConfigError::new(format!("{key}{place}"), message)
     })
+}
+
+/// A parser's message without the values it quotes (`invalid type: string "…"`, `unknown variant
+/// `…``): a value written where it does not belong may be a credential, and config errors are
+/// printed. Key names (`unknown field `x``) stay: they say what to fix.
+pub(crate) fn without_values(message: &str) -> String {
+    let message = match message.strip_prefix("unknown variant `") {
+        Some(rest) => match rest.split_once('`') {
+            Some((_, after)) => format!("unknown variant `…`{after}"),
+            None => "unknown variant".to_string(),
+        },
+        None => message.to_string(),
+    };
+    let mut shown = String::with_capacity(message.len());
+    let mut quoted = false;
+    for c in message.chars() {
+        match (c, quoted) {
+            ('"', false) => {
+                shown.push_str("\"…\"");
+                quoted = true;
+            }
+            ('"', true) => quoted = false,
+            (_, true) => {}
+            ('\n', false) => shown.push(' '),
+            (c, false) => shown.push(c),
+        }
+    }
+    shown
 }
 
 fn apply_env(file: &mut FileConfig, env: &HashMap<String, String>) -> Result<(), ConfigError> {

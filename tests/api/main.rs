@@ -24,5 +24,6 @@ mod server;
 mod telemetry;
 mod trace_context;
 mod unlabeled_rows;
+mod untrusted;
 mod validation;
 mod weigher;
