@@ -3,6 +3,8 @@
 pub mod atlas;
 pub mod elastic;
 pub mod exact_json;
+#[cfg(test)]
+mod fuzz_tests;
 pub mod http;
 pub mod team;
 
