@@ -12,7 +12,7 @@ use crate::{
         server::{HeldGauges, HeldState},
     },
     proto::{self as pb, query_job_service_server::QueryJobServiceServer},
-    providers::{Provider, http::UpstreamHttp},
+    providers::{Provider, gate::Gates, http::UpstreamHttp},
     telemetry,
 };
 use prost::Message;
@@ -80,10 +80,12 @@ impl App {
                 .iter()
                 .flat_map(|account| account.kind.secrets()),
         );
+        let gates = Gates::new(&settings.upstream, &settings.accounts, clock.clone());
         let http = Arc::new(UpstreamHttp::new(
             &settings.upstream,
             metrics.clone(),
             Arc::new(redactor),
+            gates,
         )?);
         let providers = settings
             .accounts

@@ -8,7 +8,7 @@ use super::{
 };
 use crate::{
     deadline::Deadline,
-    domain::CostQuery,
+    domain::{CircuitReading, CostQuery},
     engine::{Engine, EngineError, Jobs},
     proto::{self as pb, cost_service_server::CostServiceServer},
 };
@@ -383,6 +383,13 @@ impl pb::cost_service_server::CostService for CostApi {
                     (Some(ok), Some(failed)) if ok > failed => pb::HealthState::Healthy,
                     _ => pb::HealthState::Failing,
                 };
+                let (circuit, circuit_retry_time) = match provider.circuit() {
+                    CircuitReading::Closed => (pb::CircuitState::Closed, None),
+                    CircuitReading::HalfOpen => (pb::CircuitState::HalfOpen, None),
+                    CircuitReading::Open { until, .. } => {
+                        (pb::CircuitState::Open, Some(convert::time_to_proto(until)))
+                    }
+                };
                 pb::ProviderAccount {
                     id: account.id.to_string(),
                     provider: convert::provider_kind_to_proto(account.kind) as i32,
@@ -417,6 +424,8 @@ impl pb::cost_service_server::CostService for CostApi {
                         consecutive_failures: health.consecutive_failures.min(i32::MAX as u32)
                             as i32,
                         rate_limit_remaining: health.rate_limit_remaining,
+                        circuit: circuit as i32,
+                        circuit_retry_time,
                     }),
                 }
             })

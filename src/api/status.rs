@@ -144,7 +144,7 @@ pub fn upstream_code(kind: UpstreamErrorKind) -> Code {
         UpstreamErrorKind::NotFound => Code::NotFound,
         UpstreamErrorKind::Rejected => Code::InvalidArgument,
         UpstreamErrorKind::RateLimited | UpstreamErrorKind::TooLarge => Code::ResourceExhausted,
-        UpstreamErrorKind::Unavailable => Code::Unavailable,
+        UpstreamErrorKind::Unavailable | UpstreamErrorKind::CircuitOpen => Code::Unavailable,
         UpstreamErrorKind::Timeout => Code::DeadlineExceeded,
         UpstreamErrorKind::Malformed => Code::Unknown,
         UpstreamErrorKind::Unanswerable => Code::FailedPrecondition,

@@ -163,6 +163,19 @@ pub struct UpstreamConfig {
     /// Longest one chunk's fetch may take, retries included, in milliseconds. The fetch runs on its own,
     /// so a caller with a shorter deadline does not cut it short for the others.
     pub fetch_timeout_ms: u64,
+    /// Retries allowed per account, as a percentage of its recent calls (gRFC A6 retry throttling).
+    pub retry_budget_percent: u32,
+    /// Retries per second an account may always make, whatever its recent calls.
+    pub retry_budget_min_per_second: u32,
+    /// Failed requests in a row (no answer, timeout, 5xx) that open an account's circuit.
+    pub breaker_consecutive_failures: u32,
+    /// Share of the last `breaker_window` requests, in percent, whose failure opens the circuit.
+    pub breaker_failure_rate_percent: u32,
+    pub breaker_window: usize,
+    /// How long an open circuit refuses, times the openings in a row, in milliseconds.
+    pub breaker_open_ms: u64,
+    /// The longest it refuses, in milliseconds.
+    pub breaker_max_open_ms: u64,
 }
 
 impl Default for UpstreamConfig {
@@ -175,6 +188,13 @@ impl Default for UpstreamConfig {
             max_response_bytes: 256 * 1024 * 1024,
             max_concurrency_per_account: 8,
             fetch_timeout_ms: 120_000,
+            retry_budget_percent: 20,
+            retry_budget_min_per_second: 1,
+            breaker_consecutive_failures: 5,
+            breaker_failure_rate_percent: 50,
+            breaker_window: 20,
+            breaker_open_ms: 30_000,
+            breaker_max_open_ms: 300_000,
         }
     }
 }
@@ -516,6 +536,51 @@ fn validate_limits(file: &FileConfig) -> Result<(), ConfigError> {
         return Err(ConfigError::new(
             "upstream.request_timeout_ms",
             "must be at least 1",
+        ));
+    }
+    for (key, value, range) in [
+        (
+            "upstream.retry_budget_percent",
+            u64::from(upstream.retry_budget_percent),
+            0..=100_000,
+        ),
+        (
+            "upstream.retry_budget_min_per_second",
+            u64::from(upstream.retry_budget_min_per_second),
+            0..=1_000_000,
+        ),
+        (
+            "upstream.breaker_consecutive_failures",
+            u64::from(upstream.breaker_consecutive_failures),
+            1..=u64::from(u32::MAX),
+        ),
+        (
+            "upstream.breaker_failure_rate_percent",
+            u64::from(upstream.breaker_failure_rate_percent),
+            1..=100,
+        ),
+        (
+            "upstream.breaker_window",
+            upstream.breaker_window as u64,
+            1..=10_000,
+        ),
+        (
+            "upstream.breaker_open_ms",
+            upstream.breaker_open_ms,
+            1..=u64::MAX,
+        ),
+    ] {
+        if !range.contains(&value) {
+            return Err(ConfigError::new(
+                key,
+                format!("must be from {} to {}", range.start(), range.end()),
+            ));
+        }
+    }
+    if upstream.breaker_max_open_ms < upstream.breaker_open_ms {
+        return Err(ConfigError::new(
+            "upstream.breaker_max_open_ms",
+            "must be at least breaker_open_ms",
         ));
     }
     if upstream.retry_max_delay_ms < upstream.retry_initial_delay_ms {

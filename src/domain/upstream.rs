@@ -42,6 +42,19 @@ pub struct UpstreamQuery {
     pub last_status: u16,
 }
 
+/// An account's circuit breaker, as `ListProviders` shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CircuitReading {
+    Closed,
+    /// Refusing requests until `until`, after `openings` openings in a row.
+    Open {
+        until: chrono::DateTime<chrono::Utc>,
+        openings: u32,
+    },
+    /// One probe may go (or is on its way); its outcome closes or reopens the circuit.
+    HalfOpen,
+}
+
 /// The class of an upstream failure; decides the gRPC code and whether a retry may help.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UpstreamErrorKind {
@@ -66,6 +79,8 @@ pub enum UpstreamErrorKind {
     /// The upstream's API cannot answer this query shape (e.g. Atlas grouping by a dimension without
     /// filter values for it); nothing was sent. The message says what the query needs.
     Unanswerable,
+    /// The account's circuit breaker is open after repeated failures; nothing was sent.
+    CircuitOpen,
 }
 
 impl UpstreamErrorKind {
@@ -82,6 +97,7 @@ impl UpstreamErrorKind {
             UpstreamErrorKind::Malformed => "UPSTREAM_MALFORMED_RESPONSE",
             UpstreamErrorKind::TooLarge => "UPSTREAM_RESPONSE_TOO_LARGE",
             UpstreamErrorKind::Unanswerable => "UPSTREAM_CANNOT_ANSWER_QUERY",
+            UpstreamErrorKind::CircuitOpen => "UPSTREAM_CIRCUIT_OPEN",
         }
     }
 
@@ -98,6 +114,7 @@ impl UpstreamErrorKind {
             UpstreamErrorKind::Malformed => "malformed",
             UpstreamErrorKind::TooLarge => "too_large",
             UpstreamErrorKind::Unanswerable => "unanswerable",
+            UpstreamErrorKind::CircuitOpen => "circuit_open",
         }
     }
 
@@ -194,6 +211,7 @@ impl UpstreamError {
             UpstreamErrorKind::RateLimited
                 | UpstreamErrorKind::Unavailable
                 | UpstreamErrorKind::Timeout
+                | UpstreamErrorKind::CircuitOpen
         )
     }
 }

@@ -18,6 +18,7 @@ mod helpers;
 mod honest_counts;
 mod jobs;
 mod metrics;
+mod politeness;
 mod retries;
 mod scale;
 mod server;
