@@ -1,9 +1,10 @@
 //! Server assembly: binds, wires the services, health and reflection, and drains on stop.
 
 use crate::{
-    api::{CostApi, CostServer, QueryJobApi, QueryRules},
+    api::{CostApi, CostServer, OversizedRequestLayer, QueryJobApi, QueryRules},
     clock::{Clock, SystemClock},
     config::Settings,
+    domain::Redactor,
     engine::{ChunkCache, Engine, EngineLimits, Jobs},
     jobs::{JobManager, MemoryJobStore},
     metrics::{
@@ -11,7 +12,7 @@ use crate::{
         server::{HeldGauges, HeldState},
     },
     proto::{self as pb, query_job_service_server::QueryJobServiceServer},
-    providers::{Provider, http::UpstreamHttp},
+    providers::{Provider, gate::Gates, http::UpstreamHttp},
     server::{self, Admission, ConnectionLimits},
     telemetry,
 };
@@ -72,7 +73,19 @@ impl App {
             false => None,
         };
         let metrics = Arc::new(Metrics::new());
-        let http = Arc::new(UpstreamHttp::new(&settings.upstream, metrics.clone())?);
+        let redactor = Redactor::new(
+            settings
+                .accounts
+                .iter()
+                .flat_map(|account| account.kind.secrets()),
+        );
+        let gates = Gates::new(&settings.upstream, &settings.accounts, clock.clone());
+        let http = Arc::new(UpstreamHttp::new(
+            &settings.upstream,
+            metrics.clone(),
+            Arc::new(redactor),
+            gates,
+        )?);
         let providers = settings
             .accounts
             .iter()
@@ -179,15 +192,21 @@ impl App {
             .max_connection_age_grace(self.settings.drain_timeout())
             .trace_fn(rpc_span)
             .layer(RpcMetricsLayer::new(self.metrics.clone(), served_methods()))
-            .layer(admission.layer());
+            .layer(admission.layer())
+            .layer(OversizedRequestLayer {
+                max_request_bytes: self.settings.server.max_request_bytes,
+            });
         let routes = tonic::service::Routes::new(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
-            .add_service(CostServer::new(cost_api))
-            .add_service(QueryJobServiceServer::new(QueryJobApi::new(
-                self.jobs.clone(),
-                rules,
-            )))
+            .add_service(CostServer::new(
+                cost_api,
+                self.settings.server.max_request_bytes,
+            ))
+            .add_service(
+                QueryJobServiceServer::new(QueryJobApi::new(self.jobs.clone(), rules))
+                    .max_decoding_message_size(self.settings.server.max_request_bytes),
+            )
             .prepare();
         let server = server::serve(
             server,
