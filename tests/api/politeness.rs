@@ -119,10 +119,12 @@ async fn a_per_account_rate_spaces_requests_from_all_queries() {
 
     let received = received_at(&app, &acme);
     assert_eq!(received.len(), 14);
-    // A burst of 10, then one each 100 ms: the 14th is at least 400 ms after the first.
+    // A burst of 10, then one each 100 ms: the 14th goes 400 ms after the burst. The first request
+    // may arrive late (it opens the connection), so the bound keeps a margin; unlimited, all 14
+    // arrive within a few milliseconds.
     let span = received[13] - received[0];
     assert!(
-        span >= Duration::from_millis(350),
+        span >= Duration::from_millis(250),
         "14 requests in {span:?}"
     );
 }
