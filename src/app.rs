@@ -3,9 +3,9 @@
 use crate::{
     api::{CostApi, CostServer, QueryJobApi, QueryRules},
     clock::{Clock, SystemClock},
-    config::Settings,
+    config::{JobStoreSettings, Settings},
     engine::{ChunkCache, Engine, EngineLimits, Jobs},
-    jobs::{JobManager, MemoryJobStore},
+    jobs::{JobManager, JobStore, MemoryJobStore, RedisJobStore},
     metrics::{
         self, Metrics, RpcMetricsLayer,
         server::{HeldGauges, HeldState},
@@ -42,6 +42,8 @@ pub enum AppError {
     Metrics(std::io::Error),
     #[error("server task ended abnormally: {0}")]
     Task(#[from] tokio::task::JoinError),
+    #[error("cannot use the job store: {0}")]
+    JobStore(crate::jobs::StoreError),
 }
 
 /// A bound, not yet serving, costd.
@@ -94,12 +96,13 @@ impl App {
         let retention = chrono::Duration::seconds(
             i64::try_from(settings.jobs.retention_seconds).unwrap_or(i64::MAX / 1000),
         );
-        let jobs = JobManager::new(
-            Arc::new(MemoryJobStore::default()),
-            engine.clone(),
-            clock,
-            retention,
-        );
+        let store: Arc<dyn JobStore<Engine>> = match &settings.job_store {
+            JobStoreSettings::Memory => Arc::new(MemoryJobStore::default()),
+            JobStoreSettings::Redis { url, key_prefix } => {
+                Arc::new(RedisJobStore::new(url, key_prefix).map_err(AppError::JobStore)?)
+            }
+        };
+        let jobs = JobManager::new(store, engine.clone(), clock, retention);
         Ok(App {
             listener,
             local_addr,
@@ -267,7 +270,13 @@ impl HeldState for Held {
             HeldGauges {
                 cache_bytes,
                 cache_entries,
-                jobs_by_state: self.jobs.count_by_state().to_vec(),
+                // An unreachable job store leaves the job gauges as last read.
+                jobs_by_state: self
+                    .jobs
+                    .count_by_state()
+                    .await
+                    .map(|counts| counts.to_vec())
+                    .unwrap_or_default(),
             }
         })
     }

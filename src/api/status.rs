@@ -3,6 +3,7 @@
 use crate::{
     domain::{AccountRef, UpstreamError, UpstreamErrorKind},
     engine::EngineError,
+    jobs::StoreError,
 };
 use prost::Message;
 use std::collections::HashMap;
@@ -15,6 +16,25 @@ pub const COSTD_DOMAIN: &str = "costd";
 /// `NOT_FOUND` for a job name: unknown and expired jobs answer alike.
 pub fn job_not_found(name: &str) -> Status {
     Status::not_found(format!("{name} does not exist or has expired"))
+}
+
+/// How soon a caller may try a job call again after the job store failed.
+const JOB_STORE_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// A job store failure: `UNAVAILABLE` with RetryInfo (ErrorInfo `JOB_STORE_UNAVAILABLE`), except a
+/// stored job this build cannot read (`INTERNAL`). Never names the store's address.
+pub fn job_store(error: &StoreError) -> Status {
+    let (code, reason) = match error {
+        StoreError::Unavailable(_) | StoreError::Contended => {
+            (Code::Unavailable, "JOB_STORE_UNAVAILABLE")
+        }
+        StoreError::Unreadable => (Code::Internal, "JOB_STORE_UNREADABLE"),
+    };
+    let mut details = ErrorDetails::with_error_info(reason, COSTD_DOMAIN, HashMap::new());
+    if code == Code::Unavailable {
+        details.set_retry_info(Some(JOB_STORE_RETRY));
+    }
+    Status::with_error_details(code, error.to_string(), details)
 }
 
 /// `INVALID_ARGUMENT` listing every violation at once (BadRequest).
