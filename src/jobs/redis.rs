@@ -125,22 +125,32 @@ impl<W: JobWork> Shared<W> {
     /// Runs one call against redis within [`CALL_TIMEOUT`], connecting first if needed.
     async fn call<T, F, Fut>(&self, call: F) -> Result<T, StoreError>
     where
-        F: FnOnce(ConnectionManager) -> Fut,
+        F: Fn(ConnectionManager) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>>,
     {
         let attempt = async {
             let connection = self
                 .connection
                 .get_or_try_init(|| {
+                    // No retries inside a reconnect: its backoff starts at a second, longer than a
+                    // call may wait, and calls would queue behind it after redis is back. Each failed
+                    // call starts the next attempt instead.
                     let config = redis::aio::ConnectionManagerConfig::new()
                         .set_connection_timeout(CALL_TIMEOUT)
                         .set_response_timeout(CALL_TIMEOUT)
-                        .set_number_of_retries(1);
+                        .set_number_of_retries(0);
                     ConnectionManager::new_with_config(self.client.clone(), config)
                 })
                 .await
                 .map_err(unavailable)?;
-            call(connection.clone()).await.map_err(unavailable)
+            match call(connection.clone()).await {
+                // The connection failed before this call: the failure started a fresh connection,
+                // which this call tries once, so the first call after redis returns succeeds.
+                Err(error) if error.is_connection_refusal() || error.is_connection_dropped() => {
+                    call(connection.clone()).await.map_err(unavailable)
+                }
+                outcome => outcome.map_err(unavailable),
+            }
         };
         let outcome = tokio::time::timeout(CALL_TIMEOUT, attempt)
             .await
@@ -150,7 +160,7 @@ impl<W: JobWork> Shared<W> {
     }
 
     async fn read(&self, id: &JobId) -> Result<Option<Arc<JobSnapshot<W>>>, StoreError> {
-        let key = self.keys.job(id);
+        let key = &self.keys.job(id);
         let doc: Option<Vec<u8>> = self
             .call(|mut redis| async move { redis.hget(key, "doc").await })
             .await?;
@@ -267,6 +277,7 @@ impl<W: JobWork> JobStore<W> for RedisJobStore<W> {
             .arg(job.create_time.timestamp_millis())
             .arg(job.id.as_hex())
             .arg(keys.changes());
+        let invocation = &invocation;
         self.shared
             .call(|mut redis| async move { invocation.invoke_async::<i64>(&mut redis).await })
             .await
@@ -284,6 +295,7 @@ impl<W: JobWork> JobStore<W> for RedisJobStore<W> {
             .arg(millis(retention))
             .arg(keys.changes())
             .arg(job.id.as_hex());
+        let invocation = &invocation;
         self.shared
             .call(|mut redis| async move { invocation.invoke_async::<i64>(&mut redis).await })
             .await
@@ -319,7 +331,7 @@ impl<W: JobWork> JobStore<W> for RedisJobStore<W> {
 
     async fn list(&self) -> Result<Vec<Arc<JobSnapshot<W>>>, StoreError> {
         let keys = &self.shared.keys;
-        let index = keys.index();
+        let index = &keys.index();
         let ids: Vec<String> = self
             .shared
             .call(|mut redis| async move { redis.zrevrange(index, 0, -1).await })
@@ -331,6 +343,7 @@ impl<W: JobWork> JobStore<W> for RedisJobStore<W> {
         for id in &ids {
             fetch.hget(format!("{}:job:{id}", keys.prefix), "doc");
         }
+        let fetch = &fetch;
         let docs: Vec<Option<Vec<u8>>> = self
             .shared
             .call(|mut redis| async move { fetch.query_async(&mut redis).await })
@@ -345,7 +358,7 @@ impl<W: JobWork> JobStore<W> for RedisJobStore<W> {
         }
         if !expired.is_empty() {
             // Retention is the hash's TTL; the index forgets an expired job when it is next listed.
-            let index = keys.index();
+            let expired = &expired;
             self.shared
                 .call(|mut redis| async move { redis.zrem::<_, _, i64>(index, expired).await })
                 .await?;
@@ -356,9 +369,9 @@ impl<W: JobWork> JobStore<W> for RedisJobStore<W> {
 
     async fn remove(&self, id: &JobId) -> Result<(), StoreError> {
         let (job, index, member) = (
-            self.shared.keys.job(id),
-            self.shared.keys.index(),
-            id.as_hex().to_string(),
+            &self.shared.keys.job(id),
+            &self.shared.keys.index(),
+            id.as_hex(),
         );
         self.shared
             .call(|mut redis| async move {

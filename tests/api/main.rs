@@ -17,6 +17,8 @@ mod helpers;
 mod honest_counts;
 mod jobs;
 mod metrics;
+mod redis_kit;
+mod replicas;
 mod retries;
 mod scale;
 mod server;
