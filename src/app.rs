@@ -267,16 +267,13 @@ impl HeldState for Held {
     fn read(&self) -> futures::future::BoxFuture<'_, HeldGauges> {
         Box::pin(async {
             let (cache_bytes, cache_entries) = self.engine.cache().size().await;
+            let counted = self.jobs.count_by_state().await;
             HeldGauges {
                 cache_bytes,
                 cache_entries,
+                job_store_up: (self.jobs.store_kind(), counted.is_ok()),
                 // An unreachable job store leaves the job gauges as last read.
-                jobs_by_state: self
-                    .jobs
-                    .count_by_state()
-                    .await
-                    .map(|counts| counts.to_vec())
-                    .unwrap_or_default(),
+                jobs_by_state: counted.map(|counts| counts.to_vec()).unwrap_or_default(),
             }
         })
     }

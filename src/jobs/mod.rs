@@ -238,9 +238,9 @@ impl<W: JobWork> JobManager<W> {
         })
     }
 
-    /// What the store says of itself, for ListProviders and the metrics.
-    pub fn store_state(&self) -> StoreState {
-        self.store.state()
+    /// The job store's kind (`memory` or `redis`), for the metrics.
+    pub fn store_kind(&self) -> &'static str {
+        self.store.kind()
     }
 
     /// A new job for `query`, running at once; `holds` keep already started upstream work alive for it.
@@ -521,13 +521,4 @@ async fn ended_in_store<W: JobWork>(
             return updates.borrow().state.is_final();
         }
     }
-}
-
-/// What a job store says of itself.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct StoreState {
-    /// `memory` or `redis`.
-    pub kind: &'static str,
-    /// Whether the last call to it answered.
-    pub reachable: bool,
 }

@@ -7,7 +7,7 @@
 //! Every call gives up after [`CALL_TIMEOUT`]: redis trouble is an error, never a hang.
 
 use super::{
-    JobId, JobSnapshot, JobWork, StoreState,
+    JobId, JobSnapshot, JobWork,
     store::{JobStore, StoreError, newest_first, replaces},
 };
 use crate::sync::lock;
@@ -17,10 +17,7 @@ use secrecy::{ExposeSecret, SecretString};
 use std::{
     collections::HashMap,
     future::Future,
-    sync::{
-        Arc, LazyLock, Mutex,
-        atomic::{AtomicBool, Ordering},
-    },
+    sync::{Arc, LazyLock, Mutex},
     time::Duration,
 };
 use tokio::{sync::watch, task::AbortHandle};
@@ -84,7 +81,6 @@ struct Shared<W: JobWork> {
     keys: Keys,
     /// Made on first use, so costd starts while redis is down; it reconnects by itself after that.
     connection: tokio::sync::OnceCell<ConnectionManager>,
-    reachable: AtomicBool,
     /// The jobs watched on this replica, each fed by the listener.
     watched: Mutex<HashMap<JobId, watch::Sender<Arc<JobSnapshot<W>>>>>,
 }
@@ -113,7 +109,6 @@ impl<W: JobWork> RedisJobStore<W> {
                 prefix: key_prefix.to_string(),
             },
             connection: tokio::sync::OnceCell::new(),
-            reachable: AtomicBool::new(true),
             watched: Mutex::default(),
         });
         let listener = tokio::spawn(listen(shared.clone())).abort_handle();
@@ -155,7 +150,6 @@ impl<W: JobWork> Shared<W> {
         let outcome = tokio::time::timeout(CALL_TIMEOUT, attempt)
             .await
             .unwrap_or(Err(StoreError::Unavailable("timed out")));
-        self.reachable.store(outcome.is_ok(), Ordering::Relaxed);
         outcome
     }
 
@@ -386,10 +380,7 @@ impl<W: JobWork> JobStore<W> for RedisJobStore<W> {
         Ok(())
     }
 
-    fn state(&self) -> StoreState {
-        StoreState {
-            kind: "redis",
-            reachable: self.shared.reachable.load(Ordering::Relaxed),
-        }
+    fn kind(&self) -> &'static str {
+        "redis"
     }
 }

@@ -4,7 +4,7 @@
 //! a write older than the stored snapshot, or onto a final one, is refused, so a late writer never
 //! turns a terminal state back. The memory store serves one replica; [`super::RedisJobStore`] several.
 
-use super::{JobId, JobSnapshot, JobWork, StoreState};
+use super::{JobId, JobSnapshot, JobWork};
 use crate::sync::lock;
 use std::{
     collections::HashMap,
@@ -44,8 +44,8 @@ pub trait JobStore<W: JobWork>: Send + Sync + 'static {
     async fn list(&self) -> Result<Vec<Arc<JobSnapshot<W>>>, StoreError>;
     /// Forgets a job; its subscribers' streams end.
     async fn remove(&self, id: &JobId) -> Result<(), StoreError>;
-    /// What the store says of itself.
-    fn state(&self) -> StoreState;
+    /// `memory` or `redis`, as the metrics label it.
+    fn kind(&self) -> &'static str;
 }
 
 /// Whether `new` may replace `stored`: never onto a final snapshot, never an older or equal version.
@@ -136,11 +136,8 @@ impl<W: JobWork> JobStore<W> for MemoryJobStore<W> {
         Ok(())
     }
 
-    fn state(&self) -> StoreState {
-        StoreState {
-            kind: "memory",
-            reachable: true,
-        }
+    fn kind(&self) -> &'static str {
+        "memory"
     }
 }
 

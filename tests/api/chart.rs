@@ -192,6 +192,12 @@ fn the_chart_passes_helm_lint_and_kubernetes_schemas_with_its_defaults_and_every
         .find(|c| c["name"] == "ci/redis-replicas-values.yaml")
         .expect("set");
     assert_eq!(only(replicas, "Deployment")["spec"]["replicas"], 3);
+    let budget = &only(replicas, "PodDisruptionBudget")["spec"];
+    assert_eq!(
+        budget["minAvailable"], 2,
+        "a drain keeps two replicas serving"
+    );
+    assert!(budget.get("maxUnavailable").is_none());
 }
 
 /// An invalid values set under tests/fixtures/chart-invalid/, which names in its header the key it

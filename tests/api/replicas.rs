@@ -282,6 +282,7 @@ async fn with_redis_down_job_calls_fail_fast_cost_queries_go_on_and_all_recovers
     let job = start(&app, asked.clone()).await;
     final_job(&watch_all(&app, &job.name).await);
     let sent = sandbox.total_requests();
+    let up_before = store_up(&app).await;
 
     redis.kill().await;
     let cached = app.get_costs(asked.clone()).await.expect("still answered");
@@ -312,9 +313,11 @@ async fn with_redis_down_job_calls_fail_fast_cost_queries_go_on_and_all_recovers
         .unwrap_or_else(|_| panic!("job call {call} answered within {FAIL_FAST:?}"));
         refusals.push(outcome.expect_err("refused while redis is down"));
     }
+    let up_while_down = store_up(&app).await;
     redis.restart().await;
     let restarted = start(&app, asked).await;
     let after = final_job(&watch_all(&app, &restarted.name).await);
+    let up_after = store_up(&app).await;
 
     assert_eq!(cached.totals, before.totals);
     assert_eq!(
@@ -335,6 +338,20 @@ async fn with_redis_down_job_calls_fail_fast_cost_queries_go_on_and_all_recovers
         pb::JobState::Succeeded as i32,
         "jobs work again, without a restart of costd"
     );
+    assert_eq!(
+        (up_before, up_while_down, up_after),
+        (1.0, 0.0, 1.0),
+        "the scrape says when the store is away"
+    );
+}
+
+/// `costd_job_store_up{store="redis"}` as scraped now.
+async fn store_up(app: &TestApp) -> f64 {
+    crate::metrics::scrape(app)
+        .await
+        .get(r#"costd_job_store_up{store="redis"}"#)
+        .copied()
+        .expect("the job store gauge")
 }
 
 #[tokio::test]
