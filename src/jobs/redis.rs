@@ -147,10 +147,9 @@ impl<W: JobWork> Shared<W> {
                 outcome => outcome.map_err(unavailable),
             }
         };
-        let outcome = tokio::time::timeout(CALL_TIMEOUT, attempt)
+        tokio::time::timeout(CALL_TIMEOUT, attempt)
             .await
-            .unwrap_or(Err(StoreError::Unavailable("timed out")));
-        outcome
+            .unwrap_or(Err(StoreError::Unavailable("timed out")))
     }
 
     async fn read(&self, id: &JobId) -> Result<Option<Arc<JobSnapshot<W>>>, StoreError> {
