@@ -1,13 +1,16 @@
 //! A real redis-server per test: Debian's binary (installed by scripts/install-tools) on a free
-//! loopback port, in a temporary directory of its own, without persistence unless asked, killed when
-//! dropped. Readiness is read from its own log line, never waited for by time.
+//! loopback port, in a temporary directory of its own, without persistence, killed when dropped.
+//! Readiness is read from its own log line, never waited for by time. Self-contained, so
+//! `benches/replicas.rs` includes this same file.
 
-use crate::helpers::within;
-use std::{net::TcpListener, process::Stdio};
+use std::{net::TcpListener, process::Stdio, time::Duration};
 use tokio::{
     io::{AsyncBufReadExt, BufReader},
     process::{Child, Command},
 };
+
+/// Longest a start may take before the caller fails instead of hanging.
+const STARTUP_PATIENCE: Duration = Duration::from_secs(20);
 
 pub struct RedisServer {
     port: u16,
@@ -81,7 +84,7 @@ impl RedisServer {
             .spawn()
             .expect("redis-server runs (scripts/install-tools installs it)");
         let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-        within(async {
+        let ready = tokio::time::timeout(STARTUP_PATIENCE, async {
             while let Some(line) = lines.next_line().await.expect("readable") {
                 if line.contains("Ready to accept connections") {
                     return;
@@ -90,6 +93,7 @@ impl RedisServer {
             panic!("redis-server stopped before it was ready");
         })
         .await;
+        ready.expect("redis-server ready in time");
         // Keep draining its log so it never blocks on a full pipe.
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
         self.child = Some(child);

@@ -3,7 +3,11 @@
 //! replica, and redis trouble fails job calls fast while cost queries go on. Real redis-server, real
 //! servers sharing one sandbox, whose counters are the truth.
 
-use crate::{helpers::*, redis_kit::RedisServer};
+use crate::{
+    helpers::*,
+    jobs::{jobs, org, start, watch_all},
+    redis_kit::RedisServer,
+};
 use costd::{
     clock::SystemClock,
     config::JobStoreSettings,
@@ -13,10 +17,8 @@ use costd::{
     proto as pb,
     sandbox::{SandboxHandle, SandboxOptions, Scope},
 };
-use pb::query_job_service_client::QueryJobServiceClient;
 use secrecy::SecretString;
 use std::{sync::Arc, time::Duration};
-use tonic::transport::Channel;
 use tonic_types::StatusExt;
 
 /// How long a job call may take to fail while redis is down.
@@ -50,31 +52,6 @@ fn sandbox() -> SandboxHandle {
     costd::sandbox::Sandbox::start(SandboxOptions::default()).expect("sandbox starts")
 }
 
-fn jobs(app: &TestApp) -> QueryJobServiceClient<Channel> {
-    QueryJobServiceClient::new(app.channel.clone())
-}
-
-fn org(sandbox: &SandboxHandle, name: &str) -> &'static str {
-    sandbox
-        .atlas()
-        .dataset()
-        .orgs()
-        .iter()
-        .find(|o| o.name.starts_with(name))
-        .expect("seeded")
-        .id
-}
-
-async fn start(app: &TestApp, asked: pb::CostQuery) -> pb::Job {
-    jobs(app)
-        .start_query(pb::StartQueryRequest { query: Some(asked) })
-        .await
-        .expect("started")
-        .into_inner()
-        .job
-        .expect("job")
-}
-
 async fn get(app: &TestApp, name: &str) -> Result<pb::Job, tonic::Status> {
     Ok(jobs(app)
         .get_job(pb::GetJobRequest {
@@ -84,22 +61,6 @@ async fn get(app: &TestApp, name: &str) -> Result<pb::Job, tonic::Status> {
         .into_inner()
         .job
         .expect("job"))
-}
-
-/// Every event of a watch, to the end.
-async fn watch_all(app: &TestApp, name: &str) -> Vec<pb::WatchJobResponse> {
-    let mut stream = jobs(app)
-        .watch_job(pb::WatchJobRequest {
-            name: name.to_string(),
-        })
-        .await
-        .expect("watching")
-        .into_inner();
-    let mut events = Vec::new();
-    while let Some(event) = within(stream.message()).await.expect("a message") {
-        events.push(event);
-    }
-    events
 }
 
 fn final_job(events: &[pb::WatchJobResponse]) -> pb::Job {
@@ -118,12 +79,12 @@ fn total(job: &pb::Job) -> i128 {
 }
 
 /// Kestrel's April 2025 in nanodollars, summed from the sandbox's usage, not from any answer.
-fn kestrel_april(sandbox: &SandboxHandle) -> i128 {
+fn kestrel_april(app: &TestApp) -> i128 {
     let day = |text: &str| chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d").expect("date");
-    sandbox
+    app.sandbox
         .atlas()
         .dataset()
-        .org(org(sandbox, "Kestrel"))
+        .org(org(app, "Kestrel"))
         .expect("seeded")
         .usage(day("2025-04-01"), day("2025-05-01"))
         .map(|u| i128::from(u.amount_cents) * 10_000_000)
@@ -134,11 +95,11 @@ fn kestrel_april(sandbox: &SandboxHandle) -> i128 {
 async fn a_job_started_on_one_replica_is_watched_to_its_exact_report_on_every_replica() {
     let redis = RedisServer::start().await;
     let sandbox = sandbox();
-    let kestrel = org(&sandbox, "Kestrel");
-    sandbox.atlas().set_org_processing_polls(kestrel, 6);
     let a = replica(&sandbox, &redis.url(), &["atlas-kestrel"]).await;
     let b = replica(&sandbox, &redis.url(), &["atlas-kestrel"]).await;
     let c = replica(&sandbox, &redis.url(), &["atlas-kestrel"]).await;
+    let kestrel = org(&a, "Kestrel");
+    sandbox.atlas().set_org_processing_polls(kestrel, 6);
     let asked = query("2025-04-01", "2025-05-01", &[], pb::Granularity::None);
 
     let job = start(&a, asked).await;
@@ -148,7 +109,7 @@ async fn a_job_started_on_one_replica_is_watched_to_its_exact_report_on_every_re
         watch_all(&c, &job.name)
     );
 
-    let expected = kestrel_april(&sandbox);
+    let expected = kestrel_april(&a);
     for (replica, events) in [("A", &on_a), ("B", &on_b), ("C", &on_c)] {
         assert_eq!(
             events.first().map(|e| e.kind),
@@ -194,10 +155,10 @@ async fn a_job_started_on_one_replica_is_watched_to_its_exact_report_on_every_re
 async fn a_cancel_on_another_replica_stops_the_owners_polls_and_stays_cancelled() {
     let redis = RedisServer::start().await;
     let sandbox = sandbox();
-    let quarry = org(&sandbox, "Quarry");
-    sandbox.atlas().set_org_processing_polls(quarry, 10_000);
     let a = replica(&sandbox, &redis.url(), &["atlas-quarry"]).await;
     let b = replica(&sandbox, &redis.url(), &["atlas-quarry"]).await;
+    let quarry = org(&a, "Quarry");
+    sandbox.atlas().set_org_processing_polls(quarry, 10_000);
     let asked = query("2025-06-01", "2025-07-01", &[], pb::Granularity::None);
     let job = start(&a, asked.clone()).await;
     within(sandbox.wait_for_requests(&Scope::atlas(quarry), 4)).await;
@@ -243,10 +204,10 @@ async fn a_cancel_on_another_replica_stops_the_owners_polls_and_stays_cancelled(
 async fn a_finished_job_outlives_every_replica_that_ran_or_watched_it() {
     let redis = RedisServer::start().await;
     let sandbox = sandbox();
+    let a = replica(&sandbox, &redis.url(), &["atlas-kestrel"]).await;
     sandbox
         .atlas()
-        .set_org_processing_polls(org(&sandbox, "Kestrel"), 2);
-    let a = replica(&sandbox, &redis.url(), &["atlas-kestrel"]).await;
+        .set_org_processing_polls(org(&a, "Kestrel"), 2);
     let job = start(
         &a,
         query("2025-04-01", "2025-05-01", &[], pb::Granularity::None),
@@ -265,7 +226,7 @@ async fn a_finished_job_outlives_every_replica_that_ran_or_watched_it() {
 
     assert_eq!(found.state, pb::JobState::Succeeded as i32);
     assert_eq!(found.report, finished.report, "the same report, exactly");
-    assert_eq!(total(&found), kestrel_april(&sandbox));
+    assert_eq!(total(&found), kestrel_april(&c));
     assert_eq!(
         final_job(&watch_all(&c, &job.name).await).report,
         finished.report
