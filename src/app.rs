@@ -1,9 +1,10 @@
 //! Server assembly: binds, wires the services, health and reflection, and drains on stop.
 
 use crate::{
-    api::{CostApi, CostServer, QueryJobApi, QueryRules},
+    api::{CostApi, CostServer, OversizedRequestLayer, QueryJobApi, QueryRules},
     clock::{Clock, SystemClock},
     config::{JobStoreSettings, Settings},
+    domain::Redactor,
     engine::{ChunkCache, Engine, EngineLimits, Jobs},
     jobs::{JobManager, JobStore, MemoryJobStore, RedisJobStore},
     metrics::{
@@ -11,7 +12,7 @@ use crate::{
         server::{HeldGauges, HeldState},
     },
     proto::{self as pb, query_job_service_server::QueryJobServiceServer},
-    providers::{Provider, http::UpstreamHttp},
+    providers::{Provider, gate::Gates, http::UpstreamHttp},
     telemetry,
 };
 use prost::Message;
@@ -75,7 +76,19 @@ impl App {
             false => None,
         };
         let metrics = Arc::new(Metrics::new());
-        let http = Arc::new(UpstreamHttp::new(&settings.upstream, metrics.clone())?);
+        let redactor = Redactor::new(
+            settings
+                .accounts
+                .iter()
+                .flat_map(|account| account.kind.secrets()),
+        );
+        let gates = Gates::new(&settings.upstream, &settings.accounts, clock.clone());
+        let http = Arc::new(UpstreamHttp::new(
+            &settings.upstream,
+            metrics.clone(),
+            Arc::new(redactor),
+            gates,
+        )?);
         let providers = settings
             .accounts
             .iter()
@@ -164,14 +177,20 @@ impl App {
         let server = tonic::transport::Server::builder()
             .trace_fn(rpc_span)
             .layer(RpcMetricsLayer::new(self.metrics.clone(), served_methods()))
+            .layer(OversizedRequestLayer {
+                max_request_bytes: self.settings.server.max_request_bytes,
+            })
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
-            .add_service(CostServer::new(cost_api))
-            .add_service(QueryJobServiceServer::new(QueryJobApi::new(
-                self.jobs.clone(),
-                rules,
-            )))
+            .add_service(CostServer::new(
+                cost_api,
+                self.settings.server.max_request_bytes,
+            ))
+            .add_service(
+                QueryJobServiceServer::new(QueryJobApi::new(self.jobs.clone(), rules))
+                    .max_decoding_message_size(self.settings.server.max_request_bytes),
+            )
             // Without TCP_NODELAY a response of a few frames waits on the peer's delayed ACK (~40 ms).
             .serve_with_incoming_shutdown(
                 TcpIncoming::from(self.listener).with_nodelay(Some(true)),
