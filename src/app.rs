@@ -3,10 +3,10 @@
 use crate::{
     api::{CostApi, CostServer, OversizedRequestLayer, QueryJobApi, QueryRules},
     clock::{Clock, SystemClock},
-    config::Settings,
+    config::{JobStoreSettings, Settings},
     domain::Redactor,
     engine::{ChunkCache, Engine, EngineLimits, Jobs},
-    jobs::{JobManager, MemoryJobStore},
+    jobs::{JobManager, JobStore, MemoryJobStore, RedisJobStore},
     metrics::{
         self, Metrics, RpcMetricsLayer,
         server::{HeldGauges, HeldState},
@@ -42,6 +42,8 @@ pub enum AppError {
     Metrics(std::io::Error),
     #[error("server task ended abnormally: {0}")]
     Task(#[from] tokio::task::JoinError),
+    #[error("cannot use the job store: {0}")]
+    JobStore(crate::jobs::StoreError),
 }
 
 /// A bound, not yet serving, costd.
@@ -106,8 +108,14 @@ impl App {
         let retention = chrono::Duration::seconds(
             i64::try_from(settings.jobs.retention_seconds).unwrap_or(i64::MAX / 1000),
         );
+        let store: Arc<dyn JobStore<Engine>> = match &settings.job_store {
+            JobStoreSettings::Memory => Arc::new(MemoryJobStore::default()),
+            JobStoreSettings::Redis { url, key_prefix } => {
+                Arc::new(RedisJobStore::new(url, key_prefix).map_err(AppError::JobStore)?)
+            }
+        };
         let jobs = JobManager::new(
-            Arc::new(MemoryJobStore::default()),
+            store,
             engine.clone(),
             clock,
             retention,
@@ -333,10 +341,13 @@ impl HeldState for Held {
     fn read(&self) -> futures::future::BoxFuture<'_, HeldGauges> {
         Box::pin(async {
             let (cache_bytes, cache_entries) = self.engine.cache().size().await;
+            let counted = self.jobs.count_by_state().await;
             HeldGauges {
                 cache_bytes,
                 cache_entries,
-                jobs_by_state: self.jobs.count_by_state().to_vec(),
+                job_store_up: (self.jobs.store_kind(), counted.is_ok()),
+                // An unreachable job store leaves the job gauges as last read.
+                jobs_by_state: counted.map(|counts| counts.to_vec()).unwrap_or_default(),
             }
         })
     }

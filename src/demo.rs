@@ -4,8 +4,8 @@
 use crate::{
     config::{
         AccountKind, AccountSettings, AtlasConfig, AtlasCredentials, AtlasSettings, CacheConfig,
-        ElasticApiVersion, ElasticSettings, JobsConfig, LogFormat, MetricsConfig, ServerConfig,
-        Settings, TeamBillingSettings, TelemetryConfig, UpstreamConfig,
+        ElasticApiVersion, ElasticSettings, JobStoreSettings, JobsConfig, LogFormat, MetricsConfig,
+        ServerConfig, Settings, TeamBillingSettings, TelemetryConfig, UpstreamConfig,
     },
     domain::{AtlasId, ProviderAccountId, UpstreamId},
     sandbox::SandboxHandle,
@@ -107,6 +107,7 @@ pub fn settings(sandbox: &SandboxHandle, listen: SocketAddr) -> Result<Settings,
         cache: CacheConfig::default(),
         atlas: AtlasConfig::default(),
         jobs: JobsConfig::default(),
+        job_store: JobStoreSettings::Memory,
         // Any free port beside the API; `costd demo` names its own.
         metrics: MetricsConfig {
             listen: SocketAddr::new(listen.ip(), 0),

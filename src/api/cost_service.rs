@@ -10,6 +10,7 @@ use crate::{
     deadline::Deadline,
     domain::{CircuitReading, CostQuery},
     engine::{Engine, EngineError, Jobs},
+    jobs::StartError,
     proto::{self as pb, cost_service_server::CostServiceServer},
 };
 use bytes::{Buf, BufMut, Bytes};
@@ -137,13 +138,20 @@ impl CostApi {
         let mut wire =
             convert::report_to_proto(&report).map_err(|e| status::engine(&EngineError::from(e)))?;
         if report.is_pending() {
-            // The upstream work goes on in a job, which takes over this call's holds on it.
-            let job = self
+            // The upstream work goes on in a job, which takes over this call's holds on it. With the
+            // job store unreachable the answer still goes out, naming no job (its work stops).
+            let started = self
                 .jobs
                 .join_or_start(query.clone(), std::mem::take(&mut report.holds))
-                .map_err(|full| status::jobs_full(&full))?
-                .id
-                .name();
+                .await;
+            let job = match started {
+                Ok(job) => job.id.name(),
+                Err(StartError::Full(full)) => return Err(status::jobs_full(&full)),
+                Err(StartError::Store(error)) => {
+                    tracing::warn!(%error, "no job for the pending accounts");
+                    String::new()
+                }
+            };
             for result in &mut wire.provider_results {
                 if result.state == pb::ResultState::Pending as i32 {
                     result.job = job.clone();

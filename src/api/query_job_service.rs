@@ -63,10 +63,12 @@ impl QueryJobApi {
         }
     }
 
-    fn job(&self, name: &str) -> Result<Arc<Job>, Status> {
+    async fn job(&self, name: &str) -> Result<Arc<Job>, Status> {
         let id = job_id(name)?;
         self.jobs
             .get(&id)
+            .await
+            .map_err(|e| status::job_store(&e))?
             .ok_or_else(|| status::job_not_found(name))
     }
 }
@@ -94,7 +96,8 @@ impl pb::query_job_service_server::QueryJobService for QueryJobApi {
         let job = self
             .jobs
             .join_or_start(query, Vec::new())
-            .map_err(|full| status::jobs_full(&full))?;
+            .await
+            .map_err(|e| status::job_start(&e))?;
         Ok(Response::new(pb::StartQueryResponse {
             job: Some(job_convert::job_to_proto(&job)?),
         }))
@@ -104,7 +107,7 @@ impl pb::query_job_service_server::QueryJobService for QueryJobApi {
         &self,
         request: Request<pb::GetJobRequest>,
     ) -> Result<Response<pb::GetJobResponse>, Status> {
-        let job = self.job(&request.into_inner().name)?;
+        let job = self.job(&request.into_inner().name).await?;
         Ok(Response::new(pb::GetJobResponse {
             job: Some(job_convert::job_to_proto(&job)?),
         }))
@@ -141,6 +144,8 @@ impl pb::query_job_service_server::QueryJobService for QueryJobApi {
         let matching: Vec<Arc<Job>> = self
             .jobs
             .list()
+            .await
+            .map_err(|e| status::job_store(&e))?
             .into_iter()
             .filter(|job| states.is_empty() || states.contains(&job.state))
             .collect();
@@ -163,6 +168,8 @@ impl pb::query_job_service_server::QueryJobService for QueryJobApi {
         let job = self
             .jobs
             .cancel(&job_id(&name)?)
+            .await
+            .map_err(|e| status::job_store(&e))?
             .ok_or_else(|| status::job_not_found(&name))?;
         Ok(Response::new(pb::CancelJobResponse {
             job: Some(job_convert::job_to_proto(&job)?),
@@ -177,6 +184,8 @@ impl pb::query_job_service_server::QueryJobService for QueryJobApi {
         let updates = self
             .jobs
             .subscribe(&job_id(&name)?)
+            .await
+            .map_err(|e| status::job_store(&e))?
             .ok_or_else(|| status::job_not_found(&name))?;
         Ok(Response::new(events(updates, self.converted.clone())))
     }

@@ -3,7 +3,7 @@
 use crate::{
     domain::{AccountRef, UpstreamError, UpstreamErrorKind},
     engine::EngineError,
-    jobs::JobsFull,
+    jobs::{JobsFull, StartError, StoreError},
 };
 use prost::Message;
 use std::collections::HashMap;
@@ -59,6 +59,33 @@ pub fn stopping() -> Status {
 /// `RESOURCE_EXHAUSTED` with RetryInfo: the job table holds `jobs.max_jobs` jobs.
 pub fn jobs_full(full: &JobsFull) -> Status {
     overloaded("jobs.max_jobs", full.max_jobs as u64)
+}
+
+/// A job that could not be started: the table is full, or the store failed.
+pub fn job_start(error: &StartError) -> Status {
+    match error {
+        StartError::Full(full) => jobs_full(full),
+        StartError::Store(error) => job_store(error),
+    }
+}
+
+/// How soon a caller may try a job call again after the job store failed.
+const JOB_STORE_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// A job store failure: `UNAVAILABLE` with RetryInfo (ErrorInfo `JOB_STORE_UNAVAILABLE`), except a
+/// stored job this build cannot read (`INTERNAL`). Never names the store's address.
+pub fn job_store(error: &StoreError) -> Status {
+    let (code, reason) = match error {
+        StoreError::Unavailable(_) | StoreError::Contended => {
+            (Code::Unavailable, "JOB_STORE_UNAVAILABLE")
+        }
+        StoreError::Unreadable => (Code::Internal, "JOB_STORE_UNREADABLE"),
+    };
+    let mut details = ErrorDetails::with_error_info(reason, COSTD_DOMAIN, HashMap::new());
+    if code == Code::Unavailable {
+        details.set_retry_info(Some(JOB_STORE_RETRY));
+    }
+    Status::with_error_details(code, error.to_string(), details)
 }
 
 /// `INVALID_ARGUMENT` listing the violations at once (BadRequest). Details ride in trailers, which

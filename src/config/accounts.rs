@@ -444,23 +444,29 @@ impl Secrets<'_> {
                 "required: { env = \"VAR\" } or { file = \"/path\" }",
             ));
         };
-        let value = match (&reference.env, &reference.file) {
-            (Some(var), None) => self.env.get(var).cloned().ok_or_else(|| {
-                ConfigError::new(&key, format!("environment variable `{var}` is not set"))
-            })?,
-            (None, Some(path)) => std::fs::read_to_string(path).map_err(|e| {
-                ConfigError::new(
-                    &key,
-                    format!("cannot read {}: {}", path.display(), e.kind()),
-                )
-            })?,
-            _ => return Err(ConfigError::new(key, "set exactly one of `env` or `file`")),
-        };
-        // Mounted secrets usually end with a newline that is not part of the credential.
-        let value = value.trim_end_matches(['\n', '\r']).to_string();
-        if value.is_empty() {
-            return Err(ConfigError::new(key, "the credential is empty"));
-        }
-        Ok(SecretString::from(value))
+        resolve_secret(&key, reference, self.env)
     }
+}
+
+/// A credential's value from its reference, for the key `key` names.
+pub(super) fn resolve_secret(
+    key: &str,
+    reference: &SecretRef,
+    env: &HashMap<String, String>,
+) -> Result<SecretString, ConfigError> {
+    let value = match (&reference.env, &reference.file) {
+        (Some(var), None) => env.get(var).cloned().ok_or_else(|| {
+            ConfigError::new(key, format!("environment variable `{var}` is not set"))
+        })?,
+        (None, Some(path)) => std::fs::read_to_string(path).map_err(|e| {
+            ConfigError::new(key, format!("cannot read {}: {}", path.display(), e.kind()))
+        })?,
+        _ => return Err(ConfigError::new(key, "set exactly one of `env` or `file`")),
+    };
+    // Mounted secrets usually end with a newline that is not part of the credential.
+    let value = value.trim_end_matches(['\n', '\r']).to_string();
+    if value.is_empty() {
+        return Err(ConfigError::new(key, "the credential is empty"));
+    }
+    Ok(SecretString::from(value))
 }

@@ -2,6 +2,7 @@
 //! into typed [`Settings`]. Credentials are references (env var or mounted file) resolved into
 //! `secrecy` types in `accounts.rs` and nowhere else.
 
+use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use std::{collections::HashMap, fmt, net::SocketAddr, path::Path, time::Duration};
 
@@ -349,8 +350,21 @@ pub struct Settings {
     pub cache: CacheConfig,
     pub atlas: AtlasConfig,
     pub jobs: JobsConfig,
+    /// Where jobs live, resolved: the redis URL is a secret from here on.
+    pub job_store: JobStoreSettings,
     pub metrics: MetricsConfig,
     pub accounts: Vec<AccountSettings>,
+}
+
+/// The job store to build.
+#[derive(Debug, Clone)]
+pub enum JobStoreSettings {
+    Memory,
+    Redis {
+        /// `redis://` or `rediss://`, perhaps with a password: never logged.
+        url: SecretString,
+        key_prefix: String,
+    },
 }
 
 /// Reads the environment into a map, so loading itself stays a pure function of its inputs.
@@ -408,6 +422,13 @@ impl Settings {
             }
             accounts.push(resolved);
         }
+        let job_store = match (&file.jobs.store, &file.jobs.redis) {
+            (JobStoreKind::Redis, Some(redis)) => JobStoreSettings::Redis {
+                url: redis_url(&redis.url, env)?,
+                key_prefix: redis.key_prefix.clone(),
+            },
+            _ => JobStoreSettings::Memory,
+        };
         Ok(Settings {
             server: file.server,
             telemetry: file.telemetry,
@@ -415,6 +436,7 @@ impl Settings {
             cache: file.cache,
             atlas: file.atlas,
             jobs: file.jobs,
+            job_store,
             metrics: file.metrics,
             accounts,
         })
@@ -423,6 +445,25 @@ impl Settings {
     pub fn drain_timeout(&self) -> Duration {
         Duration::from_millis(self.server.drain_timeout_ms)
     }
+}
+
+/// The redis URL from its reference, checked for its scheme; no error repeats any of it.
+fn redis_url(
+    reference: &SecretRef,
+    env: &HashMap<String, String>,
+) -> Result<SecretString, ConfigError> {
+    const KEY: &str = "jobs.redis.url";
+    let url = accounts::resolve_secret(KEY, reference, env)?;
+    let scheme = url::Url::parse(url.expose_secret())
+        .map(|parsed| parsed.scheme().to_string())
+        .unwrap_or_default();
+    if scheme != "redis" && scheme != "rediss" {
+        return Err(ConfigError::new(
+            KEY,
+            "must be a redis:// or rediss:// URL (its value is not repeated here)",
+        ));
+    }
+    Ok(url)
 }
 
 /// Parses a TOML file; the error is one line naming the file, the line and the key.
@@ -696,14 +737,7 @@ fn validate_limits(file: &FileConfig) -> Result<(), ConfigError> {
                 "required when jobs.store = \"redis\": url = { env = \"VAR\" } or { file = \"/path\" }",
             ));
         }
-        // The key shape is accepted so deployments can be written against it; the store itself is
-        // the next job-table issue, and starting without it would silently lose jobs across replicas.
-        (JobStoreKind::Redis, Some(_)) => {
-            return Err(ConfigError::new(
-                "jobs.store",
-                "the redis job store is not available in this version; use \"memory\" with one replica",
-            ));
-        }
+        (JobStoreKind::Redis, Some(_)) => {}
     }
     tracing_subscriber::EnvFilter::try_new(&file.telemetry.log_level)
         .map_err(|e| ConfigError::new("telemetry.log_level", e.to_string()))?;

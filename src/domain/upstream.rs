@@ -3,10 +3,11 @@
 
 use super::redact::Redactor;
 use super::{ProviderAccountId, ProviderKind, Text};
+use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
 /// Who a provider account is, as every record and result names it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AccountRef {
     pub id: ProviderAccountId,
     pub kind: ProviderKind,
@@ -14,7 +15,7 @@ pub struct AccountRef {
 }
 
 /// How an upstream fetch is going, for those watching it (asynchronous upstreams report polls).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FetchProgress {
     /// Polls of an asynchronous query so far.
     pub polls: u32,
@@ -29,7 +30,7 @@ pub struct FetchProgress {
 pub type ProgressObserver<'a> = dyn Fn(&ProviderAccountId, &FetchProgress) + Sync + 'a;
 
 /// An asynchronous upstream query as the job table records it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UpstreamQuery {
     /// The organization (Atlas) it runs for.
     pub organization: String,
@@ -56,7 +57,7 @@ pub enum CircuitReading {
 }
 
 /// The class of an upstream failure; decides the gRPC code and whether a retry may help.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum UpstreamErrorKind {
     /// 401: costd's credentials were refused.
     Unauthenticated,
@@ -135,7 +136,7 @@ impl UpstreamErrorKind {
 /// One upstream failure. `message` is the upstream's own words (shortened) or ours. Requests carry
 /// credentials only in headers, but an upstream may echo them: every error leaving a provider is
 /// [`UpstreamError::redacted`].
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
 #[error("{}: {message}", kind.reason())]
 pub struct UpstreamError {
     pub kind: UpstreamErrorKind,

@@ -21,10 +21,11 @@ use crate::{
     providers::Provider,
 };
 use futures::{StreamExt, stream};
+use serde::{Deserialize, Serialize};
 use std::{sync::Arc, time::Duration};
 use tracing::Instrument;
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, thiserror::Error, Serialize, Deserialize)]
 pub enum EngineError {
     #[error("cannot sum the records exactly: {0}")]
     Arithmetic(#[from] MoneyError),

@@ -62,6 +62,11 @@ struct StateLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StoreLabels {
+    store: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PollLabels {
     outcome: &'static str,
 }
@@ -105,6 +110,7 @@ pub struct Metrics {
     cache_bytes: Gauge,
     cache_entries: Gauge,
     jobs: Family<StateLabels, Gauge>,
+    job_store_up: Family<StoreLabels, Gauge>,
     atlas_polls: Family<PollLabels, Counter>,
 }
 
@@ -133,6 +139,7 @@ impl Metrics {
             cache_bytes: Gauge::default(),
             cache_entries: Gauge::default(),
             jobs: Family::default(),
+            job_store_up: Family::default(),
             atlas_polls: Family::default(),
         };
         let registry = &mut metrics.registry;
@@ -210,6 +217,11 @@ impl Metrics {
             metrics.cache_entries.clone(),
         );
         registry.register("jobs", "Query jobs held, by state", metrics.jobs.clone());
+        registry.register(
+            "job_store_up",
+            "Whether the job store answered its last call (1) or not (0), by store kind",
+            metrics.job_store_up.clone(),
+        );
         registry.register(
             "atlas_polls",
             "Polls of Atlas cost-explorer query tokens, by what they answered",
@@ -318,6 +330,13 @@ impl Metrics {
                 .get_or_create(&StateLabels { state })
                 .set(i64::try_from(count).unwrap_or(i64::MAX));
         }
+    }
+
+    /// Sets whether the job store (`memory` or `redis`) answered its last call.
+    pub fn set_job_store_up(&self, store: &'static str, up: bool) {
+        self.job_store_up
+            .get_or_create(&StoreLabels { store })
+            .set(i64::from(up));
     }
 
     /// The OpenMetrics text exposition.

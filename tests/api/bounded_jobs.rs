@@ -134,8 +134,12 @@ async fn a_held_job_costs_a_few_kilobytes() {
         let jobs = jobs.clone();
         let query = asked(staleness);
         async move {
-            let job = jobs.join_or_start(query, Vec::new()).expect("room");
-            let mut updates = jobs.subscribe(&job.id).expect("watchable");
+            let job = jobs.join_or_start(query, Vec::new()).await.expect("room");
+            let mut updates = jobs
+                .subscribe(&job.id)
+                .await
+                .expect("the store answers")
+                .expect("watchable");
             within(updates.wait_for(|job| job.state.is_final()))
                 .await
                 .expect("finishes");
@@ -151,7 +155,7 @@ async fn a_held_job_costs_a_few_kilobytes() {
     let per_job = (live() - before) / JOBS as isize;
 
     println!("memory per held job (3 accounts, by service, one month): {per_job} bytes");
-    assert_eq!(jobs.list().len(), JOBS as usize + 1);
+    assert_eq!(jobs.list().await.expect("listed").len(), JOBS as usize + 1);
     assert!(
         (256..16 * 1024).contains(&per_job),
         "{per_job} bytes per job"

@@ -210,8 +210,8 @@ fn every_mistake_names_its_key() {
         (
             "[jobs]\nstore = \"redis\"\nredis = { url = { env = \"COSTD_REDIS_URL\" } }\n"
                 .to_string(),
-            vec![("COSTD_REDIS_URL", "redis://r:6379")],
-            "jobs.store",
+            vec![("COSTD_REDIS_URL", "http://user:hunter2@r:6379")],
+            "jobs.redis.url",
         ),
         (String::new(), vec![("COSTD_UNKNOWN", "1")], "COSTD_UNKNOWN"),
         (

@@ -126,8 +126,19 @@ pub async fn spawn_app_full(
     kinds: &[ProviderKind],
     adjust: impl FnOnce(&mut Settings, &SandboxHandle),
 ) -> TestApp {
-    captured();
     let sandbox = Sandbox::start(SandboxOptions::default()).expect("sandbox starts");
+    spawn_app_beside(sandbox, clock, kinds, adjust).await
+}
+
+/// As [`spawn_app_full`], on a sandbox already running: several replicas share one sandbox, whose
+/// counters then count what all of them sent.
+pub async fn spawn_app_beside(
+    sandbox: SandboxHandle,
+    clock: std::sync::Arc<dyn costd::clock::Clock>,
+    kinds: &[ProviderKind],
+    adjust: impl FnOnce(&mut Settings, &SandboxHandle),
+) -> TestApp {
+    captured();
     let mut settings = costd::demo::settings(&sandbox, SocketAddr::from(([127, 0, 0, 1], 0)))
         .expect("demo settings");
     settings.telemetry = TelemetryConfig::default();

@@ -24,11 +24,11 @@ async fn spawn_jobs(
     .await
 }
 
-fn jobs(app: &TestApp) -> QueryJobServiceClient<Channel> {
+pub(crate) fn jobs(app: &TestApp) -> QueryJobServiceClient<Channel> {
     QueryJobServiceClient::new(app.channel.clone())
 }
 
-fn org(app: &TestApp, name: &str) -> &'static str {
+pub(crate) fn org(app: &TestApp, name: &str) -> &'static str {
     app.sandbox
         .atlas()
         .dataset()
@@ -39,7 +39,7 @@ fn org(app: &TestApp, name: &str) -> &'static str {
         .id
 }
 
-async fn start(app: &TestApp, asked: pb::CostQuery) -> pb::Job {
+pub(crate) async fn start(app: &TestApp, asked: pb::CostQuery) -> pb::Job {
     jobs(app)
         .start_query(pb::StartQueryRequest { query: Some(asked) })
         .await
@@ -50,7 +50,7 @@ async fn start(app: &TestApp, asked: pb::CostQuery) -> pb::Job {
 }
 
 /// Every event of a watch, to the end.
-async fn watch_all(app: &TestApp, name: &str) -> Vec<pb::WatchJobResponse> {
+pub(crate) async fn watch_all(app: &TestApp, name: &str) -> Vec<pb::WatchJobResponse> {
     let mut stream = jobs(app)
         .watch_job(pb::WatchJobRequest {
             name: name.to_string(),

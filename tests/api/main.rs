@@ -23,6 +23,8 @@ mod jobs;
 mod metrics;
 mod overload;
 mod politeness;
+mod redis_kit;
+mod replicas;
 mod retries;
 mod scale;
 mod server;
