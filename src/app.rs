@@ -1,7 +1,8 @@
 //! Server assembly: binds, wires the services, health and reflection, and drains on stop.
 
 use crate::{
-    api::{CostApi, CostServer, QueryJobApi, QueryRules},
+    api::{CostApi, CostServer, GuardLayer, QueryJobApi, QueryRules},
+    auth::{self, Authenticator, TlsAcceptor},
     clock::{Clock, SystemClock},
     config::Settings,
     engine::{ChunkCache, Engine, EngineLimits, Jobs},
@@ -42,6 +43,8 @@ pub enum AppError {
     Metrics(std::io::Error),
     #[error("server task ended abnormally: {0}")]
     Task(#[from] tokio::task::JoinError),
+    #[error("{0}")]
+    Auth(#[from] auth::SetupError),
 }
 
 /// A bound, not yet serving, costd.
@@ -53,6 +56,11 @@ pub struct App {
     metrics: Arc<Metrics>,
     /// Bound when metrics are enabled.
     metrics_listener: Option<(TcpListener, SocketAddr)>,
+    /// With TLS: the plaintext health-only listener, when configured.
+    health_listener: Option<(TcpListener, SocketAddr)>,
+    tls: Option<TlsAcceptor>,
+    /// `None`: no `[auth]`, everyone is served.
+    auth: Option<Arc<Authenticator>>,
     settings: Settings,
 }
 
@@ -72,7 +80,25 @@ impl App {
             true => Some(bind(settings.metrics.listen).await?),
             false => None,
         };
+        let health_listener = match settings.server.health_listen {
+            Some(addr) => Some(bind(addr).await?),
+            None => None,
+        };
+        let tls = settings
+            .server
+            .tls
+            .as_ref()
+            .map(TlsAcceptor::new)
+            .transpose()?;
         let metrics = Arc::new(Metrics::new());
+        let auth = match &settings.auth {
+            Some(config) => Some(Arc::new(
+                Authenticator::new(config, settings.server.tls.as_ref(), reqwest::Client::new())
+                    .await?,
+            )),
+            None => None,
+        };
+        metrics.set_auth_open(auth.is_none());
         let http = Arc::new(UpstreamHttp::new(&settings.upstream, metrics.clone())?);
         let providers = settings
             .accounts
@@ -107,8 +133,16 @@ impl App {
             jobs,
             metrics,
             metrics_listener,
+            health_listener,
+            tls,
+            auth,
             settings,
         })
+    }
+
+    /// The address of the plaintext health listener, when configured.
+    pub fn health_addr(&self) -> Option<SocketAddr> {
+        self.health_listener.as_ref().map(|(_, addr)| *addr)
     }
 
     /// The address of the `/metrics` endpoint, when enabled.
@@ -157,10 +191,29 @@ impl App {
             rules.clone(),
             Duration::from_millis(self.settings.server.deadline_margin_ms),
         );
-        let (stop_accepting, accepting_stopped) = tokio::sync::oneshot::channel::<()>();
-        let server = tonic::transport::Server::builder()
+        let (stop_accepting, accepting_stopped) = tokio::sync::watch::channel(false);
+        if self.auth.is_none() {
+            tracing::warn!("no [auth] section: serving every caller, unauthenticated");
+        }
+        let health_server = self.health_listener.map(|(listener, addr)| {
+            tracing::info!(%addr, "serving health in plaintext");
+            let mut stopped = accepting_stopped.clone();
+            tokio::spawn(
+                tonic::transport::Server::builder()
+                    .add_service(health_service.clone())
+                    .serve_with_incoming_shutdown(TcpIncoming::from(listener), async move {
+                        let _ = stopped.wait_for(|stop| *stop).await;
+                    }),
+            )
+        });
+        let mut stopped = accepting_stopped.clone();
+        let accepting_stopped = async move {
+            let _ = stopped.wait_for(|stop| *stop).await;
+        };
+        let router = tonic::transport::Server::builder()
             .trace_fn(rpc_span)
             .layer(RpcMetricsLayer::new(self.metrics.clone(), served_methods()))
+            .layer(GuardLayer::new(self.auth.clone(), self.metrics.clone()))
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
@@ -169,13 +222,17 @@ impl App {
                 self.jobs.clone(),
                 rules,
             )))
-            // Without TCP_NODELAY a response of a few frames waits on the peer's delayed ACK (~40 ms).
-            .serve_with_incoming_shutdown(
-                TcpIncoming::from(self.listener).with_nodelay(Some(true)),
-                async {
-                    let _ = accepting_stopped.await;
-                },
-            );
+            ;
+        // Without TCP_NODELAY a response of a few frames waits on the peer's delayed ACK (~40 ms).
+        let tcp = TcpIncoming::from(self.listener).with_nodelay(Some(true));
+        let server: futures::future::BoxFuture<'static, Result<(), tonic::transport::Error>> =
+            match self.tls {
+                Some(tls) => Box::pin(router.serve_with_incoming_shutdown(
+                    auth::tls::incoming(tcp, tls),
+                    accepting_stopped,
+                )),
+                None => Box::pin(router.serve_with_incoming_shutdown(tcp, accepting_stopped)),
+            };
         let mut server = tokio::spawn(server);
         // Scrapes keep working while calls drain; the endpoint stops when the server has.
         let (stop_metrics, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
@@ -204,7 +261,7 @@ impl App {
                 "stopping: not serving, draining"
             );
             set_all(&health, ServingStatus::NotServing).await;
-            let _ = stop_accepting.send(());
+            let _ = stop_accepting.send(true);
             match tokio::time::timeout(self.settings.drain_timeout(), &mut server).await {
                 Ok(result) => flatten(result),
                 Err(_) => {
@@ -216,6 +273,11 @@ impl App {
         }
         .await;
         let _ = stop_metrics.send(());
+        // The probe port stops with the API (it was told to when accepting stopped, or is told now).
+        let _ = stop_accepting.send(true);
+        if let Some(health_server) = health_server {
+            health_server.await??;
+        }
         if let Some(metrics_server) = metrics_server {
             metrics_server.await?.map_err(AppError::Metrics)?;
         }

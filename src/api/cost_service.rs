@@ -2,7 +2,7 @@
 //! [`CostServer`], so that a remembered answer goes out as the bytes it was stored as.
 
 use super::{
-    QueryRules, convert,
+    QueryRules, convert, guard,
     page_token::{self, PageRequest, PageSizes},
     status,
 };
@@ -63,7 +63,9 @@ pub struct CostApi {
     answers: moka::sync::Cache<CostQuery, Arc<Remembered>>,
     /// The same answers by the request's own bytes: a caller repeating a request is answered before its
     /// query is even decoded (most callers send the same bytes for the same question).
-    answers_by_request: moka::sync::Cache<Bytes, Arc<Remembered>>,
+    /// Keyed by the caller's grant too: the same bytes from callers of other grants ask for other
+    /// accounts.
+    answers_by_request: moka::sync::Cache<(Option<usize>, Bytes), Arc<Remembered>>,
     deadline_margin: Duration,
 }
 
@@ -86,7 +88,7 @@ impl CostApi {
                 .build(),
             answers_by_request: moka::sync::Cache::builder()
                 .max_capacity(ANSWER_MEMO_BYTES)
-                .weigher(|request: &Bytes, answer: &Arc<Remembered>| {
+                .weigher(|(_, request): &(Option<usize>, Bytes), answer: &Arc<Remembered>| {
                     u32::try_from(request.len() + answer.encoded.len() + size_of::<Remembered>())
                         .unwrap_or(u32::MAX)
                 })
@@ -99,18 +101,19 @@ impl CostApi {
     /// these very bytes goes out at once, else the request is decoded and answered as usual.
     async fn answer_encoded(&self, request: Request<Bytes>) -> Result<Response<Answer>, Status> {
         let (metadata, extensions, encoded) = request.into_parts();
-        if let Some(answer) = self.answers_by_request.get(&encoded) {
+        let key = (guard::access(&extensions)?.scope(), encoded);
+        if let Some(answer) = self.answers_by_request.get(&key) {
             if self.engine.cache().now() < answer.until {
                 return Ok(Response::new(Answer::Encoded(answer.encoded.clone())));
             }
         }
         let message =
-            pb::GetCostsRequest::decode(encoded.clone()).map_err(status::undecodable_request)?;
+            pb::GetCostsRequest::decode(key.1.clone()).map_err(status::undecodable_request)?;
         let (answer, remembered) = self
             .answer_query(Request::from_parts(metadata, extensions, message))
             .await?;
         if let Some(remembered) = remembered {
-            self.answers_by_request.insert(encoded, remembered);
+            self.answers_by_request.insert(key, remembered);
         }
         Ok(Response::new(answer))
     }
@@ -123,7 +126,8 @@ impl CostApi {
         request: Request<pb::GetCostsRequest>,
     ) -> Result<(Answer, Option<Arc<Remembered>>), Status> {
         let deadline = Deadline::from_grpc_metadata(request.metadata(), self.deadline_margin);
-        let query = self.rules.parse(request.into_inner().query)?;
+        let access = guard::access(request.extensions())?;
+        let query = self.rules.parse(request.into_inner().query, &access)?;
         if let Some(answer) = self.answers.get(&query) {
             if self.engine.cache().now() < answer.until {
                 return Ok((Answer::Encoded(answer.encoded.clone()), Some(answer)));
@@ -140,7 +144,11 @@ impl CostApi {
             // The upstream work goes on in a job, which takes over this call's holds on it.
             let job = self
                 .jobs
-                .join_or_start(query.clone(), std::mem::take(&mut report.holds))
+                .join_or_start(
+                    query.clone(),
+                    std::mem::take(&mut report.holds),
+                    access.owner(),
+                )
                 .name();
             for result in &mut wire.provider_results {
                 if result.state == pb::ResultState::Pending as i32 {
@@ -314,9 +322,14 @@ impl pb::cost_service_server::CostService for CostApi {
         request: Request<pb::ListCostRecordsRequest>,
     ) -> Result<Response<pb::ListCostRecordsResponse>, Status> {
         let deadline = Deadline::from_grpc_metadata(request.metadata(), self.deadline_margin);
+        let access = guard::access(request.extensions())?;
         let asked = request.into_inner();
+        self.rules.refuse_ungranted(asked.query.as_ref(), &access)?;
         let (query, mut violations) = match convert::parse_query(asked.query, &self.rules) {
-            Ok(query) => (Some(query), Vec::new()),
+            Ok(mut query) => {
+                self.rules.scope(&mut query, &access)?;
+                (Some(query), Vec::new())
+            }
             Err(violations) => (None, violations),
         };
         let page = PageRequest::parse(
@@ -362,12 +375,14 @@ impl pb::cost_service_server::CostService for CostApi {
 
     async fn list_providers(
         &self,
-        _request: Request<pb::ListProvidersRequest>,
+        request: Request<pb::ListProvidersRequest>,
     ) -> Result<Response<pb::ListProvidersResponse>, Status> {
+        let access = guard::access(request.extensions())?;
         let provider_accounts = self
             .engine
             .providers()
             .iter()
+            .filter(|provider| access.covers_account(provider.account().id.as_str()))
             .map(|provider| {
                 let account = provider.account();
                 let capabilities = provider.capabilities();

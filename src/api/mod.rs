@@ -2,6 +2,7 @@
 
 pub mod convert;
 mod cost_service;
+mod guard;
 mod job_convert;
 pub mod page_token;
 mod query_job_service;
@@ -9,4 +10,5 @@ pub mod status;
 
 pub use convert::QueryRules;
 pub use cost_service::{CostApi, CostServer};
+pub use guard::GuardLayer;
 pub use query_job_service::QueryJobApi;

@@ -1,11 +1,12 @@
 //! QueryJobService: start, inspect, list, cancel and watch jobs.
 
 use super::{
-    QueryRules, job_convert,
+    QueryRules, guard, job_convert,
     page_token::{self, PageRequest, PageSizes},
     status,
 };
 use crate::{
+    auth::Access,
     engine::{Job, Jobs},
     jobs::JobId,
     proto as pb,
@@ -63,10 +64,13 @@ impl QueryJobApi {
         }
     }
 
-    fn job(&self, name: &str) -> Result<Arc<Job>, Status> {
+    /// The job, if it exists for this caller: another owner's job is NOT_FOUND like an unknown one,
+    /// so job names tell nothing of other callers' work.
+    fn job(&self, name: &str, access: &Access) -> Result<Arc<Job>, Status> {
         let id = job_id(name)?;
         self.jobs
             .get(&id)
+            .filter(|job| access.sees_job_of(job.owner.as_deref()))
             .ok_or_else(|| status::job_not_found(name))
     }
 }
@@ -90,8 +94,9 @@ impl pb::query_job_service_server::QueryJobService for QueryJobApi {
         &self,
         request: Request<pb::StartQueryRequest>,
     ) -> Result<Response<pb::StartQueryResponse>, Status> {
-        let query = self.rules.parse(request.into_inner().query)?;
-        let job = self.jobs.start(query, Vec::new());
+        let access = guard::access(request.extensions())?;
+        let query = self.rules.parse(request.into_inner().query, &access)?;
+        let job = self.jobs.start(query, Vec::new(), access.owner());
         Ok(Response::new(pb::StartQueryResponse {
             job: Some(job_convert::job_to_proto(&job)?),
         }))
@@ -101,7 +106,8 @@ impl pb::query_job_service_server::QueryJobService for QueryJobApi {
         &self,
         request: Request<pb::GetJobRequest>,
     ) -> Result<Response<pb::GetJobResponse>, Status> {
-        let job = self.job(&request.into_inner().name)?;
+        let access = guard::access(request.extensions())?;
+        let job = self.job(&request.into_inner().name, &access)?;
         Ok(Response::new(pb::GetJobResponse {
             job: Some(job_convert::job_to_proto(&job)?),
         }))
@@ -111,6 +117,7 @@ impl pb::query_job_service_server::QueryJobService for QueryJobApi {
         &self,
         request: Request<pb::ListJobsRequest>,
     ) -> Result<Response<pb::ListJobsResponse>, Status> {
+        let access = guard::access(request.extensions())?;
         let asked = request.into_inner();
         let mut violations = Vec::new();
         let mut states = Vec::new();
@@ -140,6 +147,7 @@ impl pb::query_job_service_server::QueryJobService for QueryJobApi {
             .list()
             .into_iter()
             .filter(|job| states.is_empty() || states.contains(&job.state))
+            .filter(|job| access.sees_job_of(job.owner.as_deref()))
             .collect();
         let (matching, next_page_token) = page.slice(&matching);
         let jobs = matching
@@ -156,10 +164,12 @@ impl pb::query_job_service_server::QueryJobService for QueryJobApi {
         &self,
         request: Request<pb::CancelJobRequest>,
     ) -> Result<Response<pb::CancelJobResponse>, Status> {
+        let access = guard::access(request.extensions())?;
         let name = request.into_inner().name;
+        let id = self.job(&name, &access)?.id.clone();
         let job = self
             .jobs
-            .cancel(&job_id(&name)?)
+            .cancel(&id)
             .ok_or_else(|| status::job_not_found(&name))?;
         Ok(Response::new(pb::CancelJobResponse {
             job: Some(job_convert::job_to_proto(&job)?),
@@ -170,10 +180,12 @@ impl pb::query_job_service_server::QueryJobService for QueryJobApi {
         &self,
         request: Request<pb::WatchJobRequest>,
     ) -> Result<Response<Self::WatchJobStream>, Status> {
+        let access = guard::access(request.extensions())?;
         let name = request.into_inner().name;
+        let id = self.job(&name, &access)?.id.clone();
         let updates = self
             .jobs
-            .subscribe(&job_id(&name)?)
+            .subscribe(&id)
             .ok_or_else(|| status::job_not_found(&name))?;
         Ok(Response::new(events(updates, self.converted.clone())))
     }

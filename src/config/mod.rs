@@ -74,6 +74,8 @@ pub struct FileConfig {
     pub jobs: JobsConfig,
     #[serde(default)]
     pub metrics: MetricsConfig,
+    /// Authentication and grants; absent, costd serves anyone who connects (and says so).
+    pub auth: Option<AuthConfig>,
     /// Each parsed by its `kind` in `accounts.rs` (see [`ProviderAccountConfig::parse`]).
     #[serde(default)]
     pub providers: Vec<toml::Table>,
@@ -94,6 +96,10 @@ pub struct ServerConfig {
     pub max_chunks_per_query: usize,
     /// Most rows one report may have.
     pub max_rows: usize,
+    /// TLS on the gRPC port.
+    pub tls: Option<TlsConfig>,
+    /// With TLS on: a plaintext listener serving only `grpc.health.v1.Health`, for probes.
+    pub health_listen: Option<SocketAddr>,
 }
 
 impl Default for ServerConfig {
@@ -105,6 +111,8 @@ impl Default for ServerConfig {
             max_range_days: 731,
             max_chunks_per_query: 5_000,
             max_rows: 200_000,
+            tls: None,
+            health_listen: None,
         }
     }
 }
@@ -302,6 +310,7 @@ pub struct Settings {
     pub atlas: AtlasConfig,
     pub jobs: JobsConfig,
     pub metrics: MetricsConfig,
+    pub auth: Option<AuthConfig>,
     pub accounts: Vec<AccountSettings>,
 }
 
@@ -349,6 +358,11 @@ impl Settings {
             ));
         }
         validate_limits(&file)?;
+        auth::validate(
+            file.server.tls.as_ref(),
+            file.auth.as_ref(),
+            file.server.health_listen,
+        )?;
         let mut accounts: Vec<AccountSettings> = Vec::with_capacity(providers.len());
         for (index, account) in providers.iter().enumerate() {
             let resolved = accounts::resolve_account(&format!("providers[{index}]"), account, env)?;
@@ -368,6 +382,7 @@ impl Settings {
             atlas: file.atlas,
             jobs: file.jobs,
             metrics: file.metrics,
+            auth: file.auth,
             accounts,
         })
     }
@@ -549,10 +564,14 @@ fn validate_limits(file: &FileConfig) -> Result<(), ConfigError> {
 }
 
 mod accounts;
+mod auth;
 
 pub use accounts::{
     AccountKind, AccountSettings, AtlasAccountConfig, AtlasCredentials, AtlasCredentialsConfig,
     AtlasSettings, ElasticAccountConfig, ElasticApiVersion, ElasticCredentialsConfig,
     ElasticSettings, ProviderAccountConfig, SecretRef, TeamBillingAccountConfig,
     TeamBillingCredentialsConfig, TeamBillingSettings, parse_base_url,
+};
+pub use auth::{
+    ASYMMETRIC_ALGORITHMS, AuthConfig, FileRef, GrantConfig, JobVisibility, JwtConfig, TlsConfig,
 };

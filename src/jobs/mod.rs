@@ -142,6 +142,8 @@ pub struct PartSnapshot {
 /// A job as its subscribers see it.
 pub struct JobSnapshot<W: JobWork> {
     pub id: JobId,
+    /// The principal that started it; `None` when costd runs without authentication.
+    pub owner: Option<String>,
     pub query: CostQuery,
     pub state: JobState,
     pub parts: Vec<PartSnapshot>,
@@ -161,6 +163,7 @@ impl<W: JobWork> Clone for JobSnapshot<W> {
     fn clone(&self) -> Self {
         JobSnapshot {
             id: self.id.clone(),
+            owner: self.owner.clone(),
             query: self.query.clone(),
             state: self.state,
             parts: self.parts.clone(),
@@ -194,8 +197,9 @@ pub struct JobManager<W: JobWork> {
     clock: Arc<dyn Clock>,
     retention: chrono::Duration,
     owners: Mutex<HashMap<JobId, AbortHandle>>,
-    /// Running jobs by query, so callers that find work still pending join it rather than add more.
-    running: Mutex<HashMap<CostQuery, JobId>>,
+    /// Running jobs by owner and query, so callers that find work still pending join their own job
+    /// rather than add more (another owner's job is never shared; its upstream work is, below).
+    running: Mutex<HashMap<(Option<String>, CostQuery), JobId>>,
 }
 
 impl<W: JobWork> JobManager<W> {
@@ -215,8 +219,14 @@ impl<W: JobWork> JobManager<W> {
         })
     }
 
-    /// A new job for `query`, running at once; `holds` keep already started upstream work alive for it.
-    pub fn start(self: &Arc<Self>, query: CostQuery, holds: Vec<W::Hold>) -> Arc<JobSnapshot<W>> {
+    /// A new job for `query`, owned by `owner` and running at once; `holds` keep already started
+    /// upstream work alive for it.
+    pub fn start(
+        self: &Arc<Self>,
+        query: CostQuery,
+        holds: Vec<W::Hold>,
+        owner: Option<String>,
+    ) -> Arc<JobSnapshot<W>> {
         let now = self.clock.now();
         let parts = self
             .work
@@ -234,6 +244,7 @@ impl<W: JobWork> JobManager<W> {
             .collect();
         let job = JobSnapshot {
             id: JobId::new(),
+            owner: owner.clone(),
             query: query.clone(),
             state: JobState::Queued,
             parts,
@@ -245,7 +256,7 @@ impl<W: JobWork> JobManager<W> {
             last_change: JobChange::StateChanged,
         };
         self.store.insert(job.clone());
-        lock(&self.running).insert(query, job.id.clone());
+        lock(&self.running).insert((owner, query), job.id.clone());
         let manager = self.clone();
         let owner_job = job.clone();
         let owner = tokio::spawn(async move { manager.own(owner_job, holds).await });
@@ -253,16 +264,23 @@ impl<W: JobWork> JobManager<W> {
         self.store.get(&job.id).unwrap_or_else(|| Arc::new(job))
     }
 
-    /// The running job for `query`, or a new one; `holds` are handed to the job either way.
-    pub fn join_or_start(self: &Arc<Self>, query: CostQuery, holds: Vec<W::Hold>) -> JobId {
-        let running = lock(&self.running).get(&query).cloned();
+    /// The running job of `owner` for `query`, or a new one; `holds` are handed to the job either way.
+    pub fn join_or_start(
+        self: &Arc<Self>,
+        query: CostQuery,
+        holds: Vec<W::Hold>,
+        owner: Option<String>,
+    ) -> JobId {
+        let key = (owner, query);
+        let running = lock(&self.running).get(&key).cloned();
         if let Some(id) =
             running.filter(|id| self.store.get(id).is_some_and(|job| !job.state.is_final()))
         {
             // The running job's own fetches hold the same work; these holds can go.
             return id;
         }
-        self.start(query, holds).id.clone()
+        let (owner, query) = key;
+        self.start(query, holds, owner).id.clone()
     }
 
     /// A job, unless unknown or past its retention.
@@ -399,9 +417,10 @@ impl<W: JobWork> JobManager<W> {
     }
 
     fn forget_running(&self, job: &JobSnapshot<W>) {
+        let key = (job.owner.clone(), job.query.clone());
         let mut running = lock(&self.running);
-        if running.get(&job.query) == Some(&job.id) {
-            running.remove(&job.query);
+        if running.get(&key) == Some(&job.id) {
+            running.remove(&key);
         }
     }
 }

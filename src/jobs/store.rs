@@ -124,6 +124,7 @@ mod tests {
         let start = chrono::DateTime::from_timestamp(1_767_225_600, 0).unwrap();
         JobSnapshot {
             id: id.clone(),
+            owner: None,
             query: CostQuery {
                 period: Period::new(start, start + chrono::Duration::days(1)).unwrap(),
                 filter: CostFilter::default(),

@@ -62,6 +62,12 @@ struct StateLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    /// One of a fixed set of reasons (`token_expired`, `no_grant`, ...).
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PollLabels {
     outcome: &'static str,
 }
@@ -103,6 +109,8 @@ pub struct Metrics {
     cache_entries: Gauge,
     jobs: Family<StateLabels, Gauge>,
     atlas_polls: Family<PollLabels, Counter>,
+    auth_rejections: Family<ReasonLabels, Counter>,
+    auth_open: Gauge,
 }
 
 impl Default for Metrics {
@@ -128,6 +136,8 @@ impl Metrics {
             cache_entries: Gauge::default(),
             jobs: Family::default(),
             atlas_polls: Family::default(),
+            auth_rejections: Family::default(),
+            auth_open: Gauge::default(),
         };
         let registry = &mut metrics.registry;
         registry.register(
@@ -194,7 +204,28 @@ impl Metrics {
             "Polls of Atlas cost-explorer query tokens, by what they answered",
             metrics.atlas_polls.clone(),
         );
+        registry.register(
+            "auth_rejections",
+            "Calls refused for their credentials or for want of a grant, by reason",
+            metrics.auth_rejections.clone(),
+        );
+        registry.register(
+            "auth_open",
+            "1 when no [auth] section is configured and every caller is served",
+            metrics.auth_open.clone(),
+        );
         metrics
+    }
+
+    /// Records a refused call; `reason` is one of a fixed set.
+    pub fn auth_rejection(&self, reason: &'static str) {
+        self.auth_rejections
+            .get_or_create(&ReasonLabels { reason })
+            .inc();
+    }
+
+    pub fn set_auth_open(&self, open: bool) {
+        self.auth_open.set(i64::from(open));
     }
 
     /// Records a finished RPC.
