@@ -212,6 +212,7 @@ fn settings(base_url: &str, org_id: &str, api_key: &str) -> Settings {
         },
         atlas: Default::default(),
         jobs: Default::default(),
+        auth: None,
         metrics: MetricsConfig {
             enabled: false,
             listen: loopback,

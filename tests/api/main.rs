@@ -4,6 +4,7 @@
 mod answers_remembered;
 mod architecture;
 mod atlas;
+mod auth;
 mod binary;
 mod chart;
 mod config;

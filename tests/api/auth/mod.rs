@@ -1,0 +1,6 @@
+//! Caller identity through the real server: TLS and client certificates, bearer JWTs, grants, job
+//! owners, and what stays open.
+
+mod kit;
+mod mtls;
+mod jwt;
