@@ -46,7 +46,9 @@ pub struct JwtVerifier {
     keys: Mutex<Keys>,
     /// One fetch at a time; callers that find one running wait for it.
     fetching: tokio::sync::Mutex<()>,
-    validation: Validation,
+    /// One per accepted algorithm: the library checks every listed algorithm against the key's
+    /// family, so a validation lists exactly the token's own.
+    validations: HashMap<Algorithm, Validation>,
     principal_claim: String,
     leeway_seconds: u64,
     /// Verified tokens by SHA-256: the principal and the last second (`exp` + leeway) it is valid.
@@ -55,18 +57,20 @@ pub struct JwtVerifier {
 
 impl JwtVerifier {
     pub async fn new(config: &JwtConfig, http: reqwest::Client) -> Result<Self, SetupError> {
-        let algorithms = config
+        let validations = config
             .algorithms
             .iter()
             .filter_map(|name| Algorithm::from_str(name).ok())
-            .collect::<Vec<_>>();
-        let mut validation = Validation::new(algorithms.first().copied().unwrap_or_default());
-        validation.algorithms = algorithms;
-        validation.leeway = config.leeway_seconds;
-        validation.validate_nbf = true;
-        validation.set_issuer(&[&config.issuer]);
-        validation.set_audience(&[&config.audience]);
-        validation.set_required_spec_claims(&["exp", "iss", "aud"]);
+            .map(|algorithm| {
+                let mut validation = Validation::new(algorithm);
+                validation.leeway = config.leeway_seconds;
+                validation.validate_nbf = true;
+                validation.set_issuer(&[&config.issuer]);
+                validation.set_audience(&[&config.audience]);
+                validation.set_required_spec_claims(&["exp", "iss", "aud"]);
+                (algorithm, validation)
+            })
+            .collect();
         let source = match (&config.jwks, &config.jwks_url) {
             (Some(file), _) => KeySource::File(file.file.clone()),
             (None, Some(url)) => KeySource::Url {
@@ -83,7 +87,7 @@ impl JwtVerifier {
                 read_at: None,
             }),
             fetching: tokio::sync::Mutex::new(()),
-            validation,
+            validations,
             principal_claim: config.principal_claim.clone(),
             leeway_seconds: config.leeway_seconds,
             verified: moka::sync::Cache::builder()
@@ -125,9 +129,10 @@ impl JwtVerifier {
             return Err(Rejection::AlgNone);
         }
         let header = jsonwebtoken::decode_header(token).map_err(|_| Rejection::MalformedToken)?;
-        if !self.validation.algorithms.contains(&header.alg) {
-            return Err(Rejection::AlgorithmNotAllowed);
-        }
+        let validation = self
+            .validations
+            .get(&header.alg)
+            .ok_or(Rejection::AlgorithmNotAllowed)?;
         let kid = header.kid.ok_or(Rejection::UnknownKid)?;
         let key = match self.key(&kid) {
             Some(key) => key,
@@ -144,7 +149,7 @@ impl JwtVerifier {
         let claims = jsonwebtoken::decode::<serde_json::Map<String, serde_json::Value>>(
             token,
             &key,
-            &self.validation,
+            validation,
         )
         .map_err(|error| rejection_of(error.kind()))?
         .claims;
