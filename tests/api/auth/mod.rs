@@ -4,3 +4,4 @@
 mod kit;
 mod mtls;
 mod jwt;
+mod owners;
