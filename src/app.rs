@@ -221,8 +221,7 @@ impl App {
             .add_service(QueryJobServiceServer::new(QueryJobApi::new(
                 self.jobs.clone(),
                 rules,
-            )))
-            ;
+            )));
         // Without TCP_NODELAY a response of a few frames waits on the peer's delayed ACK (~40 ms).
         let tcp = TcpIncoming::from(self.listener).with_nodelay(Some(true));
         let server: futures::future::BoxFuture<'static, Result<(), tonic::transport::Error>> =

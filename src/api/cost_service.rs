@@ -44,6 +44,8 @@ const GET_COSTS_PATH: &str = "/costd.v1.CostService/GetCosts";
 struct Remembered {
     encoded: Bytes,
     until: DateTime<Utc>,
+    /// The accounts it covers, for the audit line of a call it answers.
+    touched: String,
 }
 
 /// A GetCosts answer as [`AnswerCodec`] writes it: a message to encode, or bytes already encoded.
@@ -88,10 +90,17 @@ impl CostApi {
                 .build(),
             answers_by_request: moka::sync::Cache::builder()
                 .max_capacity(ANSWER_MEMO_BYTES)
-                .weigher(|(_, request): &(Option<usize>, Bytes), answer: &Arc<Remembered>| {
-                    u32::try_from(request.len() + answer.encoded.len() + size_of::<Remembered>())
+                .weigher(
+                    |(_, request): &(Option<usize>, Bytes), answer: &Arc<Remembered>| {
+                        u32::try_from(
+                            request.len()
+                                + answer.encoded.len()
+                                + answer.touched.len()
+                                + size_of::<Remembered>(),
+                        )
                         .unwrap_or(u32::MAX)
-                })
+                    },
+                )
                 .build(),
             deadline_margin,
         }
@@ -104,6 +113,7 @@ impl CostApi {
         let key = (guard::access(&extensions)?.scope(), encoded);
         if let Some(answer) = self.answers_by_request.get(&key) {
             if self.engine.cache().now() < answer.until {
+                guard::Note::of(&extensions).accounts(answer.touched.clone());
                 return Ok(Response::new(Answer::Encoded(answer.encoded.clone())));
             }
         }
@@ -127,7 +137,10 @@ impl CostApi {
     ) -> Result<(Answer, Option<Arc<Remembered>>), Status> {
         let deadline = Deadline::from_grpc_metadata(request.metadata(), self.deadline_margin);
         let access = guard::access(request.extensions())?;
+        let note = guard::Note::of(request.extensions());
         let query = self.rules.parse(request.into_inner().query, &access)?;
+        let touched = guard::touched(&query);
+        note.accounts(touched.clone());
         if let Some(answer) = self.answers.get(&query) {
             if self.engine.cache().now() < answer.until {
                 return Ok((Answer::Encoded(answer.encoded.clone()), Some(answer)));
@@ -166,6 +179,7 @@ impl CostApi {
         let remembered = Arc::new(Remembered {
             encoded: encoded.clone(),
             until,
+            touched,
         });
         self.answers.insert(query, remembered.clone());
         Ok((Answer::Encoded(encoded), Some(remembered)))
@@ -189,6 +203,7 @@ fn remembered_bytes(query: &CostQuery, answer: &Remembered) -> usize {
         .map(|id| id.as_str().len() + size_of::<crate::domain::ProviderAccountId>())
         .sum::<usize>();
     answer.encoded.len()
+        + answer.touched.len()
         + size_of::<CostQuery>()
         + size_of::<Remembered>()
         + texts
@@ -323,11 +338,13 @@ impl pb::cost_service_server::CostService for CostApi {
     ) -> Result<Response<pb::ListCostRecordsResponse>, Status> {
         let deadline = Deadline::from_grpc_metadata(request.metadata(), self.deadline_margin);
         let access = guard::access(request.extensions())?;
+        let note = guard::Note::of(request.extensions());
         let asked = request.into_inner();
         self.rules.refuse_ungranted(asked.query.as_ref(), &access)?;
         let (query, mut violations) = match convert::parse_query(asked.query, &self.rules) {
             Ok(mut query) => {
                 self.rules.scope(&mut query, &access)?;
+                note.accounts(guard::touched(&query));
                 (Some(query), Vec::new())
             }
             Err(violations) => (None, violations),
@@ -430,7 +447,14 @@ impl pb::cost_service_server::CostService for CostApi {
                     }),
                 }
             })
-            .collect();
+            .collect::<Vec<_>>();
+        guard::Note::of(request.extensions()).accounts(
+            provider_accounts
+                .iter()
+                .map(|account| account.id.as_str())
+                .collect::<Vec<_>>()
+                .join(","),
+        );
         Ok(Response::new(pb::ListProvidersResponse {
             provider_accounts,
         }))

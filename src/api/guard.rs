@@ -6,7 +6,8 @@
 use super::status;
 use crate::{
     auth::{Access, Authenticator, Refusal, TlsPeer},
-    metrics::Metrics,
+    domain::CostQuery,
+    metrics::{CallNote, Metrics},
 };
 use futures::future::BoxFuture;
 use std::{
@@ -86,6 +87,15 @@ where
                     request.extensions().get::<TlsPeer>(),
                 )
                 .await;
+            let note = request.extensions().get::<Arc<CallNote>>().cloned();
+            let principal = match &caller {
+                Ok(caller) => Some(&caller.principal),
+                Err(Refusal::NoGrant(no_grant)) => Some(&no_grant.0),
+                Err(Refusal::Unauthenticated(_)) => None,
+            };
+            if let (Some(note), Some(principal)) = (note, principal) {
+                note.principal(principal.as_str());
+            }
             match caller {
                 Ok(caller) => {
                     request.extensions_mut().insert(Access::Granted(caller));
@@ -112,4 +122,34 @@ pub fn access(extensions: &tonic::Extensions) -> Result<Access, tonic::Status> {
         .get::<Access>()
         .cloned()
         .ok_or_else(status::no_access)
+}
+
+/// The call's note for its audit line, when the RPC layer attached one.
+pub struct Note(Option<Arc<CallNote>>);
+
+impl Note {
+    pub fn of(extensions: &tonic::Extensions) -> Self {
+        Note(extensions.get::<Arc<CallNote>>().cloned())
+    }
+
+    /// Notes which accounts the call reads.
+    pub fn accounts(&self, accounts: String) {
+        if let Some(note) = &self.0 {
+            note.accounts(accounts);
+        }
+    }
+}
+
+/// The accounts a parsed query reads, as the audit line lists them.
+pub fn touched(query: &CostQuery) -> String {
+    match query.filter.provider_accounts.is_empty() {
+        true => "*".to_string(),
+        false => query
+            .filter
+            .provider_accounts
+            .iter()
+            .map(|id| id.as_str())
+            .collect::<Vec<_>>()
+            .join(","),
+    }
 }

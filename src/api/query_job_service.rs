@@ -95,7 +95,9 @@ impl pb::query_job_service_server::QueryJobService for QueryJobApi {
         request: Request<pb::StartQueryRequest>,
     ) -> Result<Response<pb::StartQueryResponse>, Status> {
         let access = guard::access(request.extensions())?;
+        let note = guard::Note::of(request.extensions());
         let query = self.rules.parse(request.into_inner().query, &access)?;
+        note.accounts(guard::touched(&query));
         let job = self.jobs.start(query, Vec::new(), access.owner());
         Ok(Response::new(pb::StartQueryResponse {
             job: Some(job_convert::job_to_proto(&job)?),

@@ -88,7 +88,8 @@ impl Access {
 
     /// Who owns the jobs this caller starts (nobody when open: everyone sees them, as before auth).
     pub fn owner(&self) -> Option<String> {
-        self.principal().map(|principal| principal.as_str().to_string())
+        self.principal()
+            .map(|principal| principal.as_str().to_string())
     }
 
     pub fn principal(&self) -> Option<&Principal> {
@@ -103,8 +104,7 @@ impl Access {
         match self {
             Access::Open => true,
             Access::Granted(caller) => {
-                caller.grant.jobs == JobVisibility::All
-                    || owner == Some(caller.principal.as_str())
+                caller.grant.jobs == JobVisibility::All || owner == Some(caller.principal.as_str())
             }
         }
     }

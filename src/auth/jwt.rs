@@ -147,9 +147,7 @@ impl JwtVerifier {
         }
         self.refresh_if_due().await;
         let claims = jsonwebtoken::decode::<serde_json::Map<String, serde_json::Value>>(
-            token,
-            &key,
-            validation,
+            token, &key, validation,
         )
         .map_err(|error| rejection_of(error.kind()))?
         .claims;
@@ -225,8 +223,7 @@ impl JwtVerifier {
                     .map_err(|e| format!("cannot read the JWK Set from {url}: {e}"))?
             }
         };
-        let set: JwkSet =
-            serde_json::from_str(&text).map_err(|e| format!("not a JWK Set: {e}"))?;
+        let set: JwkSet = serde_json::from_str(&text).map_err(|e| format!("not a JWK Set: {e}"))?;
         let mut by_kid = HashMap::new();
         for jwk in &set.keys {
             let Some(kid) = jwk.common.key_id.clone() else {
@@ -297,9 +294,7 @@ fn rejection_of(kind: &ErrorKind) -> Rejection {
         | ErrorKind::InvalidEcdsaKey
         | ErrorKind::InvalidEddsaKey
         | ErrorKind::InvalidRsaKey(_) => Rejection::BadSignature,
-        ErrorKind::InvalidAlgorithm | ErrorKind::MissingAlgorithm => {
-            Rejection::AlgorithmNotAllowed
-        }
+        ErrorKind::InvalidAlgorithm | ErrorKind::MissingAlgorithm => Rejection::AlgorithmNotAllowed,
         _ => Rejection::MalformedToken,
     }
 }

@@ -105,9 +105,7 @@ impl Rejection {
             Rejection::MissingCredentials => {
                 "no credentials: send `authorization: Bearer <JWT>` or a client certificate"
             }
-            Rejection::MalformedAuthorization => {
-                "the authorization header is not `Bearer <JWT>`"
-            }
+            Rejection::MalformedAuthorization => "the authorization header is not `Bearer <JWT>`",
             Rejection::MalformedToken => "the bearer token is not a well-formed JWT",
             Rejection::AlgNone => "the token is unsigned (`alg: none`)",
             Rejection::AlgorithmNotAllowed => "the token's signing algorithm is not accepted",
@@ -181,15 +179,12 @@ impl Authenticator {
         };
         if self.mtls {
             // A required certificate must verify whatever else is sent.
-            from_certificate
-                .clone()
-                .map_err(Refusal::Unauthenticated)?;
+            from_certificate.clone().map_err(Refusal::Unauthenticated)?;
         }
         let principal = match (&self.jwt, authorization) {
             (Some(jwt), Some(header)) => {
-                let token = bearer(header).ok_or(Refusal::Unauthenticated(
-                    Rejection::MalformedAuthorization,
-                ))?;
+                let token = bearer(header)
+                    .ok_or(Refusal::Unauthenticated(Rejection::MalformedAuthorization))?;
                 jwt.verify(token).await.map_err(Refusal::Unauthenticated)?
             }
             _ => from_certificate.map_err(Refusal::Unauthenticated)?,

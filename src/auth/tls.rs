@@ -144,7 +144,9 @@ impl TlsAcceptor {
             .with_safe_default_protocol_versions()
             .map_err(|e| SetupError::Certificate(e.to_string()))?;
         let builder = match &client_verifier {
-            Some(verifier) => builder.with_client_cert_verifier(Arc::new(Deferred(verifier.clone()))),
+            Some(verifier) => {
+                builder.with_client_cert_verifier(Arc::new(Deferred(verifier.clone())))
+            }
             None => builder.with_no_client_auth(),
         };
         let mut server = builder.with_cert_resolver(Arc::new(certificate));
@@ -157,9 +159,14 @@ impl TlsAcceptor {
 
     /// Verifies the client's chain against the client CA, now that the handshake has proven the
     /// client holds its key.
-    fn peer_certificate(&self, stream: &tokio_rustls::server::TlsStream<TcpStream>) -> PeerCertificate {
-        let (Some(verifier), Some(chain)) = (&self.client_verifier, stream.get_ref().1.peer_certificates())
-        else {
+    fn peer_certificate(
+        &self,
+        stream: &tokio_rustls::server::TlsStream<TcpStream>,
+    ) -> PeerCertificate {
+        let (Some(verifier), Some(chain)) = (
+            &self.client_verifier,
+            stream.get_ref().1.peer_certificates(),
+        ) else {
             return PeerCertificate::None;
         };
         let Some((end_entity, intermediates)) = chain.split_first() else {
@@ -182,7 +189,12 @@ impl TlsAcceptor {
 fn certificate_identity(certificate: &CertificateDer<'_>) -> Option<Principal> {
     use x509_parser::extensions::GeneralName;
     let (_, parsed) = x509_parser::parse_x509_certificate(certificate).ok()?;
-    let names = parsed.subject_alternative_name().ok()??.value.general_names.clone();
+    let names = parsed
+        .subject_alternative_name()
+        .ok()??
+        .value
+        .general_names
+        .clone();
     let uri = names.iter().find_map(|name| match name {
         GeneralName::URI(uri) => Some(*uri),
         _ => None,
@@ -206,8 +218,9 @@ fn client_verifier(
     for certificate in CertificateDer::pem_file_iter(path)
         .map_err(|_| SetupError::ClientCa(format!("cannot read {}", path.display())))?
     {
-        let certificate = certificate
-            .map_err(|_| SetupError::ClientCa(format!("{}: not PEM certificates", path.display())))?;
+        let certificate = certificate.map_err(|_| {
+            SetupError::ClientCa(format!("{}: not PEM certificates", path.display()))
+        })?;
         roots
             .add(certificate)
             .map_err(|e| SetupError::ClientCa(format!("{}: {e}", path.display())))?;
@@ -326,7 +339,9 @@ impl ResolvesServerCert for ReloadingCertificate {
                     *current = (stamps.0, stamps.1, Arc::new(key));
                 }
                 // Tried again at the next handshake, when the stamps differ still.
-                Err(error) => tracing::warn!(%error, "tls certificate not reloaded; keeping the last"),
+                Err(error) => {
+                    tracing::warn!(%error, "tls certificate not reloaded; keeping the last")
+                }
             }
         }
         Some(current.2.clone())
@@ -341,7 +356,10 @@ fn load_pair(
     let chain = CertificateDer::pem_file_iter(cert_path)
         .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
         .map_err(|_| {
-            SetupError::Certificate(format!("{}: cannot read PEM certificates", cert_path.display()))
+            SetupError::Certificate(format!(
+                "{}: cannot read PEM certificates",
+                cert_path.display()
+            ))
         })?;
     if chain.is_empty() {
         return Err(SetupError::Certificate(format!(

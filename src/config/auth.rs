@@ -150,9 +150,8 @@ fn validate_jwt(jwt: &JwtConfig) -> Result<(), ConfigError> {
     match (&jwt.jwks, &jwt.jwks_url) {
         (Some(_), None) => {}
         (None, Some(url)) => {
-            super::parse_base_url(url).map_err(|message| {
-                ConfigError::new("auth.jwt.jwks_url", message)
-            })?;
+            super::parse_base_url(url)
+                .map_err(|message| ConfigError::new("auth.jwt.jwks_url", message))?;
         }
         _ => {
             return Err(ConfigError::new(

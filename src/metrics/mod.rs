@@ -349,5 +349,5 @@ pub fn grpc_code_name(code: tonic::Code) -> &'static str {
 }
 
 mod rpc;
-pub use rpc::RpcMetricsLayer;
+pub use rpc::{CallNote, RpcMetricsLayer};
 pub mod server;

@@ -34,7 +34,11 @@ fn allowed(module: &str) -> Option<&'static [&'static str]> {
             "providers",
             "sync",
         ],
-        "api" => &["deadline", "domain", "engine", "jobs", "proto", "sync"],
+        // Caller identity: TLS, tokens and grants, read from the configuration.
+        "auth" => &["config", "sync"],
+        "api" => &[
+            "auth", "deadline", "domain", "engine", "jobs", "metrics", "proto", "sync",
+        ],
         "sandbox" => &["sync"],
         // The CLI is a gRPC client; it shares the api's wire conversions of domain values.
         "cli" => &["api", "domain", "proto"],

@@ -102,7 +102,10 @@ async fn every_bad_token_is_unauthenticated_naming_its_reason_and_never_echoed()
         ),
         ("bad_signature", impostor.sign(&claims("svc-reports"))),
         ("alg_none", unsigned(&claims("svc-reports"))),
-        ("unknown_kid", signer.sign_as("key-9", &claims("svc-reports"))),
+        (
+            "unknown_kid",
+            signer.sign_as("key-9", &claims("svc-reports")),
+        ),
         ("algorithm_not_allowed", hmac),
         (
             "missing_principal",
@@ -133,7 +136,9 @@ async fn every_bad_token_is_unauthenticated_naming_its_reason_and_never_echoed()
     let scraped = scrape(&jwt.app).await;
     for (reason, _) in &cases {
         assert_eq!(
-            scraped.get(&format!("costd_auth_rejections_total{{reason=\"{reason}\"}}")),
+            scraped.get(&format!(
+                "costd_auth_rejections_total{{reason=\"{reason}\"}}"
+            )),
             Some(&1.0),
             "{reason}"
         );
@@ -142,9 +147,18 @@ async fn every_bad_token_is_unauthenticated_naming_its_reason_and_never_echoed()
     let spans = format!("{:?}", captured().spans());
     for ((reason, token), (_, status)) in cases.iter().zip(&refused) {
         let signature = token.rsplit('.').next().unwrap_or_default();
-        for part in [token.as_str(), signature].into_iter().filter(|p| p.len() > 8) {
-            assert!(!status.message().contains(part), "{reason}: status echoes it");
-            assert!(!format!("{status:?}").contains(part), "{reason}: details echo it");
+        for part in [token.as_str(), signature]
+            .into_iter()
+            .filter(|p| p.len() > 8)
+        {
+            assert!(
+                !status.message().contains(part),
+                "{reason}: status echoes it"
+            );
+            assert!(
+                !format!("{status:?}").contains(part),
+                "{reason}: details echo it"
+            );
             assert!(!logs.contains(part), "{reason}: a log line holds the token");
             assert!(!spans.contains(part), "{reason}: a span holds the token");
         }
@@ -221,10 +235,9 @@ async fn health_answers_without_a_token_and_reflection_does_not() {
     .await;
     let anonymous = within(reflection.server_reflection_info(futures::stream::iter([ask()]))).await;
     let token = jwt.signer.sign(&claims("svc-reports"));
-    let authenticated = within(
-        reflection.server_reflection_info(bearer(futures::stream::iter([ask()]), &token)),
-    )
-    .await;
+    let authenticated =
+        within(reflection.server_reflection_info(bearer(futures::stream::iter([ask()]), &token)))
+            .await;
 
     // Assert
     assert!(checked.is_ok(), "{checked:?}");

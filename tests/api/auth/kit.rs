@@ -206,7 +206,11 @@ pub async fn spawn_with_auth(
 ) -> TestApp {
     spawn_app_full(
         Arc::new(costd::clock::SystemClock),
-        &[ProviderKind::TeamBilling, ProviderKind::Atlas, ProviderKind::Elastic],
+        &[
+            ProviderKind::TeamBilling,
+            ProviderKind::Atlas,
+            ProviderKind::Elastic,
+        ],
         |settings, _| {
             settings.server.tls = tls;
             settings.auth = auth;

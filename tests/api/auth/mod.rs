@@ -1,7 +1,8 @@
 //! Caller identity through the real server: TLS and client certificates, bearer JWTs, grants, job
 //! owners, and what stays open.
 
+mod audit;
+mod jwt;
 mod kit;
 mod mtls;
-mod jwt;
 mod owners;

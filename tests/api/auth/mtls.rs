@@ -107,8 +107,16 @@ async fn a_spiffe_caller_granted_team_accounts_sees_only_those_and_is_denied_an_
         "one month of each team, and nothing of the accounts outside the grant"
     );
     assert_eq!(denied.code(), Code::PermissionDenied);
-    assert!(denied.message().contains("atlas-kestrel"), "{}", denied.message());
-    assert!(!denied.message().contains("team-acme"), "{}", denied.message());
+    assert!(
+        denied.message().contains("atlas-kestrel"),
+        "{}",
+        denied.message()
+    );
+    assert!(
+        !denied.message().contains("team-acme"),
+        "{}",
+        denied.message()
+    );
 }
 
 #[tokio::test]
@@ -116,10 +124,16 @@ async fn a_certificate_without_a_uri_is_named_by_its_first_dns_name() {
     // Arrange
     let mtls = spawn_mtls(AuthConfig {
         jwt: None,
-        grants: vec![grant("reporter.billing.svc", &["team-acme"], JobVisibility::Own)],
+        grants: vec![grant(
+            "reporter.billing.svc",
+            &["team-acme"],
+            JobVisibility::Own,
+        )],
     })
     .await;
-    let client = mtls.ca.client(&["reporter.billing.svc", "other.billing.svc"]);
+    let client = mtls
+        .ca
+        .client(&["reporter.billing.svc", "other.billing.svc"]);
     let mut costs = CostServiceClient::new(tls_channel(&mtls.app, &mtls.ca, Some(&client)).await);
 
     // Act
@@ -150,14 +164,15 @@ async fn bad_or_missing_client_certificates_are_unauthenticated_and_health_needs
     let mut answers = Vec::new();
     for client in [None, Some(&stranger), Some(&nameless), Some(&unknown)] {
         let channel = tls_channel(&mtls.app, &mtls.ca, client).await;
-        let health = within(HealthClient::new(channel.clone()).check(HealthCheckRequest {
-            service: String::new(),
-        }))
-        .await;
-        let costs = within(
-            CostServiceClient::new(channel).list_providers(pb::ListProvidersRequest {}),
+        let health = within(
+            HealthClient::new(channel.clone()).check(HealthCheckRequest {
+                service: String::new(),
+            }),
         )
         .await;
+        let costs =
+            within(CostServiceClient::new(channel).list_providers(pb::ListProvidersRequest {}))
+                .await;
         answers.push((health.is_ok(), costs.expect_err("refused")));
     }
     let plaintext = tonic::transport::Channel::from_shared(format!(
@@ -215,7 +230,9 @@ async fn bad_or_missing_client_certificates_are_unauthenticated_and_health_needs
         "no_grant",
     ] {
         assert_eq!(
-            scraped.get(&format!("costd_auth_rejections_total{{reason=\"{reason}\"}}")),
+            scraped.get(&format!(
+                "costd_auth_rejections_total{{reason=\"{reason}\"}}"
+            )),
             Some(&1.0),
             "{reason}"
         );

@@ -68,14 +68,17 @@ impl Callers {
 
     async fn list(&self, principal: &str) -> Vec<String> {
         let request = pb::ListJobsRequest::default();
-        within(self.jobs().list_jobs(bearer(request, &self.token(principal))))
-            .await
-            .expect("listed")
-            .into_inner()
-            .jobs
-            .into_iter()
-            .map(|job| job.name)
-            .collect()
+        within(
+            self.jobs()
+                .list_jobs(bearer(request, &self.token(principal))),
+        )
+        .await
+        .expect("listed")
+        .into_inner()
+        .jobs
+        .into_iter()
+        .map(|job| job.name)
+        .collect()
     }
 
     /// Watches to the final event as `principal`.
@@ -83,10 +86,13 @@ impl Callers {
         let request = pb::WatchJobRequest {
             name: name.to_string(),
         };
-        let mut events = within(self.jobs().watch_job(bearer(request, &self.token(principal))))
-            .await
-            .expect("watching")
-            .into_inner();
+        let mut events = within(
+            self.jobs()
+                .watch_job(bearer(request, &self.token(principal))),
+        )
+        .await
+        .expect("watching")
+        .into_inner();
         let mut last = None;
         while let Some(event) = within(events.message()).await.expect("an event") {
             last = event.job;
