@@ -21,8 +21,10 @@ pub const ENV_OTEL_ENDPOINT: &str = "OTEL_EXPORTER_OTLP_ENDPOINT";
 pub const ENV_DRAIN_TIMEOUT_MS: &str = "COSTD_DRAIN_TIMEOUT_MS";
 /// Overrides `metrics.listen`.
 pub const ENV_METRICS_LISTEN: &str = "COSTD_METRICS_LISTEN";
+/// The client commands' bearer token; the server leaves it alone (a shell may hold it for both).
+pub const ENV_CLIENT_TOKEN: &str = "COSTD_TOKEN";
 
-const KNOWN_ENV: [&str; 7] = [
+const KNOWN_ENV: [&str; 8] = [
     ENV_CONFIG_FILE,
     ENV_LISTEN,
     ENV_LOG_LEVEL,
@@ -30,6 +32,7 @@ const KNOWN_ENV: [&str; 7] = [
     ENV_OTLP_ENDPOINT,
     ENV_DRAIN_TIMEOUT_MS,
     ENV_METRICS_LISTEN,
+    ENV_CLIENT_TOKEN,
 ];
 
 /// A configuration problem, naming the key at fault. Never carries a secret's value.

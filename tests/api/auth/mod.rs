@@ -2,6 +2,7 @@
 //! owners, and what stays open.
 
 mod audit;
+mod cli;
 mod jwt;
 mod kit;
 mod mtls;
