@@ -252,3 +252,74 @@ async fn health_answers_without_a_token_and_reflection_does_not() {
         .expect("ok");
     assert!(format!("{first:?}").contains("costd.v1.CostService"));
 }
+
+#[tokio::test]
+async fn a_jwks_url_is_fetched_once_and_not_again_for_every_unknown_kid() {
+    // Arrange
+    let signer = Signer::es256("key-1");
+    let fetches = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let jwks = serde_json::json!({ "keys": [signer.jwk.clone()] }).to_string();
+    let counted = fetches.clone();
+    let router = axum::Router::new().route(
+        "/jwks.json",
+        axum::routing::get(move || {
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let jwks = jwks.clone();
+            async move { jwks }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bound");
+    let url = format!(
+        "http://{}/jwks.json",
+        listener.local_addr().expect("an address")
+    );
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    let files = Files::new();
+    let mut config = jwt(&files, &[]);
+    config.jwks = None;
+    config.jwks_url = Some(url);
+    let auth = AuthConfig {
+        jwt: Some(config),
+        grants: vec![grant("svc-*", &["team-*"], JobVisibility::Own)],
+    };
+    let app = spawn_with_auth(None, Some(auth), |_| {}).await;
+
+    // Act
+    let first = list_providers(&app, Some(&signer.sign(&claims("svc-one")))).await;
+    let second = list_providers(&app, Some(&signer.sign(&claims("svc-two")))).await;
+    let unknown = list_providers(&app, Some(&signer.sign_as("key-7", &claims("svc-one")))).await;
+
+    // Assert
+    assert!(first.is_ok(), "{first:?}");
+    assert!(second.is_ok(), "{second:?}");
+    assert_eq!(
+        unknown.expect_err("no such key").code(),
+        Code::Unauthenticated
+    );
+    assert_eq!(
+        fetches.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "fetched at start; an unknown kid right after does not fetch again"
+    );
+}
+
+#[tokio::test]
+async fn without_an_auth_section_costd_says_it_serves_everyone() {
+    // Arrange
+    let app = spawn_app().await;
+
+    // Act
+    let listed = list_providers(&app, None).await;
+    let scraped = scrape(&app).await;
+
+    // Assert
+    assert!(listed.is_ok());
+    assert_eq!(scraped.get("costd_auth_open"), Some(&1.0));
+    assert!(
+        captured()
+            .logs()
+            .contains("no [auth] section: serving every caller, unauthenticated")
+    );
+}
