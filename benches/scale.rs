@@ -184,6 +184,7 @@ fn settings(base_url: &str, org_id: &str, api_key: &str) -> Settings {
         id: ProviderAccountId::parse(ACCOUNT).expect("valid id"),
         display_name: "Zenith Fleet".to_string(),
         base_url: reqwest::Url::parse(base_url).expect("url"),
+        requests_per_second: None,
         kind: AccountKind::Elastic(ElasticSettings {
             organization_id: UpstreamId::parse(org_id).expect("valid id"),
             api_key: secrecy::SecretString::from(api_key.to_string()),

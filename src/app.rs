@@ -1,10 +1,11 @@
 //! Server assembly: binds, wires the services, health and reflection, and drains on stop.
 
 use crate::{
-    api::{CostApi, CostServer, GuardLayer, QueryJobApi, QueryRules},
+    api::{CostApi, CostServer, GuardLayer, OversizedRequestLayer, QueryJobApi, QueryRules},
     auth::{self, Authenticator, TlsAcceptor},
     clock::{Clock, SystemClock},
     config::Settings,
+    domain::Redactor,
     engine::{ChunkCache, Engine, EngineLimits, Jobs},
     jobs::{JobManager, MemoryJobStore},
     metrics::{
@@ -12,7 +13,7 @@ use crate::{
         server::{HeldGauges, HeldState},
     },
     proto::{self as pb, query_job_service_server::QueryJobServiceServer},
-    providers::{Provider, http::UpstreamHttp},
+    providers::{Provider, gate::Gates, http::UpstreamHttp},
     telemetry,
 };
 use prost::Message;
@@ -99,7 +100,19 @@ impl App {
             None => None,
         };
         metrics.set_auth_open(auth.is_none());
-        let http = Arc::new(UpstreamHttp::new(&settings.upstream, metrics.clone())?);
+        let redactor = Redactor::new(
+            settings
+                .accounts
+                .iter()
+                .flat_map(|account| account.kind.secrets()),
+        );
+        let gates = Gates::new(&settings.upstream, &settings.accounts, clock.clone());
+        let http = Arc::new(UpstreamHttp::new(
+            &settings.upstream,
+            metrics.clone(),
+            Arc::new(redactor),
+            gates,
+        )?);
         let providers = settings
             .accounts
             .iter()
@@ -213,15 +226,22 @@ impl App {
         let router = tonic::transport::Server::builder()
             .trace_fn(rpc_span)
             .layer(RpcMetricsLayer::new(self.metrics.clone(), served_methods()))
+            // Who calls is known before anything of the call is read.
             .layer(GuardLayer::new(self.auth.clone(), self.metrics.clone()))
+            .layer(OversizedRequestLayer {
+                max_request_bytes: self.settings.server.max_request_bytes,
+            })
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
-            .add_service(CostServer::new(cost_api))
-            .add_service(QueryJobServiceServer::new(QueryJobApi::new(
-                self.jobs.clone(),
-                rules,
-            )));
+            .add_service(CostServer::new(
+                cost_api,
+                self.settings.server.max_request_bytes,
+            ))
+            .add_service(
+                QueryJobServiceServer::new(QueryJobApi::new(self.jobs.clone(), rules))
+                    .max_decoding_message_size(self.settings.server.max_request_bytes),
+            );
         // Without TCP_NODELAY a response of a few frames waits on the peer's delayed ACK (~40 ms).
         let tcp = TcpIncoming::from(self.listener).with_nodelay(Some(true));
         let server: futures::future::BoxFuture<'static, Result<(), tonic::transport::Error>> =

@@ -8,7 +8,7 @@ use super::{
 };
 use crate::{
     deadline::Deadline,
-    domain::CostQuery,
+    domain::{CircuitReading, CostQuery},
     engine::{Engine, EngineError, Jobs},
     proto::{self as pb, cost_service_server::CostServiceServer},
 };
@@ -220,14 +220,18 @@ fn remembered_bytes(query: &CostQuery, answer: &Remembered) -> usize {
 pub struct CostServer {
     api: Arc<CostApi>,
     generated: CostServiceServer<CostApi>,
+    max_request_bytes: usize,
 }
 
 impl CostServer {
-    pub fn new(api: CostApi) -> Self {
+    /// Serves `api`, refusing request messages larger than `max_request_bytes`.
+    pub fn new(api: CostApi, max_request_bytes: usize) -> Self {
         let api = Arc::new(api);
         CostServer {
-            generated: CostServiceServer::from_arc(api.clone()),
+            generated: CostServiceServer::from_arc(api.clone())
+                .max_decoding_message_size(max_request_bytes),
             api,
+            max_request_bytes,
         }
     }
 }
@@ -254,7 +258,8 @@ where
             return self.generated.call(request);
         }
         let api = self.api.clone();
-        Box::pin(async move { Ok(Grpc::new(AnswerCodec).unary(GetCosts(api), request).await) })
+        let mut grpc = Grpc::new(AnswerCodec).max_decoding_message_size(self.max_request_bytes);
+        Box::pin(async move { Ok(grpc.unary(GetCosts(api), request).await) })
     }
 }
 
@@ -410,6 +415,13 @@ impl pb::cost_service_server::CostService for CostApi {
                     (Some(ok), Some(failed)) if ok > failed => pb::HealthState::Healthy,
                     _ => pb::HealthState::Failing,
                 };
+                let (circuit, circuit_retry_time) = match provider.circuit() {
+                    CircuitReading::Closed => (pb::CircuitState::Closed, None),
+                    CircuitReading::HalfOpen => (pb::CircuitState::HalfOpen, None),
+                    CircuitReading::Open { until, .. } => {
+                        (pb::CircuitState::Open, Some(convert::time_to_proto(until)))
+                    }
+                };
                 pb::ProviderAccount {
                     id: account.id.to_string(),
                     provider: convert::provider_kind_to_proto(account.kind) as i32,
@@ -444,6 +456,8 @@ impl pb::cost_service_server::CostService for CostApi {
                         consecutive_failures: health.consecutive_failures.min(i32::MAX as u32)
                             as i32,
                         rate_limit_remaining: health.rate_limit_remaining,
+                        circuit: circuit as i32,
+                        circuit_retry_time,
                     }),
                 }
             })

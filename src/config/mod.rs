@@ -103,6 +103,8 @@ pub struct ServerConfig {
     pub tls: Option<TlsConfig>,
     /// With TLS on: a plaintext listener serving only `grpc.health.v1.Health`, for probes.
     pub health_listen: Option<SocketAddr>,
+    /// Largest request message accepted, in bytes (RESOURCE_EXHAUSTED beyond).
+    pub max_request_bytes: usize,
 }
 
 impl Default for ServerConfig {
@@ -116,6 +118,7 @@ impl Default for ServerConfig {
             max_rows: 200_000,
             tls: None,
             health_listen: None,
+            max_request_bytes: 4 * 1024 * 1024,
         }
     }
 }
@@ -171,6 +174,19 @@ pub struct UpstreamConfig {
     /// Longest one chunk's fetch may take, retries included, in milliseconds. The fetch runs on its own,
     /// so a caller with a shorter deadline does not cut it short for the others.
     pub fetch_timeout_ms: u64,
+    /// Retries allowed per account, as a percentage of its recent calls (gRFC A6 retry throttling).
+    pub retry_budget_percent: u32,
+    /// Retries per second an account may always make, whatever its recent calls.
+    pub retry_budget_min_per_second: u32,
+    /// Failed requests in a row (no answer, timeout, 5xx) that open an account's circuit.
+    pub breaker_consecutive_failures: u32,
+    /// Share of the last `breaker_window` requests, in percent, whose failure opens the circuit.
+    pub breaker_failure_rate_percent: u32,
+    pub breaker_window: usize,
+    /// How long an open circuit refuses, times the openings in a row, in milliseconds.
+    pub breaker_open_ms: u64,
+    /// The longest it refuses, in milliseconds.
+    pub breaker_max_open_ms: u64,
 }
 
 impl Default for UpstreamConfig {
@@ -183,6 +199,13 @@ impl Default for UpstreamConfig {
             max_response_bytes: 256 * 1024 * 1024,
             max_concurrency_per_account: 8,
             fetch_timeout_ms: 120_000,
+            retry_budget_percent: 20,
+            retry_budget_min_per_second: 1,
+            breaker_consecutive_failures: 5,
+            breaker_failure_rate_percent: 50,
+            breaker_window: 20,
+            breaker_open_ms: 30_000,
+            breaker_max_open_ms: 300_000,
         }
     }
 }
@@ -417,13 +440,13 @@ pub fn parse_toml(text: &str) -> Result<FileConfig, ConfigError> {
     let deserializer = toml::Deserializer::parse(text).map_err(|e| {
         ConfigError::new(
             format!("line {}", line_of(&e).unwrap_or(1)),
-            e.message().replace('\n', " "),
+            without_values(e.message()),
         )
     })?;
     serde_path_to_error::deserialize(deserializer).map_err(|error| {
         let path = error.path().to_string();
         let inner = error.into_inner();
-        let message = inner.message().replace('\n', " ");
+        let message = without_values(inner.message());
         let place = line_of(&inner)
             .map(|line| format!(" (line {line})"))
             .unwrap_or_default();
@@ -434,6 +457,34 @@ pub fn parse_toml(text: &str) -> Result<FileConfig, ConfigError> {
         };
         ConfigError::new(format!("{key}{place}"), message)
     })
+}
+
+/// A parser's message without the values it quotes (`invalid type: string "…"`, `unknown variant
+/// `…``): a value written where it does not belong may be a credential, and config errors are
+/// printed. Key names (`unknown field `x``) stay: they say what to fix.
+pub(crate) fn without_values(message: &str) -> String {
+    let message = match message.strip_prefix("unknown variant `") {
+        Some(rest) => match rest.split_once('`') {
+            Some((_, after)) => format!("unknown variant `…`{after}"),
+            None => "unknown variant".to_string(),
+        },
+        None => message.to_string(),
+    };
+    let mut shown = String::with_capacity(message.len());
+    let mut quoted = false;
+    for c in message.chars() {
+        match (c, quoted) {
+            ('"', false) => {
+                shown.push_str("\"…\"");
+                quoted = true;
+            }
+            ('"', true) => quoted = false,
+            (_, true) => {}
+            ('\n', false) => shown.push(' '),
+            (c, false) => shown.push(c),
+        }
+    }
+    shown
 }
 
 fn apply_env(file: &mut FileConfig, env: &HashMap<String, String>) -> Result<(), ConfigError> {
@@ -505,6 +556,51 @@ fn validate_limits(file: &FileConfig) -> Result<(), ConfigError> {
             "must be at least 1",
         ));
     }
+    for (key, value, range) in [
+        (
+            "upstream.retry_budget_percent",
+            u64::from(upstream.retry_budget_percent),
+            0..=100_000,
+        ),
+        (
+            "upstream.retry_budget_min_per_second",
+            u64::from(upstream.retry_budget_min_per_second),
+            0..=1_000_000,
+        ),
+        (
+            "upstream.breaker_consecutive_failures",
+            u64::from(upstream.breaker_consecutive_failures),
+            1..=u64::from(u32::MAX),
+        ),
+        (
+            "upstream.breaker_failure_rate_percent",
+            u64::from(upstream.breaker_failure_rate_percent),
+            1..=100,
+        ),
+        (
+            "upstream.breaker_window",
+            upstream.breaker_window as u64,
+            1..=10_000,
+        ),
+        (
+            "upstream.breaker_open_ms",
+            upstream.breaker_open_ms,
+            1..=u64::MAX,
+        ),
+    ] {
+        if !range.contains(&value) {
+            return Err(ConfigError::new(
+                key,
+                format!("must be from {} to {}", range.start(), range.end()),
+            ));
+        }
+    }
+    if upstream.breaker_max_open_ms < upstream.breaker_open_ms {
+        return Err(ConfigError::new(
+            "upstream.breaker_max_open_ms",
+            "must be at least breaker_open_ms",
+        ));
+    }
     if upstream.retry_max_delay_ms < upstream.retry_initial_delay_ms {
         return Err(ConfigError::new(
             "upstream.retry_max_delay_ms",
@@ -535,6 +631,12 @@ fn validate_limits(file: &FileConfig) -> Result<(), ConfigError> {
     if file.server.max_chunks_per_query == 0 {
         return Err(ConfigError::new(
             "server.max_chunks_per_query",
+            "must be at least 1",
+        ));
+    }
+    if file.server.max_request_bytes == 0 {
+        return Err(ConfigError::new(
+            "server.max_request_bytes",
             "must be at least 1",
         ));
     }

@@ -1,6 +1,7 @@
 //! What the layers say about an upstream beside its records, in terms every provider shares: who a
 //! provider account is, how a fetch is going, and what went wrong.
 
+use super::redact::Redactor;
 use super::{ProviderAccountId, ProviderKind, Text};
 use std::time::Duration;
 
@@ -41,6 +42,19 @@ pub struct UpstreamQuery {
     pub last_status: u16,
 }
 
+/// An account's circuit breaker, as `ListProviders` shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CircuitReading {
+    Closed,
+    /// Refusing requests until `until`, after `openings` openings in a row.
+    Open {
+        until: chrono::DateTime<chrono::Utc>,
+        openings: u32,
+    },
+    /// One probe may go (or is on its way); its outcome closes or reopens the circuit.
+    HalfOpen,
+}
+
 /// The class of an upstream failure; decides the gRPC code and whether a retry may help.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UpstreamErrorKind {
@@ -65,6 +79,8 @@ pub enum UpstreamErrorKind {
     /// The upstream's API cannot answer this query shape (e.g. Atlas grouping by a dimension without
     /// filter values for it); nothing was sent. The message says what the query needs.
     Unanswerable,
+    /// The account's circuit breaker is open after repeated failures; nothing was sent.
+    CircuitOpen,
 }
 
 impl UpstreamErrorKind {
@@ -81,6 +97,7 @@ impl UpstreamErrorKind {
             UpstreamErrorKind::Malformed => "UPSTREAM_MALFORMED_RESPONSE",
             UpstreamErrorKind::TooLarge => "UPSTREAM_RESPONSE_TOO_LARGE",
             UpstreamErrorKind::Unanswerable => "UPSTREAM_CANNOT_ANSWER_QUERY",
+            UpstreamErrorKind::CircuitOpen => "UPSTREAM_CIRCUIT_OPEN",
         }
     }
 
@@ -97,6 +114,7 @@ impl UpstreamErrorKind {
             UpstreamErrorKind::Malformed => "malformed",
             UpstreamErrorKind::TooLarge => "too_large",
             UpstreamErrorKind::Unanswerable => "unanswerable",
+            UpstreamErrorKind::CircuitOpen => "circuit_open",
         }
     }
 
@@ -114,8 +132,9 @@ impl UpstreamErrorKind {
     }
 }
 
-/// One upstream failure. `message` is the upstream's own words (shortened) or ours; it never holds a
-/// credential, because requests carry credentials only in headers and headers are never echoed.
+/// One upstream failure. `message` is the upstream's own words (shortened) or ours. Requests carry
+/// credentials only in headers, but an upstream may echo them: every error leaving a provider is
+/// [`UpstreamError::redacted`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{}: {message}", kind.reason())]
 pub struct UpstreamError {
@@ -173,6 +192,13 @@ impl UpstreamError {
         }
     }
 
+    /// The same error with every credential taken out of the upstream's words.
+    pub fn redacted(mut self, redactor: &Redactor) -> Self {
+        self.message = redactor.clean(&self.message);
+        self.upstream_code = self.upstream_code.map(|code| redactor.clean(&code));
+        self
+    }
+
     /// Whether asking again later may succeed: the upstream's word when it gave one, else the kind's.
     pub fn is_retryable(&self) -> bool {
         self.upstream_retryable
@@ -185,6 +211,7 @@ impl UpstreamError {
             UpstreamErrorKind::RateLimited
                 | UpstreamErrorKind::Unavailable
                 | UpstreamErrorKind::Timeout
+                | UpstreamErrorKind::CircuitOpen
         )
     }
 }

@@ -101,6 +101,9 @@ pub struct Metrics {
     upstream_requests: Family<UpstreamLabels, Counter>,
     upstream_duration: Histograms<EndpointLabels>,
     upstream_retries: Family<EndpointLabels, Counter>,
+    upstream_retries_refused: Family<ProviderLabels, Counter>,
+    upstream_circuit_opened: Family<ProviderLabels, Counter>,
+    upstream_circuit_refused: Family<ProviderLabels, Counter>,
     cache_hits: Family<ProviderLabels, Counter>,
     cache_misses: Family<ProviderLabels, Counter>,
     cache_coalesced: Family<ProviderLabels, Counter>,
@@ -128,6 +131,9 @@ impl Metrics {
             upstream_requests: Family::default(),
             upstream_duration: Family::new_with_constructor(latency_histogram),
             upstream_retries: Family::default(),
+            upstream_retries_refused: Family::default(),
+            upstream_circuit_opened: Family::default(),
+            upstream_circuit_refused: Family::default(),
             cache_hits: Family::default(),
             cache_misses: Family::default(),
             cache_coalesced: Family::default(),
@@ -166,6 +172,21 @@ impl Metrics {
             "upstream_retries",
             "Upstream requests sent again after a retryable failure, by provider and endpoint",
             metrics.upstream_retries.clone(),
+        );
+        registry.register(
+            "upstream_retries_refused",
+            "Retries not sent because the account's retry budget was spent, by provider",
+            metrics.upstream_retries_refused.clone(),
+        );
+        registry.register(
+            "upstream_circuit_openings",
+            "Times an account's circuit breaker opened, by provider",
+            metrics.upstream_circuit_opened.clone(),
+        );
+        registry.register(
+            "upstream_circuit_refusals",
+            "Requests not sent because the account's circuit was open, by provider",
+            metrics.upstream_circuit_refused.clone(),
         );
         registry.register(
             "cache_hits",
@@ -261,6 +282,24 @@ impl Metrics {
     pub fn upstream_retry(&self, provider: &'static str, endpoint: &'static str) {
         self.upstream_retries
             .get_or_create(&EndpointLabels { provider, endpoint })
+            .inc();
+    }
+
+    pub fn upstream_retry_refused(&self, provider: &'static str) {
+        self.upstream_retries_refused
+            .get_or_create(&ProviderLabels { provider })
+            .inc();
+    }
+
+    pub fn upstream_circuit_opened(&self, provider: &'static str) {
+        self.upstream_circuit_opened
+            .get_or_create(&ProviderLabels { provider })
+            .inc();
+    }
+
+    pub fn upstream_circuit_refused(&self, provider: &'static str) {
+        self.upstream_circuit_refused
+            .get_or_create(&ProviderLabels { provider })
             .inc();
     }
 

@@ -3,6 +3,9 @@
 pub mod atlas;
 pub mod elastic;
 pub mod exact_json;
+#[cfg(test)]
+mod fuzz_tests;
+pub mod gate;
 pub mod http;
 pub mod team;
 
@@ -290,7 +293,7 @@ impl Provider {
         deadline: Deadline,
         progress: &ProgressSender,
     ) -> Result<FetchedChunk, ChunkFailure> {
-        match (self, &chunk.request) {
+        let fetched = match (self, &chunk.request) {
             (Provider::TeamBilling(client), ChunkRequest::TeamCost) => {
                 client.fetch(chunk.period, deadline).await
             }
@@ -309,6 +312,24 @@ impl Provider {
                 requests: 0,
                 rate_limit_remaining: None,
             }),
+        };
+        // The one way out of a provider: no upstream words leave it with a credential in them.
+        fetched.map_err(|failure| ChunkFailure {
+            error: failure.error.redacted(self.http().redactor()),
+            ..failure
+        })
+    }
+
+    /// The account's circuit breaker, as `ListProviders` shows it.
+    pub fn circuit(&self) -> crate::domain::CircuitReading {
+        self.http().gates().of(&self.account().id).circuit()
+    }
+
+    fn http(&self) -> &http::UpstreamHttp {
+        match self {
+            Provider::TeamBilling(client) => &client.http,
+            Provider::Elastic(client) => &client.http,
+            Provider::Atlas(client) => &client.http,
         }
     }
 }

@@ -16,6 +16,7 @@ fn allowed(module: &str) -> Option<&'static [&'static str]> {
         "config" => &["domain"],
         "telemetry" => &["config"],
         "providers" => &[
+            "clock",
             "config",
             "deadline",
             "domain",

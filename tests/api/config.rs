@@ -394,3 +394,21 @@ fn unsafe_or_incomplete_auth_settings_are_refused_naming_the_key() {
         assert!(error.key.starts_with(key), "{key}: {error}");
     }
 }
+
+#[test]
+fn no_config_error_prints_a_value_written_where_it_does_not_belong() {
+    let secret = "redis://:hunter2-inline@redis:6379";
+    for toml in [
+        format!("[jobs]\nstore = \"redis\"\n[jobs.redis]\nurl = \"{secret}\"\n"),
+        format!("[server]\nmax_rows = \"{secret}\"\n"),
+        format!("[telemetry]\nlog_format = \"{secret}\"\n"),
+        ACCOUNT.replace(
+            "team_id = \"team_acme\"",
+            &format!("team_id = 7\nbase = \"{secret}\""),
+        ),
+        ACCOUNT.replace("\"team_acme\"", &format!("\"{secret}\"")),
+    ] {
+        let error = load(&toml, &[("ACME_TOKEN", "t")]).expect_err("refused");
+        assert!(!error.to_string().contains("hunter2"), "{error}");
+    }
+}
