@@ -144,7 +144,7 @@ async fn another_principals_job_cannot_be_read_watched_cancelled_or_listed() {
         );
     }
     assert!(callers.list("svc-b").await.is_empty());
-    assert_eq!(callers.list("svc-a").await, [job.name.clone()]);
+    assert_eq!(callers.list("svc-a").await, std::slice::from_ref(&job.name));
     let finished = callers.finished("svc-a", &job.name).await;
     assert_eq!(
         finished.state,
