@@ -14,8 +14,10 @@ use crate::{
     },
     proto::{self as pb, query_job_service_server::QueryJobServiceServer},
     providers::{Provider, gate::Gates, http::UpstreamHttp},
+    server::{self, Admission, ConnectionLimits},
     telemetry,
 };
+use futures::StreamExt;
 use prost::Message;
 use std::{
     future::Future,
@@ -38,14 +40,14 @@ pub enum AppError {
     Http(#[from] reqwest::Error),
     #[error("cannot build server reflection: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
-    #[error("server failed: {0}")]
-    Serve(#[from] tonic::transport::Error),
     #[error("metrics endpoint failed: {0}")]
     Metrics(std::io::Error),
     #[error("server task ended abnormally: {0}")]
     Task(#[from] tokio::task::JoinError),
     #[error("{0}")]
     Auth(#[from] auth::SetupError),
+    #[error("health endpoint failed: {0}")]
+    Health(#[from] tonic::transport::Error),
 }
 
 /// A bound, not yet serving, costd.
@@ -138,6 +140,7 @@ impl App {
             engine.clone(),
             clock,
             retention,
+            settings.jobs.max_jobs,
         );
         Ok(App {
             listener,
@@ -173,8 +176,10 @@ impl App {
         self.engine.clone()
     }
 
-    /// Serves until `shutdown` resolves; then reports NOT_SERVING, stops accepting, and gives in-flight
-    /// calls the drain timeout to finish.
+    /// Serves until `shutdown` resolves; then drains: Health answers NOT_SERVING (on new connections
+    /// too), new calls UNAVAILABLE, streams end with UNAVAILABLE, callers waiting on upstreams are
+    /// answered with what there is, and in-flight calls get the drain timeout to finish. The server
+    /// goes away as soon as none is left.
     pub async fn run_until_stopped(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
@@ -204,34 +209,47 @@ impl App {
             rules.clone(),
             Duration::from_millis(self.settings.server.deadline_margin_ms),
         );
-        let (stop_accepting, accepting_stopped) = tokio::sync::watch::channel(false);
+        let server_settings = &self.settings.server;
+        let admission =
+            Admission::new(server_settings.max_concurrent_requests, streaming_methods());
+        let limits = ConnectionLimits {
+            max_connections: server_settings.max_connections,
+            handshake_timeout: Duration::from_millis(server_settings.handshake_timeout_ms),
+        };
         if self.auth.is_none() {
             tracing::warn!("no [auth] section: serving every caller, unauthenticated");
         }
         let health_server = self.health_listener.map(|(listener, addr)| {
             tracing::info!(%addr, "serving health in plaintext");
-            let mut stopped = accepting_stopped.clone();
             tokio::spawn(
                 tonic::transport::Server::builder()
                     .add_service(health_service.clone())
-                    .serve_with_incoming_shutdown(TcpIncoming::from(listener), async move {
-                        let _ = stopped.wait_for(|stop| *stop).await;
-                    }),
+                    .serve_with_incoming_shutdown(
+                        TcpIncoming::from(listener),
+                        admission.closing().cancelled_owned(),
+                    ),
             )
         });
-        let mut stopped = accepting_stopped.clone();
-        let accepting_stopped = async move {
-            let _ = stopped.wait_for(|stop| *stop).await;
-        };
-        let router = tonic::transport::Server::builder()
+        let server = tonic::transport::Server::builder()
+            .max_concurrent_streams(server_settings.max_concurrent_streams)
+            .http2_keepalive_interval(Some(Duration::from_millis(
+                server_settings.keepalive_interval_ms,
+            )))
+            .http2_keepalive_timeout(Some(Duration::from_millis(
+                server_settings.keepalive_timeout_ms,
+            )))
+            // Only the hard bound: `server::serve` sends the GOAWAY at the (jittered) age itself.
+            .max_connection_age(Duration::from_millis(server_settings.max_connection_age_ms))
+            .max_connection_age_grace(self.settings.drain_timeout())
             .trace_fn(rpc_span)
             .layer(RpcMetricsLayer::new(self.metrics.clone(), served_methods()))
+            .layer(admission.layer())
             // Who calls is known before anything of the call is read.
             .layer(GuardLayer::new(self.auth.clone(), self.metrics.clone()))
             .layer(OversizedRequestLayer {
                 max_request_bytes: self.settings.server.max_request_bytes,
-            })
-            .add_service(health_service)
+            });
+        let routes = tonic::service::Routes::new(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
             .add_service(CostServer::new(
@@ -241,17 +259,37 @@ impl App {
             .add_service(
                 QueryJobServiceServer::new(QueryJobApi::new(self.jobs.clone(), rules))
                     .max_decoding_message_size(self.settings.server.max_request_bytes),
-            );
-        // Without TCP_NODELAY a response of a few frames waits on the peer's delayed ACK (~40 ms).
-        let tcp = TcpIncoming::from(self.listener).with_nodelay(Some(true));
-        let server: futures::future::BoxFuture<'static, Result<(), tonic::transport::Error>> =
-            match self.tls {
-                Some(tls) => Box::pin(router.serve_with_incoming_shutdown(
-                    auth::tls::incoming(tcp, tls),
-                    accepting_stopped,
-                )),
-                None => Box::pin(router.serve_with_incoming_shutdown(tcp, accepting_stopped)),
-            };
+            )
+            .prepare();
+        let max_age = Duration::from_millis(server_settings.max_connection_age_ms);
+        let server: futures::future::BoxFuture<'static, ()> = match self.tls {
+            // TLS wraps the accepted connections; the preface is then awaited on decrypted bytes.
+            Some(tls) => {
+                let accepted = server::accepted(self.listener, limits.max_connections);
+                let incoming = auth::tls::incoming(accepted, tls, limits.handshake_timeout).map(
+                    move |handshaken| {
+                        handshaken.map(|(stream, place)| {
+                            let deadline = tokio::time::Instant::now() + limits.handshake_timeout;
+                            server::Connection::new(stream, place, deadline)
+                        })
+                    },
+                );
+                Box::pin(server::serve(
+                    server,
+                    routes,
+                    incoming,
+                    max_age,
+                    admission.closing(),
+                ))
+            }
+            None => Box::pin(server::serve(
+                server,
+                routes,
+                server::incoming(self.listener, limits),
+                max_age,
+                admission.closing(),
+            )),
+        };
         let mut server = tokio::spawn(server);
         // Scrapes keep working while calls drain; the endpoint stops when the server has.
         let (stop_metrics, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
@@ -272,17 +310,27 @@ impl App {
         tracing::info!(addr = %self.local_addr, accounts = self.settings.accounts.len(), "serving");
         let served = async {
             tokio::select! {
-                result = &mut server => return flatten(result),
+                result = &mut server => return result.map_err(AppError::from),
                 () = shutdown => {}
             }
             tracing::info!(
                 drain_timeout_ms = self.settings.server.drain_timeout_ms,
                 "stopping: not serving, draining"
             );
+            let drained_by = tokio::time::Instant::now() + self.settings.drain_timeout();
             set_all(&health, ServingStatus::NotServing).await;
-            let _ = stop_accepting.send(true);
-            match tokio::time::timeout(self.settings.drain_timeout(), &mut server).await {
-                Ok(result) => flatten(result),
+            admission.start_draining();
+            self.engine.cache().release_waiting_callers();
+            if tokio::time::timeout_at(drained_by, admission.idle())
+                .await
+                .is_err()
+            {
+                tracing::warn!("drain timeout reached with calls in progress");
+            }
+            // Nothing is left (or the time is up): Health's streams end, connections get GOAWAY.
+            admission.close();
+            match tokio::time::timeout_at(drained_by, &mut server).await {
+                Ok(result) => result.map_err(AppError::from),
                 Err(_) => {
                     tracing::warn!("drain timeout reached; closing the calls still open");
                     server.abort();
@@ -292,8 +340,8 @@ impl App {
         }
         .await;
         let _ = stop_metrics.send(());
-        // The probe port stops with the API (it was told to when accepting stopped, or is told now).
-        let _ = stop_accepting.send(true);
+        // The probe port stops with the API (at `admission.close()`, or now if serving failed).
+        admission.close();
         if let Some(health_server) = health_server {
             health_server.await??;
         }
@@ -307,7 +355,17 @@ impl App {
 /// Every method served, as `package.Service/Method`, read from the services' own descriptors: the RPC
 /// metrics label only these. Made once per process (the names live as long as it does).
 fn served_methods() -> &'static [&'static str] {
-    static METHODS: OnceLock<Vec<&'static str>> = OnceLock::new();
+    &methods().0
+}
+
+/// The server-streaming methods among them: a drain ends their streams.
+fn streaming_methods() -> &'static [&'static str] {
+    &methods().1
+}
+
+/// Every method served, and the streaming ones, each sorted.
+fn methods() -> &'static (Vec<&'static str>, Vec<&'static str>) {
+    static METHODS: OnceLock<(Vec<&'static str>, Vec<&'static str>)> = OnceLock::new();
     METHODS.get_or_init(|| {
         let sets = [
             pb::FILE_DESCRIPTOR_SET,
@@ -315,7 +373,7 @@ fn served_methods() -> &'static [&'static str] {
             tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
             tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
         ];
-        let mut methods: Vec<&'static str> = sets
+        let mut methods: Vec<(&'static str, bool)> = sets
             .iter()
             .filter_map(|bytes| prost_types::FileDescriptorSet::decode(*bytes).ok())
             .flat_map(|set| set.file)
@@ -324,14 +382,24 @@ fn served_methods() -> &'static [&'static str] {
                 file.service.into_iter().flat_map(move |service| {
                     let prefix = format!("{package}.{}", service.name());
                     service.method.into_iter().map(move |method| {
-                        &*Box::leak(format!("{prefix}/{}", method.name()).into_boxed_str())
+                        let name: &'static str =
+                            Box::leak(format!("{prefix}/{}", method.name()).into_boxed_str());
+                        (name, method.server_streaming())
                     })
                 })
             })
             .collect();
         methods.sort_unstable();
         methods.dedup();
-        methods
+        let streaming = methods
+            .iter()
+            .filter(|(_, streaming)| *streaming)
+            .map(|(name, _)| *name)
+            .collect();
+        (
+            methods.into_iter().map(|(name, _)| name).collect(),
+            streaming,
+        )
     })
 }
 
@@ -372,12 +440,6 @@ async fn set_all(health: &HealthReporter, status: ServingStatus) {
     ] {
         health.set_service_status(name, status).await;
     }
-}
-
-fn flatten(
-    result: Result<Result<(), tonic::transport::Error>, tokio::task::JoinError>,
-) -> Result<(), AppError> {
-    result?.map_err(AppError::from)
 }
 
 /// One span per RPC, continuing the caller's trace when it sent a `traceparent`.

@@ -162,6 +162,8 @@ impl CostApi {
                     std::mem::take(&mut report.holds),
                     access.owner(),
                 )
+                .map_err(|full| status::jobs_full(&full))?
+                .id
                 .name();
             for result in &mut wire.provider_results {
                 if result.state == pb::ResultState::Pending as i32 {

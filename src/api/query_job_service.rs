@@ -98,7 +98,10 @@ impl pb::query_job_service_server::QueryJobService for QueryJobApi {
         let note = guard::Note::of(request.extensions());
         let query = self.rules.parse(request.into_inner().query, &access)?;
         note.accounts(guard::touched(&query));
-        let job = self.jobs.start(query, Vec::new(), access.owner());
+        let job = self
+            .jobs
+            .join_or_start(query, Vec::new(), access.owner())
+            .map_err(|full| status::jobs_full(&full))?;
         Ok(Response::new(pb::StartQueryResponse {
             job: Some(job_convert::job_to_proto(&job)?),
         }))

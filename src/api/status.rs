@@ -4,6 +4,7 @@ use crate::{
     auth::{Principal, Rejection},
     domain::{AccountRef, UpstreamError, UpstreamErrorKind},
     engine::EngineError,
+    jobs::JobsFull,
 };
 use prost::Message;
 use std::collections::HashMap;
@@ -16,6 +17,49 @@ pub const COSTD_DOMAIN: &str = "costd";
 /// `NOT_FOUND` for a job name: unknown and expired jobs answer alike.
 pub fn job_not_found(name: &str) -> Status {
     Status::not_found(format!("{name} does not exist or has expired"))
+}
+
+/// How soon a caller turned away by a limit may try again: a call in progress usually ends sooner.
+const OVERLOAD_RETRY_AFTER: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// How soon a caller turned away by a stopping server may try again (another replica, or this one
+/// restarted): about the time a rolling update takes to replace it.
+const STOPPING_RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// `RESOURCE_EXHAUSTED` with RetryInfo: a server-wide limit (`limit`, its config key) is reached.
+pub fn overloaded(limit: &str, allowed: u64) -> Status {
+    let mut details = ErrorDetails::with_error_info(
+        "SERVER_OVERLOADED",
+        COSTD_DOMAIN,
+        HashMap::from([
+            ("limit".to_string(), limit.to_string()),
+            ("allowed".to_string(), allowed.to_string()),
+        ]),
+    );
+    details.set_retry_info(Some(OVERLOAD_RETRY_AFTER));
+    Status::with_error_details(
+        Code::ResourceExhausted,
+        format!("the server is at its limit of {allowed} ({limit}); try again shortly"),
+        details,
+    )
+}
+
+/// `UNAVAILABLE` with RetryInfo: the server is stopping and takes no new work; a stream it ends says
+/// the same.
+pub fn stopping() -> Status {
+    let mut details =
+        ErrorDetails::with_error_info("SERVER_STOPPING", COSTD_DOMAIN, HashMap::new());
+    details.set_retry_info(Some(STOPPING_RETRY_AFTER));
+    Status::with_error_details(
+        Code::Unavailable,
+        "the server is stopping; retry on another replica or after it restarts",
+        details,
+    )
+}
+
+/// `RESOURCE_EXHAUSTED` with RetryInfo: the job table holds `jobs.max_jobs` jobs.
+pub fn jobs_full(full: &JobsFull) -> Status {
+    overloaded("jobs.max_jobs", full.max_jobs as u64)
 }
 
 /// `INVALID_ARGUMENT` listing the violations at once (BadRequest). Details ride in trailers, which

@@ -1,5 +1,5 @@
 //! TLS on the gRPC port, as a wrapper of the stream of accepted TCP connections: each is handshaken
-//! (concurrently, each within a time limit) and yielded as a [`TlsConnection`] whose tonic
+//! (concurrently, each within the accept path's handshake timeout) and yielded as a [`TlsConnection`] whose tonic
 //! `ConnectInfo` is a [`TlsPeer`] carrying the client certificate's identity.
 //!
 //! The certificate and key are re-read when their files change (cert-manager rotates them in place):
@@ -37,9 +37,6 @@ use tokio::{
     net::TcpStream,
 };
 use tonic::transport::server::Connected;
-
-/// Longest a TLS handshake may take before the connection is dropped.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Handshakes running at once; more accepted connections wait their turn.
 const CONCURRENT_HANDSHAKES: usize = 256;
@@ -82,29 +79,35 @@ pub struct TlsConnection {
     peer: TlsPeer,
 }
 
-/// Handshakes every accepted connection; failed or slow handshakes are dropped (and logged at debug).
-pub fn incoming<S>(tcp: S, tls: TlsAcceptor) -> impl Stream<Item = io::Result<TlsConnection>>
+/// Handshakes every accepted connection, each within `timeout`, carrying along what came with it (the
+/// accept path's place among the connections); failed or slow handshakes are dropped (logged at debug).
+pub fn incoming<S, P>(
+    tcp: S,
+    tls: TlsAcceptor,
+    timeout: Duration,
+) -> impl Stream<Item = io::Result<(TlsConnection, P)>>
 where
-    S: Stream<Item = io::Result<TcpStream>>,
+    S: Stream<Item = io::Result<(TcpStream, P)>>,
 {
     tcp.map(move |accepted| {
         let tls = tls.clone();
         async move {
-            let stream = match accepted {
-                Ok(stream) => stream,
+            let (stream, payload) = match accepted {
+                Ok(accepted) => accepted,
                 Err(error) => return Some(Err(error)),
             };
             let remote_addr = stream.peer_addr().ok();
-            match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.acceptor.accept(stream)).await {
+            match tokio::time::timeout(timeout, tls.acceptor.accept(stream)).await {
                 Ok(Ok(stream)) => {
                     let certificate = tls.peer_certificate(&stream);
-                    Some(Ok(TlsConnection {
+                    let connection = TlsConnection {
                         stream,
                         peer: TlsPeer {
                             remote_addr,
                             certificate,
                         },
-                    }))
+                    };
+                    Some(Ok((connection, payload)))
                 }
                 Ok(Err(error)) => {
                     tracing::debug!(?remote_addr, %error, "tls handshake failed");

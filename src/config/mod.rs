@@ -105,6 +105,21 @@ pub struct ServerConfig {
     pub health_listen: Option<SocketAddr>,
     /// Largest request message accepted, in bytes (RESOURCE_EXHAUSTED beyond).
     pub max_request_bytes: usize,
+    /// Calls in progress at once, server-wide (Health excluded); beyond it RESOURCE_EXHAUSTED at once.
+    pub max_concurrent_requests: u32,
+    /// HTTP/2 streams one connection may have open at once (`SETTINGS_MAX_CONCURRENT_STREAMS`).
+    pub max_concurrent_streams: u32,
+    /// Open connections at once; one beyond it is closed as soon as it is accepted.
+    pub max_connections: u32,
+    /// How long a new connection has to send the HTTP/2 preface before it is closed, in milliseconds.
+    pub handshake_timeout_ms: u64,
+    /// How often an HTTP/2 PING checks an open connection, in milliseconds.
+    pub keepalive_interval_ms: u64,
+    /// How long a PING may go unanswered before the connection is closed, in milliseconds.
+    pub keepalive_timeout_ms: u64,
+    /// Age at which a connection is asked to go away (GOAWAY), so clients rebalance across replicas;
+    /// its calls then get `drain_timeout_ms` to finish. In milliseconds.
+    pub max_connection_age_ms: u64,
 }
 
 impl Default for ServerConfig {
@@ -119,6 +134,13 @@ impl Default for ServerConfig {
             tls: None,
             health_listen: None,
             max_request_bytes: 4 * 1024 * 1024,
+            max_concurrent_requests: 1_000,
+            max_concurrent_streams: 200,
+            max_connections: 5_000,
+            handshake_timeout_ms: 5_000,
+            keepalive_interval_ms: 30_000,
+            keepalive_timeout_ms: 10_000,
+            max_connection_age_ms: 30 * 60 * 1_000,
         }
     }
 }
@@ -220,6 +242,8 @@ pub struct JobsConfig {
     pub store: JobStoreKind,
     /// The redis job store; required when `store = "redis"`.
     pub redis: Option<RedisConfig>,
+    /// Jobs held at once, running or finished within retention; beyond it RESOURCE_EXHAUSTED.
+    pub max_jobs: usize,
 }
 
 impl Default for JobsConfig {
@@ -228,6 +252,7 @@ impl Default for JobsConfig {
             retention_seconds: 3600,
             store: JobStoreKind::Memory,
             redis: None,
+            max_jobs: 10_000,
         }
     }
 }
@@ -639,6 +664,41 @@ fn validate_limits(file: &FileConfig) -> Result<(), ConfigError> {
             "server.max_request_bytes",
             "must be at least 1",
         ));
+    }
+    for (key, value) in [
+        (
+            "server.max_concurrent_requests",
+            u64::from(file.server.max_concurrent_requests),
+        ),
+        (
+            "server.max_concurrent_streams",
+            u64::from(file.server.max_concurrent_streams),
+        ),
+        (
+            "server.max_connections",
+            u64::from(file.server.max_connections),
+        ),
+        (
+            "server.handshake_timeout_ms",
+            file.server.handshake_timeout_ms,
+        ),
+        (
+            "server.keepalive_interval_ms",
+            file.server.keepalive_interval_ms,
+        ),
+        (
+            "server.keepalive_timeout_ms",
+            file.server.keepalive_timeout_ms,
+        ),
+        (
+            "server.max_connection_age_ms",
+            file.server.max_connection_age_ms,
+        ),
+        ("jobs.max_jobs", file.jobs.max_jobs as u64),
+    ] {
+        if value == 0 {
+            return Err(ConfigError::new(key, "must be at least 1"));
+        }
     }
     if file.server.max_range_days == 0 {
         return Err(ConfigError::new(

@@ -384,7 +384,7 @@ impl JobWork for Engine {
         query: &'a CostQuery,
         observe: &'a ProgressObserver<'a>,
     ) -> Result<Report, EngineError> {
-        self.report_observed(query, Deadline::NONE, observe).await
+        self.report_observed(query, Deadline::JOB, observe).await
     }
 
     fn failure<'r>(report: &'r Report, account: &ProviderAccountId) -> Option<&'r UpstreamError> {

@@ -190,12 +190,21 @@ impl<W: JobWork> fmt::Debug for JobSnapshot<W> {
     }
 }
 
+/// The job table is full: `max_jobs` are held (running, or finished and still within retention).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("{max_jobs} jobs are held, the most allowed")]
+pub struct JobsFull {
+    pub max_jobs: usize,
+}
+
 /// Starts jobs, runs each in its own owner task, and forgets finished ones after the retention period.
 pub struct JobManager<W: JobWork> {
     store: Arc<dyn JobStore<W>>,
     work: Arc<W>,
     clock: Arc<dyn Clock>,
     retention: chrono::Duration,
+    /// Jobs held at once, finished ones within retention included.
+    max_jobs: usize,
     owners: Mutex<HashMap<JobId, AbortHandle>>,
     /// Running jobs by owner and query, so callers that find work still pending join their own job
     /// rather than add more (another owner's job is never shared; its upstream work is, below).
@@ -208,12 +217,14 @@ impl<W: JobWork> JobManager<W> {
         work: Arc<W>,
         clock: Arc<dyn Clock>,
         retention: chrono::Duration,
+        max_jobs: usize,
     ) -> Arc<Self> {
         Arc::new(JobManager {
             store,
             work,
             clock,
             retention,
+            max_jobs,
             owners: Mutex::default(),
             running: Mutex::default(),
         })
@@ -221,12 +232,18 @@ impl<W: JobWork> JobManager<W> {
 
     /// A new job for `query`, owned by `owner` and running at once; `holds` keep already started
     /// upstream work alive for it.
-    pub fn start(
+    fn start(
         self: &Arc<Self>,
         query: CostQuery,
         holds: Vec<W::Hold>,
         owner: Option<String>,
-    ) -> Arc<JobSnapshot<W>> {
+    ) -> Result<Arc<JobSnapshot<W>>, JobsFull> {
+        // `list` forgets expired jobs first, so only jobs still held count.
+        if self.list().len() >= self.max_jobs {
+            return Err(JobsFull {
+                max_jobs: self.max_jobs,
+            });
+        }
         let now = self.clock.now();
         let parts = self
             .work
@@ -261,26 +278,27 @@ impl<W: JobWork> JobManager<W> {
         let owner_job = job.clone();
         let owner = tokio::spawn(async move { manager.own(owner_job, holds).await });
         lock(&self.owners).insert(job.id.clone(), owner.abort_handle());
-        self.store.get(&job.id).unwrap_or_else(|| Arc::new(job))
+        Ok(self.store.get(&job.id).unwrap_or_else(|| Arc::new(job)))
     }
 
-    /// The running job of `owner` for `query`, or a new one; `holds` are handed to the job either way.
+    /// The running job of `owner` for an identical `query`, or a new one; `holds` keep already started
+    /// upstream work alive for a new job (a running one's own fetches hold the same work).
     pub fn join_or_start(
         self: &Arc<Self>,
         query: CostQuery,
         holds: Vec<W::Hold>,
         owner: Option<String>,
-    ) -> JobId {
+    ) -> Result<Arc<JobSnapshot<W>>, JobsFull> {
         let key = (owner, query);
         let running = lock(&self.running).get(&key).cloned();
-        if let Some(id) =
-            running.filter(|id| self.store.get(id).is_some_and(|job| !job.state.is_final()))
+        if let Some(job) = running
+            .and_then(|id| self.store.get(&id))
+            .filter(|job| !job.state.is_final())
         {
-            // The running job's own fetches hold the same work; these holds can go.
-            return id;
+            return Ok(job);
         }
         let (owner, query) = key;
-        self.start(query, holds, owner).id.clone()
+        self.start(query, holds, owner)
     }
 
     /// A job, unless unknown or past its retention.

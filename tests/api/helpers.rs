@@ -188,6 +188,29 @@ impl TestApp {
         Ok(response.into_inner().report.expect("a report"))
     }
 
+    /// ListProviders as it answers now.
+    pub async fn list_providers(&self) -> pb::ListProvidersResponse {
+        within(
+            self.costs
+                .clone()
+                .list_providers(pb::ListProvidersRequest {}),
+        )
+        .await
+        .expect("listed")
+        .into_inner()
+    }
+
+    /// One account's health as ListProviders reports it now.
+    pub async fn health_of(&self, id: &str) -> pb::ProviderHealth {
+        self.list_providers()
+            .await
+            .provider_accounts
+            .into_iter()
+            .find(|p| p.id == id)
+            .and_then(|p| p.health)
+            .expect("the account's health")
+    }
+
     pub fn token(&self, team_id: &str) -> String {
         self.sandbox
             .dataset()

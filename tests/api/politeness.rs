@@ -6,7 +6,11 @@ use crate::failures::error_info;
 use crate::helpers::*;
 use crate::metrics::scrape;
 use chrono::Duration as ChronoDuration;
-use costd::{clock::ManualClock, proto as pb, sandbox::Fault};
+use costd::{
+    clock::ManualClock,
+    proto as pb,
+    sandbox::{Fault, Scope},
+};
 use http::StatusCode;
 use std::{num::NonZeroU32, sync::Arc, time::Duration};
 
@@ -25,6 +29,19 @@ fn days(n: u32) -> Vec<pb::CostQuery> {
             )
         })
         .collect()
+}
+
+/// When the sandbox received each request of `scope`, earliest first.
+fn received_at(app: &TestApp, scope: &Scope) -> Vec<std::time::Instant> {
+    let mut received: Vec<_> = app
+        .sandbox
+        .requests()
+        .into_iter()
+        .filter(|r| &r.scope == scope)
+        .map(|r| r.received_at)
+        .collect();
+    received.sort();
+    received
 }
 
 async fn all_at_once(app: &TestApp, queries: Vec<pb::CostQuery>) -> Vec<pb::CostReport> {
@@ -73,14 +90,7 @@ async fn a_429_pauses_the_account_for_every_caller() {
 
     all_at_once(&app, days(3)).await;
 
-    let mut received: Vec<_> = app
-        .sandbox
-        .requests()
-        .into_iter()
-        .filter(|r| r.scope == acme)
-        .map(|r| r.received_at)
-        .collect();
-    received.sort();
+    let received = received_at(&app, &acme);
     assert_eq!(received.len(), 4, "three queries and one retry");
     for later in &received[1..] {
         assert!(
@@ -107,19 +117,14 @@ async fn a_per_account_rate_spaces_requests_from_all_queries() {
 
     all_at_once(&app, days(14)).await;
 
-    let mut received: Vec<_> = app
-        .sandbox
-        .requests()
-        .into_iter()
-        .filter(|r| r.scope == acme)
-        .map(|r| r.received_at)
-        .collect();
-    received.sort();
+    let received = received_at(&app, &acme);
     assert_eq!(received.len(), 14);
-    // A burst of 10, then one each 100 ms: the 14th is at least 400 ms after the first.
+    // A burst of 10, then one each 100 ms: the 14th goes 400 ms after the burst. The first request
+    // may arrive late (it opens the connection), so the bound keeps a margin; unlimited, all 14
+    // arrive within a few milliseconds.
     let span = received[13] - received[0];
     assert!(
-        span >= Duration::from_millis(350),
+        span >= Duration::from_millis(250),
         "14 requests in {span:?}"
     );
 }
@@ -140,25 +145,6 @@ async fn an_open_circuit_answers_without_asking_and_one_probe_closes_it() {
     };
     app.sandbox.set_persistent_fault(&acme, failing);
     let january = || query("2026-01-01", "2026-02-01", &[], pb::Granularity::None);
-    let circuit_of = |providers: &pb::ListProvidersResponse, id: &str| {
-        providers
-            .provider_accounts
-            .iter()
-            .find(|p| p.id == id)
-            .and_then(|p| p.health.clone())
-            .expect("health")
-    };
-    let list = || async {
-        within(
-            app.costs
-                .clone()
-                .list_providers(pb::ListProvidersRequest {}),
-        )
-        .await
-        .expect("listed")
-        .into_inner()
-    };
-
     for _ in 0..2 {
         let report = app.get_costs(january()).await.expect("answer");
         assert_eq!(
@@ -167,7 +153,7 @@ async fn an_open_circuit_answers_without_asking_and_one_probe_closes_it() {
         );
     }
     assert_eq!(app.sandbox.request_count(&acme), 2);
-    let open = circuit_of(&list().await, "team-acme");
+    let open = app.health_of("team-acme").await;
     assert_eq!(open.circuit, pb::CircuitState::Open as i32);
     assert_eq!(
         open.circuit_retry_time,
@@ -176,7 +162,7 @@ async fn an_open_circuit_answers_without_asking_and_one_probe_closes_it() {
         ))
     );
     assert_eq!(
-        circuit_of(&list().await, "team-borealis").circuit,
+        app.health_of("team-borealis").await.circuit,
         pb::CircuitState::Closed as i32
     );
 
@@ -213,7 +199,7 @@ async fn an_open_circuit_answers_without_asking_and_one_probe_closes_it() {
     );
     assert_eq!(app.sandbox.request_count(&acme), 3, "one probe");
     assert_eq!(
-        circuit_of(&list().await, "team-acme").circuit,
+        app.health_of("team-acme").await.circuit,
         pb::CircuitState::Closed as i32
     );
 }
