@@ -214,6 +214,7 @@ fn settings(base_url: &str, org_id: &str, api_key: &str) -> Settings {
         atlas: Default::default(),
         jobs: Default::default(),
         job_store: costd::config::JobStoreSettings::Memory,
+        auth: None,
         metrics: MetricsConfig {
             enabled: false,
             listen: loopback,

@@ -1,7 +1,8 @@
 //! Server assembly: binds, wires the services, health and reflection, and drains on stop.
 
 use crate::{
-    api::{CostApi, CostServer, OversizedRequestLayer, QueryJobApi, QueryRules},
+    api::{CostApi, CostServer, GuardLayer, OversizedRequestLayer, QueryJobApi, QueryRules},
+    auth::{self, Authenticator, TlsAcceptor},
     clock::{Clock, SystemClock},
     config::{JobStoreSettings, Settings},
     domain::Redactor,
@@ -16,6 +17,7 @@ use crate::{
     server::{self, Admission, ConnectionLimits},
     telemetry,
 };
+use futures::StreamExt;
 use prost::Message;
 use std::{
     future::Future,
@@ -24,7 +26,7 @@ use std::{
     time::Duration,
 };
 use tokio::net::TcpListener;
-use tonic::server::NamedService;
+use tonic::{server::NamedService, transport::server::TcpIncoming};
 use tonic_health::{ServingStatus, server::HealthReporter};
 
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +46,10 @@ pub enum AppError {
     Task(#[from] tokio::task::JoinError),
     #[error("cannot use the job store: {0}")]
     JobStore(crate::jobs::StoreError),
+    #[error("{0}")]
+    Auth(#[from] auth::SetupError),
+    #[error("health endpoint failed: {0}")]
+    Health(#[from] tonic::transport::Error),
 }
 
 /// A bound, not yet serving, costd.
@@ -55,6 +61,11 @@ pub struct App {
     metrics: Arc<Metrics>,
     /// Bound when metrics are enabled.
     metrics_listener: Option<(TcpListener, SocketAddr)>,
+    /// With TLS: the plaintext health-only listener, when configured.
+    health_listener: Option<(TcpListener, SocketAddr)>,
+    tls: Option<TlsAcceptor>,
+    /// `None`: no `[auth]`, everyone is served.
+    auth: Option<Arc<Authenticator>>,
     settings: Settings,
 }
 
@@ -74,7 +85,25 @@ impl App {
             true => Some(bind(settings.metrics.listen).await?),
             false => None,
         };
+        let health_listener = match settings.server.health_listen {
+            Some(addr) => Some(bind(addr).await?),
+            None => None,
+        };
+        let tls = settings
+            .server
+            .tls
+            .as_ref()
+            .map(TlsAcceptor::new)
+            .transpose()?;
         let metrics = Arc::new(Metrics::new());
+        let auth = match &settings.auth {
+            Some(config) => Some(Arc::new(
+                Authenticator::new(config, settings.server.tls.as_ref(), reqwest::Client::new())
+                    .await?,
+            )),
+            None => None,
+        };
+        metrics.set_auth_open(auth.is_none());
         let redactor = Redactor::new(
             settings
                 .accounts
@@ -128,8 +157,16 @@ impl App {
             jobs,
             metrics,
             metrics_listener,
+            health_listener,
+            tls,
+            auth,
             settings,
         })
+    }
+
+    /// The address of the plaintext health listener, when configured.
+    pub fn health_addr(&self) -> Option<SocketAddr> {
+        self.health_listener.as_ref().map(|(_, addr)| *addr)
     }
 
     /// The address of the `/metrics` endpoint, when enabled.
@@ -187,6 +224,20 @@ impl App {
             max_connections: server_settings.max_connections,
             handshake_timeout: Duration::from_millis(server_settings.handshake_timeout_ms),
         };
+        if self.auth.is_none() {
+            tracing::warn!("no [auth] section: serving every caller, unauthenticated");
+        }
+        let health_server = self.health_listener.map(|(listener, addr)| {
+            tracing::info!(%addr, "serving health in plaintext");
+            tokio::spawn(
+                tonic::transport::Server::builder()
+                    .add_service(health_service.clone())
+                    .serve_with_incoming_shutdown(
+                        TcpIncoming::from(listener),
+                        admission.closing().cancelled_owned(),
+                    ),
+            )
+        });
         let server = tonic::transport::Server::builder()
             .max_concurrent_streams(server_settings.max_concurrent_streams)
             .http2_keepalive_interval(Some(Duration::from_millis(
@@ -201,6 +252,8 @@ impl App {
             .trace_fn(rpc_span)
             .layer(RpcMetricsLayer::new(self.metrics.clone(), served_methods()))
             .layer(admission.layer())
+            // Who calls is known before anything of the call is read.
+            .layer(GuardLayer::new(self.auth.clone(), self.metrics.clone()))
             .layer(OversizedRequestLayer {
                 max_request_bytes: self.settings.server.max_request_bytes,
             });
@@ -216,13 +269,35 @@ impl App {
                     .max_decoding_message_size(self.settings.server.max_request_bytes),
             )
             .prepare();
-        let server = server::serve(
-            server,
-            routes,
-            server::incoming(self.listener, limits),
-            Duration::from_millis(server_settings.max_connection_age_ms),
-            admission.closing(),
-        );
+        let max_age = Duration::from_millis(server_settings.max_connection_age_ms);
+        let server: futures::future::BoxFuture<'static, ()> = match self.tls {
+            // TLS wraps the accepted connections; the preface is then awaited on decrypted bytes.
+            Some(tls) => {
+                let accepted = server::accepted(self.listener, limits.max_connections);
+                let incoming = auth::tls::incoming(accepted, tls, limits.handshake_timeout).map(
+                    move |handshaken| {
+                        handshaken.map(|(stream, place)| {
+                            let deadline = tokio::time::Instant::now() + limits.handshake_timeout;
+                            server::Connection::new(stream, place, deadline)
+                        })
+                    },
+                );
+                Box::pin(server::serve(
+                    server,
+                    routes,
+                    incoming,
+                    max_age,
+                    admission.closing(),
+                ))
+            }
+            None => Box::pin(server::serve(
+                server,
+                routes,
+                server::incoming(self.listener, limits),
+                max_age,
+                admission.closing(),
+            )),
+        };
         let mut server = tokio::spawn(server);
         // Scrapes keep working while calls drain; the endpoint stops when the server has.
         let (stop_metrics, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
@@ -273,6 +348,11 @@ impl App {
         }
         .await;
         let _ = stop_metrics.send(());
+        // The probe port stops with the API (at `admission.close()`, or now if serving failed).
+        admission.close();
+        if let Some(health_server) = health_server {
+            health_server.await??;
+        }
         if let Some(metrics_server) = metrics_server {
             metrics_server.await?.map_err(AppError::Metrics)?;
         }

@@ -113,6 +113,8 @@ pub fn settings(sandbox: &SandboxHandle, listen: SocketAddr) -> Result<Settings,
             listen: SocketAddr::new(listen.ip(), 0),
             ..MetricsConfig::default()
         },
+        // The demo stays open, on loopback.
+        auth: None,
         accounts,
     })
 }

@@ -2,6 +2,7 @@
 
 use super::status;
 use crate::{
+    auth::Access,
     domain::{
         ChargeCategory, CostFilter, CostQuery, CostRecord, Granularity, GroupBy, Money, MoneyError,
         Period, ProviderAccountId, ProviderKind, Quantity, format_decimal,
@@ -20,9 +21,58 @@ pub struct QueryRules {
 }
 
 impl QueryRules {
-    /// Parses a wire query, or answers INVALID_ARGUMENT listing every violation.
-    pub fn parse(&self, query: Option<pb::CostQuery>) -> Result<CostQuery, tonic::Status> {
-        parse_query(query, self).map_err(status::invalid_argument)
+    /// Parses a wire query as `access` may ask it: PERMISSION_DENIED naming the accounts it asks for
+    /// outside the caller's grant, INVALID_ARGUMENT listing every violation, and a query that names
+    /// no account covers only the granted ones.
+    pub fn parse(
+        &self,
+        query: Option<pb::CostQuery>,
+        access: &Access,
+    ) -> Result<CostQuery, tonic::Status> {
+        self.refuse_ungranted(query.as_ref(), access)?;
+        let mut query = parse_query(query, self).map_err(status::invalid_argument)?;
+        self.scope(&mut query, access)?;
+        Ok(query)
+    }
+
+    /// PERMISSION_DENIED when the query names accounts the grant does not cover, checked before the
+    /// accounts are known to exist, so the answer tells nothing of accounts outside the grant.
+    pub fn refuse_ungranted(
+        &self,
+        query: Option<&pb::CostQuery>,
+        access: &Access,
+    ) -> Result<(), tonic::Status> {
+        let named = query
+            .and_then(|query| query.filter.as_ref())
+            .map(|filter| filter.provider_accounts.as_slice())
+            .unwrap_or_default();
+        let outside: Vec<String> = named
+            .iter()
+            .filter(|id| !access.covers_account(id))
+            .map(|id| shorten(id))
+            .collect();
+        match outside.is_empty() {
+            true => Ok(()),
+            false => Err(status::accounts_not_granted(&outside)),
+        }
+    }
+
+    /// A query naming no account asks for every granted one (so its covered accounts say so).
+    pub fn scope(&self, query: &mut CostQuery, access: &Access) -> Result<(), tonic::Status> {
+        if matches!(access, Access::Open) || !query.filter.provider_accounts.is_empty() {
+            return Ok(());
+        }
+        query.filter.provider_accounts = self
+            .known_accounts
+            .iter()
+            .filter(|id| access.covers_account(id.as_str()))
+            .cloned()
+            .collect();
+        match query.filter.provider_accounts.is_empty() {
+            // An empty account filter means every account: never the answer here.
+            true => Err(status::no_granted_accounts()),
+            false => Ok(()),
+        }
     }
 }
 

@@ -2,7 +2,7 @@
 //! [`CostServer`], so that a remembered answer goes out as the bytes it was stored as.
 
 use super::{
-    QueryRules, convert,
+    QueryRules, convert, guard,
     page_token::{self, PageRequest, PageSizes},
     status,
 };
@@ -45,6 +45,8 @@ const GET_COSTS_PATH: &str = "/costd.v1.CostService/GetCosts";
 struct Remembered {
     encoded: Bytes,
     until: DateTime<Utc>,
+    /// The accounts it covers, for the audit line of a call it answers.
+    touched: String,
 }
 
 /// A GetCosts answer as [`AnswerCodec`] writes it: a message to encode, or bytes already encoded.
@@ -64,7 +66,9 @@ pub struct CostApi {
     answers: moka::sync::Cache<CostQuery, Arc<Remembered>>,
     /// The same answers by the request's own bytes: a caller repeating a request is answered before its
     /// query is even decoded (most callers send the same bytes for the same question).
-    answers_by_request: moka::sync::Cache<Bytes, Arc<Remembered>>,
+    /// Keyed by the caller's grant too: the same bytes from callers of other grants ask for other
+    /// accounts.
+    answers_by_request: moka::sync::Cache<(Option<usize>, Bytes), Arc<Remembered>>,
     deadline_margin: Duration,
 }
 
@@ -87,10 +91,17 @@ impl CostApi {
                 .build(),
             answers_by_request: moka::sync::Cache::builder()
                 .max_capacity(ANSWER_MEMO_BYTES)
-                .weigher(|request: &Bytes, answer: &Arc<Remembered>| {
-                    u32::try_from(request.len() + answer.encoded.len() + size_of::<Remembered>())
+                .weigher(
+                    |(_, request): &(Option<usize>, Bytes), answer: &Arc<Remembered>| {
+                        u32::try_from(
+                            request.len()
+                                + answer.encoded.len()
+                                + answer.touched.len()
+                                + size_of::<Remembered>(),
+                        )
                         .unwrap_or(u32::MAX)
-                })
+                    },
+                )
                 .build(),
             deadline_margin,
         }
@@ -100,18 +111,20 @@ impl CostApi {
     /// these very bytes goes out at once, else the request is decoded and answered as usual.
     async fn answer_encoded(&self, request: Request<Bytes>) -> Result<Response<Answer>, Status> {
         let (metadata, extensions, encoded) = request.into_parts();
-        if let Some(answer) = self.answers_by_request.get(&encoded) {
+        let key = (guard::access(&extensions)?.scope(), encoded);
+        if let Some(answer) = self.answers_by_request.get(&key) {
             if self.engine.cache().now() < answer.until {
+                guard::Note::of(&extensions).accounts(answer.touched.clone());
                 return Ok(Response::new(Answer::Encoded(answer.encoded.clone())));
             }
         }
         let message =
-            pb::GetCostsRequest::decode(encoded.clone()).map_err(status::undecodable_request)?;
+            pb::GetCostsRequest::decode(key.1.clone()).map_err(status::undecodable_request)?;
         let (answer, remembered) = self
             .answer_query(Request::from_parts(metadata, extensions, message))
             .await?;
         if let Some(remembered) = remembered {
-            self.answers_by_request.insert(encoded, remembered);
+            self.answers_by_request.insert(key, remembered);
         }
         Ok(Response::new(answer))
     }
@@ -124,7 +137,11 @@ impl CostApi {
         request: Request<pb::GetCostsRequest>,
     ) -> Result<(Answer, Option<Arc<Remembered>>), Status> {
         let deadline = Deadline::from_grpc_metadata(request.metadata(), self.deadline_margin);
-        let query = self.rules.parse(request.into_inner().query)?;
+        let access = guard::access(request.extensions())?;
+        let note = guard::Note::of(request.extensions());
+        let query = self.rules.parse(request.into_inner().query, &access)?;
+        let touched = guard::touched(&query);
+        note.accounts(touched.clone());
         if let Some(answer) = self.answers.get(&query) {
             if self.engine.cache().now() < answer.until {
                 return Ok((Answer::Encoded(answer.encoded.clone()), Some(answer)));
@@ -142,7 +159,11 @@ impl CostApi {
             // job store unreachable the answer still goes out, naming no job (its work stops).
             let started = self
                 .jobs
-                .join_or_start(query.clone(), std::mem::take(&mut report.holds))
+                .join_or_start(
+                    query.clone(),
+                    std::mem::take(&mut report.holds),
+                    access.owner(),
+                )
                 .await;
             let job = match started {
                 Ok(job) => job.id.name(),
@@ -168,6 +189,7 @@ impl CostApi {
         let remembered = Arc::new(Remembered {
             encoded: encoded.clone(),
             until,
+            touched,
         });
         self.answers.insert(query, remembered.clone());
         Ok((Answer::Encoded(encoded), Some(remembered)))
@@ -191,6 +213,7 @@ fn remembered_bytes(query: &CostQuery, answer: &Remembered) -> usize {
         .map(|id| id.as_str().len() + size_of::<crate::domain::ProviderAccountId>())
         .sum::<usize>();
     answer.encoded.len()
+        + answer.touched.len()
         + size_of::<CostQuery>()
         + size_of::<Remembered>()
         + texts
@@ -329,9 +352,16 @@ impl pb::cost_service_server::CostService for CostApi {
         request: Request<pb::ListCostRecordsRequest>,
     ) -> Result<Response<pb::ListCostRecordsResponse>, Status> {
         let deadline = Deadline::from_grpc_metadata(request.metadata(), self.deadline_margin);
+        let access = guard::access(request.extensions())?;
+        let note = guard::Note::of(request.extensions());
         let asked = request.into_inner();
+        self.rules.refuse_ungranted(asked.query.as_ref(), &access)?;
         let (query, mut violations) = match convert::parse_query(asked.query, &self.rules) {
-            Ok(query) => (Some(query), Vec::new()),
+            Ok(mut query) => {
+                self.rules.scope(&mut query, &access)?;
+                note.accounts(guard::touched(&query));
+                (Some(query), Vec::new())
+            }
             Err(violations) => (None, violations),
         };
         let page = PageRequest::parse(
@@ -377,12 +407,14 @@ impl pb::cost_service_server::CostService for CostApi {
 
     async fn list_providers(
         &self,
-        _request: Request<pb::ListProvidersRequest>,
+        request: Request<pb::ListProvidersRequest>,
     ) -> Result<Response<pb::ListProvidersResponse>, Status> {
+        let access = guard::access(request.extensions())?;
         let provider_accounts = self
             .engine
             .providers()
             .iter()
+            .filter(|provider| access.covers_account(provider.account().id.as_str()))
             .map(|provider| {
                 let account = provider.account();
                 let capabilities = provider.capabilities();
@@ -439,7 +471,14 @@ impl pb::cost_service_server::CostService for CostApi {
                     }),
                 }
             })
-            .collect();
+            .collect::<Vec<_>>();
+        guard::Note::of(request.extensions()).accounts(
+            provider_accounts
+                .iter()
+                .map(|account| account.id.as_str())
+                .collect::<Vec<_>>()
+                .join(","),
+        );
         Ok(Response::new(pb::ListProvidersResponse {
             provider_accounts,
         }))

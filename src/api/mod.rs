@@ -3,6 +3,7 @@
 mod codec;
 pub mod convert;
 mod cost_service;
+mod guard;
 mod job_convert;
 mod oversized;
 pub mod page_token;
@@ -12,5 +13,6 @@ pub mod status;
 pub use codec::RequestCodec;
 pub use convert::QueryRules;
 pub use cost_service::{CostApi, CostServer};
+pub use guard::GuardLayer;
 pub use oversized::OversizedRequestLayer;
 pub use query_job_service::QueryJobApi;

@@ -1,11 +1,12 @@
 //! QueryJobService: start, inspect, list, cancel and watch jobs.
 
 use super::{
-    QueryRules, job_convert,
+    QueryRules, guard, job_convert,
     page_token::{self, PageRequest, PageSizes},
     status,
 };
 use crate::{
+    auth::Access,
     engine::{Job, Jobs},
     jobs::JobId,
     proto as pb,
@@ -63,12 +64,15 @@ impl QueryJobApi {
         }
     }
 
-    async fn job(&self, name: &str) -> Result<Arc<Job>, Status> {
+    /// The job, if it exists for this caller: another owner's job is NOT_FOUND like an unknown one,
+    /// so job names tell nothing of other callers' work.
+    async fn job(&self, name: &str, access: &Access) -> Result<Arc<Job>, Status> {
         let id = job_id(name)?;
         self.jobs
             .get(&id)
             .await
             .map_err(|e| status::job_store(&e))?
+            .filter(|job| access.sees_job_of(job.owner.as_deref()))
             .ok_or_else(|| status::job_not_found(name))
     }
 }
@@ -92,10 +96,13 @@ impl pb::query_job_service_server::QueryJobService for QueryJobApi {
         &self,
         request: Request<pb::StartQueryRequest>,
     ) -> Result<Response<pb::StartQueryResponse>, Status> {
-        let query = self.rules.parse(request.into_inner().query)?;
+        let access = guard::access(request.extensions())?;
+        let note = guard::Note::of(request.extensions());
+        let query = self.rules.parse(request.into_inner().query, &access)?;
+        note.accounts(guard::touched(&query));
         let job = self
             .jobs
-            .join_or_start(query, Vec::new())
+            .join_or_start(query, Vec::new(), access.owner())
             .await
             .map_err(|e| status::job_start(&e))?;
         Ok(Response::new(pb::StartQueryResponse {
@@ -107,7 +114,8 @@ impl pb::query_job_service_server::QueryJobService for QueryJobApi {
         &self,
         request: Request<pb::GetJobRequest>,
     ) -> Result<Response<pb::GetJobResponse>, Status> {
-        let job = self.job(&request.into_inner().name).await?;
+        let access = guard::access(request.extensions())?;
+        let job = self.job(&request.into_inner().name, &access).await?;
         Ok(Response::new(pb::GetJobResponse {
             job: Some(job_convert::job_to_proto(&job)?),
         }))
@@ -117,6 +125,7 @@ impl pb::query_job_service_server::QueryJobService for QueryJobApi {
         &self,
         request: Request<pb::ListJobsRequest>,
     ) -> Result<Response<pb::ListJobsResponse>, Status> {
+        let access = guard::access(request.extensions())?;
         let asked = request.into_inner();
         let mut violations = Vec::new();
         let mut states = Vec::new();
@@ -148,6 +157,7 @@ impl pb::query_job_service_server::QueryJobService for QueryJobApi {
             .map_err(|e| status::job_store(&e))?
             .into_iter()
             .filter(|job| states.is_empty() || states.contains(&job.state))
+            .filter(|job| access.sees_job_of(job.owner.as_deref()))
             .collect();
         let (matching, next_page_token) = page.slice(&matching);
         let jobs = matching
@@ -164,10 +174,12 @@ impl pb::query_job_service_server::QueryJobService for QueryJobApi {
         &self,
         request: Request<pb::CancelJobRequest>,
     ) -> Result<Response<pb::CancelJobResponse>, Status> {
+        let access = guard::access(request.extensions())?;
         let name = request.into_inner().name;
+        let id = self.job(&name, &access).await?.id.clone();
         let job = self
             .jobs
-            .cancel(&job_id(&name)?)
+            .cancel(&id)
             .await
             .map_err(|e| status::job_store(&e))?
             .ok_or_else(|| status::job_not_found(&name))?;
@@ -180,10 +192,12 @@ impl pb::query_job_service_server::QueryJobService for QueryJobApi {
         &self,
         request: Request<pb::WatchJobRequest>,
     ) -> Result<Response<Self::WatchJobStream>, Status> {
+        let access = guard::access(request.extensions())?;
         let name = request.into_inner().name;
+        let id = self.job(&name, &access).await?.id.clone();
         let updates = self
             .jobs
-            .subscribe(&job_id(&name)?)
+            .subscribe(&id)
             .await
             .map_err(|e| status::job_store(&e))?
             .ok_or_else(|| status::job_not_found(&name))?;

@@ -1,6 +1,7 @@
 //! The one place where costd's errors become gRPC statuses with google.rpc details.
 
 use crate::{
+    auth::{Principal, Rejection},
     domain::{AccountRef, UpstreamError, UpstreamErrorKind},
     engine::EngineError,
     jobs::{JobsFull, StartError, StoreError},
@@ -260,4 +261,54 @@ pub fn to_rpc_status(status: Status) -> tonic_types::Status {
         message: status.message().to_string(),
         details: Vec::new(),
     })
+}
+
+/// `UNAUTHENTICATED` naming why the credentials were refused (never repeating them), with ErrorInfo.
+pub fn unauthenticated(rejection: Rejection) -> Status {
+    Status::with_error_details(
+        Code::Unauthenticated,
+        rejection.message(),
+        ErrorDetails::with_error_info(
+            rejection.reason().to_ascii_uppercase(),
+            COSTD_DOMAIN,
+            HashMap::new(),
+        ),
+    )
+}
+
+/// `PERMISSION_DENIED`: authenticated, but no `[[auth.grants]]` entry matches the principal.
+pub fn no_grant(principal: &Principal) -> Status {
+    Status::with_error_details(
+        Code::PermissionDenied,
+        format!("no grant for principal `{principal}`"),
+        ErrorDetails::with_error_info("NO_GRANT", COSTD_DOMAIN, HashMap::new()),
+    )
+}
+
+/// `PERMISSION_DENIED` naming the accounts a query asked for outside the caller's grant.
+pub fn accounts_not_granted(accounts: &[String]) -> Status {
+    let listed = accounts.join(", ");
+    Status::with_error_details(
+        Code::PermissionDenied,
+        format!("not granted: provider accounts {listed}"),
+        ErrorDetails::with_error_info(
+            "ACCOUNTS_NOT_GRANTED",
+            COSTD_DOMAIN,
+            HashMap::from([("provider_accounts".to_string(), listed)]),
+        ),
+    )
+}
+
+/// `PERMISSION_DENIED`: the caller's grant matches no configured account, so it can ask for nothing.
+pub fn no_granted_accounts() -> Status {
+    Status::with_error_details(
+        Code::PermissionDenied,
+        "the caller's grant covers no configured provider account",
+        ErrorDetails::with_error_info("ACCOUNTS_NOT_GRANTED", COSTD_DOMAIN, HashMap::new()),
+    )
+}
+
+/// `PERMISSION_DENIED`: a call reached a handler without the access the guard attaches; deny.
+pub fn no_access() -> Status {
+    Status::permission_denied("the call carries no caller identity")
 }

@@ -2,14 +2,13 @@
 //! (on a terminal) and prints the report at the end; `--output json` streams events as JSON lines.
 
 use super::{
-    OutputFormat, QueryArgs, output,
+    Connected, Connection, OutputFormat, QueryArgs, output,
     query::{describe_status, query_of},
 };
 use crate::proto::{self as pb, query_job_service_client::QueryJobServiceClient};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use serde::Serialize;
 use std::{collections::HashMap, io::Write, time::Duration};
-use tonic::transport::Channel;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum JobsCommand {
@@ -52,8 +51,8 @@ pub enum JobsCommand {
 /// Where the server is and how to print.
 #[derive(Debug, clap::Args)]
 pub struct Target {
-    #[arg(long, default_value = "http://127.0.0.1:50051")]
-    pub addr: String,
+    #[command(flatten)]
+    pub connection: Connection,
     #[arg(long, default_value = "table")]
     pub output: OutputFormat,
 }
@@ -62,7 +61,7 @@ pub async fn run_jobs(command: JobsCommand) -> Result<(), String> {
     match command {
         JobsCommand::Start { query, watch } => {
             let target = Target {
-                addr: query.addr.clone(),
+                connection: query.connection.clone(),
                 output: query.output,
             };
             let mut client = connect(&target).await?;
@@ -133,10 +132,10 @@ pub async fn run_jobs(command: JobsCommand) -> Result<(), String> {
     }
 }
 
-async fn connect(target: &Target) -> Result<QueryJobServiceClient<Channel>, String> {
-    QueryJobServiceClient::connect(target.addr.clone())
-        .await
-        .map_err(|e| format!("cannot connect to {}: {e}", target.addr))
+async fn connect(target: &Target) -> Result<QueryJobServiceClient<Connected>, String> {
+    Ok(QueryJobServiceClient::new(
+        target.connection.connect().await?,
+    ))
 }
 
 fn state_value(text: &str) -> Result<i32, String> {
@@ -244,7 +243,7 @@ fn print_job(job: &pb::Job, format: OutputFormat) -> Result<(), String> {
 
 /// Follows a job to its final event: JSON lines, or a live line per part and the report at the end.
 async fn follow(
-    client: &mut QueryJobServiceClient<Channel>,
+    client: &mut QueryJobServiceClient<Connected>,
     name: &str,
     format: OutputFormat,
 ) -> Result<(), String> {

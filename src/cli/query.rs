@@ -1,6 +1,6 @@
 //! `costd query`: one GetCosts call, printed as a table, JSON or CSV.
 
-use super::{OutputFormat, output, parse_instant};
+use super::{Connection, OutputFormat, output, parse_instant};
 use crate::{
     api::convert,
     domain::{GroupBy, ProviderKind},
@@ -12,9 +12,8 @@ use std::time::Duration;
 /// Arguments of `costd query`.
 #[derive(Debug, clap::Args)]
 pub struct QueryArgs {
-    /// The costd server.
-    #[arg(long, default_value = "http://127.0.0.1:50051")]
-    pub addr: String,
+    #[command(flatten)]
+    pub connection: Connection,
     /// Start of the range, inclusive: 2026-01-01 or an RFC 3339 date-time (UTC).
     #[arg(long, value_parser = parse_instant)]
     pub from: DateTime<Utc>,
@@ -110,9 +109,8 @@ pub fn query_of(args: &QueryArgs) -> pb::CostQuery {
 /// Runs the query and prints the answer on stdout; errors are returned for the caller to print.
 pub async fn run_query(args: QueryArgs) -> Result<(), String> {
     let query = query_of(&args);
-    let mut client = pb::cost_service_client::CostServiceClient::connect(args.addr.clone())
-        .await
-        .map_err(|e| format!("cannot connect to {}: {e}", args.addr))?;
+    let mut client =
+        pb::cost_service_client::CostServiceClient::new(args.connection.connect().await?);
     let mut request = tonic::Request::new(pb::GetCostsRequest { query: Some(query) });
     request.set_timeout(Duration::from_secs(args.timeout));
     let response = client.get_costs(request).await.map_err(describe_status)?;

@@ -22,8 +22,10 @@ pub const ENV_OTEL_ENDPOINT: &str = "OTEL_EXPORTER_OTLP_ENDPOINT";
 pub const ENV_DRAIN_TIMEOUT_MS: &str = "COSTD_DRAIN_TIMEOUT_MS";
 /// Overrides `metrics.listen`.
 pub const ENV_METRICS_LISTEN: &str = "COSTD_METRICS_LISTEN";
+/// The client commands' bearer token; the server leaves it alone (a shell may hold it for both).
+pub const ENV_CLIENT_TOKEN: &str = "COSTD_TOKEN";
 
-const KNOWN_ENV: [&str; 7] = [
+const KNOWN_ENV: [&str; 8] = [
     ENV_CONFIG_FILE,
     ENV_LISTEN,
     ENV_LOG_LEVEL,
@@ -31,6 +33,7 @@ const KNOWN_ENV: [&str; 7] = [
     ENV_OTLP_ENDPOINT,
     ENV_DRAIN_TIMEOUT_MS,
     ENV_METRICS_LISTEN,
+    ENV_CLIENT_TOKEN,
 ];
 
 /// A configuration problem, naming the key at fault. Never carries a secret's value.
@@ -75,6 +78,8 @@ pub struct FileConfig {
     pub jobs: JobsConfig,
     #[serde(default)]
     pub metrics: MetricsConfig,
+    /// Authentication and grants; absent, costd serves anyone who connects (and says so).
+    pub auth: Option<AuthConfig>,
     /// Each parsed by its `kind` in `accounts.rs` (see [`ProviderAccountConfig::parse`]).
     #[serde(default)]
     pub providers: Vec<toml::Table>,
@@ -95,6 +100,10 @@ pub struct ServerConfig {
     pub max_chunks_per_query: usize,
     /// Most rows one report may have.
     pub max_rows: usize,
+    /// TLS on the gRPC port.
+    pub tls: Option<TlsConfig>,
+    /// With TLS on: a plaintext listener serving only `grpc.health.v1.Health`, for probes.
+    pub health_listen: Option<SocketAddr>,
     /// Largest request message accepted, in bytes (RESOURCE_EXHAUSTED beyond).
     pub max_request_bytes: usize,
     /// Calls in progress at once, server-wide (Health excluded); beyond it RESOURCE_EXHAUSTED at once.
@@ -123,6 +132,8 @@ impl Default for ServerConfig {
             max_range_days: 731,
             max_chunks_per_query: 5_000,
             max_rows: 200_000,
+            tls: None,
+            health_listen: None,
             max_request_bytes: 4 * 1024 * 1024,
             max_concurrent_requests: 1_000,
             max_concurrent_streams: 200,
@@ -353,6 +364,7 @@ pub struct Settings {
     /// Where jobs live, resolved: the redis URL is a secret from here on.
     pub job_store: JobStoreSettings,
     pub metrics: MetricsConfig,
+    pub auth: Option<AuthConfig>,
     pub accounts: Vec<AccountSettings>,
 }
 
@@ -411,6 +423,11 @@ impl Settings {
             ));
         }
         validate_limits(&file)?;
+        auth::validate(
+            file.server.tls.as_ref(),
+            file.auth.as_ref(),
+            file.server.health_listen,
+        )?;
         let mut accounts: Vec<AccountSettings> = Vec::with_capacity(providers.len());
         for (index, account) in providers.iter().enumerate() {
             let resolved = accounts::resolve_account(&format!("providers[{index}]"), account, env)?;
@@ -438,6 +455,7 @@ impl Settings {
             jobs: file.jobs,
             job_store,
             metrics: file.metrics,
+            auth: file.auth,
             accounts,
         })
     }
@@ -745,10 +763,14 @@ fn validate_limits(file: &FileConfig) -> Result<(), ConfigError> {
 }
 
 mod accounts;
+mod auth;
 
 pub use accounts::{
     AccountKind, AccountSettings, AtlasAccountConfig, AtlasCredentials, AtlasCredentialsConfig,
     AtlasSettings, ElasticAccountConfig, ElasticApiVersion, ElasticCredentialsConfig,
     ElasticSettings, ProviderAccountConfig, SecretRef, TeamBillingAccountConfig,
     TeamBillingCredentialsConfig, TeamBillingSettings, parse_base_url,
+};
+pub use auth::{
+    ASYMMETRIC_ALGORITHMS, AuthConfig, FileRef, GrantConfig, JobVisibility, JwtConfig, TlsConfig,
 };

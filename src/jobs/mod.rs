@@ -157,6 +157,10 @@ pub struct JobSnapshot<W: JobWork> {
     pub id: JobId,
     /// One more at every change: a store refuses a write older than what it holds.
     pub version: u64,
+    /// The principal that started it; `None` when costd runs without authentication. Absent in
+    /// jobs stored before owners existed.
+    #[serde(default)]
+    pub owner: Option<String>,
     pub query: CostQuery,
     pub state: JobState,
     pub parts: Vec<PartSnapshot>,
@@ -177,6 +181,7 @@ impl<W: JobWork> Clone for JobSnapshot<W> {
         JobSnapshot {
             id: self.id.clone(),
             version: self.version,
+            owner: self.owner.clone(),
             query: self.query.clone(),
             state: self.state,
             parts: self.parts.clone(),
@@ -235,9 +240,9 @@ pub struct JobManager<W: JobWork> {
     retention: chrono::Duration,
     /// Jobs held at once, finished ones within retention included.
     max_jobs: usize,
-    /// Running jobs of this replica by query, so callers that find work still pending join it rather
-    /// than add more.
-    running: Mutex<HashMap<CostQuery, JobId>>,
+    /// Running jobs of this replica by owner and query, so callers that find work still pending join
+    /// their own job rather than add more (another owner's job is never shared; its upstream work is).
+    running: Mutex<HashMap<(Option<String>, CostQuery), JobId>>,
 }
 
 impl<W: JobWork> JobManager<W> {
@@ -263,11 +268,13 @@ impl<W: JobWork> JobManager<W> {
         self.store.kind()
     }
 
-    /// A new job for `query`, running at once; `holds` keep already started upstream work alive for it.
+    /// A new job for `query`, owned by `owner` and running at once; `holds` keep already started
+    /// upstream work alive for it.
     async fn start(
         self: &Arc<Self>,
         query: CostQuery,
         holds: Vec<W::Hold>,
+        owner: Option<String>,
     ) -> Result<Arc<JobSnapshot<W>>, StartError> {
         // `list` forgets expired jobs first, so only jobs still held count.
         if self.list().await?.len() >= self.max_jobs {
@@ -293,6 +300,7 @@ impl<W: JobWork> JobManager<W> {
         let job = JobSnapshot {
             id: JobId::new(),
             version: 0,
+            owner: owner.clone(),
             query: query.clone(),
             state: JobState::Queued,
             parts,
@@ -304,27 +312,30 @@ impl<W: JobWork> JobManager<W> {
             last_change: JobChange::StateChanged,
         };
         self.store.insert(&job, self.retention_std()).await?;
-        lock(&self.running).insert(query, job.id.clone());
+        lock(&self.running).insert((owner, query), job.id.clone());
         let manager = self.clone();
         let owner_job = job.clone();
         tokio::spawn(async move { manager.own(owner_job, holds).await });
         Ok(Arc::new(job))
     }
 
-    /// The running job for an identical `query`, or a new one; `holds` keep already started upstream
-    /// work alive for a new job (a running one's own fetches hold the same work).
+    /// The running job of `owner` for an identical `query`, or a new one; `holds` keep already started
+    /// upstream work alive for a new job (a running one's own fetches hold the same work).
     pub async fn join_or_start(
         self: &Arc<Self>,
         query: CostQuery,
         holds: Vec<W::Hold>,
+        owner: Option<String>,
     ) -> Result<Arc<JobSnapshot<W>>, StartError> {
-        let running = lock(&self.running).get(&query).cloned();
+        let key = (owner, query);
+        let running = lock(&self.running).get(&key).cloned();
         if let Some(id) = running
             && let Some(job) = self.get(&id).await?.filter(|job| !job.state.is_final())
         {
             return Ok(job);
         }
-        self.start(query, holds).await
+        let (owner, query) = key;
+        self.start(query, holds, owner).await
     }
 
     /// A job, unless unknown or past its retention.
@@ -520,9 +531,10 @@ impl<W: JobWork> JobManager<W> {
     }
 
     fn forget_running(&self, job: &JobSnapshot<W>) {
+        let key = (job.owner.clone(), job.query.clone());
         let mut running = lock(&self.running);
-        if running.get(&job.query) == Some(&job.id) {
-            running.remove(&job.query);
+        if running.get(&key) == Some(&job.id) {
+            running.remove(&key);
         }
     }
 }

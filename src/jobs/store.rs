@@ -182,6 +182,7 @@ pub(super) mod tests {
         JobSnapshot {
             id: id.clone(),
             version,
+            owner: None,
             query: CostQuery {
                 period: Period::new(start, start + chrono::Duration::days(1)).unwrap(),
                 filter: CostFilter::default(),

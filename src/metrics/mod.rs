@@ -67,6 +67,12 @@ struct StoreLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    /// One of a fixed set of reasons (`token_expired`, `no_grant`, ...).
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PollLabels {
     outcome: &'static str,
 }
@@ -112,6 +118,8 @@ pub struct Metrics {
     jobs: Family<StateLabels, Gauge>,
     job_store_up: Family<StoreLabels, Gauge>,
     atlas_polls: Family<PollLabels, Counter>,
+    auth_rejections: Family<ReasonLabels, Counter>,
+    auth_open: Gauge,
 }
 
 impl Default for Metrics {
@@ -141,6 +149,8 @@ impl Metrics {
             jobs: Family::default(),
             job_store_up: Family::default(),
             atlas_polls: Family::default(),
+            auth_rejections: Family::default(),
+            auth_open: Gauge::default(),
         };
         let registry = &mut metrics.registry;
         registry.register(
@@ -227,7 +237,28 @@ impl Metrics {
             "Polls of Atlas cost-explorer query tokens, by what they answered",
             metrics.atlas_polls.clone(),
         );
+        registry.register(
+            "auth_rejections",
+            "Calls refused for their credentials or for want of a grant, by reason",
+            metrics.auth_rejections.clone(),
+        );
+        registry.register(
+            "auth_open",
+            "1 when no [auth] section is configured and every caller is served",
+            metrics.auth_open.clone(),
+        );
         metrics
+    }
+
+    /// Records a refused call; `reason` is one of a fixed set.
+    pub fn auth_rejection(&self, reason: &'static str) {
+        self.auth_rejections
+            .get_or_create(&ReasonLabels { reason })
+            .inc();
+    }
+
+    pub fn set_auth_open(&self, open: bool) {
+        self.auth_open.set(i64::from(open));
     }
 
     /// Records a finished RPC.
@@ -376,5 +407,5 @@ pub fn grpc_code_name(code: tonic::Code) -> &'static str {
 }
 
 mod rpc;
-pub use rpc::RpcMetricsLayer;
+pub use rpc::{CallNote, RpcMetricsLayer};
 pub mod server;

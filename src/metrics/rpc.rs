@@ -2,19 +2,46 @@
 //! reflection included. The code is read where gRPC puts it: in the response headers of a
 //! trailers-only answer (most errors), else in the trailers that end the body — so a stream is timed
 //! until it ends, and one the client abandons counts as CANCELLED.
+//!
+//! Where a call's end is known, its audit line is written too: one per call (health excepted, which
+//! probes call every few seconds), with the principal and accounts the layers and handlers below
+//! noted in the call's [`CallNote`], the method and the code. Never a credential.
 
 use super::{Metrics, RpcLabels, grpc_code_name};
 use futures::future::BoxFuture;
 use http_body::{Body, Frame};
 use std::{
     pin::Pin,
-    sync::Arc,
+    sync::{Arc, OnceLock},
     task::{Context, Poll},
     time::Instant,
 };
 
 /// The method label of a path that is none of the methods served.
 pub const UNKNOWN_METHOD: &str = "unknown";
+
+/// Methods left out of the audit log.
+const UNAUDITED_PREFIX: &str = "grpc.health.v1.Health/";
+
+/// What the layers and handlers below learn of a call, for its audit line; in the request's
+/// extensions. Each is set once.
+#[derive(Debug, Default)]
+pub struct CallNote {
+    principal: OnceLock<String>,
+    accounts: OnceLock<String>,
+}
+
+impl CallNote {
+    pub fn principal(&self, principal: &str) {
+        let _ = self.principal.set(principal.to_string());
+    }
+
+    /// The provider accounts the call read, comma-separated (`*`: every account, as when costd runs
+    /// open and the query names none).
+    pub fn accounts(&self, accounts: String) {
+        let _ = self.accounts.set(accounts);
+    }
+}
 
 #[derive(Clone)]
 pub struct RpcMetricsLayer {
@@ -62,7 +89,9 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: http::Request<ReqBody>) -> Self::Future {
+    fn call(&mut self, mut request: http::Request<ReqBody>) -> Self::Future {
+        let note = Arc::new(CallNote::default());
+        request.extensions_mut().insert(note.clone());
         let path = request.uri().path().trim_start_matches('/');
         let method = self
             .methods
@@ -72,6 +101,7 @@ where
             .unwrap_or(UNKNOWN_METHOD);
         let mut call = Call {
             metrics: self.metrics.clone(),
+            note,
             method,
             started: Instant::now(),
             recorded: false,
@@ -90,6 +120,7 @@ where
 /// One call being answered; records itself once, when its status is known or it is abandoned.
 struct Call {
     metrics: Arc<Metrics>,
+    note: Arc<CallNote>,
     method: &'static str,
     started: Instant,
     recorded: bool,
@@ -105,6 +136,16 @@ impl Call {
             code: grpc_code_name(code),
         };
         self.metrics.rpc(&labels, self.started.elapsed());
+        if !self.method.starts_with(UNAUDITED_PREFIX) {
+            tracing::info!(
+                target: "costd::audit",
+                principal = self.note.principal.get().map_or("anonymous", String::as_str),
+                method = self.method,
+                accounts = self.note.accounts.get().map_or("", String::as_str),
+                code = labels.code,
+                "call"
+            );
+        }
     }
 }
 

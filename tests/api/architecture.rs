@@ -35,12 +35,17 @@ fn allowed(module: &str) -> Option<&'static [&'static str]> {
             "providers",
             "sync",
         ],
-        "api" => &["deadline", "domain", "engine", "jobs", "proto", "sync"],
+        // Caller identity: TLS, tokens and grants, read from the configuration.
+        "auth" => &["config", "sync"],
+        "api" => &[
+            "auth", "deadline", "domain", "engine", "jobs", "metrics", "proto", "sync",
+        ],
         "sandbox" => &["sync"],
         // Between the network and the services: it builds its refusals in the api's status.rs.
         "server" => &["api"],
-        // The CLI is a gRPC client; it shares the api's wire conversions of domain values.
-        "cli" => &["api", "domain", "proto"],
+        // The CLI is a gRPC client; it shares the api's wire conversions of domain values, and the
+        // name of the token variable the server leaves alone.
+        "cli" => &["api", "config", "domain", "proto"],
         "demo" => &["config", "domain", "sandbox"],
         _ => &[],
     })

@@ -121,7 +121,9 @@ async fn a_held_job_costs_a_few_kilobytes() {
             seconds: i64::try_from(staleness + 1).expect("small"),
             nanos: 0,
         });
-        rules.parse(Some(query)).expect("valid")
+        rules
+            .parse(Some(query), &costd::auth::Access::Open)
+            .expect("valid")
     };
     let jobs = JobManager::new(
         Arc::new(MemoryJobStore::default()),
@@ -134,7 +136,10 @@ async fn a_held_job_costs_a_few_kilobytes() {
         let jobs = jobs.clone();
         let query = asked(staleness);
         async move {
-            let job = jobs.join_or_start(query, Vec::new()).await.expect("room");
+            let job = jobs
+                .join_or_start(query, Vec::new(), None)
+                .await
+                .expect("room");
             let mut updates = jobs
                 .subscribe(&job.id)
                 .await

@@ -333,6 +333,83 @@ fn a_credential_written_inline_is_refused_without_being_echoed() {
     assert!(!error.to_string().contains("cat_tok_inline_1"), "{error}");
 }
 
+const AUTH: &str = r#"
+[server]
+health_listen = "127.0.0.1:8081"
+[server.tls]
+cert = { file = "/tls/tls.crt" }
+key = { file = "/tls/tls.key" }
+client_ca = { file = "/tls/ca.crt" }
+[auth.jwt]
+jwks_url = "https://issuer.example/.well-known/jwks.json"
+issuer = "https://issuer.example"
+audience = "costd"
+[[auth.grants]]
+principal = "spiffe://corp/ns/billing/*"
+accounts = ["team-*"]
+[[auth.grants]]
+principal = "auditor"
+accounts = ["*"]
+jobs = "all"
+"#;
+
+#[test]
+fn tls_and_auth_read_with_their_defaults() {
+    let settings = load(AUTH, &[]).unwrap();
+    let tls = settings.server.tls.expect("tls");
+    assert_eq!(tls.cert.file, std::path::PathBuf::from("/tls/tls.crt"));
+    assert!(tls.client_ca.is_some());
+    assert_eq!(
+        settings.server.health_listen,
+        Some(SocketAddr::from(([127, 0, 0, 1], 8081)))
+    );
+    let auth = settings.auth.expect("auth");
+    let jwt = auth.jwt.expect("jwt");
+    assert_eq!(jwt.algorithms, ["RS256", "ES256", "EdDSA"]);
+    assert_eq!(jwt.principal_claim, "sub");
+    assert_eq!(jwt.leeway_seconds, 30);
+    assert_eq!(auth.grants.len(), 2);
+    assert_eq!(auth.grants[0].jobs, costd::config::JobVisibility::Own);
+    assert_eq!(auth.grants[1].jobs, costd::config::JobVisibility::All);
+}
+
+#[test]
+fn unsafe_or_incomplete_auth_settings_are_refused_naming_the_key() {
+    let with_algorithms = |algorithms: &str| {
+        AUTH.replace(
+            "audience = \"costd\"",
+            &format!("audience = \"costd\"\nalgorithms = {algorithms}"),
+        )
+    };
+    let cases = [
+        (with_algorithms("[\"ES256\", \"none\"]"), "auth.jwt.algorithms[1]"),
+        (with_algorithms("[\"HS256\"]"), "auth.jwt.algorithms[0]"),
+        (
+            AUTH.replace("https://issuer.example/.well", "http://issuer.example/.well"),
+            "auth.jwt.jwks_url",
+        ),
+        (
+            AUTH.replace("accounts = [\"team-*\"]", "accounts = [\"team-[\"]"),
+            "auth.grants[0].accounts[0]",
+        ),
+        (
+            "[server.tls]\ncert = { file = \"/c\" }\nkey = { file = \"/k\" }\nclient_ca = { file = \"/ca\" }\n"
+                .to_string(),
+            "server.tls.client_ca",
+        ),
+        ("[auth]\n".to_string(), "auth"),
+        ("[server]\nhealth_listen = \"127.0.0.1:1\"\n".to_string(), "server.health_listen"),
+        (
+            AUTH.replace("key = { file = \"/tls/tls.key\" }", "key = { env = \"KEY\" }"),
+            "server.tls.key.env",
+        ),
+    ];
+    for (toml, key) in cases {
+        let error = load(&toml, &[]).expect_err(key);
+        assert!(error.key.starts_with(key), "{key}: {error}");
+    }
+}
+
 #[test]
 fn no_config_error_prints_a_value_written_where_it_does_not_belong() {
     let secret = "redis://:hunter2-inline@redis:6379";

@@ -93,6 +93,8 @@ pub fn captured() -> &'static Captured {
 pub struct TestApp {
     pub addr: SocketAddr,
     pub metrics_addr: Option<SocketAddr>,
+    /// The plaintext health listener, when TLS is on and it is configured.
+    pub health_addr: Option<SocketAddr>,
     pub sandbox: SandboxHandle,
     pub costs: CostServiceClient<Channel>,
     pub channel: Channel,
@@ -159,18 +161,19 @@ pub async fn spawn_app_beside(
         .expect("app builds");
     let addr = app.local_addr();
     let metrics_addr = app.metrics_addr();
+    let health_addr = app.health_addr();
     let (stop, stopped) = oneshot::channel::<()>();
     let server = tokio::spawn(app.run_until_stopped(async {
         let _ = stopped.await;
     }));
+    // Lazy: a server with TLS on is called through channels of the test's own making.
     let channel = Channel::from_shared(format!("http://{addr}"))
         .expect("valid uri")
-        .connect()
-        .await
-        .expect("server accepts connections");
+        .connect_lazy();
     TestApp {
         addr,
         metrics_addr,
+        health_addr,
         sandbox,
         costs: CostServiceClient::new(channel.clone()),
         channel,

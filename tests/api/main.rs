@@ -4,6 +4,7 @@
 mod answers_remembered;
 mod architecture;
 mod atlas;
+mod auth;
 mod bad_input;
 mod binary;
 mod bounded_jobs;

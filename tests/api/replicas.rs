@@ -351,6 +351,7 @@ fn stored_job(id: &JobId, version: u64, state: JobState) -> Job {
     JobSnapshot {
         id: id.clone(),
         version,
+        owner: None,
         query: CostQuery {
             period: Period::new(start, at("2026-02-01")).expect("a period"),
             filter: CostFilter::default(),

@@ -1,0 +1,9 @@
+//! Caller identity through the real server: TLS and client certificates, bearer JWTs, grants, job
+//! owners, and what stays open.
+
+mod audit;
+mod cli;
+mod jwt;
+mod kit;
+mod mtls;
+mod owners;
