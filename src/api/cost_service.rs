@@ -142,11 +142,7 @@ impl CostApi {
                 .jobs
                 .join_or_start(query.clone(), std::mem::take(&mut report.holds))
                 .name();
-            for result in &mut wire.provider_results {
-                if result.state == pb::ResultState::Pending as i32 {
-                    result.job = job.clone();
-                }
-            }
+            convert::name_pending_job(&mut wire.provider_results, &job);
             wire.job = job;
         }
         let answer = pb::GetCostsResponse { report: Some(wire) };
@@ -358,6 +354,23 @@ impl pb::cost_service_server::CostService for CostApi {
             next_page_token,
             provider_results,
         }))
+    }
+
+    type ExportCostsStream = super::export::ExportStream;
+
+    async fn export_costs(
+        &self,
+        request: Request<pb::ExportCostsRequest>,
+    ) -> Result<Response<Self::ExportCostsStream>, Status> {
+        let deadline = Deadline::from_grpc_metadata(request.metadata(), self.deadline_margin);
+        super::export::export_costs(
+            &self.engine,
+            &self.jobs,
+            &self.rules,
+            deadline,
+            request.into_inner(),
+        )
+        .await
     }
 
     async fn list_providers(

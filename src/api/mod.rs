@@ -2,6 +2,7 @@
 
 pub mod convert;
 mod cost_service;
+mod export;
 mod job_convert;
 pub mod page_token;
 mod query_job_service;
