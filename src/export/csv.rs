@@ -1,4 +1,4 @@
-//! FOCUS as CSV: RFC 4180 with a header row, decimals as exact plain text, times as
+//! FOCUS as CSV: RFC 4180 with a header row, decimals as exact plain text with a decimal point, times as
 //! `YYYY-MM-DDTHH:MM:SSZ`, null as an empty field.
 
 use super::{Cell, ExportError, FocusRow, GroupWriter, Schema};
@@ -39,7 +39,14 @@ impl GroupWriter for CsvWriter {
                     field.clear();
                     match self.schema.cell(row, index) {
                         Cell::Null => {}
-                        Cell::Decimal(value) => field.push_str(&format_decimal(value)),
+                        Cell::Decimal(value) => {
+                            field.push_str(&format_decimal(value));
+                            // A CSV reader infers types from the text: a decimal column whose
+                            // values are all whole would read as integers.
+                            if !field.contains('.') {
+                                field.push_str(".0");
+                            }
+                        }
                         Cell::DateTime(at) => {
                             use std::fmt::Write;
                             let _ = write!(field, "{}", at.format("%Y-%m-%dT%H:%M:%SZ"));

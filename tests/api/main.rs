@@ -11,6 +11,7 @@ mod consistency;
 mod elastic;
 mod end_to_end;
 mod engine;
+mod export;
 mod failures;
 mod get_costs;
 mod helpers;
