@@ -436,3 +436,89 @@ async fn an_export_without_a_format_or_with_too_large_groups_names_both_fields()
     assert_eq!(fields, ["format", "rows_per_group"]);
     assert_eq!(app.sandbox.request_count(&team_scope("team_acme")), 0);
 }
+
+#[tokio::test]
+async fn a_big_account_is_written_a_row_group_at_a_time_in_messages_a_client_accepts() {
+    use costd::sandbox::{ElasticScale, Sandbox, SandboxOptions};
+    captured();
+    let sandbox = Sandbox::start(SandboxOptions {
+        elastic_scale: Some(ElasticScale { instances: 1_000 }),
+        ..SandboxOptions::default()
+    })
+    .expect("sandbox starts");
+    let mut settings =
+        costd::demo::settings(&sandbox, std::net::SocketAddr::from(([127, 0, 0, 1], 0)))
+            .expect("demo settings");
+    settings.telemetry = Default::default();
+    settings
+        .accounts
+        .retain(|a| a.id.as_str() == "elastic-zenith");
+    let app = costd::App::build(settings).await.expect("app builds");
+    let addr = app.local_addr();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(app.run_until_stopped(async {
+        let _ = stopped.await;
+    }));
+    let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))
+        .expect("valid uri")
+        .connect()
+        .await
+        .expect("connects");
+    // The client's default 4 MiB message limit: every message must fit it.
+    let mut client = pb::cost_service_client::CostServiceClient::new(channel);
+    let query = query("2026-01-31", "2026-02-02", &[], pb::Granularity::Monthly);
+    let total = within(client.get_costs(pb::GetCostsRequest {
+        query: Some(query.clone()),
+    }))
+    .await
+    .expect("answers")
+    .into_inner()
+    .report
+    .and_then(|r| r.totals)
+    .expect("totals");
+
+    let mut stream = within(client.export_costs(pb::ExportCostsRequest {
+        query: Some(query),
+        format: pb::ExportFormat::FocusParquet as i32,
+        rows_per_group: 4_096,
+    }))
+    .await
+    .expect("exports")
+    .into_inner();
+    let mut file = Vec::new();
+    let mut largest = 0;
+    let mut header = None;
+    while let Some(message) = within(stream.message()).await.expect("a message") {
+        match message.part.expect("a part") {
+            pb::export_costs_response::Part::Header(h) => header = Some(h),
+            pb::export_costs_response::Part::Data(data) => {
+                largest = largest.max(data.content.len());
+                file.extend_from_slice(&data.content);
+            }
+        }
+    }
+    let header = header.expect("a header");
+    assert_eq!(header.row_count, Some(20_000));
+    assert!(largest <= costd::export::MAX_PIECE_BYTES);
+    let exported = Exported {
+        header,
+        file,
+        progress: Vec::new(),
+    };
+    let builder = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
+        bytes::Bytes::from(exported.file.clone()),
+    )
+    .expect("a parquet file");
+    assert_eq!(
+        builder.metadata().num_row_groups(),
+        5,
+        "20,000 rows by 4,096"
+    );
+    let rows = rows(&exported);
+    assert_eq!(rows.len(), 20_000);
+    let summed: i128 = rows.iter().map(|(nanos, _)| nanos).sum();
+    assert_eq!(summed, nanos(total.billed_cost.as_ref()));
+
+    let _ = stop.send(());
+    within(server).await.expect("joins").expect("stops cleanly");
+}
