@@ -126,7 +126,7 @@ pub async fn export_costs(
     tokio::task::spawn_blocking(move || {
         let mut sink = |content: Vec<u8>, rows_written: u64| {
             let data = pb::ExportData {
-                content: content.into(),
+                content,
                 rows_written: i64::try_from(rows_written).unwrap_or(i64::MAX),
             };
             sender
