@@ -400,22 +400,11 @@ async fn the_export_command_writes_the_file_or_stdout_and_draws_no_bar_off_a_ter
     assert!(to_file.stdout.is_empty(), "the file went to --out");
     let csv = std::fs::read_to_string(&file).expect("the file");
     let rows = csv.lines().count() - 1;
-    let listed = app
-        .costs
-        .clone()
-        .list_cost_records(pb::ListCostRecordsRequest {
-            query: Some(only_accounts(
-                query("2026-01-01", "2026-02-01", &[], pb::Granularity::None),
-                &["team-acme"],
-            )),
-            page_size: 10_000,
-            page_token: String::new(),
-        })
-        .await
-        .expect("a page")
-        .into_inner()
-        .records
-        .len();
+    let january = only_accounts(
+        query("2026-01-01", "2026-02-01", &[], pb::Granularity::None),
+        &["team-acme"],
+    );
+    let listed = listed_records(&app, &january).await;
     assert_eq!(rows, listed);
     assert!(csv.starts_with("BilledCost,"));
     let summary: serde_json::Value = serde_json::from_str(&stderr).expect("the summary as json");
