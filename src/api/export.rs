@@ -122,7 +122,6 @@ pub async fn export_costs(
         .send(Ok(header))
         .await
         .map_err(|_| Status::cancelled("the caller went away"))?;
-    let set = Arc::new(set);
     tokio::task::spawn_blocking(move || {
         let mut sink = |content: Vec<u8>, rows_written: u64| {
             let data = pb::ExportData {
