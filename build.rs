@@ -23,9 +23,22 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     )?;
     tonic_prost_build::configure()
         .build_client(true)
-        .build_server(true)
+        .build_server(false)
         // google.rpc.Status is the type tonic-types already ships; one type, one place.
         .extern_path(".google.rpc.Status", "::tonic_types::Status")
+        .compile_fds(descriptors.clone())?;
+    // The servers alone decode with costd's codec, so bytes that are not a request are the caller's
+    // error (INVALID_ARGUMENT); clients keep tonic's, for which an undecodable answer is INTERNAL. The
+    // messages are the ones generated above.
+    let servers = out_dir.join("servers");
+    fs::create_dir_all(&servers)?;
+    tonic_prost_build::configure()
+        .build_client(false)
+        .build_server(true)
+        .extern_path(".costd.v1", "crate::proto::costd_v1")
+        .extern_path(".google.rpc.Status", "::tonic_types::Status")
+        .codec_path("crate::api::RequestCodec")
+        .out_dir(&servers)
         .compile_fds(descriptors)?;
     Ok(())
 }

@@ -1,9 +1,10 @@
 //! Server assembly: binds, wires the services, health and reflection, and drains on stop.
 
 use crate::{
-    api::{CostApi, CostServer, QueryJobApi, QueryRules},
+    api::{CostApi, CostServer, OversizedRequestLayer, QueryJobApi, QueryRules},
     clock::{Clock, SystemClock},
     config::Settings,
+    domain::Redactor,
     engine::{ChunkCache, Engine, EngineLimits, Jobs},
     jobs::{JobManager, MemoryJobStore},
     metrics::{
@@ -73,7 +74,17 @@ impl App {
             false => None,
         };
         let metrics = Arc::new(Metrics::new());
-        let http = Arc::new(UpstreamHttp::new(&settings.upstream, metrics.clone())?);
+        let redactor = Redactor::new(
+            settings
+                .accounts
+                .iter()
+                .flat_map(|account| account.kind.secrets()),
+        );
+        let http = Arc::new(UpstreamHttp::new(
+            &settings.upstream,
+            metrics.clone(),
+            Arc::new(redactor),
+        )?);
         let providers = settings
             .accounts
             .iter()
@@ -161,14 +172,20 @@ impl App {
         let server = tonic::transport::Server::builder()
             .trace_fn(rpc_span)
             .layer(RpcMetricsLayer::new(self.metrics.clone(), served_methods()))
+            .layer(OversizedRequestLayer {
+                max_request_bytes: self.settings.server.max_request_bytes,
+            })
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
-            .add_service(CostServer::new(cost_api))
-            .add_service(QueryJobServiceServer::new(QueryJobApi::new(
-                self.jobs.clone(),
-                rules,
-            )))
+            .add_service(CostServer::new(
+                cost_api,
+                self.settings.server.max_request_bytes,
+            ))
+            .add_service(
+                QueryJobServiceServer::new(QueryJobApi::new(self.jobs.clone(), rules))
+                    .max_decoding_message_size(self.settings.server.max_request_bytes),
+            )
             // Without TCP_NODELAY a response of a few frames waits on the peer's delayed ACK (~40 ms).
             .serve_with_incoming_shutdown(
                 TcpIncoming::from(self.listener).with_nodelay(Some(true)),

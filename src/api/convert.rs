@@ -141,6 +141,15 @@ pub fn parse_query(
     };
     let max_staleness = match query.max_staleness {
         None => Some(None),
+        Some(duration) if !well_formed(&duration) => {
+            violation(
+                "query.max_staleness".into(),
+                "is not a valid protobuf Duration (seconds within ±315576000000, |nanos| below \
+                 1000000000, both of one sign)"
+                    .into(),
+            );
+            None
+        }
         Some(duration) => match Duration::try_from(duration) {
             Ok(duration) => Some(Some(duration)),
             Err(_) => {
@@ -181,13 +190,48 @@ fn timestamp(
         violation(field.into(), "required".into());
         return None;
     };
+    // chrono accepts more than protobuf does (leap-second nanos, years past 9999): check the wire's range.
     let parsed = u32::try_from(value.nanos)
         .ok()
+        .filter(|nanos| *nanos < NANOS_PER_SECOND)
+        .filter(|_| PROTO_TIMESTAMP_SECONDS.contains(&value.seconds))
         .and_then(|nanos| DateTime::from_timestamp(value.seconds, nanos));
-    if parsed.is_none() {
-        violation(field.into(), "is not a valid timestamp".into());
+    let Some(parsed) = parsed else {
+        violation(
+            field.into(),
+            "is not a valid protobuf Timestamp (0001-01-01T00:00:00Z to 9999-12-31T23:59:59.999999999Z, \
+             nanos 0 to 999999999)"
+                .into(),
+        );
+        return None;
+    };
+    let supported = Period::supported();
+    if !(supported.start()..=supported.end()).contains(&parsed) {
+        violation(
+            field.into(),
+            format!(
+                "must lie from {} to {}: the upstreams' dates cannot express instants outside",
+                supported.start().to_rfc3339(),
+                supported.end().to_rfc3339()
+            ),
+        );
+        return None;
     }
-    parsed
+    Some(parsed)
+}
+
+const NANOS_PER_SECOND: u32 = 1_000_000_000;
+/// google.protobuf.Timestamp's documented range, in seconds since the epoch.
+const PROTO_TIMESTAMP_SECONDS: std::ops::RangeInclusive<i64> = -62_135_596_800..=253_402_300_799;
+/// google.protobuf.Duration's documented range, in seconds (about 10,000 years).
+const PROTO_DURATION_SECONDS: std::ops::RangeInclusive<i64> = -315_576_000_000..=315_576_000_000;
+
+/// A protobuf Duration as its documentation defines one: seconds and nanos in range, with one sign.
+fn well_formed(duration: &prost_types::Duration) -> bool {
+    PROTO_DURATION_SECONDS.contains(&duration.seconds)
+        && duration.nanos.unsigned_abs() < NANOS_PER_SECOND
+        && !(duration.seconds > 0 && duration.nanos < 0)
+        && !(duration.seconds < 0 && duration.nanos > 0)
 }
 
 fn shorten(text: &str) -> String {
@@ -446,5 +490,117 @@ fn charge_category_to_proto(category: ChargeCategory) -> pb::ChargeCategory {
         ChargeCategory::Tax => pb::ChargeCategory::Tax,
         ChargeCategory::Credit => pb::ChargeCategory::Credit,
         ChargeCategory::Adjustment => pb::ChargeCategory::Adjustment,
+    }
+}
+
+#[cfg(test)]
+mod fuzz_tests {
+    //! The wire → domain query parse on arbitrary messages and bytes: never a panic, and what it
+    //! accepts is a query every upstream can be asked.
+    use super::*;
+    use crate::domain::ProviderAccountId;
+    use proptest::prelude::*;
+    use prost::Message;
+
+    fn rules() -> QueryRules {
+        QueryRules {
+            known_accounts: vec![ProviderAccountId::parse("team-acme").expect("an id")],
+            max_range_days: 731,
+        }
+    }
+
+    /// Seconds near the edges that matter (the epoch, protobuf's range, chrono's) and anywhere.
+    fn seconds() -> impl Strategy<Value = i64> {
+        prop_oneof![
+            any::<i64>(),
+            -62_135_596_900i64..-62_135_596_700,
+            -100i64..100,
+            1_700_000_000i64..1_800_000_000,
+            253_399_000_000i64..253_402_400_000,
+        ]
+    }
+
+    fn timestamp() -> impl Strategy<Value = Option<prost_types::Timestamp>> {
+        prop::option::weighted(
+            0.95,
+            (seconds(), prop_oneof![any::<i32>(), 0i32..1_000_000_000])
+                .prop_map(|(seconds, nanos)| prost_types::Timestamp { seconds, nanos }),
+        )
+    }
+
+    fn query() -> impl Strategy<Value = pb::CostQuery> {
+        let texts = || prop::collection::vec(prop_oneof!["", "[a-z-]{1,12}", "\\PC{0,8}"], 0..4);
+        (
+            timestamp(),
+            timestamp(),
+            (
+                prop::collection::vec(-1i32..5, 0..4),
+                prop::collection::vec(
+                    prop_oneof![Just("team-acme".to_string()), "\\PC{0,12}"],
+                    0..4,
+                ),
+                texts(),
+                texts(),
+                texts(),
+            ),
+            prop::collection::vec(-1i32..10, 0..5),
+            -1i32..5,
+            prop::option::of(
+                (any::<i64>(), any::<i32>())
+                    .prop_map(|(seconds, nanos)| prost_types::Duration { seconds, nanos }),
+            ),
+        )
+            .prop_map(
+                |(
+                    start,
+                    end,
+                    (providers, accounts, subs, resources, services),
+                    group_by,
+                    granularity,
+                    staleness,
+                )| {
+                    pb::CostQuery {
+                        start_time: start,
+                        end_time: end,
+                        filter: Some(pb::CostFilter {
+                            providers,
+                            provider_accounts: accounts,
+                            sub_accounts: subs,
+                            resources,
+                            services,
+                        }),
+                        group_by,
+                        granularity,
+                        max_staleness: staleness,
+                    }
+                },
+            )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 10_000, failure_persistence: None, ..ProptestConfig::default() })]
+
+        #[test]
+        fn any_query_parses_or_says_why(wire in query()) {
+            match parse_query(Some(wire), &rules()) {
+                Ok(query) => {
+                    let supported = Period::supported();
+                    prop_assert!(supported.contains_period(&query.period), "{}", query.period);
+                    prop_assert!(query.period.duration() <= chrono::Duration::days(731));
+                    // Every calendar piece an upstream is asked for keeps a four-digit year.
+                    for month in query.period.months() {
+                        prop_assert!(Period::month_of(month.start()).end() <= supported.end());
+                    }
+                }
+                Err(violations) => prop_assert!(!violations.is_empty()),
+            }
+        }
+
+        #[test]
+        fn any_bytes_decode_and_parse_or_say_why(bytes in prop::collection::vec(any::<u8>(), 0..128)) {
+            if let Ok(request) = pb::GetCostsRequest::decode(bytes.as_slice()) {
+                let _ = parse_query(request.query, &rules());
+            }
+        }
     }
 }

@@ -193,14 +193,18 @@ fn remembered_bytes(query: &CostQuery, answer: &Remembered) -> usize {
 pub struct CostServer {
     api: Arc<CostApi>,
     generated: CostServiceServer<CostApi>,
+    max_request_bytes: usize,
 }
 
 impl CostServer {
-    pub fn new(api: CostApi) -> Self {
+    /// Serves `api`, refusing request messages larger than `max_request_bytes`.
+    pub fn new(api: CostApi, max_request_bytes: usize) -> Self {
         let api = Arc::new(api);
         CostServer {
-            generated: CostServiceServer::from_arc(api.clone()),
+            generated: CostServiceServer::from_arc(api.clone())
+                .max_decoding_message_size(max_request_bytes),
             api,
+            max_request_bytes,
         }
     }
 }
@@ -227,7 +231,8 @@ where
             return self.generated.call(request);
         }
         let api = self.api.clone();
-        Box::pin(async move { Ok(Grpc::new(AnswerCodec).unary(GetCosts(api), request).await) })
+        let mut grpc = Grpc::new(AnswerCodec).max_decoding_message_size(self.max_request_bytes);
+        Box::pin(async move { Ok(grpc.unary(GetCosts(api), request).await) })
     }
 }
 

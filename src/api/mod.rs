@@ -1,13 +1,17 @@
 //! The gRPC surface: one file per service, wire ↔ domain conversion, and the one error mapping.
 
+mod codec;
 pub mod convert;
 mod cost_service;
 mod export;
 mod job_convert;
+mod oversized;
 pub mod page_token;
 mod query_job_service;
 pub mod status;
 
+pub use codec::RequestCodec;
 pub use convert::QueryRules;
 pub use cost_service::{CostApi, CostServer};
+pub use oversized::OversizedRequestLayer;
 pub use query_job_service::QueryJobApi;

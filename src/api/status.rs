@@ -18,19 +18,56 @@ pub fn job_not_found(name: &str) -> Status {
     Status::not_found(format!("{name} does not exist or has expired"))
 }
 
-/// `INVALID_ARGUMENT` listing every violation at once (BadRequest).
-pub fn invalid_argument(violations: Vec<FieldViolation>) -> Status {
-    let summary = violations
+/// `INVALID_ARGUMENT` listing the violations at once (BadRequest). Details ride in trailers, which
+/// clients cap (C-core refuses ~8 KB of metadata and the caller then loses everything): the first
+/// violations that fit [`DETAILS_BUDGET`] are listed, then one more saying how many were left out.
+pub fn invalid_argument(mut violations: Vec<FieldViolation>) -> Status {
+    let mut spent = 0;
+    let listed = violations
         .iter()
-        .map(|v| format!("{}: {}", v.field, v.description))
-        .collect::<Vec<_>>()
-        .join("; ");
+        .take_while(|v| {
+            spent += v.field.len() + v.description.len() + VIOLATION_OVERHEAD;
+            spent <= DETAILS_BUDGET
+        })
+        .count();
+    let left_out = violations.len() - listed;
+    violations.truncate(listed);
+    let mut summary = String::new();
+    for v in &violations {
+        let part = format!("{}: {}", v.field, v.description);
+        if summary.len() + part.len() > MESSAGE_BUDGET {
+            break;
+        }
+        if !summary.is_empty() {
+            summary.push_str("; ");
+        }
+        summary.push_str(&part);
+    }
+    if left_out > 0 {
+        violations.push(FieldViolation::new(
+            "request",
+            format!("{left_out} more violations are not listed"),
+        ));
+    }
+    let total = listed + left_out;
+    let message = match total {
+        1 => format!("invalid request: {summary}"),
+        _ => format!("invalid request ({total} violations): {summary}"),
+    };
     Status::with_error_details(
         Code::InvalidArgument,
-        format!("invalid request: {summary}"),
+        message,
         ErrorDetails::with_bad_request(violations),
     )
 }
+
+/// Bytes of violations listed in a BadRequest. The details travel base64-encoded and repeat the
+/// message; with the message's own header, an error's metadata stays under 8 KB.
+const DETAILS_BUDGET: usize = 3 * 1024;
+/// Bytes of violations repeated in the status message.
+const MESSAGE_BUDGET: usize = 512;
+/// What protobuf framing adds to each violation, roughly.
+const VIOLATION_OVERHEAD: usize = 8;
 
 pub fn engine(error: &EngineError) -> Status {
     let (code, reason, metadata) = match error {
@@ -91,6 +128,23 @@ pub fn undecodable_request(error: prost::DecodeError) -> Status {
         "request",
         format!("not a valid protobuf message: {error}"),
     )])
+}
+
+/// `RESOURCE_EXHAUSTED`: the request message is larger than the server accepts; sending it again
+/// will not help, so no RetryInfo.
+pub fn request_too_large(limit: usize) -> Status {
+    Status::with_error_details(
+        Code::ResourceExhausted,
+        format!("the request is larger than {limit} bytes, the most this server accepts"),
+        ErrorDetails::with_error_info(
+            "REQUEST_TOO_LARGE",
+            COSTD_DOMAIN,
+            HashMap::from([
+                ("limit".to_string(), "server.max_request_bytes".to_string()),
+                ("allowed".to_string(), limit.to_string()),
+            ]),
+        ),
+    )
 }
 
 /// `INTERNAL`: a remembered answer's stored bytes did not decode (they were encoded by costd itself).

@@ -160,7 +160,7 @@ fn parse_kind<T: DeserializeOwned>(key: &str, table: toml::Table) -> Result<T, C
             "expected { env = \"VAR\" } or { file = \"/path\" }; credentials are never written inline"
                 .to_string()
         } else {
-            error.into_inner().to_string().replace('\n', " ")
+            super::without_values(&error.into_inner().to_string())
         };
         ConfigError::new(place, message)
     })
@@ -191,6 +191,29 @@ pub enum AccountKind {
     TeamBilling(TeamBillingSettings),
     Elastic(ElasticSettings),
     Atlas(AtlasSettings),
+}
+
+impl AccountKind {
+    /// Every credential of the account, in each form it is sent (Basic sends `id:secret` in base64),
+    /// so upstream text can be searched for them.
+    pub fn secrets(&self) -> Vec<SecretString> {
+        match self {
+            AccountKind::TeamBilling(team) => vec![team.token.clone()],
+            AccountKind::Elastic(elastic) => vec![elastic.api_key.clone()],
+            AccountKind::Atlas(atlas) => match &atlas.credentials {
+                AtlasCredentials::Digest { private_key, .. } => vec![private_key.clone()],
+                AtlasCredentials::ServiceAccount {
+                    client_id,
+                    client_secret,
+                } => {
+                    use base64::Engine as _;
+                    let basic = base64::engine::general_purpose::STANDARD
+                        .encode(format!("{client_id}:{}", client_secret.expose_secret()));
+                    vec![client_secret.clone(), SecretString::from(basic)]
+                }
+            },
+        }
+    }
 }
 
 #[derive(Debug, Clone)]

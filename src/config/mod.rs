@@ -94,6 +94,8 @@ pub struct ServerConfig {
     pub max_chunks_per_query: usize,
     /// Most rows one report may have.
     pub max_rows: usize,
+    /// Largest request message accepted, in bytes (RESOURCE_EXHAUSTED beyond).
+    pub max_request_bytes: usize,
 }
 
 impl Default for ServerConfig {
@@ -105,6 +107,7 @@ impl Default for ServerConfig {
             max_range_days: 731,
             max_chunks_per_query: 5_000,
             max_rows: 200_000,
+            max_request_bytes: 4 * 1024 * 1024,
         }
     }
 }
@@ -399,13 +402,13 @@ pub fn parse_toml(text: &str) -> Result<FileConfig, ConfigError> {
     let deserializer = toml::Deserializer::parse(text).map_err(|e| {
         ConfigError::new(
             format!("line {}", line_of(&e).unwrap_or(1)),
-            e.message().replace('\n', " "),
+            without_values(e.message()),
         )
     })?;
     serde_path_to_error::deserialize(deserializer).map_err(|error| {
         let path = error.path().to_string();
         let inner = error.into_inner();
-        let message = inner.message().replace('\n', " ");
+        let message = without_values(inner.message());
         let place = line_of(&inner)
             .map(|line| format!(" (line {line})"))
             .unwrap_or_default();
@@ -416,6 +419,34 @@ pub fn parse_toml(text: &str) -> Result<FileConfig, ConfigError> {
         };
         ConfigError::new(format!("{key}{place}"), message)
     })
+}
+
+/// A parser's message without the values it quotes (`invalid type: string "…"`, `unknown variant
+/// `…``): a value written where it does not belong may be a credential, and config errors are
+/// printed. Key names (`unknown field `x``) stay: they say what to fix.
+pub(crate) fn without_values(message: &str) -> String {
+    let message = match message.strip_prefix("unknown variant `") {
+        Some(rest) => match rest.split_once('`') {
+            Some((_, after)) => format!("unknown variant `…`{after}"),
+            None => "unknown variant".to_string(),
+        },
+        None => message.to_string(),
+    };
+    let mut shown = String::with_capacity(message.len());
+    let mut quoted = false;
+    for c in message.chars() {
+        match (c, quoted) {
+            ('"', false) => {
+                shown.push_str("\"…\"");
+                quoted = true;
+            }
+            ('"', true) => quoted = false,
+            (_, true) => {}
+            ('\n', false) => shown.push(' '),
+            (c, false) => shown.push(c),
+        }
+    }
+    shown
 }
 
 fn apply_env(file: &mut FileConfig, env: &HashMap<String, String>) -> Result<(), ConfigError> {
@@ -517,6 +548,12 @@ fn validate_limits(file: &FileConfig) -> Result<(), ConfigError> {
     if file.server.max_chunks_per_query == 0 {
         return Err(ConfigError::new(
             "server.max_chunks_per_query",
+            "must be at least 1",
+        ));
+    }
+    if file.server.max_request_bytes == 0 {
+        return Err(ConfigError::new(
+            "server.max_request_bytes",
             "must be at least 1",
         ));
     }

@@ -7,6 +7,7 @@ mod money;
 mod period;
 mod query;
 mod record;
+mod redact;
 mod upstream;
 
 pub use columns::{NO_TEXT, RecordColumns, TextId};
@@ -18,6 +19,7 @@ pub use query::{CostFilter, CostQuery, Granularity, GroupBy};
 pub use record::{
     ChargeCategory, CostRecord, DataQualityWarning, Named, Quantity, Resource, Text, UnitPrice,
 };
+pub use redact::{REDACTED, Redactor};
 pub use upstream::{
     AccountRef, FetchProgress, ProgressObserver, UpstreamError, UpstreamErrorKind, UpstreamQuery,
 };

@@ -1,6 +1,7 @@
 //! What the layers say about an upstream beside its records, in terms every provider shares: who a
 //! provider account is, how a fetch is going, and what went wrong.
 
+use super::redact::Redactor;
 use super::{ProviderAccountId, ProviderKind, Text};
 use std::time::Duration;
 
@@ -114,8 +115,9 @@ impl UpstreamErrorKind {
     }
 }
 
-/// One upstream failure. `message` is the upstream's own words (shortened) or ours; it never holds a
-/// credential, because requests carry credentials only in headers and headers are never echoed.
+/// One upstream failure. `message` is the upstream's own words (shortened) or ours. Requests carry
+/// credentials only in headers, but an upstream may echo them: every error leaving a provider is
+/// [`UpstreamError::redacted`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{}: {message}", kind.reason())]
 pub struct UpstreamError {
@@ -171,6 +173,13 @@ impl UpstreamError {
                 format!("unexpected response body: {what}"),
             )
         }
+    }
+
+    /// The same error with every credential taken out of the upstream's words.
+    pub fn redacted(mut self, redactor: &Redactor) -> Self {
+        self.message = redactor.clean(&self.message);
+        self.upstream_code = self.upstream_code.map(|code| redactor.clean(&code));
+        self
     }
 
     /// Whether asking again later may succeed: the upstream's word when it gave one, else the kind's.

@@ -5,7 +5,7 @@
 use crate::{
     config::UpstreamConfig,
     deadline::Deadline,
-    domain::{ProviderAccountId, ProviderKind, UpstreamError, UpstreamErrorKind},
+    domain::{ProviderAccountId, ProviderKind, Redactor, UpstreamError, UpstreamErrorKind},
     metrics::Metrics,
     telemetry,
 };
@@ -66,10 +66,16 @@ pub struct UpstreamHttp {
     backoff: ExponentialBuilder,
     max_response_bytes: u64,
     metrics: Arc<Metrics>,
+    redactor: Arc<Redactor>,
 }
 
 impl UpstreamHttp {
-    pub fn new(config: &UpstreamConfig, metrics: Arc<Metrics>) -> Result<Self, reqwest::Error> {
+    /// `redactor` knows every configured credential: upstream words pass through it on their way out.
+    pub fn new(
+        config: &UpstreamConfig,
+        metrics: Arc<Metrics>,
+        redactor: Arc<Redactor>,
+    ) -> Result<Self, reqwest::Error> {
         let client = reqwest::Client::builder()
             .user_agent(concat!("costd/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(Duration::from_millis(config.request_timeout_ms.min(10_000)))
@@ -87,7 +93,13 @@ impl UpstreamHttp {
             backoff,
             max_response_bytes: config.max_response_bytes,
             metrics,
+            redactor,
         })
+    }
+
+    /// Takes credentials out of upstream text.
+    pub fn redactor(&self) -> &Redactor {
+        &self.redactor
     }
 
     /// Where providers record what only they can tell (e.g. what an Atlas poll answered).
@@ -221,10 +233,14 @@ impl UpstreamHttp {
         }
         let headers = std::mem::take(response.headers_mut());
         let mut body = BytesMut::new();
-        while let Some(chunk) = response.chunk().await.map_err(|e| {
-            let mut error = transport_error(e);
-            error.http_status = Some(status.as_u16());
-            error
+        // A body cut short (the connection closed before its Content-Length, or mid-chunk) is the
+        // network's failure, not a malformed answer: retryable like any transport error.
+        while let Some(chunk) = response.chunk().await.map_err(|_| UpstreamError {
+            http_status: Some(status.as_u16()),
+            ..UpstreamError::new(
+                UpstreamErrorKind::Unavailable,
+                "the connection closed before the whole body arrived",
+            )
         })? {
             if (body.len() + chunk.len()) as u64 > self.max_response_bytes {
                 return Err(too_large());

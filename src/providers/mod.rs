@@ -3,6 +3,8 @@
 pub mod atlas;
 pub mod elastic;
 pub mod exact_json;
+#[cfg(test)]
+mod fuzz_tests;
 pub mod http;
 pub mod team;
 
@@ -290,7 +292,7 @@ impl Provider {
         deadline: Deadline,
         progress: &ProgressSender,
     ) -> Result<FetchedChunk, ChunkFailure> {
-        match (self, &chunk.request) {
+        let fetched = match (self, &chunk.request) {
             (Provider::TeamBilling(client), ChunkRequest::TeamCost) => {
                 client.fetch(chunk.period, deadline).await
             }
@@ -309,6 +311,19 @@ impl Provider {
                 requests: 0,
                 rate_limit_remaining: None,
             }),
+        };
+        // The one way out of a provider: no upstream words leave it with a credential in them.
+        fetched.map_err(|failure| ChunkFailure {
+            error: failure.error.redacted(self.http().redactor()),
+            ..failure
+        })
+    }
+
+    fn http(&self) -> &http::UpstreamHttp {
+        match self {
+            Provider::TeamBilling(client) => &client.http,
+            Provider::Elastic(client) => &client.http,
+            Provider::Atlas(client) => &client.http,
         }
     }
 }

@@ -27,6 +27,11 @@ pub enum Fault {
     MalformedBody,
     /// 200 whose JSON body is cut in the middle (Content-Length matches the cut body).
     TruncatedBody,
+    /// 200 that announces the whole body's Content-Length, sends half of it, then closes the connection.
+    BodyCutShort,
+    /// Answer `code` with the upstream's error body, whose words repeat the request's Authorization
+    /// header, as a careless upstream might.
+    EchoAuthorization(StatusCode),
     /// 200 whose totals disagree with their parts (what exactly is per upstream).
     InconsistentTotals,
     /// Never answer; the request ends when the client gives up or the sandbox shuts down.
@@ -139,6 +144,13 @@ impl Shared {
                 Body::from(r#"{"status": ok, "data": [1, 2,,]"#),
             ),
             Fault::TruncatedBody => truncate(normal(Variant::Normal).await).await,
+            Fault::BodyCutShort => cut_short(normal(Variant::Normal).await).await,
+            Fault::EchoAuthorization(code) => {
+                let sent = incoming.authorization.clone().unwrap_or_default();
+                let mut response = echo(error(code), &sent).await;
+                *response.status_mut() = code;
+                response
+            }
             Fault::InconsistentTotals => normal(Variant::InconsistentTotals).await,
             Fault::Hang => {
                 let mut shutdown = self.shutdown.subscribe();
@@ -171,6 +183,58 @@ async fn truncate(response: Response) -> Response {
     };
     parts.headers.remove(header::CONTENT_LENGTH);
     Response::from_parts(parts, Body::from(bytes.slice(..bytes.len() / 2)))
+}
+
+/// Sends the first half of the body under the whole body's Content-Length, then fails the body, so
+/// the server closes the connection mid-message.
+async fn cut_short(response: Response) -> Response {
+    let (mut parts, body) = response.into_parts();
+    let bytes = match to_bytes(body, usize::MAX).await {
+        Ok(bytes) => bytes,
+        Err(_) => return StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    };
+    parts
+        .headers
+        .insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+    let half = bytes.slice(..bytes.len() / 2);
+    let frames: [Result<bytes::Bytes, std::io::Error>; 2] = [
+        Ok(half),
+        Err(std::io::Error::other("the sandbox cuts this body short")),
+    ];
+    Response::from_parts(parts, Body::from_stream(futures::stream::iter(frames)))
+}
+
+/// The error body with `sent` appended to every message-like string in it.
+async fn echo(response: Response, sent: &str) -> Response {
+    let (parts, body) = response.into_parts();
+    let Ok(bytes) = to_bytes(body, usize::MAX).await else {
+        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    };
+    let Ok(mut json) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
+        return Response::from_parts(parts, Body::from(bytes));
+    };
+    fn append(value: &mut serde_json::Value, sent: &str) {
+        match value {
+            serde_json::Value::Object(map) => {
+                for (key, value) in map.iter_mut() {
+                    match value {
+                        serde_json::Value::String(text)
+                            if ["message", "detail", "reason", "error"].contains(&key.as_str()) =>
+                        {
+                            text.push_str(&format!(" (request had Authorization: {sent})"));
+                        }
+                        other => append(other, sent),
+                    }
+                }
+            }
+            serde_json::Value::Array(items) => items.iter_mut().for_each(|v| append(v, sent)),
+            _ => {}
+        }
+    }
+    append(&mut json, sent);
+    let mut parts = parts;
+    parts.headers.remove(header::CONTENT_LENGTH);
+    Response::from_parts(parts, Body::from(json.to_string()))
 }
 
 pub(crate) fn json_response(status: StatusCode, body: Body) -> Response {

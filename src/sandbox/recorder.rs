@@ -46,6 +46,8 @@ pub(crate) struct Incoming {
     traceparent: Option<String>,
     tracestate: Option<String>,
     has_authorization: bool,
+    /// Kept only for the fault that echoes it back; never recorded.
+    pub(crate) authorization: Option<String>,
     received_at: Instant,
     /// Absent when the router is driven without the sandbox's own listener.
     pub(crate) conn: Option<ConnKill>,
@@ -123,6 +125,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Incoming {
             traceparent,
             tracestate,
             has_authorization: parts.headers.contains_key(header::AUTHORIZATION),
+            authorization: header(header::AUTHORIZATION.as_str()),
             received_at: Instant::now(),
             conn: parts
                 .extensions

@@ -8,7 +8,7 @@
 
 use crate::helpers::*;
 use crate::metrics::scrape;
-use bytes::{Buf, BufMut, Bytes};
+use bytes::Bytes;
 use costd::{clock::ManualClock, proto as pb, sandbox::Fault};
 use http::StatusCode;
 use prost::Message;
@@ -31,48 +31,6 @@ async fn chunk_lookups(app: &TestApp) -> f64 {
                 .unwrap_or(0.0)
         })
         .sum()
-}
-
-/// A codec that sends and returns message bytes as they are, to see the answer's exact bytes.
-#[derive(Clone, Copy, Default)]
-struct RawCodec;
-
-impl tonic::codec::Codec for RawCodec {
-    type Encode = Bytes;
-    type Decode = Bytes;
-    type Encoder = RawCodec;
-    type Decoder = RawCodec;
-    fn encoder(&mut self) -> Self::Encoder {
-        RawCodec
-    }
-    fn decoder(&mut self) -> Self::Decoder {
-        RawCodec
-    }
-}
-
-impl tonic::codec::Encoder for RawCodec {
-    type Item = Bytes;
-    type Error = tonic::Status;
-    fn encode(
-        &mut self,
-        item: Bytes,
-        dst: &mut tonic::codec::EncodeBuf<'_>,
-    ) -> Result<(), tonic::Status> {
-        dst.put(item);
-        Ok(())
-    }
-}
-
-impl tonic::codec::Decoder for RawCodec {
-    type Item = Bytes;
-    type Error = tonic::Status;
-    fn decode(
-        &mut self,
-        src: &mut tonic::codec::DecodeBuf<'_>,
-    ) -> Result<Option<Bytes>, tonic::Status> {
-        let len = src.remaining();
-        Ok(Some(src.copy_to_bytes(len)))
-    }
 }
 
 /// GetCosts with the answer's bytes as the server wrote them.

@@ -317,3 +317,21 @@ fn a_credential_written_inline_is_refused_without_being_echoed() {
     assert_eq!(error.key, "providers[0].credentials.token");
     assert!(!error.to_string().contains("cat_tok_inline_1"), "{error}");
 }
+
+#[test]
+fn no_config_error_prints_a_value_written_where_it_does_not_belong() {
+    let secret = "redis://:hunter2-inline@redis:6379";
+    for toml in [
+        format!("[jobs]\nstore = \"redis\"\n[jobs.redis]\nurl = \"{secret}\"\n"),
+        format!("[server]\nmax_rows = \"{secret}\"\n"),
+        format!("[telemetry]\nlog_format = \"{secret}\"\n"),
+        ACCOUNT.replace(
+            "team_id = \"team_acme\"",
+            &format!("team_id = 7\nbase = \"{secret}\""),
+        ),
+        ACCOUNT.replace("\"team_acme\"", &format!("\"{secret}\"")),
+    ] {
+        let error = load(&toml, &[("ACME_TOKEN", "t")]).expect_err("refused");
+        assert!(!error.to_string().contains("hunter2"), "{error}");
+    }
+}

@@ -4,6 +4,7 @@
 mod answers_remembered;
 mod architecture;
 mod atlas;
+mod bad_input;
 mod binary;
 mod chart;
 mod config;
@@ -24,5 +25,6 @@ mod server;
 mod telemetry;
 mod trace_context;
 mod unlabeled_rows;
+mod untrusted;
 mod validation;
 mod weigher;

@@ -40,7 +40,7 @@ enum Poll {
 /// Reads one Atlas organization's costs.
 pub struct AtlasClient {
     pub(crate) account: AccountRef,
-    http: Arc<UpstreamHttp>,
+    pub(crate) http: Arc<UpstreamHttp>,
     base_url: reqwest::Url,
     org_id: AtlasId,
     auth: Authenticator,

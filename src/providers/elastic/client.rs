@@ -24,7 +24,7 @@ use std::sync::Arc;
 /// Reads one Elastic organization's costs.
 pub struct ElasticClient {
     pub(crate) account: AccountRef,
-    http: Arc<UpstreamHttp>,
+    pub(crate) http: Arc<UpstreamHttp>,
     base_url: reqwest::Url,
     settings: ElasticSettings,
 }

@@ -20,7 +20,7 @@ const COST_ROUTE: &str = "/teams/{teamId}/billing/cost";
 /// Reads one team's costs.
 pub struct TeamBillingClient {
     pub(crate) account: AccountRef,
-    http: Arc<UpstreamHttp>,
+    pub(crate) http: Arc<UpstreamHttp>,
     base_url: reqwest::Url,
     settings: TeamBillingSettings,
 }
