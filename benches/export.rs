@@ -156,9 +156,10 @@ async fn child(spec: &str) {
                 bytes: bytes as f64,
             };
             eprintln!(
-                "round {round} {run:?}: {:.2} s wall, {:.2} s CPU",
+                "round {round} {run:?}: {:.2} s wall, {:.2} s CPU, peak RSS / before {:.2}",
                 m.wall / 1e9,
-                m.cpu / 1e9
+                m.cpu / 1e9,
+                m.peak / before
             );
             measured.push((run, m));
         }
