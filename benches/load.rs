@@ -27,6 +27,11 @@ use std::{
 use tonic::transport::Channel;
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
+#[path = "support/mod.rs"]
+mod support;
+
+use support::{median, rss_bytes};
+
 /// The allocator the costd binary ships with, so the harness measures what runs.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -125,11 +130,6 @@ where
         total.len() as f64 / started.elapsed().as_secs_f64(),
         Duration::from_micros(total.value_at_quantile(0.99)),
     )
-}
-
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
 }
 
 async fn cached_vs_health(server: &Server) {
@@ -564,18 +564,6 @@ async fn cold_queries(server: &Server) {
         "cold query over 3 providers x 100 ms: wall / slowest provider alone {:.2} (goal <= 1.3)",
         median(spread)
     );
-}
-
-fn rss_bytes() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|status| {
-            status.lines().find_map(|line| {
-                line.strip_prefix("VmRSS:")
-                    .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse::<u64>().ok())
-            })
-        })
-        .map_or(0, |kb| kb * 1024)
 }
 
 async fn cache_refills(server: &Server, budget: u64) {

@@ -3,16 +3,17 @@
 use crate::{
     api::{CostApi, CostServer, OversizedRequestLayer, QueryJobApi, QueryRules},
     clock::{Clock, SystemClock},
-    config::Settings,
+    config::{JobStoreSettings, Settings},
     domain::Redactor,
     engine::{ChunkCache, Engine, EngineLimits, Jobs},
-    jobs::{JobManager, MemoryJobStore},
+    jobs::{JobManager, JobStore, MemoryJobStore, RedisJobStore},
     metrics::{
         self, Metrics, RpcMetricsLayer,
         server::{HeldGauges, HeldState},
     },
     proto::{self as pb, query_job_service_server::QueryJobServiceServer},
-    providers::{Provider, http::UpstreamHttp},
+    providers::{Provider, gate::Gates, http::UpstreamHttp},
+    server::{self, Admission, ConnectionLimits},
     telemetry,
 };
 use prost::Message;
@@ -23,7 +24,7 @@ use std::{
     time::Duration,
 };
 use tokio::net::TcpListener;
-use tonic::{server::NamedService, transport::server::TcpIncoming};
+use tonic::server::NamedService;
 use tonic_health::{ServingStatus, server::HealthReporter};
 
 #[derive(Debug, thiserror::Error)]
@@ -37,12 +38,12 @@ pub enum AppError {
     Http(#[from] reqwest::Error),
     #[error("cannot build server reflection: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
-    #[error("server failed: {0}")]
-    Serve(#[from] tonic::transport::Error),
     #[error("metrics endpoint failed: {0}")]
     Metrics(std::io::Error),
     #[error("server task ended abnormally: {0}")]
     Task(#[from] tokio::task::JoinError),
+    #[error("cannot use the job store: {0}")]
+    JobStore(crate::jobs::StoreError),
 }
 
 /// A bound, not yet serving, costd.
@@ -80,10 +81,12 @@ impl App {
                 .iter()
                 .flat_map(|account| account.kind.secrets()),
         );
+        let gates = Gates::new(&settings.upstream, &settings.accounts, clock.clone());
         let http = Arc::new(UpstreamHttp::new(
             &settings.upstream,
             metrics.clone(),
             Arc::new(redactor),
+            gates,
         )?);
         let providers = settings
             .accounts
@@ -105,11 +108,18 @@ impl App {
         let retention = chrono::Duration::seconds(
             i64::try_from(settings.jobs.retention_seconds).unwrap_or(i64::MAX / 1000),
         );
+        let store: Arc<dyn JobStore<Engine>> = match &settings.job_store {
+            JobStoreSettings::Memory => Arc::new(MemoryJobStore::default()),
+            JobStoreSettings::Redis { url, key_prefix } => {
+                Arc::new(RedisJobStore::new(url, key_prefix).map_err(AppError::JobStore)?)
+            }
+        };
         let jobs = JobManager::new(
-            Arc::new(MemoryJobStore::default()),
+            store,
             engine.clone(),
             clock,
             retention,
+            settings.jobs.max_jobs,
         );
         Ok(App {
             listener,
@@ -137,8 +147,10 @@ impl App {
         self.engine.clone()
     }
 
-    /// Serves until `shutdown` resolves; then reports NOT_SERVING, stops accepting, and gives in-flight
-    /// calls the drain timeout to finish.
+    /// Serves until `shutdown` resolves; then drains: Health answers NOT_SERVING (on new connections
+    /// too), new calls UNAVAILABLE, streams end with UNAVAILABLE, callers waiting on upstreams are
+    /// answered with what there is, and in-flight calls get the drain timeout to finish. The server
+    /// goes away as soon as none is left.
     pub async fn run_until_stopped(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
@@ -168,14 +180,31 @@ impl App {
             rules.clone(),
             Duration::from_millis(self.settings.server.deadline_margin_ms),
         );
-        let (stop_accepting, accepting_stopped) = tokio::sync::oneshot::channel::<()>();
+        let server_settings = &self.settings.server;
+        let admission =
+            Admission::new(server_settings.max_concurrent_requests, streaming_methods());
+        let limits = ConnectionLimits {
+            max_connections: server_settings.max_connections,
+            handshake_timeout: Duration::from_millis(server_settings.handshake_timeout_ms),
+        };
         let server = tonic::transport::Server::builder()
+            .max_concurrent_streams(server_settings.max_concurrent_streams)
+            .http2_keepalive_interval(Some(Duration::from_millis(
+                server_settings.keepalive_interval_ms,
+            )))
+            .http2_keepalive_timeout(Some(Duration::from_millis(
+                server_settings.keepalive_timeout_ms,
+            )))
+            // Only the hard bound: `server::serve` sends the GOAWAY at the (jittered) age itself.
+            .max_connection_age(Duration::from_millis(server_settings.max_connection_age_ms))
+            .max_connection_age_grace(self.settings.drain_timeout())
             .trace_fn(rpc_span)
             .layer(RpcMetricsLayer::new(self.metrics.clone(), served_methods()))
+            .layer(admission.layer())
             .layer(OversizedRequestLayer {
                 max_request_bytes: self.settings.server.max_request_bytes,
-            })
-            .add_service(health_service)
+            });
+        let routes = tonic::service::Routes::new(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
             .add_service(CostServer::new(
@@ -186,13 +215,14 @@ impl App {
                 QueryJobServiceServer::new(QueryJobApi::new(self.jobs.clone(), rules))
                     .max_decoding_message_size(self.settings.server.max_request_bytes),
             )
-            // Without TCP_NODELAY a response of a few frames waits on the peer's delayed ACK (~40 ms).
-            .serve_with_incoming_shutdown(
-                TcpIncoming::from(self.listener).with_nodelay(Some(true)),
-                async {
-                    let _ = accepting_stopped.await;
-                },
-            );
+            .prepare();
+        let server = server::serve(
+            server,
+            routes,
+            server::incoming(self.listener, limits),
+            Duration::from_millis(server_settings.max_connection_age_ms),
+            admission.closing(),
+        );
         let mut server = tokio::spawn(server);
         // Scrapes keep working while calls drain; the endpoint stops when the server has.
         let (stop_metrics, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
@@ -213,17 +243,27 @@ impl App {
         tracing::info!(addr = %self.local_addr, accounts = self.settings.accounts.len(), "serving");
         let served = async {
             tokio::select! {
-                result = &mut server => return flatten(result),
+                result = &mut server => return result.map_err(AppError::from),
                 () = shutdown => {}
             }
             tracing::info!(
                 drain_timeout_ms = self.settings.server.drain_timeout_ms,
                 "stopping: not serving, draining"
             );
+            let drained_by = tokio::time::Instant::now() + self.settings.drain_timeout();
             set_all(&health, ServingStatus::NotServing).await;
-            let _ = stop_accepting.send(());
-            match tokio::time::timeout(self.settings.drain_timeout(), &mut server).await {
-                Ok(result) => flatten(result),
+            admission.start_draining();
+            self.engine.cache().release_waiting_callers();
+            if tokio::time::timeout_at(drained_by, admission.idle())
+                .await
+                .is_err()
+            {
+                tracing::warn!("drain timeout reached with calls in progress");
+            }
+            // Nothing is left (or the time is up): Health's streams end, connections get GOAWAY.
+            admission.close();
+            match tokio::time::timeout_at(drained_by, &mut server).await {
+                Ok(result) => result.map_err(AppError::from),
                 Err(_) => {
                     tracing::warn!("drain timeout reached; closing the calls still open");
                     server.abort();
@@ -243,7 +283,17 @@ impl App {
 /// Every method served, as `package.Service/Method`, read from the services' own descriptors: the RPC
 /// metrics label only these. Made once per process (the names live as long as it does).
 fn served_methods() -> &'static [&'static str] {
-    static METHODS: OnceLock<Vec<&'static str>> = OnceLock::new();
+    &methods().0
+}
+
+/// The server-streaming methods among them: a drain ends their streams.
+fn streaming_methods() -> &'static [&'static str] {
+    &methods().1
+}
+
+/// Every method served, and the streaming ones, each sorted.
+fn methods() -> &'static (Vec<&'static str>, Vec<&'static str>) {
+    static METHODS: OnceLock<(Vec<&'static str>, Vec<&'static str>)> = OnceLock::new();
     METHODS.get_or_init(|| {
         let sets = [
             pb::FILE_DESCRIPTOR_SET,
@@ -251,7 +301,7 @@ fn served_methods() -> &'static [&'static str] {
             tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
             tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
         ];
-        let mut methods: Vec<&'static str> = sets
+        let mut methods: Vec<(&'static str, bool)> = sets
             .iter()
             .filter_map(|bytes| prost_types::FileDescriptorSet::decode(*bytes).ok())
             .flat_map(|set| set.file)
@@ -260,14 +310,24 @@ fn served_methods() -> &'static [&'static str] {
                 file.service.into_iter().flat_map(move |service| {
                     let prefix = format!("{package}.{}", service.name());
                     service.method.into_iter().map(move |method| {
-                        &*Box::leak(format!("{prefix}/{}", method.name()).into_boxed_str())
+                        let name: &'static str =
+                            Box::leak(format!("{prefix}/{}", method.name()).into_boxed_str());
+                        (name, method.server_streaming())
                     })
                 })
             })
             .collect();
         methods.sort_unstable();
         methods.dedup();
-        methods
+        let streaming = methods
+            .iter()
+            .filter(|(_, streaming)| *streaming)
+            .map(|(name, _)| *name)
+            .collect();
+        (
+            methods.into_iter().map(|(name, _)| name).collect(),
+            streaming,
+        )
     })
 }
 
@@ -281,10 +341,13 @@ impl HeldState for Held {
     fn read(&self) -> futures::future::BoxFuture<'_, HeldGauges> {
         Box::pin(async {
             let (cache_bytes, cache_entries) = self.engine.cache().size().await;
+            let counted = self.jobs.count_by_state().await;
             HeldGauges {
                 cache_bytes,
                 cache_entries,
-                jobs_by_state: self.jobs.count_by_state().to_vec(),
+                job_store_up: (self.jobs.store_kind(), counted.is_ok()),
+                // An unreachable job store leaves the job gauges as last read.
+                jobs_by_state: counted.map(|counts| counts.to_vec()).unwrap_or_default(),
             }
         })
     }
@@ -308,12 +371,6 @@ async fn set_all(health: &HealthReporter, status: ServingStatus) {
     ] {
         health.set_service_status(name, status).await;
     }
-}
-
-fn flatten(
-    result: Result<Result<(), tonic::transport::Error>, tokio::task::JoinError>,
-) -> Result<(), AppError> {
-    result?.map_err(AppError::from)
 }
 
 /// One span per RPC, continuing the caller's trace when it sent a `traceparent`.

@@ -3,19 +3,41 @@
 use std::time::Duration;
 use tokio::time::Instant;
 
-/// When the answer must be ready; `None` means the caller set no deadline.
+/// When the answer must be ready; `None` means the caller set no deadline. A caller's wait also ends
+/// when the server stops (it is answered with what there is); a job's wait does not.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Deadline(Option<Instant>);
+pub struct Deadline {
+    at: Option<Instant>,
+    outlives_stop: bool,
+}
 
 impl Deadline {
-    pub const NONE: Deadline = Deadline(None);
+    /// A caller that set no deadline.
+    pub const NONE: Deadline = Deadline {
+        at: None,
+        outlives_stop: false,
+    };
+
+    /// A job's: waits for its work to end, through a server stop too.
+    pub const JOB: Deadline = Deadline {
+        at: None,
+        outlives_stop: true,
+    };
 
     pub fn at(instant: Instant) -> Self {
-        Deadline(Some(instant))
+        Deadline {
+            at: Some(instant),
+            outlives_stop: false,
+        }
     }
 
     pub fn after(timeout: Duration) -> Self {
-        Deadline(Some(Instant::now() + timeout))
+        Deadline::at(Instant::now() + timeout)
+    }
+
+    /// Whether the wait goes on when the server stops (a job's), rather than ending with what there is.
+    pub fn outlives_stop(&self) -> bool {
+        self.outlives_stop
     }
 
     /// The caller's `grpc-timeout` less `margin`, kept back to build and send the answer. The margin
@@ -32,12 +54,12 @@ impl Deadline {
     }
 
     pub fn instant(&self) -> Option<Instant> {
-        self.0
+        self.at
     }
 
     /// Time left; `None` when there is no deadline.
     pub fn remaining(&self) -> Option<Duration> {
-        self.0
+        self.at
             .map(|at| at.saturating_duration_since(Instant::now()))
     }
 

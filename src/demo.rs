@@ -4,8 +4,8 @@
 use crate::{
     config::{
         AccountKind, AccountSettings, AtlasConfig, AtlasCredentials, AtlasSettings, CacheConfig,
-        ElasticApiVersion, ElasticSettings, JobsConfig, LogFormat, MetricsConfig, ServerConfig,
-        Settings, TeamBillingSettings, TelemetryConfig, UpstreamConfig,
+        ElasticApiVersion, ElasticSettings, JobStoreSettings, JobsConfig, LogFormat, MetricsConfig,
+        ServerConfig, Settings, TeamBillingSettings, TelemetryConfig, UpstreamConfig,
     },
     domain::{AtlasId, ProviderAccountId, UpstreamId},
     sandbox::SandboxHandle,
@@ -27,6 +27,7 @@ pub fn settings(sandbox: &SandboxHandle, listen: SocketAddr) -> Result<Settings,
                 id,
                 display_name: team.name.to_string(),
                 base_url: base_url.clone(),
+                requests_per_second: None,
                 kind: AccountKind::TeamBilling(TeamBillingSettings {
                     team_id: UpstreamId::parse(team.id).map_err(|e| format!("{}: {e}", team.id))?,
                     token: SecretString::from(team.token.clone()),
@@ -55,6 +56,7 @@ pub fn settings(sandbox: &SandboxHandle, listen: SocketAddr) -> Result<Settings,
             id,
             display_name: org.name.to_string(),
             base_url: base_url.clone(),
+            requests_per_second: None,
             kind: AccountKind::Atlas(AtlasSettings {
                 org_id: AtlasId::parse(org.id).map_err(|e| format!("{}: {e}", org.id))?,
                 credentials,
@@ -82,6 +84,7 @@ pub fn settings(sandbox: &SandboxHandle, listen: SocketAddr) -> Result<Settings,
                 id,
                 display_name: org.name.to_string(),
                 base_url: base_url.clone(),
+                requests_per_second: None,
                 kind: AccountKind::Elastic(ElasticSettings {
                     organization_id: organization_id.clone(),
                     api_key: SecretString::from(org.api_key.clone()),
@@ -104,6 +107,7 @@ pub fn settings(sandbox: &SandboxHandle, listen: SocketAddr) -> Result<Settings,
         cache: CacheConfig::default(),
         atlas: AtlasConfig::default(),
         jobs: JobsConfig::default(),
+        job_store: JobStoreSettings::Memory,
         // Any free port beside the API; `costd demo` names its own.
         metrics: MetricsConfig {
             listen: SocketAddr::new(listen.ip(), 0),

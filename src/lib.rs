@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod proto;
 pub mod providers;
 pub mod sandbox;
+pub mod server;
 pub mod sync;
 pub mod telemetry;
 

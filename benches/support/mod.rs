@@ -1,6 +1,7 @@
-//! What the benches that run the real server in a child process share: the big Elastic account's
-//! settings, a running server with its client, and the process's CPU time and memory from procfs.
-//! Included by each such bench with `#[path]`; not every bench uses every item.
+//! What several harnesses share: the median of rounds, the process's resident memory and CPU time,
+//! and, for those that run the real server in a child process, the big Elastic account's settings
+//! and a running server with its client. Included by each bench with `#[path]`; not every bench
+//! uses every item.
 #![allow(dead_code)]
 
 use costd::{
@@ -15,6 +16,25 @@ use costd::{
 use std::net::SocketAddr;
 use tonic::transport::Channel;
 
+/// The middle value of `values` (the upper one of an even count).
+pub fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+/// This process's resident set (`VmRSS`), in bytes; 0 where /proc is not there.
+pub fn rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status.lines().find_map(|line| {
+                line.strip_prefix("VmRSS:")
+                    .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse::<u64>().ok())
+            })
+        })
+        .map_or(0, |kb| kb * 1024)
+}
+
 /// The account id the big Elastic organization is configured under.
 pub const ACCOUNT: &str = "elastic-zenith";
 
@@ -26,6 +46,7 @@ pub fn big_elastic_settings(base_url: &str, org_id: &str, api_key: &str) -> Sett
         id: ProviderAccountId::parse(ACCOUNT).expect("valid id"),
         display_name: "Zenith Fleet".to_string(),
         base_url: reqwest::Url::parse(base_url).expect("url"),
+        requests_per_second: None,
         kind: AccountKind::Elastic(ElasticSettings {
             organization_id: UpstreamId::parse(org_id).expect("valid id"),
             api_key: secrecy::SecretString::from(api_key.to_string()),
@@ -54,6 +75,7 @@ pub fn big_elastic_settings(base_url: &str, org_id: &str, api_key: &str) -> Sett
         },
         atlas: Default::default(),
         jobs: Default::default(),
+        job_store: costd::config::JobStoreSettings::Memory,
         metrics: MetricsConfig {
             enabled: false,
             listen: loopback,

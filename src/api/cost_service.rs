@@ -8,8 +8,9 @@ use super::{
 };
 use crate::{
     deadline::Deadline,
-    domain::CostQuery,
+    domain::{CircuitReading, CostQuery},
     engine::{Engine, EngineError, Jobs},
+    jobs::StartError,
     proto::{self as pb, cost_service_server::CostServiceServer},
 };
 use bytes::{Buf, BufMut, Bytes};
@@ -137,11 +138,10 @@ impl CostApi {
         let mut wire =
             convert::report_to_proto(&report).map_err(|e| status::engine(&EngineError::from(e)))?;
         if report.is_pending() {
-            // The upstream work goes on in a job, which takes over this call's holds on it.
-            let job = self
-                .jobs
-                .join_or_start(query.clone(), std::mem::take(&mut report.holds))
-                .name();
+            // The upstream work goes on in a job, which takes over this call's holds on it. With the
+            // job store unreachable the answer still goes out, naming no job (its work stops).
+            let job =
+                job_for_pending(&self.jobs, &query, std::mem::take(&mut report.holds)).await?;
             convert::name_pending_job(&mut wire.provider_results, &job);
             wire.job = job;
         }
@@ -157,6 +157,24 @@ impl CostApi {
         });
         self.answers.insert(query, remembered.clone());
         Ok((Answer::Encoded(encoded), Some(remembered)))
+    }
+}
+
+/// The job that takes over the holds of an answer's PENDING accounts: the running one for `query`,
+/// or a new one. With the job store unreachable the answer still goes out, naming no job (its work
+/// stops); a full job table refuses the call.
+pub(super) async fn job_for_pending(
+    jobs: &Arc<Jobs>,
+    query: &CostQuery,
+    holds: Vec<crate::engine::FetchHold>,
+) -> Result<String, Status> {
+    match jobs.join_or_start(query.clone(), holds).await {
+        Ok(job) => Ok(job.id.name()),
+        Err(StartError::Full(full)) => Err(status::jobs_full(&full)),
+        Err(StartError::Store(error)) => {
+            tracing::warn!(%error, "no job for the pending accounts");
+            Ok(String::new())
+        }
     }
 }
 
@@ -396,6 +414,13 @@ impl pb::cost_service_server::CostService for CostApi {
                     (Some(ok), Some(failed)) if ok > failed => pb::HealthState::Healthy,
                     _ => pb::HealthState::Failing,
                 };
+                let (circuit, circuit_retry_time) = match provider.circuit() {
+                    CircuitReading::Closed => (pb::CircuitState::Closed, None),
+                    CircuitReading::HalfOpen => (pb::CircuitState::HalfOpen, None),
+                    CircuitReading::Open { until, .. } => {
+                        (pb::CircuitState::Open, Some(convert::time_to_proto(until)))
+                    }
+                };
                 pb::ProviderAccount {
                     id: account.id.to_string(),
                     provider: convert::provider_kind_to_proto(account.kind) as i32,
@@ -430,6 +455,8 @@ impl pb::cost_service_server::CostService for CostApi {
                         consecutive_failures: health.consecutive_failures.min(i32::MAX as u32)
                             as i32,
                         rate_limit_remaining: health.rate_limit_remaining,
+                        circuit: circuit as i32,
+                        circuit_retry_time,
                     }),
                 }
             })

@@ -91,9 +91,12 @@ pub async fn export_costs(
         .map_err(|e| status::engine(&EngineError::from(e)))?;
     if !set.holds.is_empty() {
         // As in GetCosts: a PENDING account's upstream work goes on in a job the header names.
-        let job = jobs
-            .join_or_start(request.query.clone(), std::mem::take(&mut set.holds))
-            .name();
+        let job = super::cost_service::job_for_pending(
+            jobs,
+            &request.query,
+            std::mem::take(&mut set.holds),
+        )
+        .await?;
         convert::name_pending_job(&mut provider_results, &job);
     }
     let row_count: u64 = accounts.iter().map(|a| a.record_count).sum();

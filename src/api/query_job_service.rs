@@ -63,10 +63,12 @@ impl QueryJobApi {
         }
     }
 
-    fn job(&self, name: &str) -> Result<Arc<Job>, Status> {
+    async fn job(&self, name: &str) -> Result<Arc<Job>, Status> {
         let id = job_id(name)?;
         self.jobs
             .get(&id)
+            .await
+            .map_err(|e| status::job_store(&e))?
             .ok_or_else(|| status::job_not_found(name))
     }
 }
@@ -91,7 +93,11 @@ impl pb::query_job_service_server::QueryJobService for QueryJobApi {
         request: Request<pb::StartQueryRequest>,
     ) -> Result<Response<pb::StartQueryResponse>, Status> {
         let query = self.rules.parse(request.into_inner().query)?;
-        let job = self.jobs.start(query, Vec::new());
+        let job = self
+            .jobs
+            .join_or_start(query, Vec::new())
+            .await
+            .map_err(|e| status::job_start(&e))?;
         Ok(Response::new(pb::StartQueryResponse {
             job: Some(job_convert::job_to_proto(&job)?),
         }))
@@ -101,7 +107,7 @@ impl pb::query_job_service_server::QueryJobService for QueryJobApi {
         &self,
         request: Request<pb::GetJobRequest>,
     ) -> Result<Response<pb::GetJobResponse>, Status> {
-        let job = self.job(&request.into_inner().name)?;
+        let job = self.job(&request.into_inner().name).await?;
         Ok(Response::new(pb::GetJobResponse {
             job: Some(job_convert::job_to_proto(&job)?),
         }))
@@ -138,6 +144,8 @@ impl pb::query_job_service_server::QueryJobService for QueryJobApi {
         let matching: Vec<Arc<Job>> = self
             .jobs
             .list()
+            .await
+            .map_err(|e| status::job_store(&e))?
             .into_iter()
             .filter(|job| states.is_empty() || states.contains(&job.state))
             .collect();
@@ -160,6 +168,8 @@ impl pb::query_job_service_server::QueryJobService for QueryJobApi {
         let job = self
             .jobs
             .cancel(&job_id(&name)?)
+            .await
+            .map_err(|e| status::job_store(&e))?
             .ok_or_else(|| status::job_not_found(&name))?;
         Ok(Response::new(pb::CancelJobResponse {
             job: Some(job_convert::job_to_proto(&job)?),
@@ -174,6 +184,8 @@ impl pb::query_job_service_server::QueryJobService for QueryJobApi {
         let updates = self
             .jobs
             .subscribe(&job_id(&name)?)
+            .await
+            .map_err(|e| status::job_store(&e))?
             .ok_or_else(|| status::job_not_found(&name))?;
         Ok(Response::new(events(updates, self.converted.clone())))
     }

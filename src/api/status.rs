@@ -4,6 +4,7 @@ use crate::{
     domain::{AccountRef, UpstreamError, UpstreamErrorKind},
     engine::EngineError,
     export::ExportError,
+    jobs::{JobsFull, StartError, StoreError},
 };
 use prost::Message;
 use std::collections::HashMap;
@@ -16,6 +17,76 @@ pub const COSTD_DOMAIN: &str = "costd";
 /// `NOT_FOUND` for a job name: unknown and expired jobs answer alike.
 pub fn job_not_found(name: &str) -> Status {
     Status::not_found(format!("{name} does not exist or has expired"))
+}
+
+/// How soon a caller turned away by a limit may try again: a call in progress usually ends sooner.
+const OVERLOAD_RETRY_AFTER: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// How soon a caller turned away by a stopping server may try again (another replica, or this one
+/// restarted): about the time a rolling update takes to replace it.
+const STOPPING_RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// `RESOURCE_EXHAUSTED` with RetryInfo: a server-wide limit (`limit`, its config key) is reached.
+pub fn overloaded(limit: &str, allowed: u64) -> Status {
+    let mut details = ErrorDetails::with_error_info(
+        "SERVER_OVERLOADED",
+        COSTD_DOMAIN,
+        HashMap::from([
+            ("limit".to_string(), limit.to_string()),
+            ("allowed".to_string(), allowed.to_string()),
+        ]),
+    );
+    details.set_retry_info(Some(OVERLOAD_RETRY_AFTER));
+    Status::with_error_details(
+        Code::ResourceExhausted,
+        format!("the server is at its limit of {allowed} ({limit}); try again shortly"),
+        details,
+    )
+}
+
+/// `UNAVAILABLE` with RetryInfo: the server is stopping and takes no new work; a stream it ends says
+/// the same.
+pub fn stopping() -> Status {
+    let mut details =
+        ErrorDetails::with_error_info("SERVER_STOPPING", COSTD_DOMAIN, HashMap::new());
+    details.set_retry_info(Some(STOPPING_RETRY_AFTER));
+    Status::with_error_details(
+        Code::Unavailable,
+        "the server is stopping; retry on another replica or after it restarts",
+        details,
+    )
+}
+
+/// `RESOURCE_EXHAUSTED` with RetryInfo: the job table holds `jobs.max_jobs` jobs.
+pub fn jobs_full(full: &JobsFull) -> Status {
+    overloaded("jobs.max_jobs", full.max_jobs as u64)
+}
+
+/// A job that could not be started: the table is full, or the store failed.
+pub fn job_start(error: &StartError) -> Status {
+    match error {
+        StartError::Full(full) => jobs_full(full),
+        StartError::Store(error) => job_store(error),
+    }
+}
+
+/// How soon a caller may try a job call again after the job store failed.
+const JOB_STORE_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// A job store failure: `UNAVAILABLE` with RetryInfo (ErrorInfo `JOB_STORE_UNAVAILABLE`), except a
+/// stored job this build cannot read (`INTERNAL`). Never names the store's address.
+pub fn job_store(error: &StoreError) -> Status {
+    let (code, reason) = match error {
+        StoreError::Unavailable(_) | StoreError::Contended => {
+            (Code::Unavailable, "JOB_STORE_UNAVAILABLE")
+        }
+        StoreError::Unreadable => (Code::Internal, "JOB_STORE_UNREADABLE"),
+    };
+    let mut details = ErrorDetails::with_error_info(reason, COSTD_DOMAIN, HashMap::new());
+    if code == Code::Unavailable {
+        details.set_retry_info(Some(JOB_STORE_RETRY));
+    }
+    Status::with_error_details(code, error.to_string(), details)
 }
 
 /// `INVALID_ARGUMENT` listing the violations at once (BadRequest). Details ride in trailers, which
@@ -161,7 +232,7 @@ pub fn upstream_code(kind: UpstreamErrorKind) -> Code {
         UpstreamErrorKind::NotFound => Code::NotFound,
         UpstreamErrorKind::Rejected => Code::InvalidArgument,
         UpstreamErrorKind::RateLimited | UpstreamErrorKind::TooLarge => Code::ResourceExhausted,
-        UpstreamErrorKind::Unavailable => Code::Unavailable,
+        UpstreamErrorKind::Unavailable | UpstreamErrorKind::CircuitOpen => Code::Unavailable,
         UpstreamErrorKind::Timeout => Code::DeadlineExceeded,
         UpstreamErrorKind::Malformed => Code::Unknown,
         UpstreamErrorKind::Unanswerable => Code::FailedPrecondition,

@@ -7,7 +7,7 @@ use crate::domain::{AtlasId, IdError, ProviderAccountId, ProviderKind, UpstreamI
 use rust_decimal::Decimal;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, de::DeserializeOwned};
-use std::{collections::HashMap, path::PathBuf};
+use std::{collections::HashMap, num::NonZeroU32, path::PathBuf};
 
 /// Where a credential comes from: exactly one of an environment variable or a mounted file.
 #[derive(Debug, Clone, Deserialize)]
@@ -38,6 +38,9 @@ pub struct TeamBillingAccountConfig {
     pub display_name: Option<String>,
     /// Upstream base URL; `http://` only for loopback addresses. Unset: the upstream's public URL.
     pub base_url: Option<String>,
+    /// Most requests per second costd sends this account, across all queries. Unset: no rate, only
+    /// `upstream.max_concurrency_per_account` (and, for Atlas, its organization bucket).
+    pub requests_per_second: Option<NonZeroU32>,
     /// The team whose costs to read.
     pub team_id: Option<String>,
     /// A fixed pricing sheet; unset means the upstream's latest effective one.
@@ -52,13 +55,14 @@ pub struct TeamBillingCredentialsConfig {
     pub token: Option<SecretRef>,
 }
 
-/// `kind = "elastic"`; `id`, `display_name` and `base_url` as for team billing.
+/// `kind = "elastic"`; `id`, `display_name`, `base_url` and `requests_per_second` as for team billing.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ElasticAccountConfig {
     pub id: String,
     pub display_name: Option<String>,
     pub base_url: Option<String>,
+    pub requests_per_second: Option<NonZeroU32>,
     /// The organization whose costs to read.
     pub organization_id: Option<String>,
     /// `v2` (default) or `v1`.
@@ -75,13 +79,14 @@ pub struct ElasticCredentialsConfig {
     pub api_key: Option<SecretRef>,
 }
 
-/// `kind = "atlas"`; `id`, `display_name` and `base_url` as for team billing.
+/// `kind = "atlas"`; `id`, `display_name`, `base_url` and `requests_per_second` as for team billing.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AtlasAccountConfig {
     pub id: String,
     pub display_name: Option<String>,
     pub base_url: Option<String>,
+    pub requests_per_second: Option<NonZeroU32>,
     /// The organization id (24 lowercase hex digits).
     pub org_id: Option<String>,
     #[serde(default)]
@@ -172,6 +177,8 @@ pub struct AccountSettings {
     pub id: ProviderAccountId,
     pub display_name: String,
     pub base_url: reqwest::Url,
+    /// Most requests per second to this account, across all queries.
+    pub requests_per_second: Option<NonZeroU32>,
     pub kind: AccountKind,
 }
 
@@ -267,11 +274,12 @@ pub(super) fn resolve_account(
     env: &HashMap<String, String>,
 ) -> Result<AccountSettings, ConfigError> {
     let secrets = Secrets { key, env };
-    let (id, display_name, base_url, kind) = match account {
+    let (id, display_name, base_url, requests_per_second, kind) = match account {
         ProviderAccountConfig::TeamBilling(team) => (
             &team.id,
             &team.display_name,
             &team.base_url,
+            team.requests_per_second,
             AccountKind::TeamBilling(TeamBillingSettings {
                 team_id: upstream_id(key, "team_id", &team.team_id)?,
                 token: secrets.take("token", &team.credentials.token)?,
@@ -282,6 +290,7 @@ pub(super) fn resolve_account(
             &elastic.id,
             &elastic.display_name,
             &elastic.base_url,
+            elastic.requests_per_second,
             AccountKind::Elastic(ElasticSettings {
                 organization_id: upstream_id(key, "organization_id", &elastic.organization_id)?,
                 api_key: secrets.take("api_key", &elastic.credentials.api_key)?,
@@ -299,6 +308,7 @@ pub(super) fn resolve_account(
                 &atlas.id,
                 &atlas.display_name,
                 &atlas.base_url,
+                atlas.requests_per_second,
                 AccountKind::Atlas(AtlasSettings {
                     org_id,
                     credentials: atlas_credentials(&secrets, &atlas.credentials)?,
@@ -314,6 +324,7 @@ pub(super) fn resolve_account(
         display_name: display_name.clone().unwrap_or_else(|| id.to_string()),
         id,
         base_url,
+        requests_per_second,
         kind,
     })
 }
@@ -433,23 +444,29 @@ impl Secrets<'_> {
                 "required: { env = \"VAR\" } or { file = \"/path\" }",
             ));
         };
-        let value = match (&reference.env, &reference.file) {
-            (Some(var), None) => self.env.get(var).cloned().ok_or_else(|| {
-                ConfigError::new(&key, format!("environment variable `{var}` is not set"))
-            })?,
-            (None, Some(path)) => std::fs::read_to_string(path).map_err(|e| {
-                ConfigError::new(
-                    &key,
-                    format!("cannot read {}: {}", path.display(), e.kind()),
-                )
-            })?,
-            _ => return Err(ConfigError::new(key, "set exactly one of `env` or `file`")),
-        };
-        // Mounted secrets usually end with a newline that is not part of the credential.
-        let value = value.trim_end_matches(['\n', '\r']).to_string();
-        if value.is_empty() {
-            return Err(ConfigError::new(key, "the credential is empty"));
-        }
-        Ok(SecretString::from(value))
+        resolve_secret(&key, reference, self.env)
     }
+}
+
+/// A credential's value from its reference, for the key `key` names.
+pub(super) fn resolve_secret(
+    key: &str,
+    reference: &SecretRef,
+    env: &HashMap<String, String>,
+) -> Result<SecretString, ConfigError> {
+    let value = match (&reference.env, &reference.file) {
+        (Some(var), None) => env.get(var).cloned().ok_or_else(|| {
+            ConfigError::new(key, format!("environment variable `{var}` is not set"))
+        })?,
+        (None, Some(path)) => std::fs::read_to_string(path).map_err(|e| {
+            ConfigError::new(key, format!("cannot read {}: {}", path.display(), e.kind()))
+        })?,
+        _ => return Err(ConfigError::new(key, "set exactly one of `env` or `file`")),
+    };
+    // Mounted secrets usually end with a newline that is not part of the credential.
+    let value = value.trim_end_matches(['\n', '\r']).to_string();
+    if value.is_empty() {
+        return Err(ConfigError::new(key, "the credential is empty"));
+    }
+    Ok(SecretString::from(value))
 }

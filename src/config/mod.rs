@@ -2,6 +2,7 @@
 //! into typed [`Settings`]. Credentials are references (env var or mounted file) resolved into
 //! `secrecy` types in `accounts.rs` and nowhere else.
 
+use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use std::{collections::HashMap, fmt, net::SocketAddr, path::Path, time::Duration};
 
@@ -96,6 +97,21 @@ pub struct ServerConfig {
     pub max_rows: usize,
     /// Largest request message accepted, in bytes (RESOURCE_EXHAUSTED beyond).
     pub max_request_bytes: usize,
+    /// Calls in progress at once, server-wide (Health excluded); beyond it RESOURCE_EXHAUSTED at once.
+    pub max_concurrent_requests: u32,
+    /// HTTP/2 streams one connection may have open at once (`SETTINGS_MAX_CONCURRENT_STREAMS`).
+    pub max_concurrent_streams: u32,
+    /// Open connections at once; one beyond it is closed as soon as it is accepted.
+    pub max_connections: u32,
+    /// How long a new connection has to send the HTTP/2 preface before it is closed, in milliseconds.
+    pub handshake_timeout_ms: u64,
+    /// How often an HTTP/2 PING checks an open connection, in milliseconds.
+    pub keepalive_interval_ms: u64,
+    /// How long a PING may go unanswered before the connection is closed, in milliseconds.
+    pub keepalive_timeout_ms: u64,
+    /// Age at which a connection is asked to go away (GOAWAY), so clients rebalance across replicas;
+    /// its calls then get `drain_timeout_ms` to finish. In milliseconds.
+    pub max_connection_age_ms: u64,
 }
 
 impl Default for ServerConfig {
@@ -108,6 +124,13 @@ impl Default for ServerConfig {
             max_chunks_per_query: 5_000,
             max_rows: 200_000,
             max_request_bytes: 4 * 1024 * 1024,
+            max_concurrent_requests: 1_000,
+            max_concurrent_streams: 200,
+            max_connections: 5_000,
+            handshake_timeout_ms: 5_000,
+            keepalive_interval_ms: 30_000,
+            keepalive_timeout_ms: 10_000,
+            max_connection_age_ms: 30 * 60 * 1_000,
         }
     }
 }
@@ -163,6 +186,19 @@ pub struct UpstreamConfig {
     /// Longest one chunk's fetch may take, retries included, in milliseconds. The fetch runs on its own,
     /// so a caller with a shorter deadline does not cut it short for the others.
     pub fetch_timeout_ms: u64,
+    /// Retries allowed per account, as a percentage of its recent calls (gRFC A6 retry throttling).
+    pub retry_budget_percent: u32,
+    /// Retries per second an account may always make, whatever its recent calls.
+    pub retry_budget_min_per_second: u32,
+    /// Failed requests in a row (no answer, timeout, 5xx) that open an account's circuit.
+    pub breaker_consecutive_failures: u32,
+    /// Share of the last `breaker_window` requests, in percent, whose failure opens the circuit.
+    pub breaker_failure_rate_percent: u32,
+    pub breaker_window: usize,
+    /// How long an open circuit refuses, times the openings in a row, in milliseconds.
+    pub breaker_open_ms: u64,
+    /// The longest it refuses, in milliseconds.
+    pub breaker_max_open_ms: u64,
 }
 
 impl Default for UpstreamConfig {
@@ -175,6 +211,13 @@ impl Default for UpstreamConfig {
             max_response_bytes: 256 * 1024 * 1024,
             max_concurrency_per_account: 8,
             fetch_timeout_ms: 120_000,
+            retry_budget_percent: 20,
+            retry_budget_min_per_second: 1,
+            breaker_consecutive_failures: 5,
+            breaker_failure_rate_percent: 50,
+            breaker_window: 20,
+            breaker_open_ms: 30_000,
+            breaker_max_open_ms: 300_000,
         }
     }
 }
@@ -189,6 +232,8 @@ pub struct JobsConfig {
     pub store: JobStoreKind,
     /// The redis job store; required when `store = "redis"`.
     pub redis: Option<RedisConfig>,
+    /// Jobs held at once, running or finished within retention; beyond it RESOURCE_EXHAUSTED.
+    pub max_jobs: usize,
 }
 
 impl Default for JobsConfig {
@@ -197,6 +242,7 @@ impl Default for JobsConfig {
             retention_seconds: 3600,
             store: JobStoreKind::Memory,
             redis: None,
+            max_jobs: 10_000,
         }
     }
 }
@@ -304,8 +350,21 @@ pub struct Settings {
     pub cache: CacheConfig,
     pub atlas: AtlasConfig,
     pub jobs: JobsConfig,
+    /// Where jobs live, resolved: the redis URL is a secret from here on.
+    pub job_store: JobStoreSettings,
     pub metrics: MetricsConfig,
     pub accounts: Vec<AccountSettings>,
+}
+
+/// The job store to build.
+#[derive(Debug, Clone)]
+pub enum JobStoreSettings {
+    Memory,
+    Redis {
+        /// `redis://` or `rediss://`, perhaps with a password: never logged.
+        url: SecretString,
+        key_prefix: String,
+    },
 }
 
 /// Reads the environment into a map, so loading itself stays a pure function of its inputs.
@@ -363,6 +422,13 @@ impl Settings {
             }
             accounts.push(resolved);
         }
+        let job_store = match (&file.jobs.store, &file.jobs.redis) {
+            (JobStoreKind::Redis, Some(redis)) => JobStoreSettings::Redis {
+                url: redis_url(&redis.url, env)?,
+                key_prefix: redis.key_prefix.clone(),
+            },
+            _ => JobStoreSettings::Memory,
+        };
         Ok(Settings {
             server: file.server,
             telemetry: file.telemetry,
@@ -370,6 +436,7 @@ impl Settings {
             cache: file.cache,
             atlas: file.atlas,
             jobs: file.jobs,
+            job_store,
             metrics: file.metrics,
             accounts,
         })
@@ -378,6 +445,25 @@ impl Settings {
     pub fn drain_timeout(&self) -> Duration {
         Duration::from_millis(self.server.drain_timeout_ms)
     }
+}
+
+/// The redis URL from its reference, checked for its scheme; no error repeats any of it.
+fn redis_url(
+    reference: &SecretRef,
+    env: &HashMap<String, String>,
+) -> Result<SecretString, ConfigError> {
+    const KEY: &str = "jobs.redis.url";
+    let url = accounts::resolve_secret(KEY, reference, env)?;
+    let scheme = url::Url::parse(url.expose_secret())
+        .map(|parsed| parsed.scheme().to_string())
+        .unwrap_or_default();
+    if scheme != "redis" && scheme != "rediss" {
+        return Err(ConfigError::new(
+            KEY,
+            "must be a redis:// or rediss:// URL (its value is not repeated here)",
+        ));
+    }
+    Ok(url)
 }
 
 /// Parses a TOML file; the error is one line naming the file, the line and the key.
@@ -518,6 +604,51 @@ fn validate_limits(file: &FileConfig) -> Result<(), ConfigError> {
             "must be at least 1",
         ));
     }
+    for (key, value, range) in [
+        (
+            "upstream.retry_budget_percent",
+            u64::from(upstream.retry_budget_percent),
+            0..=100_000,
+        ),
+        (
+            "upstream.retry_budget_min_per_second",
+            u64::from(upstream.retry_budget_min_per_second),
+            0..=1_000_000,
+        ),
+        (
+            "upstream.breaker_consecutive_failures",
+            u64::from(upstream.breaker_consecutive_failures),
+            1..=u64::from(u32::MAX),
+        ),
+        (
+            "upstream.breaker_failure_rate_percent",
+            u64::from(upstream.breaker_failure_rate_percent),
+            1..=100,
+        ),
+        (
+            "upstream.breaker_window",
+            upstream.breaker_window as u64,
+            1..=10_000,
+        ),
+        (
+            "upstream.breaker_open_ms",
+            upstream.breaker_open_ms,
+            1..=u64::MAX,
+        ),
+    ] {
+        if !range.contains(&value) {
+            return Err(ConfigError::new(
+                key,
+                format!("must be from {} to {}", range.start(), range.end()),
+            ));
+        }
+    }
+    if upstream.breaker_max_open_ms < upstream.breaker_open_ms {
+        return Err(ConfigError::new(
+            "upstream.breaker_max_open_ms",
+            "must be at least breaker_open_ms",
+        ));
+    }
     if upstream.retry_max_delay_ms < upstream.retry_initial_delay_ms {
         return Err(ConfigError::new(
             "upstream.retry_max_delay_ms",
@@ -557,6 +688,41 @@ fn validate_limits(file: &FileConfig) -> Result<(), ConfigError> {
             "must be at least 1",
         ));
     }
+    for (key, value) in [
+        (
+            "server.max_concurrent_requests",
+            u64::from(file.server.max_concurrent_requests),
+        ),
+        (
+            "server.max_concurrent_streams",
+            u64::from(file.server.max_concurrent_streams),
+        ),
+        (
+            "server.max_connections",
+            u64::from(file.server.max_connections),
+        ),
+        (
+            "server.handshake_timeout_ms",
+            file.server.handshake_timeout_ms,
+        ),
+        (
+            "server.keepalive_interval_ms",
+            file.server.keepalive_interval_ms,
+        ),
+        (
+            "server.keepalive_timeout_ms",
+            file.server.keepalive_timeout_ms,
+        ),
+        (
+            "server.max_connection_age_ms",
+            file.server.max_connection_age_ms,
+        ),
+        ("jobs.max_jobs", file.jobs.max_jobs as u64),
+    ] {
+        if value == 0 {
+            return Err(ConfigError::new(key, "must be at least 1"));
+        }
+    }
     if file.server.max_range_days == 0 {
         return Err(ConfigError::new(
             "server.max_range_days",
@@ -571,14 +737,7 @@ fn validate_limits(file: &FileConfig) -> Result<(), ConfigError> {
                 "required when jobs.store = \"redis\": url = { env = \"VAR\" } or { file = \"/path\" }",
             ));
         }
-        // The key shape is accepted so deployments can be written against it; the store itself is
-        // the next job-table issue, and starting without it would silently lose jobs across replicas.
-        (JobStoreKind::Redis, Some(_)) => {
-            return Err(ConfigError::new(
-                "jobs.store",
-                "the redis job store is not available in this version; use \"memory\" with one replica",
-            ));
-        }
+        (JobStoreKind::Redis, Some(_)) => {}
     }
     tracing_subscriber::EnvFilter::try_new(&file.telemetry.log_level)
         .map_err(|e| ConfigError::new("telemetry.log_level", e.to_string()))?;

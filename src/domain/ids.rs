@@ -1,5 +1,6 @@
 //! Identifiers that every layer shares.
 
+use serde::{Deserialize, Serialize};
 use std::{fmt, str::FromStr, sync::Arc};
 
 /// Why a text is not a valid identifier.
@@ -16,7 +17,7 @@ pub enum IdError {
 }
 
 /// The upstream a provider account talks to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum ProviderKind {
     Atlas,
     Elastic,
@@ -57,7 +58,8 @@ impl fmt::Display for ProviderKind {
 }
 
 /// The id of a configured provider account, e.g. `team-acme`. Cheap to clone.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
 pub struct ProviderAccountId(Arc<str>);
 
 impl ProviderAccountId {

@@ -21,5 +21,6 @@ pub use record::{
 };
 pub use redact::{REDACTED, Redactor};
 pub use upstream::{
-    AccountRef, FetchProgress, ProgressObserver, UpstreamError, UpstreamErrorKind, UpstreamQuery,
+    AccountRef, CircuitReading, FetchProgress, ProgressObserver, UpstreamError, UpstreamErrorKind,
+    UpstreamQuery,
 };

@@ -1,13 +1,14 @@
 //! Exact money: integer nanos of one currency. Never a float.
 
 use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
 use std::fmt;
 
 /// Nanos (1e-9) in one whole currency unit.
 pub const NANOS_PER_UNIT: i128 = 1_000_000_000;
 
 /// Why an amount cannot be held or combined exactly.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
 pub enum MoneyError {
     #[error("`{0}` is not an ISO 4217 currency code")]
     Currency(String),
@@ -20,7 +21,8 @@ pub enum MoneyError {
 }
 
 /// An ISO 4217 currency code: three ASCII uppercase letters.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub struct Currency([u8; 3]);
 
 impl Currency {
@@ -40,6 +42,20 @@ impl Currency {
     }
 }
 
+impl TryFrom<String> for Currency {
+    type Error = MoneyError;
+
+    fn try_from(code: String) -> Result<Self, Self::Error> {
+        Currency::parse(&code)
+    }
+}
+
+impl From<Currency> for String {
+    fn from(currency: Currency) -> Self {
+        currency.as_str().to_string()
+    }
+}
+
 impl fmt::Display for Currency {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
@@ -53,7 +69,7 @@ impl fmt::Debug for Currency {
 }
 
 /// An exact amount: whole nanos of a currency.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Serialize, Deserialize)]
 pub struct Money {
     currency: Currency,
     nanos: i128,

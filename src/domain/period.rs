@@ -1,6 +1,7 @@
 //! Half-open UTC periods `[start, end)` and their calendar pieces.
 
 use chrono::{DateTime, Datelike, Duration, NaiveDate, NaiveTime, TimeZone, Utc};
+use serde::{Deserialize, Serialize};
 
 /// Why two instants do not make a period.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -13,7 +14,7 @@ pub enum PeriodError {
 }
 
 /// A non-empty half-open interval `[start, end)` in UTC.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Period {
     start: DateTime<Utc>,
     end: DateTime<Utc>,

@@ -1,10 +1,11 @@
 //! A cost question in domain terms: built only from validated parts.
 
 use super::{CostRecord, Period, ProviderAccountId, ProviderKind};
+use serde::{Deserialize, Serialize};
 use std::{collections::BTreeSet, time::Duration};
 
 /// A dimension rows can be grouped by.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum GroupBy {
     Provider,
     BillingAccount,
@@ -43,7 +44,7 @@ impl GroupBy {
 }
 
 /// Time bucketing of report rows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Granularity {
     None,
     Daily,
@@ -62,7 +63,7 @@ impl Granularity {
 }
 
 /// Which records a query covers. Empty sets mean "no restriction".
-#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct CostFilter {
     pub providers: BTreeSet<ProviderKind>,
     pub provider_accounts: BTreeSet<ProviderAccountId>,
@@ -92,7 +93,7 @@ impl CostFilter {
 }
 
 /// A validated cost question.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct CostQuery {
     pub period: Period,
     pub filter: CostFilter,

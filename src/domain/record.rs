@@ -2,6 +2,7 @@
 
 use super::{Currency, Money, Period, ProviderAccountId, ProviderKind};
 use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
 use std::{collections::BTreeMap, sync::Arc};
 
 /// Shared text: the same id appears in many records, so it is stored once.
@@ -23,7 +24,7 @@ pub struct Resource {
 }
 
 /// An exact decimal amount of some unit, e.g. 24 "hours" or 19.1808 "ECU".
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Quantity {
     pub value: Decimal,
     pub unit: Text,
@@ -91,9 +92,40 @@ pub struct CostRecord {
 }
 
 /// An upstream total that did not match its parts. The data is kept as sent; this says so.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct DataQualityWarning {
     /// Stable code, e.g. `TOTAL_MISMATCH`.
     pub code: &'static str,
     pub message: String,
+}
+
+/// A warning as stored: its code read as text, then matched to the `&'static str` it was written from.
+#[derive(Deserialize)]
+struct StoredWarning {
+    code: String,
+    message: String,
+}
+
+/// The codes providers give warnings.
+const WARNING_CODES: [&str; 4] = [
+    "PERIOD_MISMATCH",
+    "ACCOUNT_MISMATCH",
+    "TOTAL_MISMATCH",
+    "USD_MISMATCH",
+];
+
+// By hand: a derived impl would borrow the `&'static str` from the input.
+impl<'de> Deserialize<'de> for DataQualityWarning {
+    /// A code this build does not know (a newer replica's) reads as `OTHER` rather than failing the
+    /// whole stored value.
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let stored = StoredWarning::deserialize(deserializer)?;
+        Ok(DataQualityWarning {
+            code: WARNING_CODES
+                .into_iter()
+                .find(|known| *known == stored.code)
+                .unwrap_or("OTHER"),
+            message: stored.message,
+        })
+    }
 }

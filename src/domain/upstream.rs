@@ -3,10 +3,11 @@
 
 use super::redact::Redactor;
 use super::{ProviderAccountId, ProviderKind, Text};
+use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
 /// Who a provider account is, as every record and result names it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AccountRef {
     pub id: ProviderAccountId,
     pub kind: ProviderKind,
@@ -14,7 +15,7 @@ pub struct AccountRef {
 }
 
 /// How an upstream fetch is going, for those watching it (asynchronous upstreams report polls).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FetchProgress {
     /// Polls of an asynchronous query so far.
     pub polls: u32,
@@ -29,7 +30,7 @@ pub struct FetchProgress {
 pub type ProgressObserver<'a> = dyn Fn(&ProviderAccountId, &FetchProgress) + Sync + 'a;
 
 /// An asynchronous upstream query as the job table records it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UpstreamQuery {
     /// The organization (Atlas) it runs for.
     pub organization: String,
@@ -42,8 +43,21 @@ pub struct UpstreamQuery {
     pub last_status: u16,
 }
 
-/// The class of an upstream failure; decides the gRPC code and whether a retry may help.
+/// An account's circuit breaker, as `ListProviders` shows it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CircuitReading {
+    Closed,
+    /// Refusing requests until `until`, after `openings` openings in a row.
+    Open {
+        until: chrono::DateTime<chrono::Utc>,
+        openings: u32,
+    },
+    /// One probe may go (or is on its way); its outcome closes or reopens the circuit.
+    HalfOpen,
+}
+
+/// The class of an upstream failure; decides the gRPC code and whether a retry may help.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum UpstreamErrorKind {
     /// 401: costd's credentials were refused.
     Unauthenticated,
@@ -66,6 +80,8 @@ pub enum UpstreamErrorKind {
     /// The upstream's API cannot answer this query shape (e.g. Atlas grouping by a dimension without
     /// filter values for it); nothing was sent. The message says what the query needs.
     Unanswerable,
+    /// The account's circuit breaker is open after repeated failures; nothing was sent.
+    CircuitOpen,
 }
 
 impl UpstreamErrorKind {
@@ -82,6 +98,7 @@ impl UpstreamErrorKind {
             UpstreamErrorKind::Malformed => "UPSTREAM_MALFORMED_RESPONSE",
             UpstreamErrorKind::TooLarge => "UPSTREAM_RESPONSE_TOO_LARGE",
             UpstreamErrorKind::Unanswerable => "UPSTREAM_CANNOT_ANSWER_QUERY",
+            UpstreamErrorKind::CircuitOpen => "UPSTREAM_CIRCUIT_OPEN",
         }
     }
 
@@ -98,6 +115,7 @@ impl UpstreamErrorKind {
             UpstreamErrorKind::Malformed => "malformed",
             UpstreamErrorKind::TooLarge => "too_large",
             UpstreamErrorKind::Unanswerable => "unanswerable",
+            UpstreamErrorKind::CircuitOpen => "circuit_open",
         }
     }
 
@@ -118,7 +136,7 @@ impl UpstreamErrorKind {
 /// One upstream failure. `message` is the upstream's own words (shortened) or ours. Requests carry
 /// credentials only in headers, but an upstream may echo them: every error leaving a provider is
 /// [`UpstreamError::redacted`].
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
 #[error("{}: {message}", kind.reason())]
 pub struct UpstreamError {
     pub kind: UpstreamErrorKind,
@@ -194,6 +212,7 @@ impl UpstreamError {
             UpstreamErrorKind::RateLimited
                 | UpstreamErrorKind::Unavailable
                 | UpstreamErrorKind::Timeout
+                | UpstreamErrorKind::CircuitOpen
         )
     }
 }

@@ -30,6 +30,7 @@ use std::{
     time::Duration,
 };
 use tokio::{sync::watch, task::AbortHandle};
+use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 /// A chunk of one provider account.
@@ -153,6 +154,8 @@ pub struct ChunkCache {
     clock: Arc<dyn Clock>,
     policy: Policy,
     metrics: Arc<Metrics>,
+    /// Cancelled when the server stops: callers still waiting are answered with what there is.
+    callers_released: CancellationToken,
 }
 
 /// The most a single entry may live in moka regardless of the clock: memory is bounded in real time.
@@ -199,7 +202,14 @@ impl ChunkCache {
             clock,
             policy,
             metrics,
+            callers_released: CancellationToken::new(),
         }
+    }
+
+    /// Ends every caller's wait, now and from now on, as if its deadline came (jobs wait on): a
+    /// stopping server answers its waiting callers PENDING or STALE instead of cutting them off.
+    pub fn release_waiting_callers(&self) {
+        self.callers_released.cancel();
     }
 
     pub fn now(&self) -> DateTime<Utc> {
@@ -251,9 +261,15 @@ impl ChunkCache {
                 }
             }
         };
-        let outcome = match deadline.instant() {
-            Some(at) => tokio::time::timeout_at(at, waited).await.ok(),
-            None => Some(waited.await),
+        let bounded = async {
+            match deadline.instant() {
+                Some(at) => tokio::time::timeout_at(at, waited).await.ok(),
+                None => Some(waited.await),
+            }
+        };
+        let outcome = tokio::select! {
+            outcome = bounded => outcome,
+            () = self.callers_released.cancelled(), if !deadline.outlives_stop() => None,
         };
         let failure = match outcome.as_deref() {
             Some(Ok(data)) => {

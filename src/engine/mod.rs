@@ -21,10 +21,11 @@ use crate::{
     providers::Provider,
 };
 use futures::{StreamExt, stream};
+use serde::{Deserialize, Serialize};
 use std::{sync::Arc, time::Duration};
 use tracing::Instrument;
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, thiserror::Error, Serialize, Deserialize)]
 pub enum EngineError {
     #[error("cannot sum the records exactly: {0}")]
     Arithmetic(#[from] MoneyError),
@@ -384,7 +385,7 @@ impl JobWork for Engine {
         query: &'a CostQuery,
         observe: &'a ProgressObserver<'a>,
     ) -> Result<Report, EngineError> {
-        self.report_observed(query, Deadline::NONE, observe).await
+        self.report_observed(query, Deadline::JOB, observe).await
     }
 
     fn failure<'r>(report: &'r Report, account: &ProviderAccountId) -> Option<&'r UpstreamError> {

@@ -9,10 +9,11 @@ use crate::domain::{
     MoneyError, ProviderAccountId, RecordColumns, UpstreamError,
 };
 use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
 use std::{sync::Arc, time::Duration};
 
 /// Whether an account's data is in the answer, and how fresh it is.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum AccountState {
     Ok,
     /// Served from the cache after a failed refresh; `error` is that failure.
@@ -28,7 +29,7 @@ pub enum AccountState {
 }
 
 /// How one account contributed to an answer.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AccountResult {
     pub account: AccountRef,
     pub state: AccountState,
@@ -52,7 +53,8 @@ impl AccountResult {
 }
 
 /// A finished report: rows and totals over the accounts that answered, and every account's result.
-#[derive(Debug)]
+/// Stored whole by a shared job store (`jobs::RedisJobStore`), holds aside: they are this process's.
+#[derive(Debug, Serialize, Deserialize)]
 pub struct Report {
     pub query: CostQuery,
     pub aggregation: Aggregation,
@@ -61,6 +63,7 @@ pub struct Report {
     /// same report.
     pub unchanged_until: Option<DateTime<Utc>>,
     /// Holds on the fetches of PENDING accounts: whoever keeps them keeps that work alive.
+    #[serde(skip)]
     pub holds: Vec<FetchHold>,
 }
 

@@ -1,30 +1,68 @@
-//! Where jobs live. The store keeps each job's latest snapshot in a `watch` channel: its owner task
-//! publishes, and every subscriber sees the latest value — a slow one skips intermediate snapshots but
-//! never the last, and nothing queues without bound. The memory store serves one replica; a redis store
-//! will implement the same trait for several.
+//! Where jobs live. A store keeps each job's latest snapshot and tells subscribers through a `watch`
+//! channel: every subscriber sees the latest value — a slow one skips intermediate snapshots but never
+//! the last, and nothing queues without bound. Every write is a compare-and-set on the job's version:
+//! a write older than the stored snapshot, or onto a final one, is refused, so a late writer never
+//! turns a terminal state back. The memory store serves one replica; [`super::RedisJobStore`] several.
 
 use super::{JobId, JobSnapshot, JobWork};
 use crate::sync::lock;
 use std::{
     collections::HashMap,
     sync::{Arc, Mutex},
+    time::Duration,
 };
 use tokio::sync::watch;
 
-pub trait JobStore<W: JobWork>: Send + Sync + 'static {
-    /// Adds a new job.
-    fn insert(&self, job: JobSnapshot<W>);
-    /// Replaces a job's snapshot and tells its subscribers; unknown jobs are ignored.
-    fn publish(&self, job: JobSnapshot<W>);
-    fn get(&self, id: &JobId) -> Option<Arc<JobSnapshot<W>>>;
-    fn subscribe(&self, id: &JobId) -> Option<watch::Receiver<Arc<JobSnapshot<W>>>>;
-    /// Every job, newest first.
-    fn list(&self) -> Vec<Arc<JobSnapshot<W>>>;
-    /// Forgets a job; its subscribers' streams end.
-    fn remove(&self, id: &JobId);
+/// Why a store call failed. Never carries the store's address or credentials.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    /// The store did not answer in time, or refused the connection.
+    #[error("the job store is unreachable ({0})")]
+    Unavailable(&'static str),
+    /// A stored job this build cannot read.
+    #[error("a stored job cannot be read")]
+    Unreadable,
+    /// Another writer kept changing the job first.
+    #[error("the job kept changing; try again")]
+    Contended,
 }
 
-/// The default store: in this process's memory.
+#[async_trait::async_trait]
+pub trait JobStore<W: JobWork>: Send + Sync + 'static {
+    /// Adds a new job, kept for `retention` after its last write.
+    async fn insert(&self, job: &JobSnapshot<W>, retention: Duration) -> Result<(), StoreError>;
+    /// Replaces a job's snapshot and tells its subscribers, unless the stored one is final or not
+    /// older (`Ok(false)`; unknown jobs too). A final snapshot is kept for `retention`.
+    async fn publish(&self, job: &JobSnapshot<W>, retention: Duration) -> Result<bool, StoreError>;
+    async fn get(&self, id: &JobId) -> Result<Option<Arc<JobSnapshot<W>>>, StoreError>;
+    /// The job's latest snapshot now, and every newer one; `None` for an unknown job.
+    async fn subscribe(
+        &self,
+        id: &JobId,
+    ) -> Result<Option<watch::Receiver<Arc<JobSnapshot<W>>>>, StoreError>;
+    /// Every job, newest first.
+    async fn list(&self) -> Result<Vec<Arc<JobSnapshot<W>>>, StoreError>;
+    /// Forgets a job; its subscribers' streams end.
+    async fn remove(&self, id: &JobId) -> Result<(), StoreError>;
+    /// `memory` or `redis`, as the metrics label it.
+    fn kind(&self) -> &'static str;
+}
+
+/// Whether `new` may replace `stored`: never onto a final snapshot, never an older or equal version.
+pub(super) fn replaces<W: JobWork>(stored: &JobSnapshot<W>, new: &JobSnapshot<W>) -> bool {
+    !stored.state.is_final() && new.version > stored.version
+}
+
+/// Newest first; ties by id, so pages neither repeat nor skip a job.
+pub(super) fn newest_first<W: JobWork>(jobs: &mut [Arc<JobSnapshot<W>>]) {
+    jobs.sort_by(|a, b| {
+        b.create_time
+            .cmp(&a.create_time)
+            .then_with(|| a.id.cmp(&b.id))
+    });
+}
+
+/// The default store: in this process's memory. Retention is the job table's own (expire times).
 pub struct MemoryJobStore<W: JobWork> {
     jobs: Mutex<HashMap<JobId, watch::Sender<Arc<JobSnapshot<W>>>>>,
 }
@@ -43,49 +81,68 @@ impl<W: JobWork> MemoryJobStore<W> {
     ) -> std::sync::MutexGuard<'_, HashMap<JobId, watch::Sender<Arc<JobSnapshot<W>>>>> {
         lock(&self.jobs)
     }
+
+    fn publish_now(&self, job: &JobSnapshot<W>) -> bool {
+        let jobs = self.jobs();
+        let Some(sender) = jobs.get(&job.id) else {
+            return false;
+        };
+        sender.send_if_modified(|stored| {
+            let replaced = replaces(stored, job);
+            if replaced {
+                *stored = Arc::new(job.clone());
+            }
+            replaced
+        })
+    }
 }
 
+#[async_trait::async_trait]
 impl<W: JobWork> JobStore<W> for MemoryJobStore<W> {
-    fn insert(&self, job: JobSnapshot<W>) {
+    async fn insert(&self, job: &JobSnapshot<W>, _: Duration) -> Result<(), StoreError> {
         let id = job.id.clone();
-        self.jobs().insert(id, watch::Sender::new(Arc::new(job)));
+        self.jobs()
+            .insert(id, watch::Sender::new(Arc::new(job.clone())));
+        Ok(())
     }
 
-    fn publish(&self, job: JobSnapshot<W>) {
-        if let Some(sender) = self.jobs().get(&job.id) {
-            sender.send_replace(Arc::new(job));
-        }
+    async fn publish(&self, job: &JobSnapshot<W>, _: Duration) -> Result<bool, StoreError> {
+        Ok(self.publish_now(job))
     }
 
-    fn get(&self, id: &JobId) -> Option<Arc<JobSnapshot<W>>> {
-        self.jobs().get(id).map(|sender| sender.borrow().clone())
+    async fn get(&self, id: &JobId) -> Result<Option<Arc<JobSnapshot<W>>>, StoreError> {
+        Ok(self.jobs().get(id).map(|sender| sender.borrow().clone()))
     }
 
-    fn subscribe(&self, id: &JobId) -> Option<watch::Receiver<Arc<JobSnapshot<W>>>> {
-        self.jobs().get(id).map(watch::Sender::subscribe)
+    async fn subscribe(
+        &self,
+        id: &JobId,
+    ) -> Result<Option<watch::Receiver<Arc<JobSnapshot<W>>>>, StoreError> {
+        Ok(self.jobs().get(id).map(watch::Sender::subscribe))
     }
 
-    fn list(&self) -> Vec<Arc<JobSnapshot<W>>> {
+    async fn list(&self) -> Result<Vec<Arc<JobSnapshot<W>>>, StoreError> {
         let mut jobs: Vec<Arc<JobSnapshot<W>>> = self
             .jobs()
             .values()
             .map(|sender| sender.borrow().clone())
             .collect();
-        jobs.sort_by(|a, b| {
-            b.create_time
-                .cmp(&a.create_time)
-                .then_with(|| a.id.cmp(&b.id))
-        });
-        jobs
+        newest_first(&mut jobs);
+        Ok(jobs)
     }
 
-    fn remove(&self, id: &JobId) {
+    async fn remove(&self, id: &JobId) -> Result<(), StoreError> {
         self.jobs().remove(id);
+        Ok(())
+    }
+
+    fn kind(&self) -> &'static str {
+        "memory"
     }
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::{
         domain::{
@@ -96,11 +153,11 @@ mod tests {
     };
 
     /// Work that is never run: the store only keeps snapshots.
-    struct NoWork;
+    pub struct NoWork;
 
     impl JobWork for NoWork {
         type Report = ();
-        type Error = std::fmt::Error;
+        type Error = UpstreamError;
         type Hold = ();
 
         fn accounts(&self, _: &CostQuery) -> Vec<AccountRef> {
@@ -111,7 +168,7 @@ mod tests {
             &'a self,
             _: &'a CostQuery,
             _: &'a ProgressObserver<'a>,
-        ) -> Result<(), std::fmt::Error> {
+        ) -> Result<(), UpstreamError> {
             Ok(())
         }
 
@@ -120,10 +177,11 @@ mod tests {
         }
     }
 
-    fn job(id: &JobId, version: u32) -> JobSnapshot<NoWork> {
+    pub fn job(id: &JobId, version: u64, state: JobState) -> JobSnapshot<NoWork> {
         let start = chrono::DateTime::from_timestamp(1_767_225_600, 0).unwrap();
         JobSnapshot {
             id: id.clone(),
+            version,
             query: CostQuery {
                 period: Period::new(start, start + chrono::Duration::days(1)).unwrap(),
                 filter: CostFilter::default(),
@@ -131,31 +189,38 @@ mod tests {
                 granularity: Granularity::None,
                 max_staleness: None,
             },
-            state: if version == u32::MAX {
-                JobState::Succeeded
-            } else {
-                JobState::Running
-            },
+            state,
             parts: vec![],
             report: None,
             error: None,
             create_time: start,
-            update_time: start + chrono::Duration::seconds(i64::from(version % 1000)),
+            update_time: start + chrono::Duration::seconds((version % 1000) as i64),
             expire_time: None,
             last_change: JobChange::Progress,
         }
     }
 
-    #[test]
-    fn a_subscriber_that_never_reads_holds_one_snapshot_the_last() {
+    const KEPT: Duration = Duration::from_secs(60);
+
+    #[tokio::test]
+    async fn a_subscriber_that_never_reads_holds_one_snapshot_the_last() {
         let store = MemoryJobStore::<NoWork>::default();
         let id = JobId::from_name(&format!("jobs/{}", "a".repeat(32))).unwrap();
-        store.insert(job(&id, 0));
-        let mut unread = store.subscribe(&id).unwrap();
+        store
+            .insert(&job(&id, 0, JobState::Running), KEPT)
+            .await
+            .unwrap();
+        let mut unread = store.subscribe(&id).await.unwrap().unwrap();
         for version in 1..10_000 {
-            store.publish(job(&id, version));
+            store
+                .publish(&job(&id, version, JobState::Running), KEPT)
+                .await
+                .unwrap();
         }
-        store.publish(job(&id, u32::MAX));
+        store
+            .publish(&job(&id, 10_000, JobState::Succeeded), KEPT)
+            .await
+            .unwrap();
 
         assert!(unread.has_changed().unwrap());
         assert_eq!(
@@ -167,5 +232,34 @@ mod tests {
             !unread.has_changed().unwrap(),
             "nothing else was queued for it"
         );
+    }
+
+    #[tokio::test]
+    async fn a_late_writer_never_turns_a_cancelled_job_back() {
+        let store = MemoryJobStore::<NoWork>::default();
+        let id = JobId::from_name(&format!("jobs/{}", "b".repeat(32))).unwrap();
+        store
+            .insert(&job(&id, 0, JobState::Running), KEPT)
+            .await
+            .unwrap();
+
+        let cancelled = store
+            .publish(&job(&id, 1, JobState::Cancelled), KEPT)
+            .await
+            .unwrap();
+        let late = store
+            .publish(&job(&id, 2, JobState::Succeeded), KEPT)
+            .await
+            .unwrap();
+        let stale = store
+            .publish(&job(&id, 1, JobState::Running), KEPT)
+            .await
+            .unwrap();
+
+        assert!(cancelled);
+        assert!(!late, "the late write is refused");
+        assert!(!stale);
+        let stored = store.get(&id).await.unwrap().unwrap();
+        assert_eq!((stored.state, stored.version), (JobState::Cancelled, 1));
     }
 }

@@ -62,6 +62,11 @@ struct StateLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StoreLabels {
+    store: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PollLabels {
     outcome: &'static str,
 }
@@ -95,6 +100,9 @@ pub struct Metrics {
     upstream_requests: Family<UpstreamLabels, Counter>,
     upstream_duration: Histograms<EndpointLabels>,
     upstream_retries: Family<EndpointLabels, Counter>,
+    upstream_retries_refused: Family<ProviderLabels, Counter>,
+    upstream_circuit_opened: Family<ProviderLabels, Counter>,
+    upstream_circuit_refused: Family<ProviderLabels, Counter>,
     cache_hits: Family<ProviderLabels, Counter>,
     cache_misses: Family<ProviderLabels, Counter>,
     cache_coalesced: Family<ProviderLabels, Counter>,
@@ -102,6 +110,7 @@ pub struct Metrics {
     cache_bytes: Gauge,
     cache_entries: Gauge,
     jobs: Family<StateLabels, Gauge>,
+    job_store_up: Family<StoreLabels, Gauge>,
     atlas_polls: Family<PollLabels, Counter>,
 }
 
@@ -120,6 +129,9 @@ impl Metrics {
             upstream_requests: Family::default(),
             upstream_duration: Family::new_with_constructor(latency_histogram),
             upstream_retries: Family::default(),
+            upstream_retries_refused: Family::default(),
+            upstream_circuit_opened: Family::default(),
+            upstream_circuit_refused: Family::default(),
             cache_hits: Family::default(),
             cache_misses: Family::default(),
             cache_coalesced: Family::default(),
@@ -127,6 +139,7 @@ impl Metrics {
             cache_bytes: Gauge::default(),
             cache_entries: Gauge::default(),
             jobs: Family::default(),
+            job_store_up: Family::default(),
             atlas_polls: Family::default(),
         };
         let registry = &mut metrics.registry;
@@ -156,6 +169,21 @@ impl Metrics {
             "upstream_retries",
             "Upstream requests sent again after a retryable failure, by provider and endpoint",
             metrics.upstream_retries.clone(),
+        );
+        registry.register(
+            "upstream_retries_refused",
+            "Retries not sent because the account's retry budget was spent, by provider",
+            metrics.upstream_retries_refused.clone(),
+        );
+        registry.register(
+            "upstream_circuit_openings",
+            "Times an account's circuit breaker opened, by provider",
+            metrics.upstream_circuit_opened.clone(),
+        );
+        registry.register(
+            "upstream_circuit_refusals",
+            "Requests not sent because the account's circuit was open, by provider",
+            metrics.upstream_circuit_refused.clone(),
         );
         registry.register(
             "cache_hits",
@@ -189,6 +217,11 @@ impl Metrics {
             metrics.cache_entries.clone(),
         );
         registry.register("jobs", "Query jobs held, by state", metrics.jobs.clone());
+        registry.register(
+            "job_store_up",
+            "Whether the job store answered its last call (1) or not (0), by store kind",
+            metrics.job_store_up.clone(),
+        );
         registry.register(
             "atlas_polls",
             "Polls of Atlas cost-explorer query tokens, by what they answered",
@@ -230,6 +263,24 @@ impl Metrics {
     pub fn upstream_retry(&self, provider: &'static str, endpoint: &'static str) {
         self.upstream_retries
             .get_or_create(&EndpointLabels { provider, endpoint })
+            .inc();
+    }
+
+    pub fn upstream_retry_refused(&self, provider: &'static str) {
+        self.upstream_retries_refused
+            .get_or_create(&ProviderLabels { provider })
+            .inc();
+    }
+
+    pub fn upstream_circuit_opened(&self, provider: &'static str) {
+        self.upstream_circuit_opened
+            .get_or_create(&ProviderLabels { provider })
+            .inc();
+    }
+
+    pub fn upstream_circuit_refused(&self, provider: &'static str) {
+        self.upstream_circuit_refused
+            .get_or_create(&ProviderLabels { provider })
             .inc();
     }
 
@@ -279,6 +330,13 @@ impl Metrics {
                 .get_or_create(&StateLabels { state })
                 .set(i64::try_from(count).unwrap_or(i64::MAX));
         }
+    }
+
+    /// Sets whether the job store (`memory` or `redis`) answered its last call.
+    pub fn set_job_store_up(&self, store: &'static str, up: bool) {
+        self.job_store_up
+            .get_or_create(&StoreLabels { store })
+            .set(i64::from(up));
     }
 
     /// The OpenMetrics text exposition.

@@ -20,6 +20,8 @@ pub struct HeldGauges {
     pub cache_entries: u64,
     /// Live jobs per state, every state listed.
     pub jobs_by_state: Vec<(&'static str, usize)>,
+    /// The job store's kind, and whether it answered the read of those jobs.
+    pub job_store_up: (&'static str, bool),
 }
 
 #[derive(Clone)]
@@ -49,6 +51,8 @@ async fn scrape(State(state): State<Scrape>) -> impl IntoResponse {
         .metrics
         .set_cache_size(held.cache_bytes, held.cache_entries);
     state.metrics.set_jobs(&held.jobs_by_state);
+    let (store, up) = held.job_store_up;
+    state.metrics.set_job_store_up(store, up);
     (
         [(header::CONTENT_TYPE, CONTENT_TYPE)],
         state.metrics.encode(),

@@ -7,6 +7,7 @@ use crate::{
     deadline::Deadline,
     domain::{ProviderAccountId, ProviderKind, Redactor, UpstreamError, UpstreamErrorKind},
     metrics::Metrics,
+    providers::gate::{Gates, Health},
     telemetry,
 };
 use backon::{BackoffBuilder, ExponentialBuilder};
@@ -67,14 +68,17 @@ pub struct UpstreamHttp {
     max_response_bytes: u64,
     metrics: Arc<Metrics>,
     redactor: Arc<Redactor>,
+    gates: Gates,
 }
 
 impl UpstreamHttp {
     /// `redactor` knows every configured credential: upstream words pass through it on their way out.
+    /// Every request passes its account's gate in `gates`.
     pub fn new(
         config: &UpstreamConfig,
         metrics: Arc<Metrics>,
         redactor: Arc<Redactor>,
+        gates: Gates,
     ) -> Result<Self, reqwest::Error> {
         let client = reqwest::Client::builder()
             .user_agent(concat!("costd/", env!("CARGO_PKG_VERSION")))
@@ -94,7 +98,13 @@ impl UpstreamHttp {
             max_response_bytes: config.max_response_bytes,
             metrics,
             redactor,
+            gates,
         })
+    }
+
+    /// Each account's gate (its circuit, for `ListProviders`).
+    pub fn gates(&self) -> &Gates {
+        &self.gates
     }
 
     /// Takes credentials out of upstream text.
@@ -115,6 +125,9 @@ impl UpstreamHttp {
     ) -> Result<UpstreamResponse, FailedCall> {
         let mut delays = self.backoff.build();
         let mut attempt = 0u32;
+        let gate = self.gates.of(request.account);
+        let provider = request.provider.as_str();
+        gate.call_started();
         loop {
             attempt += 1;
             if deadline.is_expired() {
@@ -123,11 +136,43 @@ impl UpstreamHttp {
                     attempts: attempt - 1,
                 });
             }
+            let entered = match deadline.remaining() {
+                Some(left) => tokio::time::timeout(left, gate.enter(self.gates.now()))
+                    .await
+                    .unwrap_or_else(|_| Err(deadline_passed())),
+                None => gate.enter(self.gates.now()).await,
+            };
+            let permit = match entered {
+                Ok(permit) => permit,
+                Err(refused) => {
+                    if refused.kind == UpstreamErrorKind::CircuitOpen {
+                        self.metrics.upstream_circuit_refused(provider);
+                    }
+                    return Err(FailedCall {
+                        error: refused,
+                        attempts: attempt - 1,
+                    });
+                }
+            };
             let span = attempt_span(&request, attempt);
             let outcome = self
                 .send_once(&request, deadline.cap(self.request_timeout), &span)
                 .instrument(span.clone())
                 .await;
+            drop(permit);
+            if gate.record(health_of(&outcome), self.gates.now()) {
+                self.metrics.upstream_circuit_opened(provider);
+                tracing::warn!(
+                    provider_account = %request.account,
+                    "upstream circuit opened after repeated failures"
+                );
+            }
+            if let Ok(response) = &outcome
+                && response.status == StatusCode::TOO_MANY_REQUESTS
+                && let Some(wait) = retry_after(&response.headers)
+            {
+                gate.pause(wait);
+            }
             let retry_in = match &outcome {
                 Ok(response) if is_retryable_status(response.status) => {
                     let backoff = delays.next().unwrap_or(self.request_timeout);
@@ -137,8 +182,17 @@ impl UpstreamHttp {
                 _ => None,
             };
             let fits = |wait: Duration| deadline.remaining().is_none_or(|left| wait < left);
+            let retry_in = retry_in.filter(|wait| attempt < self.max_attempts && fits(*wait));
+            // The budget is asked last: only a retry that would otherwise go spends it.
+            let budgeted = retry_in.is_some() && {
+                let allowed = gate.may_retry();
+                if !allowed {
+                    self.metrics.upstream_retry_refused(provider);
+                }
+                allowed
+            };
             match retry_in {
-                Some(wait) if attempt < self.max_attempts && fits(wait) => {
+                Some(wait) if budgeted => {
                     self.metrics
                         .upstream_retry(request.provider.as_str(), request.url_template);
                     tracing::debug!(
@@ -308,6 +362,24 @@ fn outcome_label(result: &Result<UpstreamResponse, UpstreamError>) -> Cow<'stati
             Some(status) => Cow::Owned(status.to_string()),
             None => Cow::Borrowed(error.kind.label()),
         },
+    }
+}
+
+/// How an attempt counts for the account's circuit breaker.
+fn health_of(outcome: &Result<UpstreamResponse, UpstreamError>) -> Health {
+    match outcome {
+        Ok(response) if response.status == StatusCode::TOO_MANY_REQUESTS => Health::Neutral,
+        Ok(response) if response.status.is_server_error() => Health::Failed,
+        Ok(_) => Health::Answered,
+        Err(error)
+            if matches!(
+                error.kind,
+                UpstreamErrorKind::Unavailable | UpstreamErrorKind::Timeout
+            ) =>
+        {
+            Health::Failed
+        }
+        Err(_) => Health::Answered,
     }
 }
 

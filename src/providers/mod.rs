@@ -5,6 +5,7 @@ pub mod elastic;
 pub mod exact_json;
 #[cfg(test)]
 mod fuzz_tests;
+pub mod gate;
 pub mod http;
 pub mod team;
 
@@ -317,6 +318,11 @@ impl Provider {
             error: failure.error.redacted(self.http().redactor()),
             ..failure
         })
+    }
+
+    /// The account's circuit breaker, as `ListProviders` shows it.
+    pub fn circuit(&self) -> crate::domain::CircuitReading {
+        self.http().gates().of(&self.account().id).circuit()
     }
 
     fn http(&self) -> &http::UpstreamHttp {

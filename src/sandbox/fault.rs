@@ -115,6 +115,7 @@ impl Shared {
         Fut: Future<Output = Response>,
     {
         self.recorder.record(&scope, &incoming);
+        let _in_flight = self.recorder.enter(&scope);
         let Some(fault) = self.faults.take(&scope) else {
             return normal(Variant::Normal).await;
         };

@@ -211,6 +211,11 @@ impl SandboxHandle {
         self.inner.shared.recorder.count(Some(scope))
     }
 
+    /// The most requests of `scope` the emulators were ever answering at once.
+    pub fn most_in_flight(&self, scope: &Scope) -> usize {
+        self.inner.shared.recorder.most_in_flight(scope)
+    }
+
     pub fn total_requests(&self) -> usize {
         self.inner.shared.recorder.count(None)
     }

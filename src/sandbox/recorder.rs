@@ -1,6 +1,7 @@
 //! Records every request the sandbox receives, so tests can count upstream calls and their timing.
 
 use crate::sync::lock;
+use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Instant;
 
@@ -36,6 +37,22 @@ pub struct RecordedRequest {
 pub(crate) struct Recorder {
     records: Mutex<Vec<RecordedRequest>>,
     version: watch::Sender<u64>,
+    /// Per scope: requests being answered now, and the most there ever were at once.
+    in_flight: Mutex<HashMap<Scope, (usize, usize)>>,
+}
+
+/// One request being answered; leaves the count when dropped.
+pub(crate) struct InFlight<'a> {
+    recorder: &'a Recorder,
+    scope: Scope,
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        if let Some((now, _)) = lock(&self.recorder.in_flight).get_mut(&self.scope) {
+            *now = now.saturating_sub(1);
+        }
+    }
 }
 
 /// What an emulator handler extracts before knowing its scope; becomes a record once it does.
@@ -58,6 +75,7 @@ impl Recorder {
         Self {
             records: Mutex::new(Vec::new()),
             version: watch::Sender::new(0),
+            in_flight: Mutex::new(HashMap::new()),
         }
     }
 
@@ -79,6 +97,25 @@ impl Recorder {
         });
         // Notify after releasing the log lock: waiters take it in their predicate.
         self.version.send_modify(|v| *v += 1);
+    }
+
+    /// Counts a request of `scope` as in flight until the guard drops.
+    pub(crate) fn enter(&self, scope: &Scope) -> InFlight<'_> {
+        let mut in_flight = lock(&self.in_flight);
+        let (now, most) = in_flight.entry(scope.clone()).or_default();
+        *now += 1;
+        *most = (*most).max(*now);
+        InFlight {
+            recorder: self,
+            scope: scope.clone(),
+        }
+    }
+
+    /// The most requests of `scope` that were ever answered at once.
+    pub(crate) fn most_in_flight(&self, scope: &Scope) -> usize {
+        lock(&self.in_flight)
+            .get(scope)
+            .map_or(0, |(_, most)| *most)
     }
 
     pub(crate) fn snapshot(&self) -> Vec<RecordedRequest> {

@@ -16,6 +16,7 @@ fn allowed(module: &str) -> Option<&'static [&'static str]> {
         "config" => &["domain"],
         "telemetry" => &["config"],
         "providers" => &[
+            "clock",
             "config",
             "deadline",
             "domain",
@@ -40,6 +41,8 @@ fn allowed(module: &str) -> Option<&'static [&'static str]> {
         // The FOCUS file writers see only records.
         "export" => &["domain"],
         "sandbox" => &["sync"],
+        // Between the network and the services: it builds its refusals in the api's status.rs.
+        "server" => &["api"],
         // The CLI is a gRPC client; it shares the api's wire conversions of domain values.
         "cli" => &["api", "domain", "proto"],
         "demo" => &["config", "domain", "sandbox"],

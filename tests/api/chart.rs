@@ -3,7 +3,7 @@
 //! Kubernetes' schemas for the rendered objects, costd's own config loader for the rendered
 //! ConfigMap; `pod.rs` checks the rendered pod against costd's config and against the Dockerfile.
 
-use costd::config::{FileConfig, JobStoreKind, SecretRef, Settings, parse_toml};
+use costd::config::{FileConfig, SecretRef, Settings, parse_toml};
 use serde_json::{Value, json};
 use std::{
     collections::HashMap,
@@ -192,6 +192,12 @@ fn the_chart_passes_helm_lint_and_kubernetes_schemas_with_its_defaults_and_every
         .find(|c| c["name"] == "ci/redis-replicas-values.yaml")
         .expect("set");
     assert_eq!(only(replicas, "Deployment")["spec"]["replicas"], 3);
+    let budget = &only(replicas, "PodDisruptionBudget")["spec"];
+    assert_eq!(
+        budget["minAvailable"], 2,
+        "a drain keeps two replicas serving"
+    );
+    assert!(budget.get("maxUnavailable").is_none());
 }
 
 /// An invalid values set under tests/fixtures/chart-invalid/, which names in its header the key it
@@ -373,15 +379,17 @@ fn the_config_the_chart_renders_is_values_config_and_costd_loads_it_with_the_pod
                 }
             }
         }
+        let mut env = env.clone();
         if let Some(redis) = config.jobs.redis.as_mut() {
             check(&mut redis.url);
-        }
-        if config.jobs.store == JobStoreKind::Redis {
-            // Accepted by the parser, refused at start until the redis store lands: that, and only that.
-            let refused = Settings::from_file_config(parse_toml(&text).expect("parsed"), &env)
-                .expect_err("the redis store is refused at start for now");
-            assert_eq!(refused.key, "jobs.store", "{name}: {refused}");
-            config.jobs.store = JobStoreKind::Memory;
+            // costd checks the URL's scheme: a stand-in of that shape where the pod reads the real one.
+            let stand_in = "redis://redis.example:6379";
+            if let Some(file) = &redis.url.file {
+                std::fs::write(file, format!("{stand_in}\n")).expect("written");
+            }
+            if let Some(var) = &redis.url.env {
+                env.insert(var.clone(), stand_in.to_string());
+            }
         }
         if let Err(error) = Settings::from_file_config(config, &env) {
             panic!("{name}: costd refuses the chart's config with the pod's env: {error}");

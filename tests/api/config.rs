@@ -210,10 +210,25 @@ fn every_mistake_names_its_key() {
         (
             "[jobs]\nstore = \"redis\"\nredis = { url = { env = \"COSTD_REDIS_URL\" } }\n"
                 .to_string(),
-            vec![("COSTD_REDIS_URL", "redis://r:6379")],
-            "jobs.store",
+            vec![("COSTD_REDIS_URL", "http://user:hunter2@r:6379")],
+            "jobs.redis.url",
         ),
         (String::new(), vec![("COSTD_UNKNOWN", "1")], "COSTD_UNKNOWN"),
+        (
+            "[server]\nmax_concurrent_requests = 0\n".to_string(),
+            vec![],
+            "server.max_concurrent_requests",
+        ),
+        (
+            "[server]\nhandshake_timeout_ms = 0\n".to_string(),
+            vec![],
+            "server.handshake_timeout_ms",
+        ),
+        (
+            "[jobs]\nmax_jobs = 0\n".to_string(),
+            vec![],
+            "jobs.max_jobs",
+        ),
     ];
     for (toml, pairs, key) in cases {
         let error = load(&toml, &pairs).expect_err(key);

@@ -12,7 +12,7 @@ use secrecy::SecretString;
 use tonic_types::{ErrorDetail, StatusExt};
 
 /// Decodes the ErrorInfo of a failed provider result.
-fn error_info(
+pub(crate) fn error_info(
     result: &pb::ProviderResult,
 ) -> (
     tonic::Code,

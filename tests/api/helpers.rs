@@ -126,8 +126,19 @@ pub async fn spawn_app_full(
     kinds: &[ProviderKind],
     adjust: impl FnOnce(&mut Settings, &SandboxHandle),
 ) -> TestApp {
-    captured();
     let sandbox = Sandbox::start(SandboxOptions::default()).expect("sandbox starts");
+    spawn_app_beside(sandbox, clock, kinds, adjust).await
+}
+
+/// As [`spawn_app_full`], on a sandbox already running: several replicas share one sandbox, whose
+/// counters then count what all of them sent.
+pub async fn spawn_app_beside(
+    sandbox: SandboxHandle,
+    clock: std::sync::Arc<dyn costd::clock::Clock>,
+    kinds: &[ProviderKind],
+    adjust: impl FnOnce(&mut Settings, &SandboxHandle),
+) -> TestApp {
+    captured();
     let mut settings = costd::demo::settings(&sandbox, SocketAddr::from(([127, 0, 0, 1], 0)))
         .expect("demo settings");
     settings.telemetry = TelemetryConfig::default();
@@ -183,6 +194,29 @@ impl TestApp {
             .get_costs(pb::GetCostsRequest { query: Some(query) })
             .await?;
         Ok(response.into_inner().report.expect("a report"))
+    }
+
+    /// ListProviders as it answers now.
+    pub async fn list_providers(&self) -> pb::ListProvidersResponse {
+        within(
+            self.costs
+                .clone()
+                .list_providers(pb::ListProvidersRequest {}),
+        )
+        .await
+        .expect("listed")
+        .into_inner()
+    }
+
+    /// One account's health as ListProviders reports it now.
+    pub async fn health_of(&self, id: &str) -> pb::ProviderHealth {
+        self.list_providers()
+            .await
+            .provider_accounts
+            .into_iter()
+            .find(|p| p.id == id)
+            .and_then(|p| p.health)
+            .expect("the account's health")
     }
 
     pub fn token(&self, team_id: &str) -> String {

@@ -145,13 +145,7 @@ async fn list_providers_reports_the_rate_limit_remaining_the_upstream_sent() {
         taken >= 4,
         "two months, each created and polled: {counters:?}"
     );
-    let providers = app
-        .costs
-        .clone()
-        .list_providers(pb::ListProvidersRequest {})
-        .await
-        .expect("answer")
-        .into_inner();
+    let providers = app.list_providers().await;
     let health = |id: &str| {
         providers
             .provider_accounts

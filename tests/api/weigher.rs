@@ -44,7 +44,7 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static ALLOCATOR: Counting = Counting;
 
-fn live() -> isize {
+pub(crate) fn live() -> isize {
     LIVE.with(Cell::get)
 }
 

@@ -6,10 +6,11 @@ use crate::domain::{
 };
 use rust_decimal::Decimal;
 use rustc_hash::FxHashMap;
+use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// One value of a group key: the id, and the first display name seen for it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GroupValue {
     pub group_by: GroupBy,
     pub id: Option<Text>,
@@ -17,7 +18,7 @@ pub struct GroupValue {
 }
 
 /// One report row.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Row {
     pub group_values: Vec<GroupValue>,
     pub period: Period,
@@ -30,7 +31,7 @@ pub struct Row {
 }
 
 /// The rows, their total, and the records no bucket could hold without smearing.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Aggregation {
     pub rows: Vec<Row>,
     pub total: Money,
@@ -42,7 +43,7 @@ pub struct Aggregation {
 }
 
 /// One account's share of the rows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AccountTotal {
     pub billed_cost: Money,
     pub record_count: u64,

@@ -1,0 +1,339 @@
+//! Overload harness, through the real server and sandbox on loopback. Every figure is a ratio or a
+//! latency measured side by side in one run (interleaved, median of rounds), because this machine is
+//! shared:
+//! 1. at 2× saturation: the server admits `LIMIT` calls in progress (`server.max_concurrent_requests`)
+//!    and `2 × LIMIT` callers send cached GetCosts back to back, each retrying a refused call at once
+//!    (the worst caller there is). Accepted calls' p99 / the p99 of one caller alone (goal <= 3), the
+//!    refusals' p99 latency (goal < 10 ms), and Health/Check's p99 from one more caller meanwhile
+//!    (goal < 100 ms);
+//! 2. RSS after 5,000 idle connections (TCP only, never an HTTP/2 preface, as the issue's) came and
+//!    were closed by the handshake timeout / RSS before (goal <= 1.2), three rounds;
+//! 3. the drain, with one call that never finishes: how long after the stop Health answers NOT_SERVING
+//!    on an open connection and on a new one (goal < 100 ms), and the time to exit / the drain timeout
+//!    (goal <= 1.1).
+
+use costd::{
+    App,
+    proto::{self as pb, cost_service_client::CostServiceClient},
+};
+use hdrhistogram::Histogram;
+use std::{
+    net::SocketAddr,
+    time::{Duration, Instant},
+};
+use tokio::io::AsyncReadExt;
+use tonic::transport::Channel;
+use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+
+#[path = "support/mod.rs"]
+mod support;
+
+use support::{median, rss_bytes};
+
+/// The allocator the costd binary ships with, so the harness measures what runs.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+const ROUNDS: usize = 3;
+const RUN_FOR: Duration = Duration::from_millis(1500);
+/// Calls in progress the server admits: saturation.
+const LIMIT: u32 = 16;
+const IDLE_CONNECTIONS: usize = 5_000;
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_millis(500);
+
+async fn start() -> SocketAddr {
+    let sandbox = Box::leak(Box::new(
+        costd::sandbox::Sandbox::start(Default::default()).expect("sandbox"),
+    ));
+    let mut settings =
+        costd::demo::settings(sandbox, SocketAddr::from(([127, 0, 0, 1], 0))).expect("settings");
+    settings
+        .accounts
+        .retain(|a| a.provider() == costd::domain::ProviderKind::TeamBilling);
+    settings.server.max_concurrent_requests = LIMIT;
+    settings.server.max_connections = 2 * IDLE_CONNECTIONS as u32;
+    settings.server.handshake_timeout_ms = HANDSHAKE_TIMEOUT.as_millis() as u64;
+    settings.metrics.enabled = false;
+    let app = App::build(settings).await.expect("builds");
+    let addr = app.local_addr();
+    tokio::spawn(app.run_until_stopped(std::future::pending()));
+    addr
+}
+
+async fn channel(addr: SocketAddr) -> Channel {
+    Channel::from_shared(format!("http://{addr}"))
+        .expect("uri")
+        .connect()
+        .await
+        .expect("connects")
+}
+
+fn cached_query() -> pb::GetCostsRequest {
+    let at = |text: &str| {
+        costd::api::convert::time_to_proto(costd::cli::parse_instant(text).expect("valid"))
+    };
+    pb::GetCostsRequest {
+        query: Some(pb::CostQuery {
+            start_time: Some(at("2026-01-01")),
+            end_time: Some(at("2026-04-01")),
+            group_by: vec![
+                pb::GroupBy::BillingAccount as i32,
+                pb::GroupBy::Service as i32,
+            ],
+            granularity: pb::Granularity::Monthly as i32,
+            ..Default::default()
+        }),
+    }
+}
+
+fn histogram() -> Histogram<u64> {
+    Histogram::<u64>::new(3).expect("histogram")
+}
+
+fn p99(histogram: &Histogram<u64>) -> Duration {
+    Duration::from_micros(histogram.value_at_quantile(0.99))
+}
+
+/// What one loaded (or unloaded) run measured: latencies of accepted and refused calls, of Health.
+struct Run {
+    accepted: Histogram<u64>,
+    refused: Histogram<u64>,
+    health: Histogram<u64>,
+}
+
+/// `callers` send the cached query back to back for RUN_FOR (a refused call is retried at once),
+/// while one more caller checks Health.
+async fn drive(channel: &Channel, callers: usize) -> Run {
+    let started = Instant::now();
+    let workers = (0..callers).map(|_| {
+        let mut client = CostServiceClient::new(channel.clone());
+        tokio::spawn(async move {
+            let (mut accepted, mut refused) = (histogram(), histogram());
+            while started.elapsed() < RUN_FOR {
+                let began = Instant::now();
+                let answer = client.get_costs(cached_query()).await;
+                let took = began.elapsed().as_micros() as u64;
+                match answer {
+                    Ok(_) => accepted.record(took).expect("in range"),
+                    Err(status) if status.code() == tonic::Code::ResourceExhausted => {
+                        refused.record(took).expect("in range")
+                    }
+                    Err(status) => panic!("unexpected answer: {status:?}"),
+                }
+            }
+            (accepted, refused)
+        })
+    });
+    let mut health_client = HealthClient::new(channel.clone());
+    let health = tokio::spawn(async move {
+        let mut health = histogram();
+        while started.elapsed() < RUN_FOR {
+            let began = Instant::now();
+            health_client
+                .check(HealthCheckRequest::default())
+                .await
+                .expect("health answers");
+            health
+                .record(began.elapsed().as_micros() as u64)
+                .expect("in range");
+        }
+        health
+    });
+    let mut run = Run {
+        accepted: histogram(),
+        refused: histogram(),
+        health: histogram(),
+    };
+    for worker in futures::future::join_all(workers).await {
+        let (accepted, refused) = worker.expect("joins");
+        run.accepted.add(accepted).expect("adds");
+        run.refused.add(refused).expect("adds");
+    }
+    run.health.add(health.await.expect("joins")).expect("adds");
+    run
+}
+
+async fn at_twice_saturation(addr: SocketAddr) {
+    let channel = channel(addr).await;
+    // Warm: the chunks are cached and the answer remembered.
+    CostServiceClient::new(channel.clone())
+        .get_costs(cached_query())
+        .await
+        .expect("answer");
+    let (mut ratios, mut refusals, mut healths) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 1..=ROUNDS {
+        let unloaded = drive(&channel, 1).await;
+        let loaded = drive(&channel, 2 * LIMIT as usize).await;
+        let ratio = p99(&loaded.accepted).as_secs_f64() / p99(&unloaded.accepted).as_secs_f64();
+        println!(
+            "round {round}: unloaded p99 {:?} ({} calls); at 2x saturation accepted p99 {:?} ({} calls), \
+             refused p50 {:?} p99 {:?} ({} calls), Health p99 {:?} ({} checks)",
+            p99(&unloaded.accepted),
+            unloaded.accepted.len(),
+            p99(&loaded.accepted),
+            loaded.accepted.len(),
+            Duration::from_micros(loaded.refused.value_at_quantile(0.5)),
+            p99(&loaded.refused),
+            loaded.refused.len(),
+            p99(&loaded.health),
+            loaded.health.len(),
+        );
+        ratios.push(ratio);
+        refusals.push(p99(&loaded.refused).as_secs_f64() * 1e3);
+        healths.push(p99(&loaded.health).as_secs_f64() * 1e3);
+    }
+    println!(
+        "at 2x saturation ({} callers, limit {LIMIT}): accepted p99 / unloaded p99 {:.2} (goal <= 3)",
+        2 * LIMIT,
+        median(ratios)
+    );
+    println!(
+        "at 2x saturation: refusal p99 {:.2} ms (goal < 10 ms)",
+        median(refusals)
+    );
+    println!(
+        "at 2x saturation: Health/Check p99 {:.2} ms (goal < 100 ms)",
+        median(healths)
+    );
+}
+
+/// Opens IDLE_CONNECTIONS connections that send nothing and waits until the server closed each.
+async fn idle_connections_come_and_go(addr: SocketAddr) -> u64 {
+    let mut open = Vec::with_capacity(IDLE_CONNECTIONS);
+    for _ in 0..IDLE_CONNECTIONS {
+        open.push(
+            tokio::net::TcpStream::connect(addr)
+                .await
+                .expect("connects"),
+        );
+    }
+    let peak = rss_bytes();
+    let closed = open.into_iter().map(|mut stream| async move {
+        let mut sink = Vec::new();
+        // Ends when the server closes it (EOF or reset).
+        let _ = stream.read_to_end(&mut sink).await;
+    });
+    tokio::time::timeout(HANDSHAKE_TIMEOUT * 20, futures::future::join_all(closed))
+        .await
+        .expect("the server closed every idle connection");
+    peak
+}
+
+async fn idle_connections(addr: SocketAddr) {
+    let before = rss_bytes();
+    let mut ratios = Vec::new();
+    for round in 1..=ROUNDS {
+        let peak = idle_connections_come_and_go(addr).await;
+        let after = rss_bytes();
+        println!(
+            "round {round}: RSS before {} MiB, with {IDLE_CONNECTIONS} idle connections {} MiB, after {} MiB",
+            before / (1024 * 1024),
+            peak / (1024 * 1024),
+            after / (1024 * 1024)
+        );
+        ratios.push(after as f64 / before as f64);
+    }
+    println!(
+        "RSS after {IDLE_CONNECTIONS} idle connections came and went / before: {:.2} (goal <= 1.2)",
+        median(ratios)
+    );
+}
+
+/// A server with `drain` as its drain timeout, and the sender that stops it.
+async fn start_stoppable(
+    drain: Duration,
+) -> (
+    SocketAddr,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<Result<(), costd::AppError>>,
+) {
+    let sandbox = Box::leak(Box::new(
+        costd::sandbox::Sandbox::start(Default::default()).expect("sandbox"),
+    ));
+    let mut settings =
+        costd::demo::settings(sandbox, SocketAddr::from(([127, 0, 0, 1], 0))).expect("settings");
+    settings.server.drain_timeout_ms = drain.as_millis() as u64;
+    settings.metrics.enabled = false;
+    let app = App::build(settings).await.expect("builds");
+    let addr = app.local_addr();
+    let (stop, stopped) = tokio::sync::oneshot::channel();
+    let server = tokio::spawn(app.run_until_stopped(async {
+        let _ = stopped.await;
+    }));
+    (addr, stop, server)
+}
+
+async fn health_check(channel: Channel) -> (i32, Duration) {
+    let began = Instant::now();
+    let status = HealthClient::new(channel)
+        .check(HealthCheckRequest::default())
+        .await
+        .expect("health answers")
+        .into_inner()
+        .status;
+    (status, began.elapsed())
+}
+
+async fn drain() {
+    const DRAIN: Duration = Duration::from_millis(1_000);
+    let (mut on_open, mut on_new, mut exits) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 1..=ROUNDS {
+        let (addr, stop, server) = start_stoppable(DRAIN).await;
+        let open = channel(addr).await;
+        // A ListProviders whose request never comes: in progress until the drain timeout.
+        let (_never, requests) = tokio::sync::mpsc::channel::<pb::ListProvidersRequest>(1);
+        let mut grpc = tonic::client::Grpc::new(open.clone());
+        grpc.ready().await.expect("ready");
+        let mut held = Box::pin(async move {
+            grpc.client_streaming(
+                tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(requests)),
+                http::uri::PathAndQuery::from_static("/costd.v1.CostService/ListProviders"),
+                tonic_prost::ProstCodec::<pb::ListProvidersRequest, pb::ListProvidersResponse>::default(),
+            )
+            .await
+        });
+        assert!(futures::poll!(&mut held).is_pending());
+        let held = tokio::spawn(held);
+        // One connection carries calls in order: this answer means the held call was admitted.
+        health_check(open.clone()).await;
+
+        let stopped_at = Instant::now();
+        let _ = stop.send(());
+        let (status, open_took) = health_check(open.clone()).await;
+        assert_eq!(status, 2, "NOT_SERVING");
+        let (status, new_took) = health_check(channel(addr).await).await;
+        assert_eq!(status, 2, "NOT_SERVING");
+        server.await.expect("joins").expect("stops");
+        let exit = stopped_at.elapsed();
+        held.abort();
+        println!(
+            "round {round}: NOT_SERVING after {open_took:?} (open connection), {new_took:?} (new one); \
+             exit after {exit:?} of a {DRAIN:?} drain"
+        );
+        on_open.push(open_took.as_secs_f64() * 1e3);
+        on_new.push(new_took.as_secs_f64() * 1e3);
+        exits.push(exit.as_secs_f64() / DRAIN.as_secs_f64());
+    }
+    println!(
+        "drain: NOT_SERVING {:.2} ms on an open connection, {:.2} ms on a new one (goal < 100 ms)",
+        median(on_open),
+        median(on_new)
+    );
+    println!(
+        "drain: exit with a call that never ends / the drain timeout {:.3} (goal <= 1.1)",
+        median(exits)
+    );
+}
+
+fn main() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let addr = start().await;
+        at_twice_saturation(addr).await;
+        idle_connections(addr).await;
+        drain().await;
+    });
+}

@@ -1,0 +1,385 @@
+//! The job store shared by several replicas, in redis. Each job is a hash (`version`, `final`, `doc`:
+//! the whole snapshot as JSON) that expires `retention` after its last write; an index sorted set
+//! lists jobs by creation; every write is one Lua script that compares versions and refuses a write
+//! onto a final job, then publishes `{id}:{version}` on one channel. Subscribers on any replica are fed
+//! by one listener task per store: a message only wakes it, and it re-reads the job, and re-reads every
+//! watched job after each (re)subscribe, so a message lost to a reconnect never loses the final event.
+//! Every call gives up after [`CALL_TIMEOUT`]: redis trouble is an error, never a hang.
+
+use super::{
+    JobId, JobSnapshot, JobWork,
+    store::{JobStore, StoreError, newest_first, replaces},
+};
+use crate::sync::lock;
+use futures::StreamExt;
+use redis::{AsyncCommands, Script, aio::ConnectionManager};
+use secrecy::{ExposeSecret, SecretString};
+use std::{
+    collections::HashMap,
+    future::Future,
+    sync::{Arc, LazyLock, Mutex},
+    time::Duration,
+};
+use tokio::{sync::watch, task::AbortHandle};
+
+/// How long one store call may take, connecting included: job RPCs answer within a second.
+pub const CALL_TIMEOUT: Duration = Duration::from_millis(800);
+/// How long the listener waits before subscribing again after losing its connection.
+const RESUBSCRIBE_DELAY: Duration = Duration::from_millis(200);
+
+/// Writes a new job: its hash, its expiry, its place in the index.
+static INSERT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+redis.call('HSET', KEYS[1], 'version', ARGV[1], 'final', ARGV[2], 'doc', ARGV[3])
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+redis.call('ZADD', KEYS[2], ARGV[5], ARGV[6])
+redis.call('PUBLISH', ARGV[7], ARGV[6] .. ':' .. ARGV[1])
+return 1
+",
+    )
+});
+
+/// Replaces a job unless it is unknown, final, or not older than the write (compare-and-set).
+static PUBLISH: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local stored = redis.call('HMGET', KEYS[1], 'version', 'final')
+if not stored[1] then return 0 end
+if stored[2] == '1' then return 0 end
+if tonumber(stored[1]) >= tonumber(ARGV[1]) then return 0 end
+redis.call('HSET', KEYS[1], 'version', ARGV[1], 'final', ARGV[2], 'doc', ARGV[3])
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+redis.call('PUBLISH', ARGV[5], ARGV[6] .. ':' .. ARGV[1])
+return 1
+",
+    )
+});
+
+/// The key names under one prefix (see ARCHITECTURE.md's table).
+struct Keys {
+    prefix: String,
+}
+
+impl Keys {
+    fn job(&self, id: &JobId) -> String {
+        format!("{}:job:{}", self.prefix, id.as_hex())
+    }
+
+    fn index(&self) -> String {
+        format!("{}:jobs", self.prefix)
+    }
+
+    fn changes(&self) -> String {
+        format!("{}:jobs:changed", self.prefix)
+    }
+}
+
+/// What the store and its listener task share.
+struct Shared<W: JobWork> {
+    client: redis::Client,
+    keys: Keys,
+    /// Made on first use, so costd starts while redis is down; it reconnects by itself after that.
+    connection: tokio::sync::OnceCell<ConnectionManager>,
+    /// The jobs watched on this replica, each fed by the listener.
+    watched: Mutex<HashMap<JobId, watch::Sender<Arc<JobSnapshot<W>>>>>,
+}
+
+/// Jobs in redis, for several replicas.
+pub struct RedisJobStore<W: JobWork> {
+    shared: Arc<Shared<W>>,
+    listener: AbortHandle,
+}
+
+impl<W: JobWork> Drop for RedisJobStore<W> {
+    fn drop(&mut self) {
+        self.listener.abort();
+    }
+}
+
+impl<W: JobWork> RedisJobStore<W> {
+    /// A store on `url` (`redis://` or `rediss://`, a password in it if any), every key under
+    /// `key_prefix`. Nothing is sent until the first call; the error names no part of the URL.
+    pub fn new(url: &SecretString, key_prefix: &str) -> Result<Self, StoreError> {
+        let client = redis::Client::open(url.expose_secret())
+            .map_err(|_| StoreError::Unavailable("not a redis:// or rediss:// URL"))?;
+        let shared = Arc::new(Shared {
+            client,
+            keys: Keys {
+                prefix: key_prefix.to_string(),
+            },
+            connection: tokio::sync::OnceCell::new(),
+            watched: Mutex::default(),
+        });
+        let listener = tokio::spawn(listen(shared.clone())).abort_handle();
+        Ok(RedisJobStore { shared, listener })
+    }
+}
+
+impl<W: JobWork> Shared<W> {
+    /// Runs one call against redis within [`CALL_TIMEOUT`], connecting first if needed.
+    async fn call<T, F, Fut>(&self, call: F) -> Result<T, StoreError>
+    where
+        F: Fn(ConnectionManager) -> Fut,
+        Fut: Future<Output = redis::RedisResult<T>>,
+    {
+        let attempt = async {
+            let connection = self
+                .connection
+                .get_or_try_init(|| {
+                    // No retries inside a reconnect: its backoff starts at a second, longer than a
+                    // call may wait, and calls would queue behind it after redis is back. Each failed
+                    // call starts the next attempt instead.
+                    let config = redis::aio::ConnectionManagerConfig::new()
+                        .set_connection_timeout(CALL_TIMEOUT)
+                        .set_response_timeout(CALL_TIMEOUT)
+                        .set_number_of_retries(0);
+                    ConnectionManager::new_with_config(self.client.clone(), config)
+                })
+                .await
+                .map_err(unavailable)?;
+            match call(connection.clone()).await {
+                // The connection failed before this call: the failure started a fresh connection,
+                // which this call tries once, so the first call after redis returns succeeds.
+                Err(error) if error.is_connection_refusal() || error.is_connection_dropped() => {
+                    call(connection.clone()).await.map_err(unavailable)
+                }
+                outcome => outcome.map_err(unavailable),
+            }
+        };
+        tokio::time::timeout(CALL_TIMEOUT, attempt)
+            .await
+            .unwrap_or(Err(StoreError::Unavailable("timed out")))
+    }
+
+    async fn read(&self, id: &JobId) -> Result<Option<Arc<JobSnapshot<W>>>, StoreError> {
+        let key = &self.keys.job(id);
+        let doc: Option<Vec<u8>> = self
+            .call(|mut redis| async move { redis.hget(key, "doc").await })
+            .await?;
+        doc.map(|doc| decode(&doc)).transpose()
+    }
+
+    /// Brings one watched job up to date; a job gone from redis ends its watchers' streams.
+    async fn refresh(&self, id: &JobId) {
+        if !lock(&self.watched).contains_key(id) {
+            return;
+        }
+        match self.read(id).await {
+            Ok(Some(job)) => {
+                let mut watched = lock(&self.watched);
+                if let Some(sender) = watched.get(id) {
+                    let finished = job.state.is_final();
+                    sender.send_if_modified(|stored| {
+                        let newer = replaces(stored, &job);
+                        if newer {
+                            *stored = job.clone();
+                        }
+                        newer
+                    });
+                    // The final snapshot stays with the receivers; nothing follows it.
+                    if finished || sender.receiver_count() == 0 {
+                        watched.remove(id);
+                    }
+                }
+            }
+            Ok(None) => {
+                lock(&self.watched).remove(id);
+            }
+            // Unreachable: the next (re)subscribe re-reads it.
+            Err(_) => {}
+        }
+    }
+
+    async fn refresh_all(&self) {
+        let ids: Vec<JobId> = lock(&self.watched).keys().cloned().collect();
+        for id in ids {
+            self.refresh(&id).await;
+        }
+    }
+}
+
+/// The listener: subscribes to the changes channel, re-reads every watched job once subscribed, then
+/// each job a message names; on a lost connection, subscribes again.
+async fn listen<W: JobWork>(shared: Arc<Shared<W>>) {
+    loop {
+        let subscribed = tokio::time::timeout(CALL_TIMEOUT, async {
+            let mut pubsub = shared.client.get_async_pubsub().await?;
+            pubsub.subscribe(shared.keys.changes()).await?;
+            Ok::<_, redis::RedisError>(pubsub)
+        })
+        .await;
+        if let Ok(Ok(mut pubsub)) = subscribed {
+            shared.refresh_all().await;
+            let mut messages = pubsub.on_message();
+            while let Some(message) = messages.next().await {
+                let payload = String::from_utf8_lossy(message.get_payload_bytes()).into_owned();
+                let named = payload
+                    .split_once(':')
+                    .and_then(|(id, _)| JobId::from_name(&format!("jobs/{id}")));
+                if let Some(id) = named {
+                    shared.refresh(&id).await;
+                }
+            }
+        }
+        tokio::time::sleep(RESUBSCRIBE_DELAY).await;
+    }
+}
+
+fn unavailable(error: redis::RedisError) -> StoreError {
+    // The error's text can name the server; only its class leaves here.
+    StoreError::Unavailable(if error.is_timeout() {
+        "timed out"
+    } else if error.is_connection_refusal() {
+        "connection refused"
+    } else if error.is_connection_dropped() || error.is_io_error() {
+        "connection lost"
+    } else {
+        "command failed"
+    })
+}
+
+fn encode<W: JobWork>(job: &JobSnapshot<W>) -> Result<Vec<u8>, StoreError> {
+    serde_json::to_vec(job).map_err(|_| StoreError::Unreadable)
+}
+
+fn decode<W: JobWork>(doc: &[u8]) -> Result<Arc<JobSnapshot<W>>, StoreError> {
+    serde_json::from_slice(doc)
+        .map(Arc::new)
+        .map_err(|_| StoreError::Unreadable)
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis())
+        .unwrap_or(u64::MAX)
+        .max(1)
+}
+
+#[async_trait::async_trait]
+impl<W: JobWork> JobStore<W> for RedisJobStore<W> {
+    async fn insert(&self, job: &JobSnapshot<W>, retention: Duration) -> Result<(), StoreError> {
+        let keys = &self.shared.keys;
+        let mut invocation = INSERT.prepare_invoke();
+        invocation
+            .key(keys.job(&job.id))
+            .key(keys.index())
+            .arg(job.version)
+            .arg(u8::from(job.state.is_final()))
+            .arg(encode(job)?)
+            .arg(millis(retention))
+            .arg(job.create_time.timestamp_millis())
+            .arg(job.id.as_hex())
+            .arg(keys.changes());
+        let invocation = &invocation;
+        self.shared
+            .call(|mut redis| async move { invocation.invoke_async::<i64>(&mut redis).await })
+            .await
+            .map(drop)
+    }
+
+    async fn publish(&self, job: &JobSnapshot<W>, retention: Duration) -> Result<bool, StoreError> {
+        let keys = &self.shared.keys;
+        let mut invocation = PUBLISH.prepare_invoke();
+        invocation
+            .key(keys.job(&job.id))
+            .arg(job.version)
+            .arg(u8::from(job.state.is_final()))
+            .arg(encode(job)?)
+            .arg(millis(retention))
+            .arg(keys.changes())
+            .arg(job.id.as_hex());
+        let invocation = &invocation;
+        self.shared
+            .call(|mut redis| async move { invocation.invoke_async::<i64>(&mut redis).await })
+            .await
+            .map(|written| written == 1)
+    }
+
+    async fn get(&self, id: &JobId) -> Result<Option<Arc<JobSnapshot<W>>>, StoreError> {
+        self.shared.read(id).await
+    }
+
+    async fn subscribe(
+        &self,
+        id: &JobId,
+    ) -> Result<Option<watch::Receiver<Arc<JobSnapshot<W>>>>, StoreError> {
+        if let Some(sender) = lock(&self.shared.watched).get(id) {
+            return Ok(Some(sender.subscribe()));
+        }
+        let Some(job) = self.shared.read(id).await? else {
+            return Ok(None);
+        };
+        if job.state.is_final() {
+            // Nothing will follow: the receiver keeps the final snapshot after its sender goes.
+            return Ok(Some(watch::Sender::new(job).subscribe()));
+        }
+        let receiver = lock(&self.shared.watched)
+            .entry(id.clone())
+            .or_insert_with(|| watch::Sender::new(job))
+            .subscribe();
+        // A change between the read and the registration woke nobody: read once more.
+        self.shared.refresh(id).await;
+        Ok(Some(receiver))
+    }
+
+    async fn list(&self) -> Result<Vec<Arc<JobSnapshot<W>>>, StoreError> {
+        let keys = &self.shared.keys;
+        let index = &keys.index();
+        let ids: Vec<String> = self
+            .shared
+            .call(|mut redis| async move { redis.zrevrange(index, 0, -1).await })
+            .await?;
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut fetch = redis::pipe();
+        for id in &ids {
+            fetch.hget(format!("{}:job:{id}", keys.prefix), "doc");
+        }
+        let fetch = &fetch;
+        let docs: Vec<Option<Vec<u8>>> = self
+            .shared
+            .call(|mut redis| async move { fetch.query_async(&mut redis).await })
+            .await?;
+        let mut jobs = Vec::with_capacity(docs.len());
+        let mut expired = Vec::new();
+        for (id, doc) in ids.iter().zip(docs) {
+            match doc {
+                Some(doc) => jobs.push(decode(&doc)?),
+                None => expired.push(id.clone()),
+            }
+        }
+        if !expired.is_empty() {
+            // Retention is the hash's TTL; the index forgets an expired job when it is next listed.
+            let expired = &expired;
+            self.shared
+                .call(|mut redis| async move { redis.zrem::<_, _, i64>(index, expired).await })
+                .await?;
+        }
+        newest_first(&mut jobs);
+        Ok(jobs)
+    }
+
+    async fn remove(&self, id: &JobId) -> Result<(), StoreError> {
+        let (job, index, member) = (
+            &self.shared.keys.job(id),
+            &self.shared.keys.index(),
+            id.as_hex(),
+        );
+        self.shared
+            .call(|mut redis| async move {
+                redis::pipe()
+                    .del(job)
+                    .zrem(index, member)
+                    .query_async::<()>(&mut redis)
+                    .await
+            })
+            .await?;
+        lock(&self.shared.watched).remove(id);
+        Ok(())
+    }
+
+    fn kind(&self) -> &'static str {
+        "redis"
+    }
+}

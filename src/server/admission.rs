@@ -1,0 +1,228 @@
+//! Admission of calls: at most `max_concurrent_requests` in progress at once (Health excluded), the
+//! rest answered RESOURCE_EXHAUSTED at once; while draining, new calls answered UNAVAILABLE at once
+//! and streams ended with UNAVAILABLE. A call is in progress until its response body ends, so a
+//! stream counts for as long as it is open.
+//!
+//! Not tower's `ConcurrencyLimit` + `LoadShed`: those decide in `poll_ready`, before the request's
+//! path is known, so Health could not be excluded, and their permit goes with the response head, so an
+//! open stream would not count.
+
+use crate::api::status;
+use futures::future::BoxFuture;
+use http_body::{Body, Frame};
+use std::{
+    future::Future,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
+
+/// Paths of `grpc.health.v1.Health`: never shed, never refused, and a Watch ends only at close.
+pub const HEALTH_PREFIX: &str = "/grpc.health.v1.Health/";
+
+/// The server's admission state, shared by every connection.
+pub struct Admission {
+    calls: Arc<Semaphore>,
+    max_calls: u32,
+    /// `package.Service/Method` of every streaming method: ended when the drain starts.
+    streaming: &'static [&'static str],
+    draining: CancellationToken,
+    closing: CancellationToken,
+}
+
+impl Admission {
+    pub fn new(max_calls: u32, streaming: &'static [&'static str]) -> Arc<Self> {
+        Arc::new(Admission {
+            calls: Arc::new(Semaphore::new(max_calls as usize)),
+            max_calls,
+            streaming,
+            draining: CancellationToken::new(),
+            closing: CancellationToken::new(),
+        })
+    }
+
+    pub fn layer(self: &Arc<Self>) -> AdmissionLayer {
+        AdmissionLayer {
+            admission: self.clone(),
+        }
+    }
+
+    /// From now on new calls (but Health) are UNAVAILABLE, and open streams (but Health's) end.
+    pub fn start_draining(&self) {
+        self.draining.cancel();
+    }
+
+    /// Resolves when no call (but Health) is in progress.
+    pub async fn idle(&self) {
+        // Every permit back means every admitted call's body has ended or been dropped.
+        let _all = self.calls.acquire_many(self.max_calls).await;
+    }
+
+    /// The server goes away: Health's watch streams end too.
+    pub fn close(&self) {
+        self.draining.cancel();
+        self.closing.cancel();
+    }
+
+    /// Cancelled by [`Admission::close`]: the serving loop stops accepting and sends GOAWAY.
+    pub fn closing(&self) -> CancellationToken {
+        self.closing.clone()
+    }
+}
+
+#[derive(Clone)]
+pub struct AdmissionLayer {
+    admission: Arc<Admission>,
+}
+
+impl<S> tower::Layer<S> for AdmissionLayer {
+    type Service = AdmissionService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        AdmissionService {
+            inner,
+            admission: self.admission.clone(),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct AdmissionService<S> {
+    inner: S,
+    admission: Arc<Admission>,
+}
+
+impl<S, ReqBody, ResBody> tower::Service<http::Request<ReqBody>> for AdmissionService<S>
+where
+    S: tower::Service<http::Request<ReqBody>, Response = http::Response<ResBody>>,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    ResBody: Send + 'static,
+{
+    type Response = http::Response<AdmittedBody<ResBody>>;
+    type Error = S::Error;
+    type Future = BoxFuture<'static, Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<ReqBody>) -> Self::Future {
+        let admission = &self.admission;
+        let path = request.uri().path();
+        let streaming = admission.streaming.contains(&path.trim_start_matches('/'));
+        if path.starts_with(HEALTH_PREFIX) {
+            let ends = streaming.then(|| admission.closing.clone());
+            return admitted(self.inner.call(request), None, ends);
+        }
+        if admission.draining.is_cancelled() {
+            return refused(status::stopping());
+        }
+        let Ok(permit) = admission.calls.clone().try_acquire_owned() else {
+            return refused(status::overloaded(
+                "server.max_concurrent_requests",
+                u64::from(admission.max_calls),
+            ));
+        };
+        let ends = streaming.then(|| admission.draining.clone());
+        admitted(self.inner.call(request), Some(permit), ends)
+    }
+}
+
+fn admitted<F, B, E>(
+    response: F,
+    permit: Option<OwnedSemaphorePermit>,
+    ends: Option<CancellationToken>,
+) -> BoxFuture<'static, Result<http::Response<AdmittedBody<B>>, E>>
+where
+    F: Future<Output = Result<http::Response<B>, E>> + Send + 'static,
+{
+    Box::pin(async move {
+        let response = response.await?;
+        Ok(response.map(|body| AdmittedBody {
+            inner: Some(body),
+            permit,
+            ends: ends.map(|token| Box::pin(token.cancelled_owned())),
+        }))
+    })
+}
+
+/// A trailers-only answer: the status in the response headers, no body.
+fn refused<B, E>(
+    refusal: tonic::Status,
+) -> BoxFuture<'static, Result<http::Response<AdmittedBody<B>>, E>>
+where
+    B: Send + 'static,
+    E: Send + 'static,
+{
+    let response = refusal.into_http::<()>().map(|()| AdmittedBody {
+        inner: None,
+        permit: None,
+        ends: None,
+    });
+    Box::pin(std::future::ready(Ok(response)))
+}
+
+/// A response body that holds its call's place until it ends, and, for a stream, ends it with
+/// UNAVAILABLE (and RetryInfo) when the server stops. `inner` is `None` for a trailers-only answer.
+pub struct AdmittedBody<B> {
+    inner: Option<B>,
+    permit: Option<OwnedSemaphorePermit>,
+    ends: Option<Pin<Box<WaitForCancellationFutureOwned>>>,
+}
+
+impl<B> Body for AdmittedBody<B>
+where
+    B: Body + Unpin,
+{
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let this = &mut *self;
+        let Some(inner) = this.inner.as_mut() else {
+            return Poll::Ready(None);
+        };
+        // What the stream has ready goes out first (Health's NOT_SERVING before the end).
+        let polled = Pin::new(inner).poll_frame(cx);
+        match &polled {
+            // Trailers end a gRPC answer: the place is free before the caller reads them.
+            Poll::Ready(Some(Ok(frame))) if frame.is_trailers() => this.permit = None,
+            Poll::Ready(None) => {
+                this.inner = None;
+                this.permit = None;
+            }
+            Poll::Pending => {
+                if let Some(ends) = this.ends.as_mut() {
+                    if ends.as_mut().poll(cx).is_ready() {
+                        // Dropping the stream ends its work; the place is given back at once.
+                        this.inner = None;
+                        this.permit = None;
+                        this.ends = None;
+                        let mut trailers = http::HeaderMap::new();
+                        // Only a status whose message is not valid header text fails; ours is ASCII.
+                        let _ = status::stopping().add_header(&mut trailers);
+                        return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
+                    }
+                }
+            }
+            _ => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.as_ref().is_none_or(Body::is_end_stream)
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner
+            .as_ref()
+            .map_or_else(|| http_body::SizeHint::with_exact(0), Body::size_hint)
+    }
+}

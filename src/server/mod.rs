@@ -1,0 +1,12 @@
+//! What stands between the network and the services: the accept path (a cap on open connections, a
+//! deadline for the HTTP/2 preface), the serving loop (GOAWAY at a connection's maximum age and at
+//! close) and admission (a server-wide cap on calls in progress, and the
+//! drain: refusing new calls, ending streams, knowing when nothing is left).
+
+mod admission;
+mod incoming;
+mod serve;
+
+pub use admission::{Admission, AdmissionLayer, AdmittedBody, HEALTH_PREFIX};
+pub use incoming::{Connection, ConnectionLimits, Place, accepted, incoming};
+pub use serve::serve;

@@ -1,0 +1,410 @@
+//! Several replicas on one redis: any replica serves any job, a watch on one replica streams what the
+//! owner on another publishes, a cancel anywhere stops the owner's polls, a finished job outlives every
+//! replica, and redis trouble fails job calls fast while cost queries go on. Real redis-server, real
+//! servers sharing one sandbox, whose counters are the truth.
+
+use crate::{
+    helpers::*,
+    jobs::{jobs, org, start, watch_all},
+    redis_kit::RedisServer,
+};
+use costd::{
+    clock::SystemClock,
+    config::JobStoreSettings,
+    domain::{CostFilter, CostQuery, Granularity, Period, ProviderKind},
+    engine::{Engine, Job},
+    jobs::{JobChange, JobId, JobSnapshot, JobState, JobStore, RedisJobStore},
+    proto as pb,
+    sandbox::{SandboxHandle, SandboxOptions, Scope},
+};
+use secrecy::SecretString;
+use std::{sync::Arc, time::Duration};
+use tonic_types::StatusExt;
+
+/// How long a job call may take to fail while redis is down.
+const FAIL_FAST: Duration = Duration::from_secs(1);
+
+/// A costd on `sandbox` with its jobs in `redis_url`, serving only `accounts`.
+async fn replica(
+    sandbox: &SandboxHandle,
+    redis_url: &str,
+    accounts: &'static [&'static str],
+) -> TestApp {
+    let url = redis_url.to_string();
+    spawn_app_beside(
+        sandbox.clone(),
+        Arc::new(SystemClock),
+        &[ProviderKind::Atlas, ProviderKind::TeamBilling],
+        move |settings, _| {
+            settings
+                .accounts
+                .retain(|a| accounts.contains(&a.id.as_str()));
+            settings.job_store = JobStoreSettings::Redis {
+                url: SecretString::from(url),
+                key_prefix: "costd".to_string(),
+            };
+        },
+    )
+    .await
+}
+
+fn sandbox() -> SandboxHandle {
+    costd::sandbox::Sandbox::start(SandboxOptions::default()).expect("sandbox starts")
+}
+
+async fn get(app: &TestApp, name: &str) -> Result<pb::Job, tonic::Status> {
+    Ok(jobs(app)
+        .get_job(pb::GetJobRequest {
+            name: name.to_string(),
+        })
+        .await?
+        .into_inner()
+        .job
+        .expect("job"))
+}
+
+fn final_job(events: &[pb::WatchJobResponse]) -> pb::Job {
+    let last = events.last().expect("events");
+    assert_eq!(last.kind, pb::JobEventKind::Final as i32);
+    last.job.clone().expect("the final job")
+}
+
+fn total(job: &pb::Job) -> i128 {
+    nanos(
+        job.report
+            .as_ref()
+            .and_then(|r| r.totals.as_ref())
+            .and_then(|t| t.billed_cost.as_ref()),
+    )
+}
+
+/// Kestrel's April 2025 in nanodollars, summed from the sandbox's usage, not from any answer.
+fn kestrel_april(app: &TestApp) -> i128 {
+    let day = |text: &str| chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d").expect("date");
+    app.sandbox
+        .atlas()
+        .dataset()
+        .org(org(app, "Kestrel"))
+        .expect("seeded")
+        .usage(day("2025-04-01"), day("2025-05-01"))
+        .map(|u| i128::from(u.amount_cents) * 10_000_000)
+        .sum()
+}
+
+#[tokio::test]
+async fn a_job_started_on_one_replica_is_watched_to_its_exact_report_on_every_replica() {
+    let redis = RedisServer::start().await;
+    let sandbox = sandbox();
+    let a = replica(&sandbox, &redis.url(), &["atlas-kestrel"]).await;
+    let b = replica(&sandbox, &redis.url(), &["atlas-kestrel"]).await;
+    let c = replica(&sandbox, &redis.url(), &["atlas-kestrel"]).await;
+    let kestrel = org(&a, "Kestrel");
+    sandbox.atlas().set_org_processing_polls(kestrel, 6);
+    let asked = query("2025-04-01", "2025-05-01", &[], pb::Granularity::None);
+
+    let job = start(&a, asked).await;
+    let (on_a, on_b, on_c) = tokio::join!(
+        watch_all(&a, &job.name),
+        watch_all(&b, &job.name),
+        watch_all(&c, &job.name)
+    );
+
+    let expected = kestrel_april(&a);
+    for (replica, events) in [("A", &on_a), ("B", &on_b), ("C", &on_c)] {
+        assert_eq!(
+            events.first().map(|e| e.kind),
+            Some(pb::JobEventKind::Snapshot as i32),
+            "{replica}"
+        );
+        let last = final_job(events);
+        assert_eq!(last.state, pb::JobState::Succeeded as i32, "{replica}");
+        assert_eq!(total(&last), expected, "{replica}: the exact report");
+        assert_eq!(
+            last.report.as_ref().map(|r| r.job.as_str()),
+            Some(job.name.as_str())
+        );
+    }
+    assert!(
+        on_b.iter()
+            .any(|e| e.kind == pb::JobEventKind::Progress as i32),
+        "B saw the polls A made: {:?}",
+        on_b.iter().map(|e| e.kind).collect::<Vec<_>>()
+    );
+    let listed = jobs(&c)
+        .list_jobs(pb::ListJobsRequest::default())
+        .await
+        .expect("listed")
+        .into_inner();
+    assert_eq!(
+        listed
+            .jobs
+            .iter()
+            .map(|j| j.name.as_str())
+            .collect::<Vec<_>>(),
+        [job.name.as_str()],
+        "C lists the job A runs"
+    );
+    assert_eq!(
+        total(&get(&b, &job.name).await.expect("B finds it")),
+        expected
+    );
+    assert_eq!(sandbox.atlas().counters(kestrel).queries_created, 1);
+}
+
+#[tokio::test]
+async fn a_cancel_on_another_replica_stops_the_owners_polls_and_stays_cancelled() {
+    let redis = RedisServer::start().await;
+    let sandbox = sandbox();
+    let a = replica(&sandbox, &redis.url(), &["atlas-quarry"]).await;
+    let b = replica(&sandbox, &redis.url(), &["atlas-quarry"]).await;
+    let quarry = org(&a, "Quarry");
+    sandbox.atlas().set_org_processing_polls(quarry, 10_000);
+    let asked = query("2025-06-01", "2025-07-01", &[], pb::Granularity::None);
+    let job = start(&a, asked.clone()).await;
+    within(sandbox.wait_for_requests(&Scope::atlas(quarry), 4)).await;
+
+    let cancelled = jobs(&b)
+        .cancel_job(pb::CancelJobRequest {
+            name: job.name.clone(),
+        })
+        .await
+        .expect("cancelled on B")
+        .into_inner()
+        .job
+        .expect("job");
+    // A's owner saw it: its fetch, waited for by nobody else, stopped. Asking A again therefore makes
+    // a new upstream query rather than joining the old one.
+    let again = start(&a, asked).await;
+    within(async {
+        while sandbox.atlas().counters(quarry).queries_created < 2 {
+            sandbox
+                .wait_for_requests(
+                    &Scope::atlas(quarry),
+                    sandbox.request_count(&Scope::atlas(quarry)) + 1,
+                )
+                .await;
+        }
+    })
+    .await;
+
+    assert_eq!(cancelled.state, pb::JobState::Cancelled as i32);
+    assert_eq!(sandbox.atlas().counters(quarry).queries_created, 2);
+    assert_eq!(
+        get(&a, &job.name).await.expect("found on A").state,
+        pb::JobState::Cancelled as i32,
+        "the owner never wrote over the cancel"
+    );
+    assert_eq!(
+        get(&b, &again.name).await.expect("found on B").state,
+        pb::JobState::Running as i32
+    );
+}
+
+#[tokio::test]
+async fn a_finished_job_outlives_every_replica_that_ran_or_watched_it() {
+    let redis = RedisServer::start().await;
+    let sandbox = sandbox();
+    let a = replica(&sandbox, &redis.url(), &["atlas-kestrel"]).await;
+    sandbox
+        .atlas()
+        .set_org_processing_polls(org(&a, "Kestrel"), 2);
+    let job = start(
+        &a,
+        query("2025-04-01", "2025-05-01", &[], pb::Granularity::None),
+    )
+    .await;
+    let finished = final_job(&watch_all(&a, &job.name).await);
+    let mut stopping = a;
+    within(stopping.begin_stop())
+        .await
+        .expect("joined")
+        .expect("stopped");
+    drop(stopping);
+
+    let c = replica(&sandbox, &redis.url(), &["atlas-kestrel"]).await;
+    let found = get(&c, &job.name).await.expect("found by a new replica");
+
+    assert_eq!(found.state, pb::JobState::Succeeded as i32);
+    assert_eq!(found.report, finished.report, "the same report, exactly");
+    assert_eq!(total(&found), kestrel_april(&c));
+    assert_eq!(
+        final_job(&watch_all(&c, &job.name).await).report,
+        finished.report
+    );
+}
+
+#[tokio::test]
+async fn with_redis_down_job_calls_fail_fast_cost_queries_go_on_and_all_recovers() {
+    let mut redis = RedisServer::start().await;
+    let sandbox = sandbox();
+    let app = replica(&sandbox, &redis.url(), &["team-acme"]).await;
+    let asked = query("2026-01-01", "2026-02-01", &[], pb::Granularity::None);
+    let before = app.get_costs(asked.clone()).await.expect("answered");
+    let job = start(&app, asked.clone()).await;
+    final_job(&watch_all(&app, &job.name).await);
+    let sent = sandbox.total_requests();
+    let up_before = store_up(&app).await;
+
+    redis.kill().await;
+    let cached = app.get_costs(asked.clone()).await.expect("still answered");
+    let mut refusals = Vec::new();
+    for call in 0..4 {
+        let outcome = tokio::time::timeout(FAIL_FAST, async {
+            match call {
+                0 => get(&app, &job.name).await.map(drop),
+                1 => jobs(&app)
+                    .start_query(pb::StartQueryRequest {
+                        query: Some(asked.clone()),
+                    })
+                    .await
+                    .map(drop),
+                2 => jobs(&app)
+                    .list_jobs(pb::ListJobsRequest::default())
+                    .await
+                    .map(drop),
+                _ => jobs(&app)
+                    .watch_job(pb::WatchJobRequest {
+                        name: job.name.clone(),
+                    })
+                    .await
+                    .map(drop),
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("job call {call} answered within {FAIL_FAST:?}"));
+        refusals.push(outcome.expect_err("refused while redis is down"));
+    }
+    let up_while_down = store_up(&app).await;
+    redis.restart().await;
+    let restarted = start(&app, asked).await;
+    let after = final_job(&watch_all(&app, &restarted.name).await);
+    let up_after = store_up(&app).await;
+
+    assert_eq!(cached.totals, before.totals);
+    assert_eq!(
+        sandbox.total_requests(),
+        sent,
+        "the cached answer sent nothing"
+    );
+    for refused in &refusals {
+        assert_eq!(refused.code(), tonic::Code::Unavailable, "{refused:?}");
+        assert!(
+            refused.get_details_retry_info().is_some(),
+            "RetryInfo: {refused:?}"
+        );
+        assert!(!refused.message().contains("127.0.0.1"), "{refused:?}");
+    }
+    assert_eq!(
+        after.state,
+        pb::JobState::Succeeded as i32,
+        "jobs work again, without a restart of costd"
+    );
+    assert_eq!(
+        (up_before, up_while_down, up_after),
+        (1.0, 0.0, 1.0),
+        "the scrape says when the store is away"
+    );
+}
+
+/// `costd_job_store_up{store="redis"}` as scraped now.
+async fn store_up(app: &TestApp) -> f64 {
+    crate::metrics::scrape(app)
+        .await
+        .get(r#"costd_job_store_up{store="redis"}"#)
+        .copied()
+        .expect("the job store gauge")
+}
+
+#[tokio::test]
+async fn a_password_in_the_redis_url_works_and_is_never_logged() {
+    let password = "redis-pass-7f3a9c1e5b";
+    let redis = RedisServer::start_with_password(password).await;
+    let sandbox = sandbox();
+    let a = replica(&sandbox, &redis.url(), &["team-acme"]).await;
+    let b = replica(&sandbox, &redis.url(), &["team-acme"]).await;
+    let wrong = replica(
+        &sandbox,
+        &redis.url().replace(password, "not-the-password"),
+        &["team-acme"],
+    )
+    .await;
+
+    let job = start(
+        &a,
+        query("2026-02-01", "2026-03-01", &[], pb::Granularity::None),
+    )
+    .await;
+    let on_b = final_job(&watch_all(&b, &job.name).await);
+    let refused = get(&wrong, &job.name).await.expect_err("wrong password");
+
+    assert_eq!(on_b.state, pb::JobState::Succeeded as i32);
+    assert_eq!(refused.code(), tonic::Code::Unavailable, "{refused:?}");
+    for text in [captured().logs(), format!("{refused:?}")] {
+        assert!(!text.contains(password), "the password leaked");
+        assert!(!text.contains("not-the-password"), "a password leaked");
+    }
+}
+
+/// A job of the engine as a store holds it, at `version`, in `state`.
+fn stored_job(id: &JobId, version: u64, state: JobState) -> Job {
+    let start = at("2026-01-01");
+    JobSnapshot {
+        id: id.clone(),
+        version,
+        query: CostQuery {
+            period: Period::new(start, at("2026-02-01")).expect("a period"),
+            filter: CostFilter::default(),
+            group_by: Vec::new(),
+            granularity: Granularity::None,
+            max_staleness: None,
+        },
+        state,
+        parts: Vec::new(),
+        report: None,
+        error: None,
+        create_time: start,
+        update_time: start,
+        expire_time: None,
+        last_change: JobChange::StateChanged,
+    }
+}
+
+#[tokio::test]
+async fn a_late_poller_writing_after_a_cancel_never_turns_cancelled_into_succeeded() {
+    let redis = RedisServer::start().await;
+    let url = SecretString::from(redis.url());
+    let owner = RedisJobStore::<Engine>::new(&url, "costd").expect("store");
+    let other = RedisJobStore::<Engine>::new(&url, "costd").expect("store");
+    let id = JobId::from_name(&format!("jobs/{}", "c".repeat(32))).expect("a name");
+    let kept = Duration::from_secs(60);
+    owner
+        .insert(&stored_job(&id, 0, JobState::Running), kept)
+        .await
+        .expect("inserted");
+    let mut watching = other.subscribe(&id).await.expect("read").expect("known");
+
+    // Another replica cancels what it read; the owner's poller, not yet aware, writes on.
+    let cancelled = other
+        .publish(&stored_job(&id, 1, JobState::Cancelled), kept)
+        .await
+        .expect("written");
+    let late_progress = owner
+        .publish(&stored_job(&id, 1, JobState::Running), kept)
+        .await
+        .expect("answered");
+    let late_success = owner
+        .publish(&stored_job(&id, 2, JobState::Succeeded), kept)
+        .await
+        .expect("answered");
+    let seen = within(watching.wait_for(|job| job.state.is_final()))
+        .await
+        .expect("the watch ends on the final state")
+        .state;
+
+    assert!(cancelled);
+    assert!(!late_progress, "same version: refused");
+    assert!(!late_success, "onto a final job: refused");
+    let stored = owner.get(&id).await.expect("read").expect("kept");
+    assert_eq!((stored.state, stored.version), (JobState::Cancelled, 1));
+    assert_eq!(seen, JobState::Cancelled);
+}
