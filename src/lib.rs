@@ -11,6 +11,7 @@ pub mod deadline;
 pub mod demo;
 pub mod domain;
 pub mod engine;
+pub mod export;
 pub mod jobs;
 pub mod metrics;
 pub mod proto;

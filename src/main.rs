@@ -46,6 +46,8 @@ enum Command {
     },
     /// Ask a costd server for costs.
     Query(cli::QueryArgs),
+    /// Export a query's records as a FOCUS 1.2 file (CSV or Parquet).
+    Export(cli::ExportArgs),
     /// Start, inspect, list, cancel and watch query jobs.
     #[command(subcommand)]
     Jobs(cli::JobsCommand),
@@ -73,6 +75,7 @@ fn main() -> ExitCode {
                     .map_err(|e| e.to_string()),
             ),
             Command::Query(args) => report(cli::run_query(args).await),
+            Command::Export(args) => report(cli::run_export(args).await),
             Command::Jobs(command) => report(cli::run_jobs(command).await),
         }
     })

@@ -443,6 +443,15 @@ fn row_to_proto(row: &Row) -> Result<pb::CostRow, MoneyError> {
     })
 }
 
+/// Names `job` in every PENDING result: the job that finishes their upstream work.
+pub fn name_pending_job(results: &mut [pb::ProviderResult], job: &str) {
+    for result in results {
+        if result.state == pb::ResultState::Pending as i32 {
+            result.job = job.to_string();
+        }
+    }
+}
+
 pub fn account_result_to_proto(result: &AccountResult) -> Result<pb::ProviderResult, MoneyError> {
     let mut notes = result.notes.clone();
     let (state, error, staleness) = match &result.state {

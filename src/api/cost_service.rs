@@ -157,27 +157,14 @@ impl CostApi {
         if report.is_pending() {
             // The upstream work goes on in a job, which takes over this call's holds on it. With the
             // job store unreachable the answer still goes out, naming no job (its work stops).
-            let started = self
-                .jobs
-                .join_or_start(
-                    query.clone(),
-                    std::mem::take(&mut report.holds),
-                    access.owner(),
-                )
-                .await;
-            let job = match started {
-                Ok(job) => job.id.name(),
-                Err(StartError::Full(full)) => return Err(status::jobs_full(&full)),
-                Err(StartError::Store(error)) => {
-                    tracing::warn!(%error, "no job for the pending accounts");
-                    String::new()
-                }
-            };
-            for result in &mut wire.provider_results {
-                if result.state == pb::ResultState::Pending as i32 {
-                    result.job = job.clone();
-                }
-            }
+            let job = job_for_pending(
+                &self.jobs,
+                &query,
+                std::mem::take(&mut report.holds),
+                access.owner(),
+            )
+            .await?;
+            convert::name_pending_job(&mut wire.provider_results, &job);
             wire.job = job;
         }
         let answer = pb::GetCostsResponse { report: Some(wire) };
@@ -193,6 +180,25 @@ impl CostApi {
         });
         self.answers.insert(query, remembered.clone());
         Ok((Answer::Encoded(encoded), Some(remembered)))
+    }
+}
+
+/// The job that takes over the holds of an answer's PENDING accounts: the running one for `query`,
+/// or a new one. With the job store unreachable the answer still goes out, naming no job (its work
+/// stops); a full job table refuses the call.
+pub(super) async fn job_for_pending(
+    jobs: &Arc<Jobs>,
+    query: &CostQuery,
+    holds: Vec<crate::engine::FetchHold>,
+    owner: Option<String>,
+) -> Result<String, Status> {
+    match jobs.join_or_start(query.clone(), holds, owner).await {
+        Ok(job) => Ok(job.id.name()),
+        Err(StartError::Full(full)) => Err(status::jobs_full(&full)),
+        Err(StartError::Store(error)) => {
+            tracing::warn!(%error, "no job for the pending accounts");
+            Ok(String::new())
+        }
     }
 }
 
@@ -403,6 +409,27 @@ impl pb::cost_service_server::CostService for CostApi {
             next_page_token,
             provider_results,
         }))
+    }
+
+    type ExportCostsStream = super::export::ExportStream;
+
+    async fn export_costs(
+        &self,
+        request: Request<pb::ExportCostsRequest>,
+    ) -> Result<Response<Self::ExportCostsStream>, Status> {
+        let deadline = Deadline::from_grpc_metadata(request.metadata(), self.deadline_margin);
+        let access = guard::access(request.extensions())?;
+        let note = guard::Note::of(request.extensions());
+        super::export::export_costs(
+            &self.engine,
+            &self.jobs,
+            &self.rules,
+            deadline,
+            request.into_inner(),
+            &access,
+            &note,
+        )
+        .await
     }
 
     async fn list_providers(

@@ -3,6 +3,7 @@
 mod codec;
 pub mod convert;
 mod cost_service;
+mod export;
 mod guard;
 mod job_convert;
 mod oversized;

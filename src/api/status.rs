@@ -4,6 +4,7 @@ use crate::{
     auth::{Principal, Rejection},
     domain::{AccountRef, UpstreamError, UpstreamErrorKind},
     engine::EngineError,
+    export::ExportError,
     jobs::{JobsFull, StartError, StoreError},
 };
 use prost::Message;
@@ -169,6 +170,22 @@ pub fn engine(error: &EngineError) -> Status {
         code,
         error.to_string(),
         ErrorDetails::with_error_info(reason, COSTD_DOMAIN, metadata),
+    )
+}
+
+/// An export that stopped part way: the stream ends with this status after the bytes sent so far.
+/// `INTERNAL`: costd could not write its own records (a value the format cannot hold exactly is
+/// refused rather than rounded).
+pub fn export(error: &ExportError) -> Status {
+    let reason = match error {
+        ExportError::Inexact { .. } => "EXPORT_VALUE_NOT_EXACT",
+        ExportError::Parquet(_) | ExportError::Csv(_) => "EXPORT_WRITER_FAILED",
+        ExportError::Stopped => "EXPORT_STOPPED",
+    };
+    Status::with_error_details(
+        Code::Internal,
+        error.to_string(),
+        ErrorDetails::with_error_info(reason, COSTD_DOMAIN, HashMap::new()),
     )
 }
 

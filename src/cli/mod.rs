@@ -1,11 +1,13 @@
 //! Client commands. They talk to a costd server only through its gRPC client.
 
 mod connection;
+mod export;
 mod jobs;
 mod output;
 mod query;
 
 pub use connection::{Connected, Connection};
+pub use export::{ExportArgs, run_export};
 pub use jobs::{JobsCommand, run_jobs};
 pub use output::OutputFormat;
 pub use query::{QueryArgs, run_query};

@@ -123,6 +123,11 @@ impl RecordColumns {
         self.texts.get(id as usize)
     }
 
+    /// The names of the extensions the chunk's records carry.
+    pub fn extension_names(&self) -> &[&'static str] {
+        &self.extension_names
+    }
+
     /// The distinct charge periods; [`RecordColumns::period_index`] indexes them.
     pub fn periods(&self) -> &[Period] {
         &self.periods

@@ -1,6 +1,7 @@
 //! The costd binary itself: configuration errors, signals, and the query command.
 
 use crate::helpers::*;
+use costd::proto as pb;
 use std::{io::Write, process::Stdio};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
@@ -362,4 +363,72 @@ async fn the_jobs_command_starts_watches_and_lists_jobs() {
     ])))
     .await;
     assert!(!ok && stderr.contains("not a job state"), "{stderr}");
+}
+
+#[tokio::test]
+async fn the_export_command_writes_the_file_or_stdout_and_draws_no_bar_off_a_terminal() {
+    let app = spawn_app().await;
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let file = dir.path().join("january.csv");
+    let addr = format!("http://{}", app.addr);
+    let base = [
+        "export",
+        "--addr",
+        &addr,
+        "--from",
+        "2026-01-01",
+        "--to",
+        "2026-02-01",
+        "--account",
+        "team-acme",
+    ];
+    let to_file = within(
+        tokio::process::Command::new(COSTD)
+            .args(base)
+            .args(["--format", "focus-csv", "--output", "json", "--out"])
+            .arg(&file)
+            .output(),
+    )
+    .await
+    .expect("runs");
+    let stderr = String::from_utf8_lossy(&to_file.stderr);
+    assert!(to_file.status.success(), "{stderr}");
+    assert!(
+        !stderr.contains("rows written"),
+        "no progress bar off a terminal: {stderr}"
+    );
+    assert!(to_file.stdout.is_empty(), "the file went to --out");
+    let csv = std::fs::read_to_string(&file).expect("the file");
+    let rows = csv.lines().count() - 1;
+    let january = only_accounts(
+        query("2026-01-01", "2026-02-01", &[], pb::Granularity::None),
+        &["team-acme"],
+    );
+    let listed = listed_records(&app, &january).await;
+    assert_eq!(rows, listed);
+    assert!(csv.starts_with("BilledCost,"));
+    let summary: serde_json::Value = serde_json::from_str(&stderr).expect("the summary as json");
+    assert_eq!(
+        summary["provider_results"][0]["provider_account"], "team-acme",
+        "{summary}"
+    );
+    assert_eq!(
+        summary["provider_results"][0]["record_count"], rows as i64,
+        "{summary}"
+    );
+
+    let to_stdout = within(
+        tokio::process::Command::new(COSTD)
+            .args(base)
+            .args(["--format", "focus-parquet"])
+            .output(),
+    )
+    .await
+    .expect("runs");
+    assert!(
+        to_stdout.status.success(),
+        "{}",
+        String::from_utf8_lossy(&to_stdout.stderr)
+    );
+    assert!(to_stdout.stdout.starts_with(b"PAR1") && to_stdout.stdout.ends_with(b"PAR1"));
 }

@@ -320,6 +320,30 @@ pub fn result_of<'a>(report: &'a pb::CostReport, account: &str) -> &'a pb::Provi
         .unwrap_or_else(|| panic!("no result for {account}"))
 }
 
+/// How many records ListCostRecords lists for `query`, every page walked.
+pub async fn listed_records(app: &TestApp, query: &pb::CostQuery) -> usize {
+    let mut token = String::new();
+    let mut count = 0;
+    loop {
+        let page = app
+            .costs
+            .clone()
+            .list_cost_records(pb::ListCostRecordsRequest {
+                query: Some(query.clone()),
+                page_size: 10_000,
+                page_token: token,
+            })
+            .await
+            .expect("a page")
+            .into_inner();
+        count += page.records.len();
+        if page.next_page_token.is_empty() {
+            return count;
+        }
+        token = page.next_page_token;
+    }
+}
+
 /// Fails the test instead of hanging when `future` takes longer than [`PATIENCE`].
 pub async fn within<T>(future: impl Future<Output = T>) -> T {
     tokio::time::timeout(PATIENCE, future)

@@ -16,6 +16,7 @@ mod drain;
 mod elastic;
 mod end_to_end;
 mod engine;
+mod export;
 mod failures;
 mod get_costs;
 mod helpers;
