@@ -323,3 +323,67 @@ async fn without_an_auth_section_costd_says_it_serves_everyone() {
             .contains("no [auth] section: serving every caller, unauthenticated")
     );
 }
+
+/// The first message of an export, as `token`'s caller gets it.
+async fn export_header(
+    app: &TestApp,
+    token: &str,
+    query: pb::CostQuery,
+) -> Result<pb::ExportHeader, tonic::Status> {
+    let request = bearer(
+        pb::ExportCostsRequest {
+            query: Some(query),
+            format: pb::ExportFormat::FocusCsv as i32,
+            rows_per_group: 0,
+        },
+        token,
+    );
+    let mut stream = within(app.costs.clone().export_costs(request))
+        .await?
+        .into_inner();
+    match within(stream.message()).await?.and_then(|m| m.part) {
+        Some(pb::export_costs_response::Part::Header(header)) => Ok(header),
+        other => panic!("the first message is the header: {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn an_export_covers_only_the_callers_granted_accounts() {
+    // Arrange
+    let jwt = spawn_jwt(|_| {}).await;
+    let token = jwt.signer.sign(&claims("svc-reports"));
+    let january = || query("2026-01-01", "2026-02-01", &[], pb::Granularity::None);
+
+    // Act
+    let unfiltered = export_header(&jwt.app, &token, january()).await;
+    let naming_atlas = export_header(
+        &jwt.app,
+        &token,
+        only_accounts(january(), &["team-acme", "atlas-kestrel"]),
+    )
+    .await;
+
+    // Assert
+    let accounts: Vec<String> = unfiltered
+        .expect("exported")
+        .provider_results
+        .into_iter()
+        .map(|r| r.provider_account)
+        .collect();
+    assert_eq!(accounts, ["team-acme", "team-borealis", "team-cobalt"]);
+    let denied = naming_atlas.expect_err("refused");
+    assert_eq!(denied.code(), Code::PermissionDenied);
+    assert!(
+        denied.message().contains("atlas-kestrel"),
+        "{}",
+        denied.message()
+    );
+    assert!(
+        jwt.app
+            .sandbox
+            .requests()
+            .iter()
+            .all(|r| r.scope.upstream == costd::sandbox::Scope::team_billing("").upstream),
+        "only granted accounts were asked"
+    );
+}
