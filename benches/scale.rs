@@ -26,21 +26,17 @@
 //! (256 MiB; the largest chunk, 50k line items, is about 30 MB) are enough.
 
 use costd::{
-    App,
-    config::{
-        AccountKind, AccountSettings, CacheConfig, ElasticApiVersion, ElasticSettings, LogFormat,
-        MetricsConfig, ServerConfig, Settings, TelemetryConfig, UpstreamConfig,
-    },
-    domain::{ProviderAccountId, UpstreamId},
-    proto::{self as pb, cost_service_client::CostServiceClient},
+    proto as pb,
     sandbox::{ElasticScale, SCALE_LINES_PER_INSTANCE, Sandbox, SandboxOptions},
 };
 use std::{
-    net::SocketAddr,
     process::{Command, Stdio},
     time::Instant,
 };
-use tonic::transport::Channel;
+use support::{Server, big_elastic_settings as settings, cpu_ns, start, status_kib};
+
+#[path = "support/mod.rs"]
+mod support;
 
 /// The allocator the costd binary ships with, so the harness measures what runs.
 #[global_allocator]
@@ -52,7 +48,6 @@ const FROM: &str = "2025-01-01";
 const TO: &str = "2026-09-01";
 const COLD_ROUNDS: usize = 3;
 const WARM_ROUNDS: usize = 5;
-const ACCOUNT: &str = "elastic-zenith";
 /// Set in the child's environment: the sandbox to read, and how many records to expect.
 const CHILD: &str = "SCALE_BENCH_CHILD";
 
@@ -179,50 +174,6 @@ impl Figures {
     }
 }
 
-fn settings(base_url: &str, org_id: &str, api_key: &str) -> Settings {
-    let account = AccountSettings {
-        id: ProviderAccountId::parse(ACCOUNT).expect("valid id"),
-        display_name: "Zenith Fleet".to_string(),
-        base_url: reqwest::Url::parse(base_url).expect("url"),
-        requests_per_second: None,
-        kind: AccountKind::Elastic(ElasticSettings {
-            organization_id: UpstreamId::parse(org_id).expect("valid id"),
-            api_key: secrecy::SecretString::from(api_key.to_string()),
-            api_version: ElasticApiVersion::V2,
-            usd_per_ecu: rust_decimal::Decimal::ONE,
-        }),
-    };
-    let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
-    Settings {
-        server: ServerConfig {
-            listen: loopback,
-            ..ServerConfig::default()
-        },
-        telemetry: TelemetryConfig {
-            log_level: "warn".to_string(),
-            log_format: LogFormat::Text,
-            ..TelemetryConfig::default()
-        },
-        upstream: UpstreamConfig {
-            request_timeout_ms: 120_000,
-            ..UpstreamConfig::default()
-        },
-        cache: CacheConfig {
-            max_bytes: 16 << 30,
-            ..CacheConfig::default()
-        },
-        atlas: Default::default(),
-        jobs: Default::default(),
-        job_store: costd::config::JobStoreSettings::Memory,
-        auth: None,
-        metrics: MetricsConfig {
-            enabled: false,
-            listen: loopback,
-        },
-        accounts: vec![account],
-    }
-}
-
 fn query(group_by: &[pb::GroupBy]) -> pb::CostQuery {
     let at = |text: &str| {
         costd::api::convert::time_to_proto(costd::cli::parse_instant(text).expect("valid"))
@@ -233,37 +184,6 @@ fn query(group_by: &[pb::GroupBy]) -> pb::CostQuery {
         group_by: group_by.iter().map(|g| *g as i32).collect(),
         granularity: pb::Granularity::Monthly as i32,
         ..Default::default()
-    }
-}
-
-/// A running server and a client of it; dropping `stop` stops it.
-struct Server {
-    client: CostServiceClient<Channel>,
-    stop: tokio::sync::oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<Result<(), costd::AppError>>,
-}
-
-async fn start(settings: Settings) -> Server {
-    let app = App::build(settings).await.expect("builds");
-    let addr = app.local_addr();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(app.run_until_stopped(async {
-        let _ = stopped.await;
-    }));
-    let channel = Channel::from_shared(format!("http://{addr}"))
-        .expect("uri")
-        .connect()
-        .await
-        .expect("connects");
-    let client = CostServiceClient::new(channel).max_decoding_message_size(64 << 20);
-    Server { client, stop, task }
-}
-
-impl Server {
-    async fn stop(self) {
-        drop(self.client);
-        let _ = self.stop.send(());
-        let _ = self.task.await;
     }
 }
 
@@ -343,31 +263,6 @@ fn median_pair(rounds: Vec<(f64, f64)>) -> (f64, f64) {
         median(rounds.iter().map(|r| r.0).collect()),
         median(rounds.iter().map(|r| r.1).collect()),
     )
-}
-
-/// On-CPU time of every thread of this process so far, in ns (user + system, as the scheduler
-/// counts it; finer than the clock ticks of /proc/self/stat). Threads that have exited are not
-/// counted; tokio's workers live as long as the runtime.
-fn cpu_ns() -> f64 {
-    let mut total = 0.0;
-    for task in std::fs::read_dir("/proc/self/task").expect("procfs") {
-        let path = task.expect("entry").path().join("schedstat");
-        if let Ok(text) = std::fs::read_to_string(path) {
-            let ns = text.split_whitespace().next().unwrap_or("0");
-            total += ns.parse::<f64>().unwrap_or(0.0);
-        }
-    }
-    total
-}
-
-/// A `kB` field of /proc/self/status.
-fn status_kib(field: &str) -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").expect("procfs");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(field))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("a kB figure")
 }
 
 fn report(all: &[(usize, Figures)]) {
