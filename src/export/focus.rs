@@ -63,7 +63,7 @@ fn decimal(value: Option<Decimal>) -> Cell<'static> {
 
 /// The FOCUS columns (mandatory, the conditional ones costd knows, the recommended ones the
 /// validator asks for, the 1.3 names beside the deprecated ones), then costd's own `x_` columns.
-/// Provider extensions follow them in [`Schema`].
+/// The provider extensions follow them ([`EXTENSION_COLUMNS`]).
 pub static COLUMNS: &[Column] = &[
     column("BilledCost", Kind::Decimal, |r| Cell::Decimal(r.billed)),
     column("EffectiveCost", Kind::Decimal, |r| Cell::Decimal(r.billed)),
@@ -182,50 +182,46 @@ pub static COLUMNS: &[Column] = &[
     column("x_estimated", Kind::Bool, |r| Cell::Bool(r.estimated)),
 ];
 
-/// The file's columns: [`COLUMNS`], then one text column per provider extension, by name.
-#[derive(Debug, Clone)]
-pub struct Schema {
-    extensions: Vec<&'static str>,
+/// The provider extensions written as `x_` text columns after [`COLUMNS`]: one fixed set, so every
+/// export has the same columns whichever providers, accounts and rows it holds (a warehouse table
+/// loading several exports needs one schema). A row without an extension has it null. An
+/// extension not listed here is not written; `tests/api/export.rs` checks that every extension the
+/// sandbox's providers emit is listed.
+pub const EXTENSION_COLUMNS: &[&str] = &[
+    // Elastic: a deployment's hourly rate in ECU, its line item's kind and name, the rate as the
+    // console shows it, and the account's configured USD per ECU.
+    "x_hourly_rate_ecu",
+    "x_line_item_kind",
+    "x_line_item_name",
+    "x_rate_formatted",
+    "x_usd_per_ecu",
+    // The team billing API: the pricing sheet and rule a charge was priced by.
+    "x_pricing_rule_id",
+    "x_pricing_sheet_id",
+];
+
+/// How many columns every file has.
+pub fn column_count() -> usize {
+    COLUMNS.len() + EXTENSION_COLUMNS.len()
 }
 
-impl Schema {
-    /// `extensions` are the names the exported records may carry, in any order, repeats allowed.
-    pub fn new(extensions: impl IntoIterator<Item = &'static str>) -> Self {
-        let mut extensions: Vec<&'static str> = extensions
-            .into_iter()
-            .filter(|name| !COLUMNS.iter().any(|c| c.name == *name))
-            .collect();
-        extensions.sort_unstable();
-        extensions.dedup();
-        Schema { extensions }
-    }
+/// Every column's name and kind, in file order.
+pub fn columns() -> impl Iterator<Item = (&'static str, Kind)> {
+    COLUMNS
+        .iter()
+        .map(|c| (c.name, c.kind))
+        .chain(EXTENSION_COLUMNS.iter().map(|name| (*name, Kind::Text)))
+}
 
-    pub fn len(&self) -> usize {
-        COLUMNS.len() + self.extensions.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        false
-    }
-
-    /// Every column's name and kind, in file order.
-    pub fn columns(&self) -> impl Iterator<Item = (&'static str, Kind)> + '_ {
-        COLUMNS
-            .iter()
-            .map(|c| (c.name, c.kind))
-            .chain(self.extensions.iter().map(|name| (*name, Kind::Text)))
-    }
-
-    /// Column `index` of `row`.
-    pub fn cell<'a>(&self, row: &'a FocusRow, index: usize) -> Cell<'a> {
-        match COLUMNS.get(index) {
-            Some(column) => (column.cell)(row),
-            None => self
-                .extensions
-                .get(index - COLUMNS.len())
-                .and_then(|name| row.record.extensions.get(name))
-                .map_or(Cell::Null, |value| Cell::Text(value)),
-        }
+/// Column `index` of `row`.
+pub fn cell(row: &FocusRow, index: usize) -> Cell<'_> {
+    match COLUMNS.get(index) {
+        Some(column) => (column.cell)(row),
+        None => index
+            .checked_sub(COLUMNS.len())
+            .and_then(|extension| EXTENSION_COLUMNS.get(extension))
+            .and_then(|name| row.record.extensions.get(name))
+            .map_or(Cell::Null, |value| Cell::Text(value)),
     }
 }
 

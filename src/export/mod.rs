@@ -6,7 +6,9 @@ mod csv;
 mod focus;
 mod parquet;
 
-pub use focus::{COLUMNS, Cell, FOCUS_VERSION, FocusRow, Kind, Schema};
+pub use focus::{
+    COLUMNS, Cell, EXTENSION_COLUMNS, FOCUS_VERSION, FocusRow, Kind, cell, column_count, columns,
+};
 
 use crate::domain::CostRecord;
 
@@ -56,7 +58,6 @@ impl FileFormat {
 #[derive(Debug, Clone)]
 pub struct ExportPlan {
     pub format: FileFormat,
-    pub schema: Schema,
     /// Between 1 and [`MAX_ROWS_PER_GROUP`].
     pub rows_per_group: usize,
 }
@@ -77,8 +78,8 @@ pub fn write_file(
 ) -> Result<u64, ExportError> {
     let rows_per_group = plan.rows_per_group.clamp(1, MAX_ROWS_PER_GROUP);
     let mut writer: Box<dyn GroupWriter> = match plan.format {
-        FileFormat::FocusCsv => Box::new(csv::CsvWriter::new(plan.schema.clone())),
-        FileFormat::FocusParquet => Box::new(parquet::ParquetWriter::new(plan.schema.clone())?),
+        FileFormat::FocusCsv => Box::new(csv::CsvWriter::default()),
+        FileFormat::FocusParquet => Box::new(parquet::ParquetWriter::new()?),
     };
     let mut group = Vec::with_capacity(rows_per_group.min(1024));
     let mut written = 0u64;
