@@ -17,10 +17,6 @@ use tokio::sync::mpsc::{self, error::TrySendError};
 use tonic::{Response, Status};
 use tonic_types::FieldViolation;
 
-/// Messages written ahead of the reader: with at most [`export::MAX_PIECE_BYTES`] each, what one
-/// export buffers beyond the group being written.
-const MESSAGES_AHEAD: usize = 4;
-
 pub type ExportStream = BoxStream<'static, Result<pb::ExportCostsResponse, Status>>;
 
 /// What an export request asks for, parsed.
@@ -132,7 +128,7 @@ pub async fn export_costs(
             } as i32,
         })),
     };
-    let (sender, receiver) = mpsc::channel(MESSAGES_AHEAD);
+    let (sender, receiver) = mpsc::channel(export::MESSAGES_AHEAD);
     // An empty channel whose receiver is held here always takes its first message.
     let _ = sender.try_send(Ok(header));
     let metrics = metrics.clone();

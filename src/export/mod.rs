@@ -20,6 +20,10 @@ pub const MAX_ROWS_PER_GROUP: usize = 65_536;
 /// message, and a group of wide rows is larger.
 pub const MAX_PIECE_BYTES: usize = 1 << 20;
 
+/// Messages a streamed export writes ahead of its reader: with at most [`MAX_PIECE_BYTES`] each,
+/// what one export buffers beyond the group being written. A writer with this many unread waits.
+pub const MESSAGES_AHEAD: usize = 4;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ExportError {
     #[error(
