@@ -407,29 +407,14 @@ async fn every_export_has_the_same_columns_whichever_providers_it_holds() {
                 parquet_schemas.push((providers.clone(), columns));
             }
         }
-        let mut token = String::new();
-        loop {
-            let page = within(app.costs.clone().list_cost_records(pb::ListCostRecordsRequest {
-                query: Some(query.clone()),
-                page_size: 10_000,
-                page_token: token,
-            }))
-            .await
-            .expect("a page")
-            .into_inner();
-            for record in &page.records {
-                for name in record.extensions.keys() {
-                    assert!(
-                        costd::export::EXTENSION_COLUMNS.contains(&name.as_str()),
-                        "{name} of {} is not an export column",
-                        record.provider_account
-                    );
-                }
+        for record in all_records(&app, &query).await {
+            for name in record.extensions.keys() {
+                assert!(
+                    costd::export::EXTENSION_COLUMNS.contains(&name.as_str()),
+                    "{name} of {} is not an export column",
+                    record.provider_account
+                );
             }
-            if page.next_page_token.is_empty() {
-                break;
-            }
-            token = page.next_page_token;
         }
     }
     let (first, schema) = &parquet_schemas[0];
@@ -558,7 +543,19 @@ async fn big_elastic_app(instances: usize) -> BigApp {
     }
 }
 
+type CostClient = pb::cost_service_client::CostServiceClient<tonic::transport::Channel>;
+
 impl BigApp {
+    /// A client with tonic's defaults (a 4 MiB message limit), and `window` as its HTTP/2
+    /// flow-control windows when given.
+    async fn client(&self, window: Option<u32>) -> CostClient {
+        let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{}", self.addr))
+            .expect("valid uri")
+            .initial_stream_window_size(window)
+            .initial_connection_window_size(window);
+        CostClient::new(endpoint.connect().await.expect("connects"))
+    }
+
     async fn stop(self) {
         let _ = self.stop.send(());
         within(self.server)
@@ -581,28 +578,30 @@ impl BigApp {
     }
 }
 
-type CostClient = pb::cost_service_client::CostServiceClient<tonic::transport::Channel>;
+/// The big account's records exported as `format` in groups of `rows_per_group`: the stream.
+async fn export_big(
+    client: &mut CostClient,
+    format: pb::ExportFormat,
+    rows_per_group: i32,
+) -> tonic::Streaming<pb::ExportCostsResponse> {
+    within(client.export_costs(pb::ExportCostsRequest {
+        query: Some(query(BIG_FROM, BIG_TO, &[], pb::Granularity::Monthly)),
+        format: format as i32,
+        rows_per_group,
+    }))
+    .await
+    .expect("exports")
+    .into_inner()
+}
 
 #[tokio::test]
 async fn a_big_account_is_written_a_row_group_at_a_time_in_messages_a_client_accepts() {
     let app = big_elastic_app(1_000).await;
-    let channel = tonic::transport::Channel::from_shared(format!("http://{}", app.addr))
-        .expect("valid uri")
-        .connect()
-        .await
-        .expect("connects");
     // The client's default 4 MiB message limit: every message must fit it.
-    let mut client = pb::cost_service_client::CostServiceClient::new(channel);
+    let mut client = app.client(None).await;
     let total = app.total(&mut client).await;
 
-    let mut stream = within(client.export_costs(pb::ExportCostsRequest {
-        query: Some(query(BIG_FROM, BIG_TO, &[], pb::Granularity::Monthly)),
-        format: pb::ExportFormat::FocusParquet as i32,
-        rows_per_group: 4_096,
-    }))
-    .await
-    .expect("exports")
-    .into_inner();
+    let mut stream = export_big(&mut client, pb::ExportFormat::FocusParquet, 4_096).await;
     let mut file = Vec::new();
     let mut largest = 0;
     let mut header = None;
@@ -657,23 +656,9 @@ async fn a_reader_that_stops_reading_stops_the_writer_until_it_reads_again() {
     // 40,000 CSV rows in groups of 1,024: some 40 messages of about half a MiB.
     let app = big_elastic_app(2_000).await;
     // The transport's share is bounded by the client's flow-control windows, set small here.
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", app.addr))
-        .expect("valid uri")
-        .initial_stream_window_size(WINDOW_BYTES)
-        .initial_connection_window_size(WINDOW_BYTES)
-        .connect()
-        .await
-        .expect("connects");
-    let mut client = pb::cost_service_client::CostServiceClient::new(channel);
+    let mut client = app.client(Some(WINDOW_BYTES)).await;
     let total = app.total(&mut client).await;
-    let mut stream = within(client.export_costs(pb::ExportCostsRequest {
-        query: Some(query(BIG_FROM, BIG_TO, &[], pb::Granularity::Monthly)),
-        format: pb::ExportFormat::FocusCsv as i32,
-        rows_per_group: 1_024,
-    }))
-    .await
-    .expect("exports")
-    .into_inner();
+    let mut stream = export_big(&mut client, pb::ExportFormat::FocusCsv, 1_024).await;
     let first = within(stream.message())
         .await
         .expect("a message")
