@@ -7,17 +7,17 @@ use crate::{
     config::{JobStoreSettings, Settings},
     domain::Redactor,
     engine::{ChunkCache, Engine, EngineLimits, Jobs},
-    jobs::{JobManager, JobStore, MemoryJobStore, RedisJobStore},
+    jobs::{JobManager, JobStore, MemoryJobStore, RedisJobStore, StoreError},
     metrics::{
         self, Metrics, RpcMetricsLayer,
         server::{HeldGauges, HeldState},
     },
     proto::{self as pb, query_job_service_server::QueryJobServiceServer},
-    providers::{Provider, gate::Gates, http::UpstreamHttp},
+    providers::{Provider, budget::SharedBudgets, gate::Gates, http::UpstreamHttp},
+    redis_link::RedisLink,
     server::{self, Admission, ConnectionLimits},
     telemetry,
 };
-use futures::StreamExt;
 use prost::Message;
 use std::{
     future::Future,
@@ -28,6 +28,9 @@ use std::{
 use tokio::net::TcpListener;
 use tonic::{server::NamedService, transport::server::TcpIncoming};
 use tonic_health::{ServingStatus, server::HealthReporter};
+
+/// How long drawing from a shared Atlas bucket may wait on redis before the local share is used.
+const BUDGET_CALL_TIMEOUT: Duration = Duration::from_millis(500);
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -117,10 +120,27 @@ impl App {
             Arc::new(redactor),
             gates,
         )?);
+        // Replicas that share a job store share the Atlas organizations' buckets through it too.
+        let shared_budgets = match &settings.job_store {
+            JobStoreSettings::Memory => None,
+            JobStoreSettings::Redis { url, key_prefix } => Some(Arc::new(SharedBudgets::new(
+                RedisLink::new(url, BUDGET_CALL_TIMEOUT)
+                    .map_err(|error| AppError::JobStore(StoreError::Unavailable(error.0)))?,
+                key_prefix,
+                metrics.clone(),
+            ))),
+        };
         let providers = settings
             .accounts
             .iter()
-            .map(|account| Provider::new(account, &settings.atlas, http.clone()))
+            .map(|account| {
+                Provider::new(
+                    account,
+                    &settings.atlas,
+                    http.clone(),
+                    shared_budgets.as_ref(),
+                )
+            })
             .collect();
         let cache = ChunkCache::new(
             &settings.cache,
@@ -274,13 +294,14 @@ impl App {
             // TLS wraps the accepted connections; the preface is then awaited on decrypted bytes.
             Some(tls) => {
                 let accepted = server::accepted(self.listener, limits.max_connections);
-                let incoming = auth::tls::incoming(accepted, tls, limits.handshake_timeout).map(
-                    move |handshaken| {
-                        handshaken.map(|(stream, place)| {
-                            let deadline = tokio::time::Instant::now() + limits.handshake_timeout;
-                            server::Connection::new(stream, place, deadline)
-                        })
-                    },
+                let incoming = server::with_preface(
+                    auth::tls::incoming(
+                        accepted,
+                        tls,
+                        limits.handshake_timeout,
+                        limits.max_connections as usize,
+                    ),
+                    limits,
                 );
                 Box::pin(server::serve(
                     server,

@@ -118,8 +118,19 @@ pub struct Metrics {
     jobs: Family<StateLabels, Gauge>,
     job_store_up: Family<StoreLabels, Gauge>,
     atlas_polls: Family<PollLabels, Counter>,
+    atlas_budget_shared: Gauge,
+    atlas_budget_waiting: Gauge,
     auth_rejections: Family<ReasonLabels, Counter>,
     auth_open: Gauge,
+}
+
+/// An Atlas request held by its bucket; uncounted when dropped.
+pub struct BudgetHeld(Gauge);
+
+impl Drop for BudgetHeld {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
 
 impl Default for Metrics {
@@ -149,6 +160,8 @@ impl Metrics {
             jobs: Family::default(),
             job_store_up: Family::default(),
             atlas_polls: Family::default(),
+            atlas_budget_shared: Gauge::default(),
+            atlas_budget_waiting: Gauge::default(),
             auth_rejections: Family::default(),
             auth_open: Gauge::default(),
         };
@@ -236,6 +249,16 @@ impl Metrics {
             "atlas_polls",
             "Polls of Atlas cost-explorer query tokens, by what they answered",
             metrics.atlas_polls.clone(),
+        );
+        registry.register(
+            "atlas_budget_shared",
+            "With replicas sharing redis: 1 while the Atlas organizations' buckets are drawn from redis, 0 while from this replica's share",
+            metrics.atlas_budget_shared.clone(),
+        );
+        registry.register(
+            "atlas_budget_waiting",
+            "Atlas requests held until their organization's bucket allows them",
+            metrics.atlas_budget_waiting.clone(),
         );
         registry.register(
             "auth_rejections",
@@ -364,6 +387,16 @@ impl Metrics {
     }
 
     /// Sets whether the job store (`memory` or `redis`) answered its last call.
+    pub fn set_atlas_budget_shared(&self, shared: bool) {
+        self.atlas_budget_shared.set(i64::from(shared));
+    }
+
+    /// Counts one Atlas request held by its bucket, until the returned value is dropped.
+    pub fn atlas_budget_held(&self) -> BudgetHeld {
+        self.atlas_budget_waiting.inc();
+        BudgetHeld(self.atlas_budget_waiting.clone())
+    }
+
     pub fn set_job_store_up(&self, store: &'static str, up: bool) {
         self.job_store_up
             .get_or_create(&StoreLabels { store })
