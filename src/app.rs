@@ -6,7 +6,7 @@ use crate::{
     clock::{Clock, SystemClock},
     config::{JobStoreSettings, Settings},
     domain::Redactor,
-    engine::{ChunkCache, Engine, EngineLimits, Jobs},
+    engine::{ChunkCache, Engine, EngineLimits, Jobs, SharedTier},
     jobs::{JobManager, JobStore, MemoryJobStore, RedisJobStore, StoreError},
     metrics::{
         self, Metrics, RpcMetricsLayer,
@@ -29,8 +29,9 @@ use tokio::net::TcpListener;
 use tonic::{server::NamedService, transport::server::TcpIncoming};
 use tonic_health::{ServingStatus, server::HealthReporter};
 
-/// How long drawing from a shared Atlas bucket may wait on redis before the local share is used.
-const BUDGET_CALL_TIMEOUT: Duration = Duration::from_millis(500);
+/// How long drawing from a shared Atlas bucket, or reading a shared chunk, may wait on redis before
+/// going on without it (the local share; the upstream).
+const SHARED_CALL_TIMEOUT: Duration = Duration::from_millis(500);
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -120,15 +121,27 @@ impl App {
             Arc::new(redactor),
             gates,
         )?);
-        // Replicas that share a job store share the Atlas organizations' buckets through it too.
-        let shared_budgets = match &settings.job_store {
-            JobStoreSettings::Memory => None,
-            JobStoreSettings::Redis { url, key_prefix } => Some(Arc::new(SharedBudgets::new(
-                RedisLink::new(url, BUDGET_CALL_TIMEOUT)
-                    .map_err(|error| AppError::JobStore(StoreError::Unavailable(error.0)))?,
-                key_prefix,
-                metrics.clone(),
-            ))),
+        // Replicas that share a job store share through it too: the Atlas organizations' buckets,
+        // and settled chunks.
+        let (shared_budgets, shared_tier) = match &settings.job_store {
+            JobStoreSettings::Memory => (None, None),
+            JobStoreSettings::Redis { url, key_prefix } => {
+                let link = Arc::new(
+                    RedisLink::new(url, SHARED_CALL_TIMEOUT)
+                        .map_err(|error| AppError::JobStore(StoreError::Unavailable(error.0)))?,
+                );
+                let budgets = SharedBudgets::new(link.clone(), key_prefix, metrics.clone());
+                let tier = (settings.cache.shared_ttl_seconds > 0).then(|| {
+                    Arc::new(SharedTier::new(
+                        link,
+                        key_prefix,
+                        Duration::from_secs(settings.cache.shared_ttl_seconds),
+                        settings.cache.shared_max_chunk_bytes,
+                        metrics.clone(),
+                    ))
+                });
+                (Some(Arc::new(budgets)), tier)
+            }
         };
         let providers = settings
             .accounts
@@ -147,6 +160,7 @@ impl App {
             Duration::from_millis(settings.upstream.fetch_timeout_ms),
             clock.clone(),
             metrics.clone(),
+            shared_tier,
         );
         let limits = EngineLimits {
             max_concurrency_per_account: settings.upstream.max_concurrency_per_account,

@@ -77,6 +77,22 @@ struct PollLabels {
     outcome: &'static str,
 }
 
+/// What the shared tier did with a settled chunk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SharedTierOutcome {
+    /// Read from redis instead of the upstream.
+    Hit,
+    /// Not in redis: fetched from the upstream.
+    Miss,
+    Written,
+    /// In redis but not readable by this build (another format, or damaged): fetched instead.
+    Unreadable,
+    /// Larger than `cache.shared_max_chunk_bytes`: not written.
+    TooLarge,
+    /// Redis did not answer in time.
+    Unavailable,
+}
+
 /// How a chunk lookup was answered, for the cache counters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CacheLookup {
@@ -113,6 +129,7 @@ pub struct Metrics {
     cache_misses: Family<ProviderLabels, Counter>,
     cache_coalesced: Family<ProviderLabels, Counter>,
     cache_stale: Family<ProviderLabels, Counter>,
+    cache_shared: Family<PollLabels, Counter>,
     cache_bytes: Gauge,
     cache_entries: Gauge,
     jobs: Family<StateLabels, Gauge>,
@@ -155,6 +172,7 @@ impl Metrics {
             cache_misses: Family::default(),
             cache_coalesced: Family::default(),
             cache_stale: Family::default(),
+            cache_shared: Family::default(),
             cache_bytes: Gauge::default(),
             cache_entries: Gauge::default(),
             jobs: Family::default(),
@@ -170,6 +188,11 @@ impl Metrics {
             "rpc_requests",
             "gRPC calls handled, by method and status code",
             metrics.rpc_requests.clone(),
+        );
+        registry.register(
+            "cache_shared",
+            "Settled chunks looked up in or written to the tier replicas share, by outcome",
+            metrics.cache_shared.clone(),
         );
         registry.register_with_unit(
             "rpc_duration",
@@ -353,6 +376,20 @@ impl Metrics {
     pub fn cache_stale_serve(&self, provider: &'static str) {
         self.cache_stale
             .get_or_create(&ProviderLabels { provider })
+            .inc();
+    }
+
+    pub fn shared_tier(&self, outcome: SharedTierOutcome) {
+        let outcome = match outcome {
+            SharedTierOutcome::Hit => "hit",
+            SharedTierOutcome::Miss => "miss",
+            SharedTierOutcome::Written => "written",
+            SharedTierOutcome::Unreadable => "unreadable",
+            SharedTierOutcome::TooLarge => "too_large",
+            SharedTierOutcome::Unavailable => "unavailable",
+        };
+        self.cache_shared
+            .get_or_create(&PollLabels { outcome })
             .inc();
     }
 

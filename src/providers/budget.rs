@@ -100,7 +100,7 @@ pub struct SharedBudgets {
 }
 
 struct Replica {
-    link: RedisLink,
+    link: Arc<RedisLink>,
     key_prefix: String,
     name: String,
     /// Live replicas, as redis last said (at a draw or a heartbeat).
@@ -118,7 +118,7 @@ impl Drop for SharedBudgets {
 impl SharedBudgets {
     /// Budgets in redis through `link`; says every [`HEARTBEAT`] that this replica is live, so that
     /// each replica knows its share before redis goes away, whether it draws or not.
-    pub fn new(link: RedisLink, key_prefix: &str, metrics: Arc<Metrics>) -> Self {
+    pub fn new(link: Arc<RedisLink>, key_prefix: &str, metrics: Arc<Metrics>) -> Self {
         metrics.set_atlas_budget_shared(true);
         let state = Arc::new(Replica {
             link,

@@ -34,6 +34,7 @@ fn allowed(module: &str) -> Option<&'static [&'static str]> {
             "jobs",
             "metrics",
             "providers",
+            "redis_link",
             "sync",
         ],
         // Caller identity: TLS, tokens and grants, read from the configuration.
