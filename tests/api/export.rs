@@ -333,10 +333,18 @@ async fn exports_pass_the_validator(providers: &[pb::ProviderKind]) {
         verdicts.push((format, verdict, expected));
     }
     for (format, verdict, expected) in &verdicts {
-        eprintln!("{format:?}: failed {:?}, predicted {expected:?}", verdict.failed);
+        eprintln!(
+            "{format:?}: failed {:?}, predicted {expected:?}",
+            verdict.failed
+        );
     }
     for (format, verdict, expected) in &verdicts {
-        assert_eq!(verdict.failed_rules(), *expected, "{format:?}: {:?}", verdict.failed);
+        assert_eq!(
+            verdict.failed_rules(),
+            *expected,
+            "{format:?}: {:?}",
+            verdict.failed
+        );
     }
 }
 
@@ -419,7 +427,10 @@ async fn every_export_has_the_same_columns_whichever_providers_it_holds() {
     }
     let (first, schema) = &parquet_schemas[0];
     for (providers, other) in &parquet_schemas[1..] {
-        assert_eq!(other, schema, "{providers:?} against {first:?}: names and types");
+        assert_eq!(
+            other, schema,
+            "{providers:?} against {first:?}: names and types"
+        );
     }
 }
 
@@ -712,7 +723,10 @@ async fn a_reader_that_stops_reading_stops_the_writer_until_it_reads_again() {
     assert_eq!(rows.len(), 40_000);
     assert_eq!(rows.iter().map(|row| row.nanos).sum::<i128>(), total);
     let (messages, blocked) = export_metrics(app.metrics_addr).await;
-    assert_eq!(messages as usize, data_messages, "every message written was read");
+    assert_eq!(
+        messages as usize, data_messages,
+        "every message written was read"
+    );
     assert_eq!(blocked, 0.0, "the writer is done");
     app.stop().await;
 }
