@@ -425,10 +425,12 @@ impl pb::cost_service_server::CostService for CostApi {
         let access = guard::access(request.extensions())?;
         let note = guard::Note::of(request.extensions());
         super::export::export_costs(
-            &self.engine,
-            &self.jobs,
-            &self.rules,
-            &self.metrics,
+            super::export::Exporter {
+                engine: &self.engine,
+                jobs: &self.jobs,
+                rules: &self.rules,
+                metrics: &self.metrics,
+            },
             deadline,
             request.into_inner(),
             &access,

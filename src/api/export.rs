@@ -75,12 +75,22 @@ fn parse(
     }
 }
 
+/// What ExportCosts uses of the service.
+pub struct Exporter<'a> {
+    pub engine: &'a Engine,
+    pub jobs: &'a Arc<Jobs>,
+    pub rules: &'a QueryRules,
+    pub metrics: &'a Arc<Metrics>,
+}
+
 /// ExportCosts: the header at once, then the file from a blocking writer task.
 pub async fn export_costs(
-    engine: &Engine,
-    jobs: &Arc<Jobs>,
-    rules: &QueryRules,
-    metrics: &Arc<Metrics>,
+    Exporter {
+        engine,
+        jobs,
+        rules,
+        metrics,
+    }: Exporter<'_>,
     deadline: Deadline,
     asked: pb::ExportCostsRequest,
     access: &Access,
