@@ -2,7 +2,9 @@
 //! writers read this one table, so CSV and Parquet can never disagree on a column.
 
 use super::ExportError;
-use crate::domain::{ChargeCategory, CostRecord, Currency, Period, ProviderKind, parse_decimal};
+use crate::domain::{
+    ChargeCategory, CostRecord, Currency, EXTENSION_NAMES, Period, ProviderKind, parse_decimal,
+};
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use std::borrow::Cow;
@@ -63,7 +65,7 @@ fn decimal(value: Option<Decimal>) -> Cell<'static> {
 
 /// The FOCUS columns (mandatory, the conditional ones costd knows, the recommended ones the
 /// validator asks for, the 1.3 names beside the deprecated ones), then costd's own `x_` columns.
-/// The provider extensions follow them ([`EXTENSION_COLUMNS`]).
+/// The provider extensions follow them ([`EXTENSION_NAMES`]).
 pub static COLUMNS: &[Column] = &[
     column("BilledCost", Kind::Decimal, |r| Cell::Decimal(r.billed)),
     column("EffectiveCost", Kind::Decimal, |r| Cell::Decimal(r.billed)),
@@ -182,27 +184,13 @@ pub static COLUMNS: &[Column] = &[
     column("x_estimated", Kind::Bool, |r| Cell::Bool(r.estimated)),
 ];
 
-/// The provider extensions written as `x_` text columns after [`COLUMNS`]: one fixed set, so every
-/// export has the same columns whichever providers, accounts and rows it holds (a warehouse table
-/// loading several exports needs one schema). A row without an extension has it null. An
-/// extension not listed here is not written; `tests/api/export.rs` checks that every extension the
-/// sandbox's providers emit is listed.
-pub const EXTENSION_COLUMNS: &[&str] = &[
-    // Elastic: a deployment's hourly rate in ECU, its line item's kind and name, the rate as the
-    // console shows it, and the account's configured USD per ECU.
-    "x_hourly_rate_ecu",
-    "x_line_item_kind",
-    "x_line_item_name",
-    "x_rate_formatted",
-    "x_usd_per_ecu",
-    // The team billing API: the pricing sheet and rule a charge was priced by.
-    "x_pricing_rule_id",
-    "x_pricing_sheet_id",
-];
-
+/// The provider extensions are written as `x_` text columns after [`COLUMNS`], always all of
+/// [`EXTENSION_NAMES`] (the domain's one list), null on a row without one: every export has the same
+/// columns whichever providers, accounts and rows it holds, since a warehouse table loading several
+/// exports needs one schema.
 /// How many columns every file has.
 pub fn column_count() -> usize {
-    COLUMNS.len() + EXTENSION_COLUMNS.len()
+    COLUMNS.len() + EXTENSION_NAMES.len()
 }
 
 /// Every column's name and kind, in file order.
@@ -210,7 +198,7 @@ pub fn columns() -> impl Iterator<Item = (&'static str, Kind)> {
     COLUMNS
         .iter()
         .map(|c| (c.name, c.kind))
-        .chain(EXTENSION_COLUMNS.iter().map(|name| (*name, Kind::Text)))
+        .chain(EXTENSION_NAMES.iter().map(|name| (*name, Kind::Text)))
 }
 
 /// Column `index` of `row`.
@@ -219,7 +207,7 @@ pub fn cell(row: &FocusRow, index: usize) -> Cell<'_> {
         Some(column) => (column.cell)(row),
         None => index
             .checked_sub(COLUMNS.len())
-            .and_then(|extension| EXTENSION_COLUMNS.get(extension))
+            .and_then(|extension| EXTENSION_NAMES.get(extension))
             .and_then(|name| row.record.extensions.get(name))
             .map_or(Cell::Null, |value| Cell::Text(value)),
     }

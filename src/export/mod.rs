@@ -6,9 +6,7 @@ mod csv;
 mod focus;
 mod parquet;
 
-pub use focus::{
-    COLUMNS, Cell, EXTENSION_COLUMNS, FOCUS_VERSION, FocusRow, Kind, cell, column_count, columns,
-};
+pub use focus::{COLUMNS, Cell, FOCUS_VERSION, FocusRow, Kind, cell, column_count, columns};
 
 use crate::domain::CostRecord;
 

@@ -224,7 +224,10 @@ fn csv_has_a_header_and_one_exact_line_per_record_sent_a_group_at_a_time() {
         header, fixed,
         "the fixed columns, whatever extensions the rows carry"
     );
-    assert_eq!(header.len(), COLUMNS.len() + EXTENSION_COLUMNS.len());
+    assert_eq!(
+        header.len(),
+        COLUMNS.len() + crate::domain::EXTENSION_NAMES.len()
+    );
     let billed = header
         .iter()
         .position(|h| h == "BilledCost")

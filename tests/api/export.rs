@@ -418,7 +418,7 @@ async fn every_export_has_the_same_columns_whichever_providers_it_holds() {
         for record in all_records(&app, &query).await {
             for name in record.extensions.keys() {
                 assert!(
-                    costd::export::EXTENSION_COLUMNS.contains(&name.as_str()),
+                    costd::domain::EXTENSION_NAMES.contains(&name.as_str()),
                     "{name} of {} is not an export column",
                     record.provider_account
                 );
