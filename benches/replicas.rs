@@ -141,6 +141,7 @@ fn main() {
         let shared = || JobStoreSettings::Redis {
             url: secrecy::SecretString::from(redis.url()),
             key_prefix: "costd-bench".to_string(),
+            lease_ttl: Duration::from_secs(10),
         };
         let a = serve(settings(&sandbox, shared())).await;
         let b = serve(settings(&sandbox, shared())).await;

@@ -7,7 +7,7 @@ use crate::{
     config::{JobStoreSettings, Settings},
     domain::Redactor,
     engine::{ChunkCache, Engine, EngineLimits, Jobs},
-    jobs::{JobManager, JobStore, MemoryJobStore, RedisJobStore},
+    jobs::{JobManager, JobStore, MemoryJobStore, RedisJobStore, RedisStoreOptions},
     metrics::{
         self, Metrics, RpcMetricsLayer,
         server::{HeldGauges, HeldState},
@@ -139,9 +139,21 @@ impl App {
         );
         let store: Arc<dyn JobStore<Engine>> = match &settings.job_store {
             JobStoreSettings::Memory => Arc::new(MemoryJobStore::default()),
-            JobStoreSettings::Redis { url, key_prefix } => {
-                Arc::new(RedisJobStore::new(url, key_prefix).map_err(AppError::JobStore)?)
-            }
+            JobStoreSettings::Redis {
+                url,
+                key_prefix,
+                lease_ttl,
+            } => Arc::new(
+                RedisJobStore::new(
+                    url,
+                    RedisStoreOptions {
+                        key_prefix: key_prefix.clone(),
+                        lease_ttl: *lease_ttl,
+                        ca_certificates: None,
+                    },
+                )
+                .map_err(AppError::JobStore)?,
+            ),
         };
         let jobs = JobManager::new(
             store,

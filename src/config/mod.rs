@@ -83,6 +83,8 @@ pub enum JobStoreSettings {
         /// `redis://` or `rediss://`, perhaps with a password: never logged.
         url: SecretString,
         key_prefix: String,
+        /// How long a job's poller lease lasts unless renewed.
+        lease_ttl: Duration,
     },
 }
 
@@ -150,6 +152,7 @@ impl Settings {
             (JobStoreKind::Redis, Some(redis)) => JobStoreSettings::Redis {
                 url: redis_url(&redis.url, env)?,
                 key_prefix: redis.key_prefix.clone(),
+                lease_ttl: Duration::from_millis(redis.lease_ttl_ms),
             },
             _ => JobStoreSettings::Memory,
         };
@@ -309,6 +312,9 @@ fn apply_env(file: &mut FileConfig, env: &HashMap<String, String>) -> Result<(),
     Ok(())
 }
 
+/// The lease TTLs a replica can keep renewed, in milliseconds.
+const LEASE_TTL_MS: std::ops::RangeInclusive<u64> = 1_000..=600_000;
+
 fn validate_limits(file: &FileConfig) -> Result<(), ConfigError> {
     let upstream = &file.upstream;
     if upstream.max_attempts == 0 {
@@ -396,6 +402,19 @@ fn validate_limits(file: &FileConfig) -> Result<(), ConfigError> {
         return Err(ConfigError::new(
             "atlas.bucket_capacity",
             "the bucket's capacity and refill must be at least 1",
+        ));
+    }
+    if let Some(redis) = &file.jobs.redis
+        && !LEASE_TTL_MS.contains(&redis.lease_ttl_ms)
+    {
+        // Below a second a renewal (every third of it) could not outlast one slow store call.
+        return Err(ConfigError::new(
+            "jobs.redis.lease_ttl_ms",
+            format!(
+                "must be from {} to {}",
+                LEASE_TTL_MS.start(),
+                LEASE_TTL_MS.end()
+            ),
         ));
     }
     if file.cache.max_bytes == 0 {

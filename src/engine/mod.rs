@@ -388,6 +388,12 @@ impl JobWork for Engine {
         self.report_observed(query, Deadline::JOB, observe).await
     }
 
+    fn resume(&self, account: &ProviderAccountId, progress: &FetchProgress) {
+        if let Some(provider) = self.providers.iter().find(|p| &p.account().id == account) {
+            provider.resume(progress);
+        }
+    }
+
     fn failure<'r>(report: &'r Report, account: &ProviderAccountId) -> Option<&'r UpstreamError> {
         report
             .accounts

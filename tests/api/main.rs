@@ -30,6 +30,7 @@ mod replicas;
 mod retries;
 mod scale;
 mod server;
+mod takeover;
 mod telemetry;
 mod trace_context;
 mod unlabeled_rows;

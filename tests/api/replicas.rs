@@ -13,7 +13,9 @@ use costd::{
     config::JobStoreSettings,
     domain::{CostFilter, CostQuery, Granularity, Period, ProviderKind},
     engine::{Engine, Job},
-    jobs::{JobChange, JobId, JobSnapshot, JobState, JobStore, RedisJobStore},
+    jobs::{
+        JobChange, JobId, JobSnapshot, JobState, JobStore, RedisJobStore, RedisStoreOptions, Writer,
+    },
     proto as pb,
     sandbox::{SandboxHandle, SandboxOptions, Scope},
 };
@@ -23,9 +25,11 @@ use tonic_types::StatusExt;
 
 /// How long a job call may take to fail while redis is down.
 const FAIL_FAST: Duration = Duration::from_secs(1);
+/// Short, so the tests see leases renewed and taken over.
+pub(crate) const LEASE_TTL: Duration = Duration::from_millis(1_000);
 
 /// A costd on `sandbox` with its jobs in `redis_url`, serving only `accounts`.
-async fn replica(
+pub(crate) async fn replica(
     sandbox: &SandboxHandle,
     redis_url: &str,
     accounts: &'static [&'static str],
@@ -42,17 +46,18 @@ async fn replica(
             settings.job_store = JobStoreSettings::Redis {
                 url: SecretString::from(url),
                 key_prefix: "costd".to_string(),
+                lease_ttl: LEASE_TTL,
             };
         },
     )
     .await
 }
 
-fn sandbox() -> SandboxHandle {
+pub(crate) fn sandbox() -> SandboxHandle {
     costd::sandbox::Sandbox::start(SandboxOptions::default()).expect("sandbox starts")
 }
 
-async fn get(app: &TestApp, name: &str) -> Result<pb::Job, tonic::Status> {
+pub(crate) async fn get(app: &TestApp, name: &str) -> Result<pb::Job, tonic::Status> {
     Ok(jobs(app)
         .get_job(pb::GetJobRequest {
             name: name.to_string(),
@@ -63,13 +68,13 @@ async fn get(app: &TestApp, name: &str) -> Result<pb::Job, tonic::Status> {
         .expect("job"))
 }
 
-fn final_job(events: &[pb::WatchJobResponse]) -> pb::Job {
+pub(crate) fn final_job(events: &[pb::WatchJobResponse]) -> pb::Job {
     let last = events.last().expect("events");
     assert_eq!(last.kind, pb::JobEventKind::Final as i32);
     last.job.clone().expect("the final job")
 }
 
-fn total(job: &pb::Job) -> i128 {
+pub(crate) fn total(job: &pb::Job) -> i128 {
     nanos(
         job.report
             .as_ref()
@@ -79,12 +84,19 @@ fn total(job: &pb::Job) -> i128 {
 }
 
 /// Kestrel's April 2025 in nanodollars, summed from the sandbox's usage, not from any answer.
-fn kestrel_april(app: &TestApp) -> i128 {
+pub(crate) fn kestrel_april(sandbox: &SandboxHandle) -> i128 {
     let day = |text: &str| chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d").expect("date");
-    app.sandbox
+    let kestrel = sandbox
         .atlas()
         .dataset()
-        .org(org(app, "Kestrel"))
+        .orgs()
+        .iter()
+        .find(|o| o.name.starts_with("Kestrel"))
+        .expect("seeded");
+    sandbox
+        .atlas()
+        .dataset()
+        .org(kestrel.id)
         .expect("seeded")
         .usage(day("2025-04-01"), day("2025-05-01"))
         .map(|u| i128::from(u.amount_cents) * 10_000_000)
@@ -109,7 +121,7 @@ async fn a_job_started_on_one_replica_is_watched_to_its_exact_report_on_every_re
         watch_all(&c, &job.name)
     );
 
-    let expected = kestrel_april(&a);
+    let expected = kestrel_april(&a.sandbox);
     for (replica, events) in [("A", &on_a), ("B", &on_b), ("C", &on_c)] {
         assert_eq!(
             events.first().map(|e| e.kind),
@@ -226,7 +238,7 @@ async fn a_finished_job_outlives_every_replica_that_ran_or_watched_it() {
 
     assert_eq!(found.state, pb::JobState::Succeeded as i32);
     assert_eq!(found.report, finished.report, "the same report, exactly");
-    assert_eq!(total(&found), kestrel_april(&c));
+    assert_eq!(total(&found), kestrel_april(&c.sandbox));
     assert_eq!(
         final_job(&watch_all(&c, &job.name).await).report,
         finished.report
@@ -374,8 +386,13 @@ fn stored_job(id: &JobId, version: u64, state: JobState) -> Job {
 async fn a_late_poller_writing_after_a_cancel_never_turns_cancelled_into_succeeded() {
     let redis = RedisServer::start().await;
     let url = SecretString::from(redis.url());
-    let owner = RedisJobStore::<Engine>::new(&url, "costd").expect("store");
-    let other = RedisJobStore::<Engine>::new(&url, "costd").expect("store");
+    let options = RedisStoreOptions {
+        key_prefix: "costd".to_string(),
+        lease_ttl: LEASE_TTL,
+        ca_certificates: None,
+    };
+    let owner = RedisJobStore::<Engine>::new(&url, options.clone()).expect("store");
+    let other = RedisJobStore::<Engine>::new(&url, options).expect("store");
     let id = JobId::from_name(&format!("jobs/{}", "c".repeat(32))).expect("a name");
     let kept = Duration::from_secs(60);
     owner
@@ -386,15 +403,23 @@ async fn a_late_poller_writing_after_a_cancel_never_turns_cancelled_into_succeed
 
     // Another replica cancels what it read; the owner's poller, not yet aware, writes on.
     let cancelled = other
-        .publish(&stored_job(&id, 1, JobState::Cancelled), kept)
+        .publish(
+            &stored_job(&id, 1, JobState::Cancelled),
+            kept,
+            Writer::Other,
+        )
         .await
         .expect("written");
     let late_progress = owner
-        .publish(&stored_job(&id, 1, JobState::Running), kept)
+        .publish(&stored_job(&id, 1, JobState::Running), kept, Writer::Owner)
         .await
         .expect("answered");
     let late_success = owner
-        .publish(&stored_job(&id, 2, JobState::Succeeded), kept)
+        .publish(
+            &stored_job(&id, 2, JobState::Succeeded),
+            kept,
+            Writer::Owner,
+        )
         .await
         .expect("answered");
     let seen = within(watching.wait_for(|job| job.state.is_final()))
