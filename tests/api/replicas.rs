@@ -434,3 +434,38 @@ async fn a_late_poller_writing_after_a_cancel_never_turns_cancelled_into_succeed
     assert_eq!((stored.state, stored.version), (JobState::Cancelled, 1));
     assert_eq!(seen, JobState::Cancelled);
 }
+
+#[tokio::test]
+async fn an_identical_query_started_on_another_replica_joins_the_running_job_and_its_one_token() {
+    let redis = RedisServer::start().await;
+    let sandbox = sandbox();
+    let a = replica(&sandbox, &redis.url(), &["atlas-kestrel"]).await;
+    let b = replica(&sandbox, &redis.url(), &["atlas-kestrel"]).await;
+    let kestrel = org(&a, "Kestrel");
+    sandbox.atlas().set_org_processing_polls(kestrel, 20);
+    let asked = query("2025-04-01", "2025-05-01", &[], pb::Granularity::None);
+
+    let on_a = start(&a, asked.clone()).await;
+    let on_b = start(&b, asked.clone()).await;
+    let finished = final_job(&watch_all(&b, &on_b.name).await);
+    let creates = sandbox.atlas().counters(kestrel).queries_created;
+    // Finished, the job no longer claims its query: the next one is a job of its own.
+    let after = start(&b, asked).await;
+
+    assert_eq!(on_b.name, on_a.name, "B joined A's job");
+    assert_eq!(finished.state, pb::JobState::Succeeded as i32);
+    assert_eq!(total(&finished), kestrel_april(&a.sandbox));
+    assert_ne!(after.name, on_a.name);
+    assert_eq!(
+        jobs(&a)
+            .list_jobs(pb::ListJobsRequest::default())
+            .await
+            .expect("listed")
+            .into_inner()
+            .jobs
+            .len(),
+        2,
+        "the joined job and the one after it"
+    );
+    assert_eq!(creates, 1, "one Atlas query for both replicas' callers");
+}
