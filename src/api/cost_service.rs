@@ -506,8 +506,14 @@ impl pb::cost_service_server::CostService for CostApi {
                 .collect::<Vec<_>>()
                 .join(","),
         );
+        let reached = self.jobs.probe_store().await;
         Ok(Response::new(pb::ListProvidersResponse {
             provider_accounts,
+            job_store: Some(pb::JobStoreStatus {
+                kind: self.jobs.store_kind().to_string(),
+                up: reached.is_ok(),
+                error: reached.err().map(|e| e.to_string()).unwrap_or_default(),
+            }),
         }))
     }
 }

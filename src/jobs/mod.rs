@@ -281,6 +281,11 @@ impl<W: JobWork> JobManager<W> {
         self.store.kind()
     }
 
+    /// Whether the job store answers now (within its time limit).
+    pub async fn probe_store(&self) -> Result<(), StoreError> {
+        self.store.ping().await
+    }
+
     /// A new job for `query`, owned by `owner` and running at once; `holds` keep already started
     /// upstream work alive for it.
     async fn start(

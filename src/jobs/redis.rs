@@ -518,6 +518,12 @@ impl<W: JobWork> JobStore<W> for RedisJobStore<W> {
         Some(self.shared.lease_ttl)
     }
 
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.shared
+            .call(|mut redis| async move { redis::cmd("PING").query_async::<()>(&mut redis).await })
+            .await
+    }
+
     async fn get(&self, id: &JobId) -> Result<Option<Arc<JobSnapshot<W>>>, StoreError> {
         self.shared.read(id).await
     }

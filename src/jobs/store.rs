@@ -79,6 +79,8 @@ pub trait JobStore<W: JobWork>: Send + Sync + 'static {
     async fn claim_orphans(&self) -> Result<Vec<Arc<JobSnapshot<W>>>, StoreError>;
     /// How long a lease lasts unless renewed; `None` for a store only this replica uses.
     fn lease_ttl(&self) -> Option<Duration>;
+    /// Whether the store answers now.
+    async fn ping(&self) -> Result<(), StoreError>;
     /// `memory` or `redis`, as the metrics label it.
     fn kind(&self) -> &'static str;
 }
@@ -195,6 +197,10 @@ impl<W: JobWork> JobStore<W> for MemoryJobStore<W> {
 
     fn lease_ttl(&self) -> Option<Duration> {
         None
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        Ok(())
     }
 
     fn kind(&self) -> &'static str {

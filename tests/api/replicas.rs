@@ -469,3 +469,41 @@ async fn an_identical_query_started_on_another_replica_joins_the_running_job_and
     );
     assert_eq!(creates, 1, "one Atlas query for both replicas' callers");
 }
+
+#[tokio::test]
+async fn list_providers_says_whether_the_job_store_is_reached_and_never_where_it_is() {
+    let password = "store-pass-5d1e0b7c";
+    let mut redis = RedisServer::start_with_password(password).await;
+    let sandbox = sandbox();
+    let app = replica(&sandbox, &redis.url(), &["team-acme"]).await;
+    let alone = spawn_app().await;
+    let store_of = |answer: pb::ListProvidersResponse| answer.job_store.expect("the job store");
+
+    let before = store_of(app.list_providers().await);
+    redis.kill().await;
+    let began = std::time::Instant::now();
+    let down = store_of(app.list_providers().await);
+    let answered_in = began.elapsed();
+    redis.restart().await;
+    let after = store_of(app.list_providers().await);
+
+    assert_eq!(
+        (before.kind.as_str(), before.up, before.error.as_str()),
+        ("redis", true, "")
+    );
+    assert_eq!((down.kind.as_str(), down.up), ("redis", false));
+    assert!(down.error.contains("unreachable"), "{down:?}");
+    for secret in [password, "127.0.0.1", &redis.url()] {
+        assert!(!down.error.contains(secret), "{down:?}");
+    }
+    assert!(answered_in <= FAIL_FAST, "answered in {answered_in:?}");
+    assert!(after.up, "reached again without a restart: {after:?}");
+    assert_eq!(
+        store_of(alone.list_providers().await),
+        pb::JobStoreStatus {
+            kind: "memory".to_string(),
+            up: true,
+            error: String::new(),
+        }
+    );
+}
