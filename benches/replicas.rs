@@ -142,6 +142,7 @@ fn main() {
             url: secrecy::SecretString::from(redis.url()),
             key_prefix: "costd-bench".to_string(),
             lease_ttl: Duration::from_secs(10),
+            ca_certificates: None,
         };
         let a = serve(settings(&sandbox, shared())).await;
         let b = serve(settings(&sandbox, shared())).await;

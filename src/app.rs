@@ -143,13 +143,14 @@ impl App {
                 url,
                 key_prefix,
                 lease_ttl,
+                ca_certificates,
             } => Arc::new(
                 RedisJobStore::new(
                     url,
                     RedisStoreOptions {
                         key_prefix: key_prefix.clone(),
                         lease_ttl: *lease_ttl,
-                        ca_certificates: None,
+                        ca_certificates: ca_certificates.clone(),
                     },
                 )
                 .map_err(AppError::JobStore)?,

@@ -85,6 +85,8 @@ pub enum JobStoreSettings {
         key_prefix: String,
         /// How long a job's poller lease lasts unless renewed.
         lease_ttl: Duration,
+        /// `jobs.redis.ca`'s certificates (PEM), read at load.
+        ca_certificates: Option<Vec<u8>>,
     },
 }
 
@@ -153,6 +155,7 @@ impl Settings {
                 url: redis_url(&redis.url, env)?,
                 key_prefix: redis.key_prefix.clone(),
                 lease_ttl: Duration::from_millis(redis.lease_ttl_ms),
+                ca_certificates: redis.ca.as_ref().map(redis_ca).transpose()?,
             },
             _ => JobStoreSettings::Memory,
         };
@@ -192,6 +195,26 @@ fn redis_url(
         ));
     }
     Ok(url)
+}
+
+/// `jobs.redis.ca` read: PEM with at least one certificate, all of them well-formed.
+fn redis_ca(reference: &FileRef) -> Result<Vec<u8>, ConfigError> {
+    use rustls::pki_types::{CertificateDer, pem::PemObject};
+    const KEY: &str = "jobs.redis.ca";
+    let pem = std::fs::read(&reference.file).map_err(|e| {
+        ConfigError::new(
+            KEY,
+            format!("cannot read {}: {e}", reference.file.display()),
+        )
+    })?;
+    let certificates: Result<Vec<_>, _> = CertificateDer::pem_slice_iter(&pem).collect();
+    match certificates {
+        Ok(certificates) if !certificates.is_empty() => Ok(pem),
+        _ => Err(ConfigError::new(
+            KEY,
+            format!("{} holds no PEM certificate", reference.file.display()),
+        )),
+    }
 }
 
 /// Parses a TOML file; the error is one line naming the file, the line and the key.

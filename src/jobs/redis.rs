@@ -194,9 +194,9 @@ impl<W: JobWork> RedisJobStore<W> {
     /// A store on `url` (`redis://` or `rediss://`, a password in it if any). Nothing is sent until
     /// the first call; the error names no part of the URL.
     pub fn new(url: &SecretString, options: RedisStoreOptions) -> Result<Self, StoreError> {
-        let refused = |_| StoreError::Unavailable("not a redis:// or rediss:// URL");
         let client = match &options.ca_certificates {
-            None => redis::Client::open(url.expose_secret()).map_err(refused)?,
+            None => redis::Client::open(url.expose_secret())
+                .map_err(|_| StoreError::Unavailable("not a redis:// or rediss:// URL"))?,
             Some(pem) => redis::Client::build_with_tls(
                 url.expose_secret(),
                 redis::TlsCertificates {
@@ -204,7 +204,9 @@ impl<W: JobWork> RedisJobStore<W> {
                     root_cert: Some(pem.clone()),
                 },
             )
-            .map_err(refused)?,
+            .map_err(|_| {
+                StoreError::Unavailable("not a rediss:// URL with usable CA certificates")
+            })?,
         };
         let shared = Arc::new(Shared {
             client,

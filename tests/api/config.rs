@@ -225,6 +225,12 @@ fn every_mistake_names_its_key() {
             vec![("COSTD_REDIS_URL", "redis://r:6379")],
             "jobs.redis.lease_ttl_ms",
         ),
+        (
+            "[jobs]\nstore = \"redis\"\nredis = { url = { env = \"COSTD_REDIS_URL\" }, ca = { file = \"/nonexistent/ca.pem\" } }\n"
+                .to_string(),
+            vec![("COSTD_REDIS_URL", "rediss://r:6379")],
+            "jobs.redis.ca",
+        ),
         (String::new(), vec![("COSTD_UNKNOWN", "1")], "COSTD_UNKNOWN"),
         (
             "[server]\nmax_concurrent_requests = 0\n".to_string(),

@@ -14,7 +14,8 @@ use costd::{
     domain::{CostFilter, CostQuery, Granularity, Period, ProviderKind},
     engine::{Engine, Job},
     jobs::{
-        JobChange, JobId, JobSnapshot, JobState, JobStore, RedisJobStore, RedisStoreOptions, Writer,
+        JOB_FORMAT, JobChange, JobId, JobSnapshot, JobState, JobStore, RedisJobStore,
+        RedisStoreOptions, Writer,
     },
     proto as pb,
     sandbox::{SandboxHandle, SandboxOptions, Scope},
@@ -34,6 +35,16 @@ pub(crate) async fn replica(
     redis_url: &str,
     accounts: &'static [&'static str],
 ) -> TestApp {
+    replica_trusting(sandbox, redis_url, accounts, None).await
+}
+
+/// As [`replica`], trusting `ca` (PEM) for a `rediss://` store.
+async fn replica_trusting(
+    sandbox: &SandboxHandle,
+    redis_url: &str,
+    accounts: &'static [&'static str],
+    ca: Option<String>,
+) -> TestApp {
     let url = redis_url.to_string();
     spawn_app_beside(
         sandbox.clone(),
@@ -47,6 +58,7 @@ pub(crate) async fn replica(
                 url: SecretString::from(url),
                 key_prefix: "costd".to_string(),
                 lease_ttl: LEASE_TTL,
+                ca_certificates: ca.map(String::into_bytes),
             };
         },
     )
@@ -506,4 +518,148 @@ async fn list_providers_says_whether_the_job_store_is_reached_and_never_where_it
             error: String::new(),
         }
     );
+}
+
+#[tokio::test]
+async fn a_rediss_store_is_reached_through_a_private_ca_and_refused_under_any_other() {
+    let password = "tls-pass-93be0c4a";
+    let ca = crate::auth::kit::Ca::new("redis test CA");
+    let stranger = crate::auth::kit::Ca::new("another CA");
+    let pair = ca.server(1);
+    let redis = RedisServer::start_tls(&pair.cert, &pair.key, &ca.pem(), password).await;
+    let sandbox = sandbox();
+    let accounts = &["team-acme"];
+    let a = replica_trusting(&sandbox, &redis.url(), accounts, Some(ca.pem())).await;
+    let b = replica_trusting(&sandbox, &redis.url(), accounts, Some(ca.pem())).await;
+    let other_ca = replica_trusting(&sandbox, &redis.url(), accounts, Some(stranger.pem())).await;
+    let web_roots = replica(&sandbox, &redis.url(), accounts).await;
+
+    let job = start(
+        &a,
+        query("2026-03-01", "2026-04-01", &[], pb::Granularity::None),
+    )
+    .await;
+    let on_b = final_job(&watch_all(&b, &job.name).await);
+    let refused = [
+        get(&other_ca, &job.name).await.expect_err("another CA"),
+        get(&web_roots, &job.name)
+            .await
+            .expect_err("the web's roots"),
+    ];
+
+    assert!(redis.url().starts_with("rediss://"));
+    assert_eq!(on_b.state, pb::JobState::Succeeded as i32);
+    for refusal in &refused {
+        assert_eq!(refusal.code(), tonic::Code::Unavailable, "{refusal:?}");
+    }
+    for text in [captured().logs(), format!("{refused:?}")] {
+        assert!(!text.contains(password), "the password leaked");
+    }
+}
+
+#[tokio::test]
+async fn a_job_stored_in_a_newer_format_is_refused_clearly_and_one_without_a_format_still_read() {
+    let redis = RedisServer::start().await;
+    let sandbox = sandbox();
+    let a = replica(&sandbox, &redis.url(), &["team-acme"]).await;
+    let newer = start(
+        &a,
+        query("2026-01-01", "2026-02-01", &[], pb::Granularity::None),
+    )
+    .await;
+    let older = start(
+        &a,
+        query("2026-02-01", "2026-03-01", &[], pb::Granularity::None),
+    )
+    .await;
+    final_job(&watch_all(&a, &newer.name).await);
+    final_job(&watch_all(&a, &older.name).await);
+    let mut raw = redis::Client::open(redis.url())
+        .expect("a client")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connected");
+    let key = |name: &str| format!("costd:job:{}", name.trim_start_matches("jobs/"));
+    let format: u32 = redis::AsyncCommands::hget(&mut raw, key(&newer.name), "format")
+        .await
+        .expect("read");
+    let () = redis::AsyncCommands::hset(&mut raw, key(&newer.name), "format", JOB_FORMAT + 1)
+        .await
+        .expect("written");
+    let () = redis::AsyncCommands::hdel(&mut raw, key(&older.name), "format")
+        .await
+        .expect("written");
+
+    let refused = get(&a, &newer.name).await.expect_err("a newer format");
+    let listed = jobs(&a)
+        .list_jobs(pb::ListJobsRequest::default())
+        .await
+        .expect_err("the list holds a job of a newer format");
+    let read = get(&a, &older.name)
+        .await
+        .expect("a job from before formats");
+
+    assert_eq!(format, JOB_FORMAT, "every write names its format");
+    for refusal in [&refused, &listed] {
+        assert_eq!(
+            refusal.code(),
+            tonic::Code::FailedPrecondition,
+            "{refusal:?}"
+        );
+        assert_eq!(
+            refusal.get_details_error_info().map(|info| info.reason),
+            Some("JOB_STORE_FORMAT_NEWER".to_string())
+        );
+        assert!(refusal.message().contains("newer costd"), "{refusal:?}");
+    }
+    assert_eq!(read.state, pb::JobState::Succeeded as i32);
+}
+
+#[tokio::test]
+async fn an_older_replica_never_writes_over_a_job_of_a_newer_format() {
+    let redis = RedisServer::start().await;
+    let store = RedisJobStore::<Engine>::new(
+        &SecretString::from(redis.url()),
+        RedisStoreOptions {
+            key_prefix: "costd".to_string(),
+            lease_ttl: LEASE_TTL,
+            ca_certificates: None,
+        },
+    )
+    .expect("store");
+    let id = JobId::from_name(&format!("jobs/{}", "d".repeat(32))).expect("a name");
+    let kept = Duration::from_secs(60);
+    store
+        .insert(&stored_job(&id, 0, JobState::Running), kept)
+        .await
+        .expect("inserted");
+    let mut raw = redis::Client::open(redis.url())
+        .expect("a client")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connected");
+    let key = format!("costd:job:{}", id.as_hex());
+    let () = redis::AsyncCommands::hset(&mut raw, &key, "format", JOB_FORMAT + 1)
+        .await
+        .expect("written");
+
+    let written = store
+        .publish(
+            &stored_job(&id, 1, JobState::Cancelled),
+            kept,
+            Writer::Other,
+        )
+        .await;
+    let version: u64 = redis::AsyncCommands::hget(&mut raw, &key, "version")
+        .await
+        .expect("read");
+
+    assert_eq!(
+        written,
+        Err(costd::jobs::StoreError::NewerFormat {
+            found: JOB_FORMAT + 1,
+            known: JOB_FORMAT
+        })
+    );
+    assert_eq!(version, 0, "left as the newer replica wrote it");
 }
