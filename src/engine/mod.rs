@@ -131,6 +131,51 @@ impl Engine {
         })
     }
 
+    /// Whether `query` asks an asynchronous upstream (whose work may be a job on another replica).
+    pub fn asks_asynchronous(&self, query: &CostQuery) -> bool {
+        self.providers.iter().any(|p| {
+            p.capabilities().asynchronous
+                && query
+                    .filter
+                    .selects_account(p.account().kind, &p.account().id)
+        })
+    }
+
+    /// The answer for a query whose job runs on another replica: every account of the job PENDING
+    /// with its latest progress, nothing fetched here (the other replica's poller does that).
+    pub fn pending_in(&self, job: &Job) -> Result<Report, EngineError> {
+        let no_records: [(&crate::domain::RecordColumns, bool); 0] = [];
+        let accounts = job
+            .parts
+            .iter()
+            .map(|part| AccountResult {
+                account: part.account.clone(),
+                state: AccountState::Pending {
+                    progress: FetchProgress {
+                        polls: part.polls,
+                        note: part.note.clone(),
+                        next_poll_at: part.next_poll_at,
+                        upstream_query: part.upstream_query.clone(),
+                    },
+                },
+                fetched_at: None,
+                from_cache: false,
+                warnings: Vec::new(),
+                notes: Vec::new(),
+                billed_cost: Money::zero(Currency::USD),
+                record_count: 0,
+                upstream_requests: 0,
+            })
+            .collect();
+        Ok(Report {
+            query: job.query.clone(),
+            aggregation: aggregate::aggregate(no_records, &job.query)?,
+            accounts,
+            unchanged_until: None,
+            holds: Vec::new(),
+        })
+    }
+
     /// The chunks of every selected account that answered, and every account's result.
     pub async fn records(
         &self,

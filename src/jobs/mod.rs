@@ -414,6 +414,26 @@ impl<W: JobWork> JobManager<W> {
         self.start(query, holds, owner).await
     }
 
+    /// The running job of `owner` for `query` on another replica, to join rather than fetch what
+    /// it fetches. `None` when this replica runs it (its fetches are joined through the chunk
+    /// cache), when no replica does, or when the store cannot say: answering needs no store.
+    pub async fn running_elsewhere(
+        &self,
+        owner: &Option<String>,
+        query: &CostQuery,
+    ) -> Option<Arc<JobSnapshot<W>>> {
+        if self.store.lease_ttl().is_none()
+            || lock(&self.running).contains_key(&(owner.clone(), query.clone()))
+        {
+            return None;
+        }
+        let id = self.store.running_job(owner, query).await.ok()??;
+        self.get(&id)
+            .await
+            .ok()?
+            .filter(|job| !job.state.is_final())
+    }
+
     /// A job, unless unknown or past its retention.
     pub async fn get(&self, id: &JobId) -> Result<Option<Arc<JobSnapshot<W>>>, StoreError> {
         let Some(job) = self.store.get(id).await? else {

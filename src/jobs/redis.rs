@@ -13,7 +13,7 @@ use super::{
     JobId, JobSnapshot, JobWork,
     store::{JobStore, StoreError, Writer, newest_first, replaces},
 };
-use crate::sync::lock;
+use crate::{domain::CostQuery, sync::lock};
 use futures::StreamExt;
 use redis::{AsyncCommands, Script, aio::ConnectionManager};
 use secrecy::{ExposeSecret, SecretString};
@@ -145,8 +145,8 @@ impl Keys {
 
     /// The running job of an owner's query: the SHA-256 of both, as JSON (its sets are ordered, so
     /// every replica writes the same text for the same query).
-    fn running<W: JobWork>(&self, job: &JobSnapshot<W>) -> String {
-        let text = serde_json::to_vec(&(&job.owner, &job.query)).unwrap_or_default();
+    fn running(&self, owner: &Option<String>, query: &CostQuery) -> String {
+        let text = serde_json::to_vec(&(owner, query)).unwrap_or_default();
         let digest = Sha256::digest(text);
         let hex: String = digest.iter().map(|byte| format!("{byte:02x}")).collect();
         format!("{}:running:{hex}", self.prefix)
@@ -397,7 +397,7 @@ impl<W: JobWork> JobStore<W> for RedisJobStore<W> {
         invocation
             .key(keys.job(&job.id))
             .key(keys.index())
-            .key(keys.running(job))
+            .key(keys.running(&job.owner, &job.query))
             .key(keys.lease(&job.id))
             .arg(job.version)
             .arg(u8::from(job.state.is_final()))
@@ -429,7 +429,7 @@ impl<W: JobWork> JobStore<W> for RedisJobStore<W> {
         invocation
             .key(keys.job(&job.id))
             .key(keys.lease(&job.id))
-            .key(keys.running(job))
+            .key(keys.running(&job.owner, &job.query))
             .arg(job.version)
             .arg(u8::from(job.state.is_final()))
             .arg(encode(job)?)
@@ -518,6 +518,19 @@ impl<W: JobWork> JobStore<W> for RedisJobStore<W> {
 
     fn lease_ttl(&self) -> Option<Duration> {
         Some(self.shared.lease_ttl)
+    }
+
+    async fn running_job(
+        &self,
+        owner: &Option<String>,
+        query: &CostQuery,
+    ) -> Result<Option<JobId>, StoreError> {
+        let key = &self.shared.keys.running(owner, query);
+        let running: Option<String> = self
+            .shared
+            .call(|mut redis| async move { redis.get(key).await })
+            .await?;
+        Ok(running.and_then(|hex| JobId::from_name(&format!("jobs/{hex}"))))
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -5,7 +5,7 @@
 //! turns a terminal state back. The memory store serves one replica; [`super::RedisJobStore`] several.
 
 use super::{JobId, JobSnapshot, JobWork};
-use crate::sync::lock;
+use crate::{domain::CostQuery, sync::lock};
 use std::{
     collections::HashMap,
     sync::{Arc, Mutex},
@@ -79,6 +79,13 @@ pub trait JobStore<W: JobWork>: Send + Sync + 'static {
     async fn claim_orphans(&self) -> Result<Vec<Arc<JobSnapshot<W>>>, StoreError>;
     /// How long a lease lasts unless renewed; `None` for a store only this replica uses.
     fn lease_ttl(&self) -> Option<Duration>;
+    /// The job of `owner` running `query` on any replica, as the store knows it; `None` for a store
+    /// only this replica uses (the job table knows its own).
+    async fn running_job(
+        &self,
+        owner: &Option<String>,
+        query: &CostQuery,
+    ) -> Result<Option<JobId>, StoreError>;
     /// Whether the store answers now.
     async fn ping(&self) -> Result<(), StoreError>;
     /// `memory` or `redis`, as the metrics label it.
@@ -197,6 +204,14 @@ impl<W: JobWork> JobStore<W> for MemoryJobStore<W> {
 
     fn lease_ttl(&self) -> Option<Duration> {
         None
+    }
+
+    async fn running_job(
+        &self,
+        _: &Option<String>,
+        _: &CostQuery,
+    ) -> Result<Option<JobId>, StoreError> {
+        Ok(None)
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -663,3 +663,31 @@ async fn an_older_replica_never_writes_over_a_job_of_a_newer_format() {
     );
     assert_eq!(version, 0, "left as the newer replica wrote it");
 }
+
+#[tokio::test]
+async fn get_costs_on_another_replica_names_the_running_job_instead_of_asking_atlas_again() {
+    let redis = RedisServer::start().await;
+    let sandbox = sandbox();
+    let a = replica(&sandbox, &redis.url(), &["atlas-kestrel"]).await;
+    let b = replica(&sandbox, &redis.url(), &["atlas-kestrel"]).await;
+    let kestrel = org(&a, "Kestrel");
+    sandbox.atlas().set_org_processing_polls(kestrel, 20);
+    let asked = query("2025-04-01", "2025-05-01", &[], pb::Granularity::None);
+
+    let job = start(&a, asked.clone()).await;
+    let answer = b.get_costs(asked).await.expect("answered");
+    let finished = final_job(&watch_all(&b, &answer.job).await);
+
+    assert_eq!(answer.job, job.name, "B's answer names A's job");
+    assert_eq!(
+        result_of(&answer, "atlas-kestrel").state,
+        pb::ResultState::Pending as i32
+    );
+    assert_eq!(result_of(&answer, "atlas-kestrel").job, job.name);
+    assert_eq!(total(&finished), kestrel_april(&a.sandbox));
+    assert_eq!(
+        sandbox.atlas().counters(kestrel).queries_created,
+        1,
+        "B asked Atlas nothing"
+    );
+}
