@@ -350,14 +350,17 @@ impl App {
             }
             // Nothing is left (or the time is up): Health's streams end, connections get GOAWAY.
             admission.close();
-            match tokio::time::timeout_at(drained_by, &mut server).await {
+            let outcome = match tokio::time::timeout_at(drained_by, &mut server).await {
                 Ok(result) => result.map_err(AppError::from),
                 Err(_) => {
                     tracing::warn!("drain timeout reached; closing the calls still open");
                     server.abort();
                     Ok(())
                 }
-            }
+            };
+            // The jobs this replica polls for go to another at once, not when their leases lapse.
+            self.jobs.hand_over().await;
+            outcome
         }
         .await;
         let _ = stop_metrics.send(());

@@ -148,23 +148,17 @@ impl Engine {
         let accounts = job
             .parts
             .iter()
-            .map(|part| AccountResult {
-                account: part.account.clone(),
-                state: AccountState::Pending {
-                    progress: FetchProgress {
-                        polls: part.polls,
-                        note: part.note.clone(),
-                        next_poll_at: part.next_poll_at,
-                        upstream_query: part.upstream_query.clone(),
-                    },
-                },
-                fetched_at: None,
-                from_cache: false,
-                warnings: Vec::new(),
-                notes: Vec::new(),
-                billed_cost: Money::zero(Currency::USD),
-                record_count: 0,
-                upstream_requests: 0,
+            .map(|part| {
+                let progress = FetchProgress {
+                    polls: part.polls,
+                    note: part.note.clone(),
+                    next_poll_at: part.next_poll_at,
+                    upstream_query: part.upstream_query.clone(),
+                };
+                AccountResult::without_data(
+                    part.account.clone(),
+                    AccountState::Pending { progress },
+                )
             })
             .collect();
         Ok(Report {
@@ -462,17 +456,7 @@ impl AccountOutcome {
     fn unanswerable(account: AccountRef, error: UpstreamError) -> Self {
         AccountOutcome {
             chunks: Vec::new(),
-            result: AccountResult {
-                account,
-                state: AccountState::Failed(error),
-                fetched_at: None,
-                from_cache: false,
-                warnings: Vec::new(),
-                notes: Vec::new(),
-                billed_cost: Money::zero(Currency::USD),
-                record_count: 0,
-                upstream_requests: 0,
-            },
+            result: AccountResult::without_data(account, AccountState::Failed(error)),
             holds: Vec::new(),
         }
     }

@@ -253,6 +253,8 @@ pub struct JobManager<W: JobWork> {
     running: Mutex<HashMap<(Option<String>, CostQuery), JobId>>,
     /// Jobs whose owner task runs on this replica (so a lapsed lease of its own is never adopted twice).
     owned: Mutex<HashSet<JobId>>,
+    /// Set when this replica stops: with a shared store its owners stop and let their jobs go.
+    stopping: watch::Sender<bool>,
 }
 
 impl<W: JobWork> JobManager<W> {
@@ -271,6 +273,7 @@ impl<W: JobWork> JobManager<W> {
             max_jobs,
             running: Mutex::default(),
             owned: Mutex::default(),
+            stopping: watch::Sender::new(false),
         });
         manager.start_sweeper();
         manager
@@ -330,15 +333,24 @@ impl<W: JobWork> JobManager<W> {
             expire_time: None,
             last_change: JobChange::StateChanged,
         };
-        if let Some(running) = self.store.insert(&job, self.retention_std()).await? {
-            // Another replica runs this owner's identical query: join it (its poller holds the
-            // upstream work; this call's holds are let go).
-            if let Some(joined) = self.get(&running).await? {
-                return Ok(joined);
+        // A job found running but gone by the time it is read (it ended) is no reason to fail: try
+        // once more.
+        for _ in 0..2 {
+            match self.store.insert(&job, self.retention_std()).await? {
+                None => {
+                    self.spawn_owner(job.clone(), holds);
+                    return Ok(Arc::new(job));
+                }
+                // Another replica runs this owner's identical query: join it (its poller holds the
+                // upstream work; this call's holds are let go).
+                Some(running) => {
+                    if let Some(joined) = self.get(&running).await? {
+                        return Ok(joined);
+                    }
+                }
             }
         }
-        self.spawn_owner(job.clone(), holds);
-        Ok(Arc::new(job))
+        Err(StartError::Store(StoreError::Contended))
     }
 
     /// Runs `job`'s owner task on this replica.
@@ -347,6 +359,22 @@ impl<W: JobWork> JobManager<W> {
         lock(&self.owned).insert(job.id.clone());
         let manager = self.clone();
         tokio::spawn(async move { manager.own(job, holds).await });
+    }
+
+    /// This replica stops: with a shared store, its owner tasks end and their leases are released, so
+    /// another replica takes their jobs over at its next sweep rather than when the leases lapse. With
+    /// a store of its own, jobs run on for as long as the process does.
+    pub async fn hand_over(&self) {
+        if self.store.lease_ttl().is_none() {
+            return;
+        }
+        self.stopping.send_replace(true);
+        let owned: Vec<JobId> = lock(&self.owned).iter().cloned().collect();
+        for id in owned {
+            if let Err(error) = self.store.release_lease(&id).await {
+                tracing::warn!(job = %id, %error, "lease left to expire");
+            }
+        }
     }
 
     /// Takes over the running jobs whose replica died (their lease lapsed), every fifth of the lease
@@ -374,6 +402,9 @@ impl<W: JobWork> JobManager<W> {
     /// Claims the orphaned running jobs and goes on with each: the same upstream queries polled on,
     /// nothing asked anew.
     async fn adopt_orphans(self: &Arc<Self>) {
+        if *self.stopping.borrow() {
+            return;
+        }
         let orphans = match self.store.claim_orphans().await {
             Ok(orphans) => orphans,
             Err(error) => {
@@ -577,6 +608,7 @@ impl<W: JobWork> JobManager<W> {
             ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             ticks
         });
+        let mut stopping = self.stopping.subscribe();
         let run = self.work.run(&query, &observe);
         tokio::pin!(run);
         let outcome = loop {
@@ -598,6 +630,10 @@ impl<W: JobWork> JobManager<W> {
                         return self.ended_elsewhere(&snapshot).await;
                     }
                     stored = None;
+                }
+                () = until_stopping(&mut stopping) => {
+                    let snapshot = changed.borrow().clone();
+                    return self.ended_elsewhere(&snapshot).await;
                 }
                 () = next_renewal(&mut renewals) => {
                     // Unreachable: go on; the next renewal takes the lease again unless another
@@ -669,8 +705,8 @@ impl<W: JobWork> JobManager<W> {
         tracing::error!(job = %finished.id, "final job state lost: the job store stayed unreachable");
     }
 
-    /// The job ended in the store (cancelled), or another replica holds its lease now: this owner
-    /// stops, and with it its waits.
+    /// The job ended in the store (cancelled), another replica holds its lease now, or this replica
+    /// hands its jobs over: this owner stops, and with it its waits.
     async fn ended_elsewhere(&self, job: &JobSnapshot<W>) {
         tracing::debug!(job = %job.id, "job ended or moved in the store; its owner stops");
         self.forget_running(job);
@@ -686,6 +722,13 @@ impl<W: JobWork> JobManager<W> {
         if running.get(&key) == Some(&job.id) {
             running.remove(&key);
         }
+    }
+}
+
+/// Resolves once the replica hands its jobs over.
+async fn until_stopping(stopping: &mut watch::Receiver<bool>) {
+    if stopping.wait_for(|stop| *stop).await.is_err() {
+        std::future::pending::<()>().await;
     }
 }
 

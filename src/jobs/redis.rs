@@ -36,8 +36,8 @@ const RESUBSCRIBE_DELAY: Duration = Duration::from_millis(200);
 /// it. Jobs stored before formats existed have no `format` field and read as format 1.
 pub const JOB_FORMAT: u32 = 1;
 
-/// Writes a new job (its hash, its expiry, its place in the index), leases it to its writer and
-/// marks it as the running job of its owner's query; unless that query already has a running job:
+/// Writes a new job (its hash, its expiry, its place in the index and the running set), leases it
+/// to its writer and marks it as the running job of its owner's query; unless that query already has a running job:
 /// then nothing is written and that job's id is returned.
 static INSERT: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
@@ -49,6 +49,7 @@ redis.call('PEXPIRE', KEYS[1], ARGV[4])
 redis.call('ZADD', KEYS[2], ARGV[5], ARGV[6])
 redis.call('SET', KEYS[3], ARGV[6], 'PX', ARGV[4])
 redis.call('SET', KEYS[4], ARGV[8], 'PX', ARGV[9])
+redis.call('SADD', KEYS[5], ARGV[6])
 redis.call('PUBLISH', ARGV[7], ARGV[6] .. ':' .. ARGV[1])
 return false
 ",
@@ -72,6 +73,9 @@ if ARGV[7] ~= '' then
 end
 redis.call('HSET', KEYS[1], 'version', ARGV[1], 'final', ARGV[2], 'doc', ARGV[3], 'format', ARGV[8])
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
+if ARGV[2] == '1' then
+  redis.call('SREM', KEYS[4], ARGV[6])
+end
 if redis.call('GET', KEYS[3]) == ARGV[6] then
   if ARGV[2] == '1' then
     redis.call('DEL', KEYS[3])
@@ -131,6 +135,11 @@ impl Keys {
 
     fn changes(&self) -> String {
         format!("{}:jobs:changed", self.prefix)
+    }
+
+    /// The ids of jobs not yet final: what a sweep for orphans looks through.
+    fn running_set(&self) -> String {
+        format!("{}:jobs:running", self.prefix)
     }
 
     /// What a job key is before its id, for scripts that find a job by an id they read.
@@ -399,6 +408,7 @@ impl<W: JobWork> JobStore<W> for RedisJobStore<W> {
             .key(keys.index())
             .key(keys.running(&job.owner, &job.query))
             .key(keys.lease(&job.id))
+            .key(keys.running_set())
             .arg(job.version)
             .arg(u8::from(job.state.is_final()))
             .arg(encode(job)?)
@@ -430,6 +440,7 @@ impl<W: JobWork> JobStore<W> for RedisJobStore<W> {
             .key(keys.job(&job.id))
             .key(keys.lease(&job.id))
             .key(keys.running(&job.owner, &job.query))
+            .key(keys.running_set())
             .arg(job.version)
             .arg(u8::from(job.state.is_final()))
             .arg(encode(job)?)
@@ -466,9 +477,9 @@ impl<W: JobWork> JobStore<W> for RedisJobStore<W> {
     async fn claim_orphans(&self) -> Result<Vec<Arc<JobSnapshot<W>>>, StoreError> {
         let shared = &self.shared;
         let keys = &shared.keys;
-        let index = &keys.index();
+        let running = &keys.running_set();
         let ids: Vec<String> = shared
-            .call(|mut redis| async move { redis.zrange(index, 0, -1).await })
+            .call(|mut redis| async move { redis.smembers(running).await })
             .await?;
         let ids: Vec<JobId> = ids
             .iter()
@@ -486,9 +497,17 @@ impl<W: JobWork> JobStore<W> for RedisJobStore<W> {
             .call(|mut redis| async move { look.query_async(&mut redis).await })
             .await?;
         let mut claimed = Vec::new();
+        let mut gone = Vec::new();
         for (id, (final_flag, leased)) in ids.iter().zip(seen) {
-            if final_flag.as_deref() != Some("0") || leased {
-                continue;
+            match final_flag.as_deref() {
+                Some("0") if !leased => {}
+                // Expired while running (its replica died and nobody took it for a retention):
+                // nothing is left to take over.
+                None => {
+                    gone.push(id.as_hex().to_string());
+                    continue;
+                }
+                _ => continue,
             }
             let (lease, holder, ttl) = (&keys.lease(id), &shared.holder, millis(shared.lease_ttl));
             let taken: Option<String> = shared
@@ -512,6 +531,12 @@ impl<W: JobWork> JobStore<W> for RedisJobStore<W> {
                 Ok(_) | Err(StoreError::NewerFormat { .. }) => self.release_lease(id).await?,
                 Err(error) => return Err(error),
             }
+        }
+        if !gone.is_empty() {
+            let gone = &gone;
+            shared
+                .call(|mut redis| async move { redis.srem::<_, _, i64>(running, gone).await })
+                .await?;
         }
         Ok(claimed)
     }
@@ -605,9 +630,11 @@ impl<W: JobWork> JobStore<W> for RedisJobStore<W> {
     }
 
     async fn remove(&self, id: &JobId) -> Result<(), StoreError> {
-        let (job, index, member) = (
-            &self.shared.keys.job(id),
-            &self.shared.keys.index(),
+        let keys = &self.shared.keys;
+        let (job, index, running, member) = (
+            &keys.job(id),
+            &keys.index(),
+            &keys.running_set(),
             id.as_hex(),
         );
         self.shared
@@ -615,6 +642,7 @@ impl<W: JobWork> JobStore<W> for RedisJobStore<W> {
                 redis::pipe()
                     .del(job)
                     .zrem(index, member)
+                    .srem(running, member)
                     .query_async::<()>(&mut redis)
                     .await
             })

@@ -26,6 +26,7 @@ mod metrics;
 mod overload;
 mod politeness;
 mod redis_kit;
+mod replica_process;
 mod replicas;
 mod retries;
 mod scale;

@@ -65,6 +65,21 @@ async fn replica_trusting(
     .await
 }
 
+/// Redis, a sandbox, and two replicas A and B on both serving only Kestrel's Atlas organization,
+/// which answers after `polls` polls.
+pub(crate) async fn two_kestrel_replicas(
+    polls: u32,
+) -> (RedisServer, SandboxHandle, TestApp, TestApp) {
+    let redis = RedisServer::start().await;
+    let sandbox = sandbox();
+    let a = replica(&sandbox, &redis.url(), &["atlas-kestrel"]).await;
+    let b = replica(&sandbox, &redis.url(), &["atlas-kestrel"]).await;
+    sandbox
+        .atlas()
+        .set_org_processing_polls(org(&a, "Kestrel"), polls);
+    (redis, sandbox, a, b)
+}
+
 pub(crate) fn sandbox() -> SandboxHandle {
     costd::sandbox::Sandbox::start(SandboxOptions::default()).expect("sandbox starts")
 }
@@ -449,12 +464,8 @@ async fn a_late_poller_writing_after_a_cancel_never_turns_cancelled_into_succeed
 
 #[tokio::test]
 async fn an_identical_query_started_on_another_replica_joins_the_running_job_and_its_one_token() {
-    let redis = RedisServer::start().await;
-    let sandbox = sandbox();
-    let a = replica(&sandbox, &redis.url(), &["atlas-kestrel"]).await;
-    let b = replica(&sandbox, &redis.url(), &["atlas-kestrel"]).await;
+    let (_redis, sandbox, a, b) = two_kestrel_replicas(20).await;
     let kestrel = org(&a, "Kestrel");
-    sandbox.atlas().set_org_processing_polls(kestrel, 20);
     let asked = query("2025-04-01", "2025-05-01", &[], pb::Granularity::None);
 
     let on_a = start(&a, asked.clone()).await;
@@ -666,12 +677,8 @@ async fn an_older_replica_never_writes_over_a_job_of_a_newer_format() {
 
 #[tokio::test]
 async fn get_costs_on_another_replica_names_the_running_job_instead_of_asking_atlas_again() {
-    let redis = RedisServer::start().await;
-    let sandbox = sandbox();
-    let a = replica(&sandbox, &redis.url(), &["atlas-kestrel"]).await;
-    let b = replica(&sandbox, &redis.url(), &["atlas-kestrel"]).await;
+    let (_redis, sandbox, a, b) = two_kestrel_replicas(20).await;
     let kestrel = org(&a, "Kestrel");
-    sandbox.atlas().set_org_processing_polls(kestrel, 20);
     let asked = query("2025-04-01", "2025-05-01", &[], pb::Granularity::None);
 
     let job = start(&a, asked.clone()).await;

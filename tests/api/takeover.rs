@@ -5,123 +5,24 @@
 //! redis-server, one sandbox whose counters are the truth.
 
 use crate::{
-    binary::{serve, serving_addr},
     helpers::*,
     jobs::{org, start},
     redis_kit::RedisServer,
-    replicas::{LEASE_TTL, final_job, get, kestrel_april, replica, sandbox, total},
+    replica_process::{ReplicaProcess, kestrel, poll_after, polls},
+    replicas::{
+        LEASE_TTL, final_job, get, kestrel_april, replica, sandbox, total, two_kestrel_replicas,
+    },
 };
 use costd::{proto as pb, sandbox::SandboxHandle};
-use pb::query_job_service_client::QueryJobServiceClient;
 use std::time::Instant;
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tonic::transport::Channel;
 
-/// A `costd serve` child process on the sandbox's Atlas organization Kestrel, its jobs in redis.
-struct ChildReplica {
-    child: tokio::process::Child,
-    jobs: QueryJobServiceClient<Channel>,
-    _config: tempfile::NamedTempFile,
-}
-
-impl ChildReplica {
-    async fn start(sandbox: &SandboxHandle, redis_url: &str) -> Self {
-        let kestrel = kestrel(sandbox);
-        let config = format!(
-            r#"
-[server]
-listen = "127.0.0.1:0"
-
-[atlas]
-poll_initial_ms = 40
-poll_max_ms = 80
-
-[jobs]
-store = "redis"
-
-[jobs.redis]
-url = {{ env = "REDIS_URL" }}
-lease_ttl_ms = {lease}
-
-[[providers]]
-kind = "atlas"
-id = "atlas-kestrel"
-base_url = "{base}"
-org_id = "{org}"
-credentials = {{ public_key = {{ env = "ATLAS_PUBLIC_KEY" }}, private_key = {{ env = "ATLAS_PRIVATE_KEY" }} }}
-"#,
-            lease = LEASE_TTL.as_millis(),
-            base = sandbox.base_url(),
-            org = kestrel.id,
-        );
-        let (file, mut command) = serve(
-            &config,
-            &[
-                ("REDIS_URL", redis_url),
-                ("ATLAS_PUBLIC_KEY", &kestrel.api_key.public_key),
-                ("ATLAS_PRIVATE_KEY", &kestrel.api_key.private_key),
-            ],
-        );
-        let mut child = command.spawn().expect("costd starts");
-        let (addr, mut lines) = serving_addr(&mut child).await;
-        // Both pipes are drained for as long as it lives, so its logging never blocks it.
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        let mut errors = BufReader::new(child.stderr.take().expect("piped")).lines();
-        tokio::spawn(async move { while let Ok(Some(_)) = errors.next_line().await {} });
-        let channel = Channel::from_shared(format!("http://{addr}"))
-            .expect("a uri")
-            .connect_lazy();
-        ChildReplica {
-            child,
-            jobs: QueryJobServiceClient::new(channel),
-            _config: file,
-        }
-    }
-
-    async fn start_query(&self, asked: pb::CostQuery) -> pb::Job {
-        self.jobs
-            .clone()
-            .start_query(pb::StartQueryRequest { query: Some(asked) })
-            .await
-            .expect("started")
-            .into_inner()
-            .job
-            .expect("a job")
-    }
-
-    /// SIGKILL, as a crash or an OOM kill: nothing is released, nothing written on the way out.
-    async fn kill(mut self) {
-        self.child.kill().await.expect("killed");
-    }
-}
-
-fn kestrel(sandbox: &SandboxHandle) -> &costd::sandbox::AtlasOrg {
-    sandbox
-        .atlas()
-        .dataset()
-        .orgs()
-        .iter()
-        .find(|o| o.name.starts_with("Kestrel"))
-        .expect("seeded")
+/// A replica process on the tests' prefix and lease.
+async fn process(sandbox: &SandboxHandle, redis_url: &str) -> ReplicaProcess {
+    ReplicaProcess::start(sandbox, redis_url, "costd", LEASE_TTL).await
 }
 
 fn april() -> pb::CostQuery {
     query("2025-04-01", "2025-05-01", &[], pb::Granularity::None)
-}
-
-/// Polls of `org` so far, as the sandbox counted them.
-fn polls(sandbox: &SandboxHandle, org: &str) -> usize {
-    sandbox.atlas().counters(org).polls
-}
-
-/// Waits until the sandbox has seen more than `seen` polls of `org`.
-async fn poll_after(sandbox: &SandboxHandle, org: &str, seen: usize) {
-    let scope = costd::sandbox::Scope::atlas(org);
-    while polls(sandbox, org) <= seen {
-        sandbox
-            .wait_for_requests(&scope, sandbox.request_count(&scope) + 1)
-            .await;
-    }
 }
 
 #[tokio::test]
@@ -129,7 +30,7 @@ async fn a_replica_killed_mid_poll_is_taken_over_within_one_and_a_half_lease_ttl
  {
     let redis = RedisServer::start().await;
     let sandbox = sandbox();
-    let a = ChildReplica::start(&sandbox, &redis.url()).await;
+    let a = process(&sandbox, &redis.url()).await;
     let b = replica(&sandbox, &redis.url(), &["atlas-kestrel"]).await;
     let kestrel = org(&b, "Kestrel");
     // About 60 polls at most 80 ms apart: the job outlasts the kill and the takeover.
@@ -177,20 +78,16 @@ async fn with_every_replica_restarted_the_job_is_found_and_its_token_reused() {
     let redis = RedisServer::start().await;
     let sandbox = sandbox();
     let url = redis.url();
-    let (a, b) = tokio::join!(
-        ChildReplica::start(&sandbox, &url),
-        ChildReplica::start(&sandbox, &url)
-    );
+    let (a, b) = tokio::join!(process(&sandbox, &url), process(&sandbox, &url));
     let kestrel = kestrel(&sandbox).id;
     sandbox.atlas().set_org_processing_polls(kestrel, 40);
     let job = a.start_query(april()).await;
     within(poll_after(&sandbox, kestrel, 2)).await;
 
     tokio::join!(a.kill(), b.kill());
-    let c = ChildReplica::start(&sandbox, &redis.url()).await;
+    let c = process(&sandbox, &redis.url()).await;
     let found = c
-        .jobs
-        .clone()
+        .jobs()
         .get_job(pb::GetJobRequest {
             name: job.name.clone(),
         })
@@ -200,8 +97,7 @@ async fn with_every_replica_restarted_the_job_is_found_and_its_token_reused() {
         .job
         .expect("a job");
     let mut events = c
-        .jobs
-        .clone()
+        .jobs()
         .watch_job(pb::WatchJobRequest {
             name: job.name.clone(),
         })
@@ -256,4 +152,31 @@ async fn two_replicas_poll_a_token_no_more_than_one_replica_does() {
         get(&b, &together.name).await.expect("found").state,
         pb::JobState::Succeeded as i32
     );
+}
+
+#[tokio::test]
+async fn a_replica_stopped_gracefully_hands_its_job_over_before_the_lease_would_lapse() {
+    let (_redis, sandbox, mut a, b) = two_kestrel_replicas(100).await;
+    let kestrel = org(&a, "Kestrel");
+    let job = start(&a, april()).await;
+    within(poll_after(&sandbox, kestrel, 3)).await;
+
+    within(a.begin_stop())
+        .await
+        .expect("joined")
+        .expect("stopped");
+    let stopped_at = Instant::now();
+    let polls_at_stop = polls(&sandbox, kestrel);
+    within(poll_after(&sandbox, kestrel, polls_at_stop)).await;
+    let resumed_after = stopped_at.elapsed();
+    let finished = final_job(&crate::jobs::watch_all(&b, &job.name).await);
+
+    // A lapsed lease would take at least two thirds of its TTL (renewed every third).
+    assert!(
+        resumed_after < LEASE_TTL.mul_f64(0.6),
+        "B polled again {resumed_after:?} after A stopped; the lease TTL is {LEASE_TTL:?}"
+    );
+    assert_eq!(finished.state, pb::JobState::Succeeded as i32);
+    assert_eq!(total(&finished), kestrel_april(&sandbox));
+    assert_eq!(sandbox.atlas().counters(kestrel).queries_created, 1);
 }
