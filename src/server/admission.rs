@@ -198,17 +198,17 @@ where
                 this.permit = None;
             }
             Poll::Pending => {
-                if let Some(ends) = this.ends.as_mut() {
-                    if ends.as_mut().poll(cx).is_ready() {
-                        // Dropping the stream ends its work; the place is given back at once.
-                        this.inner = None;
-                        this.permit = None;
-                        this.ends = None;
-                        let mut trailers = http::HeaderMap::new();
-                        // Only a status whose message is not valid header text fails; ours is ASCII.
-                        let _ = status::stopping().add_header(&mut trailers);
-                        return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
-                    }
+                if let Some(ends) = this.ends.as_mut()
+                    && ends.as_mut().poll(cx).is_ready()
+                {
+                    // Dropping the stream ends its work; the place is given back at once.
+                    this.inner = None;
+                    this.permit = None;
+                    this.ends = None;
+                    let mut trailers = http::HeaderMap::new();
+                    // Only a status whose message is not valid header text fails; ours is ASCII.
+                    let _ = status::stopping().add_header(&mut trailers);
+                    return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
                 }
             }
             _ => {}
