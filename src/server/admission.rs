@@ -7,7 +7,7 @@
 //! path is known, so Health could not be excluded, and their permit goes with the response head, so an
 //! open stream would not count.
 
-use crate::api::status;
+use crate::api::{HEALTH_PREFIX, status};
 use futures::future::BoxFuture;
 use http_body::{Body, Frame};
 use std::{
@@ -19,8 +19,6 @@ use std::{
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
-/// Paths of `grpc.health.v1.Health`: never shed, never refused, and a Watch ends only at close.
-pub const HEALTH_PREFIX: &str = "/grpc.health.v1.Health/";
 
 /// The server's admission state, shared by every connection.
 pub struct Admission {
