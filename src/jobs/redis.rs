@@ -13,10 +13,10 @@ use super::{
     JobId, JobSnapshot, JobWork,
     store::{JobStore, StoreError, Writer, newest_first, replaces},
 };
-use crate::{domain::CostQuery, sync::lock};
+use crate::{domain::CostQuery, redis_link::RedisLink, sync::lock};
 use futures::StreamExt;
 use redis::{AsyncCommands, Script, aio::ConnectionManager};
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::SecretString;
 use sha2::{Digest, Sha256};
 use std::{
     collections::HashMap,
@@ -175,14 +175,12 @@ pub struct RedisStoreOptions {
 
 /// What the store and its listener task share.
 struct Shared<W: JobWork> {
-    client: redis::Client,
+    link: RedisLink,
     keys: Keys,
     /// This store's own lease value: random, so a restarted replica never mistakes an old lease for
     /// its own.
     holder: String,
     lease_ttl: Duration,
-    /// Made on first use, so costd starts while redis is down; it reconnects by itself after that.
-    connection: tokio::sync::OnceCell<ConnectionManager>,
     /// The jobs watched on this replica, each fed by the listener.
     watched: Mutex<HashMap<JobId, watch::Sender<Arc<JobSnapshot<W>>>>>,
 }
@@ -203,28 +201,15 @@ impl<W: JobWork> RedisJobStore<W> {
     /// A store on `url` (`redis://` or `rediss://`, a password in it if any). Nothing is sent until
     /// the first call; the error names no part of the URL.
     pub fn new(url: &SecretString, options: RedisStoreOptions) -> Result<Self, StoreError> {
-        let client = match &options.ca_certificates {
-            None => redis::Client::open(url.expose_secret())
-                .map_err(|_| StoreError::Unavailable("not a redis:// or rediss:// URL"))?,
-            Some(pem) => redis::Client::build_with_tls(
-                url.expose_secret(),
-                redis::TlsCertificates {
-                    client_tls: None,
-                    root_cert: Some(pem.clone()),
-                },
-            )
-            .map_err(|_| {
-                StoreError::Unavailable("not a rediss:// URL with usable CA certificates")
-            })?,
-        };
+        let link = RedisLink::new(url, options.ca_certificates.as_deref(), CALL_TIMEOUT)
+            .map_err(|error| StoreError::Unavailable(error.0))?;
         let shared = Arc::new(Shared {
-            client,
+            link,
             keys: Keys {
                 prefix: options.key_prefix,
             },
             holder: format!("{:032x}", rand::random::<u128>()),
             lease_ttl: options.lease_ttl,
-            connection: tokio::sync::OnceCell::new(),
             watched: Mutex::default(),
         });
         let listener = tokio::spawn(listen(shared.clone())).abort_handle();
@@ -239,33 +224,10 @@ impl<W: JobWork> Shared<W> {
         F: Fn(ConnectionManager) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>>,
     {
-        let attempt = async {
-            let connection = self
-                .connection
-                .get_or_try_init(|| {
-                    // No retries inside a reconnect: its backoff starts at a second, longer than a
-                    // call may wait, and calls would queue behind it after redis is back. Each failed
-                    // call starts the next attempt instead.
-                    let config = redis::aio::ConnectionManagerConfig::new()
-                        .set_connection_timeout(CALL_TIMEOUT)
-                        .set_response_timeout(CALL_TIMEOUT)
-                        .set_number_of_retries(0);
-                    ConnectionManager::new_with_config(self.client.clone(), config)
-                })
-                .await
-                .map_err(unavailable)?;
-            match call(connection.clone()).await {
-                // The connection failed before this call: the failure started a fresh connection,
-                // which this call tries once, so the first call after redis returns succeeds.
-                Err(error) if error.is_connection_refusal() || error.is_connection_dropped() => {
-                    call(connection.clone()).await.map_err(unavailable)
-                }
-                outcome => outcome.map_err(unavailable),
-            }
-        };
-        tokio::time::timeout(CALL_TIMEOUT, attempt)
+        self.link
+            .call(call)
             .await
-            .unwrap_or(Err(StoreError::Unavailable("timed out")))
+            .map_err(|error| StoreError::Unavailable(error.0))
     }
 
     async fn read(&self, id: &JobId) -> Result<Option<Arc<JobSnapshot<W>>>, StoreError> {
@@ -334,7 +296,7 @@ impl<W: JobWork> Shared<W> {
 async fn listen<W: JobWork>(shared: Arc<Shared<W>>) {
     loop {
         let subscribed = tokio::time::timeout(CALL_TIMEOUT, async {
-            let mut pubsub = shared.client.get_async_pubsub().await?;
+            let mut pubsub = shared.link.client().get_async_pubsub().await?;
             pubsub.subscribe(shared.keys.changes()).await?;
             Ok::<_, redis::RedisError>(pubsub)
         })
@@ -354,19 +316,6 @@ async fn listen<W: JobWork>(shared: Arc<Shared<W>>) {
         }
         tokio::time::sleep(RESUBSCRIBE_DELAY).await;
     }
-}
-
-fn unavailable(error: redis::RedisError) -> StoreError {
-    // The error's text can name the server; only its class leaves here.
-    StoreError::Unavailable(if error.is_timeout() {
-        "timed out"
-    } else if error.is_connection_refusal() {
-        "connection refused"
-    } else if error.is_connection_dropped() || error.is_io_error() {
-        "connection lost"
-    } else {
-        "command failed"
-    })
 }
 
 fn encode<W: JobWork>(job: &JobSnapshot<W>) -> Result<Vec<u8>, StoreError> {

@@ -31,6 +31,8 @@ mod replicas;
 mod retries;
 mod scale;
 mod server;
+mod shared_budget;
+mod shared_tier;
 mod takeover;
 mod telemetry;
 mod trace_context;
