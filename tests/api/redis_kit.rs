@@ -72,6 +72,15 @@ impl RedisServer {
         }
     }
 
+    /// A plain connection of the test's own, to read or change what costd stored.
+    pub async fn connection(&self) -> redis::aio::MultiplexedConnection {
+        redis::Client::open(self.url())
+            .expect("a client")
+            .get_multiplexed_async_connection()
+            .await
+            .expect("connected")
+    }
+
     /// Kills the server (SIGKILL): its clients see the connection drop, as in a crash.
     pub async fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {

@@ -384,6 +384,16 @@ async fn a_password_in_the_redis_url_works_and_is_never_logged() {
     }
 }
 
+/// A job store of its own on `redis`, as a replica's.
+fn store_on(redis: &RedisServer) -> RedisJobStore<Engine> {
+    let options = RedisStoreOptions {
+        key_prefix: "costd".to_string(),
+        lease_ttl: LEASE_TTL,
+        ca_certificates: None,
+    };
+    RedisJobStore::new(&SecretString::from(redis.url()), options).expect("store")
+}
+
 /// A job of the engine as a store holds it, at `version`, in `state`.
 fn stored_job(id: &JobId, version: u64, state: JobState) -> Job {
     let start = at("2026-01-01");
@@ -412,14 +422,8 @@ fn stored_job(id: &JobId, version: u64, state: JobState) -> Job {
 #[tokio::test]
 async fn a_late_poller_writing_after_a_cancel_never_turns_cancelled_into_succeeded() {
     let redis = RedisServer::start().await;
-    let url = SecretString::from(redis.url());
-    let options = RedisStoreOptions {
-        key_prefix: "costd".to_string(),
-        lease_ttl: LEASE_TTL,
-        ca_certificates: None,
-    };
-    let owner = RedisJobStore::<Engine>::new(&url, options.clone()).expect("store");
-    let other = RedisJobStore::<Engine>::new(&url, options).expect("store");
+    let owner = store_on(&redis);
+    let other = store_on(&redis);
     let id = JobId::from_name(&format!("jobs/{}", "c".repeat(32))).expect("a name");
     let kept = Duration::from_secs(60);
     owner
@@ -585,11 +589,7 @@ async fn a_job_stored_in_a_newer_format_is_refused_clearly_and_one_without_a_for
     .await;
     final_job(&watch_all(&a, &newer.name).await);
     final_job(&watch_all(&a, &older.name).await);
-    let mut raw = redis::Client::open(redis.url())
-        .expect("a client")
-        .get_multiplexed_async_connection()
-        .await
-        .expect("connected");
+    let mut raw = redis.connection().await;
     let key = |name: &str| format!("costd:job:{}", name.trim_start_matches("jobs/"));
     let format: u32 = redis::AsyncCommands::hget(&mut raw, key(&newer.name), "format")
         .await
@@ -629,26 +629,14 @@ async fn a_job_stored_in_a_newer_format_is_refused_clearly_and_one_without_a_for
 #[tokio::test]
 async fn an_older_replica_never_writes_over_a_job_of_a_newer_format() {
     let redis = RedisServer::start().await;
-    let store = RedisJobStore::<Engine>::new(
-        &SecretString::from(redis.url()),
-        RedisStoreOptions {
-            key_prefix: "costd".to_string(),
-            lease_ttl: LEASE_TTL,
-            ca_certificates: None,
-        },
-    )
-    .expect("store");
+    let store = store_on(&redis);
     let id = JobId::from_name(&format!("jobs/{}", "d".repeat(32))).expect("a name");
     let kept = Duration::from_secs(60);
     store
         .insert(&stored_job(&id, 0, JobState::Running), kept)
         .await
         .expect("inserted");
-    let mut raw = redis::Client::open(redis.url())
-        .expect("a client")
-        .get_multiplexed_async_connection()
-        .await
-        .expect("connected");
+    let mut raw = redis.connection().await;
     let key = format!("costd:job:{}", id.as_hex());
     let () = redis::AsyncCommands::hset(&mut raw, &key, "format", JOB_FORMAT + 1)
         .await
