@@ -29,6 +29,17 @@ const FAIL_FAST: Duration = Duration::from_secs(1);
 /// Short, so the tests see leases renewed and taken over.
 pub(crate) const LEASE_TTL: Duration = Duration::from_millis(1_000);
 
+/// The job store of a test replica: `redis_url`, the tests' prefix and lease, trusting `ca` (PEM) for
+/// `rediss://` when given.
+pub(crate) fn redis_store(redis_url: &str, ca: Option<String>) -> JobStoreSettings {
+    JobStoreSettings::Redis {
+        url: SecretString::from(redis_url.to_string()),
+        key_prefix: "costd".to_string(),
+        lease_ttl: LEASE_TTL,
+        ca_certificates: ca.map(String::into_bytes),
+    }
+}
+
 /// A costd on `sandbox` with its jobs in `redis_url`, serving only `accounts`.
 pub(crate) async fn replica(
     sandbox: &SandboxHandle,
@@ -45,7 +56,7 @@ async fn replica_trusting(
     accounts: &'static [&'static str],
     ca: Option<String>,
 ) -> TestApp {
-    let url = redis_url.to_string();
+    let store = redis_store(redis_url, ca);
     spawn_app_beside(
         sandbox.clone(),
         Arc::new(SystemClock),
@@ -54,12 +65,7 @@ async fn replica_trusting(
             settings
                 .accounts
                 .retain(|a| accounts.contains(&a.id.as_str()));
-            settings.job_store = JobStoreSettings::Redis {
-                url: SecretString::from(url),
-                key_prefix: "costd".to_string(),
-                lease_ttl: LEASE_TTL,
-                ca_certificates: ca.map(String::into_bytes),
-            };
+            settings.job_store = store;
         },
     )
     .await
