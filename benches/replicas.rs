@@ -7,7 +7,9 @@
 //!   replica and on a memory-store replica beside it;
 //! - takeover time / lease TTL (reported; the tests bound it by 1.5): a `costd serve` child process
 //!   polling an Atlas job is killed with SIGKILL, and the time until the next poll of that token
-//!   (by another replica, which takes the lapsed lease) is divided by the lease TTL.
+//!   (by another replica, which takes the lapsed lease) is divided by the lease TTL;
+//! - a cold GetCosts on B of the settled month A's job fetched: upstream requests (goal 0), and its
+//!   wall time / B's next GetCosts of it, a local hit (reported).
 
 // The tests' harness, shared; the bench needs only part of it.
 #[allow(dead_code)]
@@ -20,7 +22,10 @@ mod replica_process;
 use costd::{
     App,
     config::{JobStoreSettings, Settings},
-    proto::{self as pb, query_job_service_client::QueryJobServiceClient},
+    proto::{
+        self as pb, cost_service_client::CostServiceClient,
+        query_job_service_client::QueryJobServiceClient,
+    },
     sandbox::SandboxHandle,
 };
 use hdrhistogram::Histogram;
@@ -128,6 +133,37 @@ async fn get_job_time(channel: &Channel, name: &str) -> Duration {
     began.elapsed() / GETS as u32
 }
 
+/// Wall time of one GetCosts of `month(index)`, and the upstream requests it took.
+async fn get_costs_time(channel: &Channel, sandbox: &SandboxHandle, index: usize) -> (f64, usize) {
+    let before = sandbox.total_requests();
+    let began = Instant::now();
+    CostServiceClient::new(channel.clone())
+        .get_costs(pb::GetCostsRequest {
+            query: Some(month(index)),
+        })
+        .await
+        .expect("answered");
+    (
+        began.elapsed().as_secs_f64() * 1e6,
+        sandbox.total_requests() - before,
+    )
+}
+
+/// Waits until redis holds `count` stored chunks: A writes them after answering.
+async fn stored_chunks(redis: &mut redis::aio::MultiplexedConnection, count: usize) {
+    loop {
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg("costd-bench:chunk:*")
+            .query_async(redis)
+            .await
+            .expect("listed");
+        if keys.len() >= count {
+            return;
+        }
+        tokio::task::yield_now().await;
+    }
+}
+
 fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(f64::total_cmp);
     values[values.len() / 2]
@@ -159,6 +195,8 @@ fn main() {
 
         let (mut own, mut other, mut lag_ratios) = (Vec::new(), Vec::new(), Vec::new());
         let (mut from_redis, mut from_memory, mut get_ratios) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut tier_ratios, mut tier_requests) = (Vec::new(), 0);
+        let mut stored = redis.connection().await;
         for round in 0..ROUNDS {
             let job = start(&a, round).await;
             let (on_a, on_b) = tokio::join!(
@@ -184,6 +222,12 @@ fn main() {
             from_redis.push(redis_time);
             from_memory.push(memory_time);
             get_ratios.push(redis_time / memory_time);
+
+            stored_chunks(&mut stored, round + 1).await;
+            let (cold, requests) = get_costs_time(&b, &sandbox, round).await;
+            let (local, _) = get_costs_time(&b, &sandbox, round).await;
+            tier_requests += requests;
+            tier_ratios.push(cold / local);
         }
         // Takeover: a poller on its own process, killed mid-poll; the in-process replicas take over.
         sandbox.atlas().set_processing_polls(40);
@@ -218,6 +262,10 @@ fn main() {
             median(own),
             median(other),
             median(lag_ratios)
+        );
+        println!(
+            "cold GetCosts on B of what A fetched: {tier_requests} upstream requests in {ROUNDS} rounds (goal 0); wall time / a local hit on B {:.2} (reported)",
+            median(tier_ratios)
         );
         println!(
             "GetJob: {:.0} µs from redis, {:.0} µs from memory; ratio {:.2} (reported)",
