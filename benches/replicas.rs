@@ -4,17 +4,28 @@
 //!   Atlas job polled fast on A, watched at once on A and on B; lag = receipt - the snapshot's
 //!   update_time;
 //! - GetJob from redis / from memory (reported): sequential calls for a finished job, on a redis
-//!   replica and on a memory-store replica beside it.
+//!   replica and on a memory-store replica beside it;
+//! - takeover time / lease TTL (reported; the tests bound it by 1.5): a `costd serve` child process
+//!   polling an Atlas job is killed with SIGKILL, and the time until the next poll of that token
+//!   (by another replica, which takes the lapsed lease) is divided by the lease TTL;
+//! - a cold GetCosts on B of the settled month A's job fetched: upstream requests (goal 0), and its
+//!   wall time / B's next GetCosts of it, a local hit (reported).
 
 // The tests' harness, shared; the bench needs only part of it.
 #[allow(dead_code)]
 #[path = "../tests/api/redis_kit.rs"]
 mod redis_kit;
+#[allow(dead_code)]
+#[path = "../tests/api/replica_process.rs"]
+mod replica_process;
 
 use costd::{
     App,
     config::{JobStoreSettings, Settings},
-    proto::{self as pb, query_job_service_client::QueryJobServiceClient},
+    proto::{
+        self as pb, cost_service_client::CostServiceClient,
+        query_job_service_client::QueryJobServiceClient,
+    },
     sandbox::SandboxHandle,
 };
 use hdrhistogram::Histogram;
@@ -30,6 +41,9 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const ROUNDS: usize = 5;
 const GETS: usize = 2_000;
+const TAKEOVERS: usize = 3;
+/// Short, so a takeover round takes a second or two; the ratio is what is reported.
+const LEASE_TTL: Duration = Duration::from_millis(1_000);
 
 fn month(index: usize) -> pb::CostQuery {
     let start = chrono::NaiveDate::from_ymd_opt(2024, 1, 1).expect("date")
@@ -119,6 +133,37 @@ async fn get_job_time(channel: &Channel, name: &str) -> Duration {
     began.elapsed() / GETS as u32
 }
 
+/// Wall time of one GetCosts of `month(index)`, and the upstream requests it took.
+async fn get_costs_time(channel: &Channel, sandbox: &SandboxHandle, index: usize) -> (f64, usize) {
+    let before = sandbox.total_requests();
+    let began = Instant::now();
+    CostServiceClient::new(channel.clone())
+        .get_costs(pb::GetCostsRequest {
+            query: Some(month(index)),
+        })
+        .await
+        .expect("answered");
+    (
+        began.elapsed().as_secs_f64() * 1e6,
+        sandbox.total_requests() - before,
+    )
+}
+
+/// Waits until redis holds `count` stored chunks: A writes them after answering.
+async fn stored_chunks(redis: &mut redis::aio::MultiplexedConnection, count: usize) {
+    loop {
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg("costd-bench:chunk:*")
+            .query_async(redis)
+            .await
+            .expect("listed");
+        if keys.len() >= count {
+            return;
+        }
+        tokio::task::yield_now().await;
+    }
+}
+
 fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(f64::total_cmp);
     values[values.len() / 2]
@@ -141,6 +186,8 @@ fn main() {
         let shared = || JobStoreSettings::Redis {
             url: secrecy::SecretString::from(redis.url()),
             key_prefix: "costd-bench".to_string(),
+            lease_ttl: LEASE_TTL,
+            ca_certificates: None,
         };
         let a = serve(settings(&sandbox, shared())).await;
         let b = serve(settings(&sandbox, shared())).await;
@@ -148,6 +195,8 @@ fn main() {
 
         let (mut own, mut other, mut lag_ratios) = (Vec::new(), Vec::new(), Vec::new());
         let (mut from_redis, mut from_memory, mut get_ratios) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut tier_ratios, mut tier_requests) = (Vec::new(), 0);
+        let mut stored = redis.connection().await;
         for round in 0..ROUNDS {
             let job = start(&a, round).await;
             let (on_a, on_b) = tokio::join!(
@@ -173,12 +222,50 @@ fn main() {
             from_redis.push(redis_time);
             from_memory.push(memory_time);
             get_ratios.push(redis_time / memory_time);
+
+            stored_chunks(&mut stored, round + 1).await;
+            let (cold, requests) = get_costs_time(&b, &sandbox, round).await;
+            let (local, _) = get_costs_time(&b, &sandbox, round).await;
+            tier_requests += requests;
+            tier_ratios.push(cold / local);
         }
+        // Takeover: a poller on its own process, killed mid-poll; the in-process replicas take over.
+        sandbox.atlas().set_processing_polls(40);
+        let kestrel = replica_process::kestrel(&sandbox);
+        let creates_before = sandbox.atlas().counters(kestrel.id).queries_created;
+        let mut takeover_ratios = Vec::new();
+        for round in 0..TAKEOVERS {
+            let poller =
+                replica_process::ReplicaProcess::start(&sandbox, &redis.url(), "costd-bench", LEASE_TTL)
+                    .await;
+            let job = start(&poller.channel, 30 + round).await;
+            let at_start = replica_process::polls(&sandbox, kestrel.id);
+            replica_process::poll_after(&sandbox, kestrel.id, at_start + 2).await;
+            poller.kill().await;
+            let killed_at = Instant::now();
+            let at_kill = replica_process::polls(&sandbox, kestrel.id);
+            replica_process::poll_after(&sandbox, kestrel.id, at_kill).await;
+            takeover_ratios.push(killed_at.elapsed().as_secs_f64() / LEASE_TTL.as_secs_f64());
+            let _ = watch_lags(b.clone(), job.name.clone()).await;
+        }
+        let creates = sandbox.atlas().counters(kestrel.id).queries_created - creates_before;
+        println!(
+            "takeover after SIGKILL: next poll of the same token after {:.2}x the lease TTL (median of {TAKEOVERS}: {:?}); Atlas creates {creates} for {TAKEOVERS} jobs",
+            median(takeover_ratios.clone()),
+            takeover_ratios
+                .iter()
+                .map(|r| format!("{r:.2}"))
+                .collect::<Vec<_>>()
+        );
         println!(
             "WatchJob p99 delivery lag: {:.2} ms on the poller's replica, {:.2} ms on another; ratio {:.2} (goal <= 2)",
             median(own),
             median(other),
             median(lag_ratios)
+        );
+        println!(
+            "cold GetCosts on B of what A fetched: {tier_requests} upstream requests in {ROUNDS} rounds (goal 0); wall time / a local hit on B {:.2} (reported)",
+            median(tier_ratios)
         );
         println!(
             "GetJob: {:.0} µs from redis, {:.0} µs from memory; ratio {:.2} (reported)",

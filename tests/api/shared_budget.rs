@@ -11,12 +11,10 @@ use crate::{
 };
 use costd::{
     clock::SystemClock,
-    config::JobStoreSettings,
     domain::ProviderKind,
     proto::{self as pb, cost_service_client::CostServiceClient},
     sandbox::{RateLimit, SandboxHandle, SandboxOptions},
 };
-use secrecy::SecretString;
 use std::{sync::Arc, time::Duration};
 
 /// The organization's bucket, in costd's configuration and in the sandbox alike.
@@ -27,7 +25,7 @@ const ROOMY: u32 = 20;
 /// A costd on `sandbox` reading Kestrel only, its jobs and budgets in `redis_url`, its bucket holding
 /// `capacity` requests.
 async fn replica(sandbox: &SandboxHandle, redis_url: &str, capacity: u32) -> TestApp {
-    let url = redis_url.to_string();
+    let store = crate::replicas::redis_store(redis_url, None);
     spawn_app_beside(
         sandbox.clone(),
         Arc::new(SystemClock),
@@ -38,10 +36,7 @@ async fn replica(sandbox: &SandboxHandle, redis_url: &str, capacity: u32) -> Tes
                 .retain(|a| a.id.as_str() == "atlas-kestrel");
             settings.atlas.bucket_capacity = capacity;
             settings.atlas.bucket_refill_per_minute = 1;
-            settings.job_store = JobStoreSettings::Redis {
-                url: SecretString::from(url),
-                key_prefix: "costd".to_string(),
-            };
+            settings.job_store = store;
         },
     )
     .await

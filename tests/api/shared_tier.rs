@@ -7,17 +7,15 @@ use crate::{helpers::*, metrics::scrape, redis_kit::RedisServer};
 use chrono::Datelike;
 use costd::{
     clock::SystemClock,
-    config::JobStoreSettings,
     domain::ProviderKind,
     proto as pb,
     sandbox::{SandboxHandle, SandboxOptions},
 };
-use secrecy::SecretString;
 use std::sync::Arc;
 
 /// A costd on `sandbox` reading every provider kind, sharing `redis_url`.
 async fn replica(sandbox: &SandboxHandle, redis_url: &str) -> TestApp {
-    let url = redis_url.to_string();
+    let store = crate::replicas::redis_store(redis_url, None);
     spawn_app_beside(
         sandbox.clone(),
         Arc::new(SystemClock),
@@ -27,10 +25,7 @@ async fn replica(sandbox: &SandboxHandle, redis_url: &str) -> TestApp {
             ProviderKind::Atlas,
         ],
         move |settings, _| {
-            settings.job_store = JobStoreSettings::Redis {
-                url: SecretString::from(url),
-                key_prefix: "costd".to_string(),
-            };
+            settings.job_store = store;
         },
     )
     .await
@@ -78,22 +73,57 @@ async fn stored_every_fetch(app: &TestApp) {
     .await;
 }
 
+/// Redis, a sandbox, and `replicas` costd on both; the first has answered a settled two months and
+/// stored every chunk it fetched.
+struct Stored {
+    redis: RedisServer,
+    sandbox: SandboxHandle,
+    replicas: Vec<TestApp>,
+    settled: pb::CostQuery,
+    /// The first replica's answer.
+    first: pb::CostReport,
+    /// The upstream requests it took.
+    by_one: usize,
+}
+
+async fn stored_by_the_first_of(replicas: usize) -> Stored {
+    let redis = RedisServer::start().await;
+    let sandbox = costd::sandbox::Sandbox::start(SandboxOptions::default()).expect("sandbox");
+    let mut apps = Vec::new();
+    for _ in 0..replicas {
+        apps.push(replica(&sandbox, &redis.url()).await);
+    }
+    let settled = by_account("2026-02-01", "2026-04-01");
+    let first = within(apps[0].get_costs(settled.clone()))
+        .await
+        .expect("the first answers");
+    let by_one = sandbox.total_requests();
+    stored_every_fetch(&apps[0]).await;
+    Stored {
+        redis,
+        sandbox,
+        replicas: apps,
+        settled,
+        first,
+        by_one,
+    }
+}
+
 #[tokio::test]
 async fn the_same_settled_query_on_three_replicas_asks_the_upstreams_once() {
     // Arrange
-    let redis = RedisServer::start().await;
-    let sandbox = costd::sandbox::Sandbox::start(SandboxOptions::default()).expect("sandbox");
-    let a = replica(&sandbox, &redis.url()).await;
-    let b = replica(&sandbox, &redis.url()).await;
-    let c = replica(&sandbox, &redis.url()).await;
-    let settled = by_account("2026-02-01", "2026-04-01");
+    let Stored {
+        // Held to the end: dropping it stops redis.
+        redis: _redis,
+        sandbox,
+        replicas,
+        settled,
+        first: on_a,
+        by_one,
+    } = stored_by_the_first_of(3).await;
+    let (a, b, c) = (&replicas[0], &replicas[1], &replicas[2]);
 
     // Act
-    let on_a = within(a.get_costs(settled.clone()))
-        .await
-        .expect("A answers");
-    let by_one = sandbox.total_requests();
-    stored_every_fetch(&a).await;
     let on_b = within(b.get_costs(settled.clone()))
         .await
         .expect("B answers");
@@ -122,10 +152,10 @@ async fn the_same_settled_query_on_three_replicas_asks_the_upstreams_once() {
         figures(&on_a),
         "C's answer is A's, to the nano"
     );
-    let on_b_scraped = scrape(&b).await;
+    let on_b_scraped = scrape(b).await;
     assert_eq!(
         on_b_scraped.get(r#"costd_cache_shared_total{outcome="hit"}"#),
-        Some(&metric(&scrape(&a).await, "costd_cache_misses_total")),
+        Some(&metric(&scrape(a).await, "costd_cache_misses_total")),
         "every chunk A fetched, B read from redis"
     );
 }
@@ -163,21 +193,16 @@ async fn an_open_period_is_fetched_by_each_replica_itself() {
 #[tokio::test]
 async fn a_stored_chunk_this_build_cannot_read_is_fetched_instead() {
     // Arrange: A stores, then every stored chunk is overwritten with bytes of no format.
-    let redis = RedisServer::start().await;
-    let sandbox = costd::sandbox::Sandbox::start(SandboxOptions::default()).expect("sandbox");
-    let a = replica(&sandbox, &redis.url()).await;
-    let b = replica(&sandbox, &redis.url()).await;
-    let settled = by_account("2026-02-01", "2026-04-01");
-    let on_a = within(a.get_costs(settled.clone()))
-        .await
-        .expect("A answers");
-    let by_one = sandbox.total_requests();
-    stored_every_fetch(&a).await;
-    let mut redis_client = redis::Client::open(redis.url())
-        .expect("a url")
-        .get_multiplexed_async_connection()
-        .await
-        .expect("connected");
+    let Stored {
+        redis,
+        sandbox,
+        replicas,
+        settled,
+        first: on_a,
+        by_one,
+    } = stored_by_the_first_of(2).await;
+    let b = &replicas[1];
+    let mut redis_client = redis.connection().await;
     let keys: Vec<String> = redis::cmd("KEYS")
         .arg("costd:chunk:*")
         .query_async(&mut redis_client)
@@ -200,7 +225,7 @@ async fn a_stored_chunk_this_build_cannot_read_is_fetched_instead() {
     assert_eq!(sandbox.total_requests(), 2 * by_one, "B fetched for itself");
     assert_eq!(figures(&on_b), figures(&on_a));
     assert_eq!(
-        scrape(&b)
+        scrape(b)
             .await
             .get(r#"costd_cache_shared_total{outcome="unreadable"}"#)
             .copied(),

@@ -4,6 +4,6 @@
 mod audit;
 mod cli;
 mod jwt;
-mod kit;
+pub(crate) mod kit;
 mod mtls;
 mod owners;
