@@ -10,7 +10,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 use std::{path::PathBuf, process::Stdio};
 use tokio::{io::AsyncBufReadExt, sync::mpsc};
 
-fn grpcurl() -> PathBuf {
+pub fn grpcurl() -> PathBuf {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".tools/bin/grpcurl");
     assert!(
         path.exists(),

@@ -3,7 +3,8 @@
 
 mod audit;
 mod cli;
+mod grpcurl;
 mod jwt;
-mod kit;
+pub mod kit;
 mod mtls;
 mod owners;
