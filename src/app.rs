@@ -6,18 +6,18 @@ use crate::{
     clock::{Clock, SystemClock},
     config::{JobStoreSettings, Settings},
     domain::Redactor,
-    engine::{ChunkCache, Engine, EngineLimits, Jobs},
-    jobs::{JobManager, JobStore, MemoryJobStore, RedisJobStore},
+    engine::{ChunkCache, Engine, EngineLimits, Jobs, SharedTier},
+    jobs::{JobManager, JobStore, MemoryJobStore, RedisJobStore, StoreError},
     metrics::{
         self, Metrics, RpcMetricsLayer,
         server::{HeldGauges, HeldState},
     },
     proto::{self as pb, query_job_service_server::QueryJobServiceServer},
-    providers::{Provider, gate::Gates, http::UpstreamHttp},
+    providers::{Provider, budget::SharedBudgets, gate::Gates, http::UpstreamHttp},
+    redis_link::RedisLink,
     server::{self, Admission, ConnectionLimits},
     telemetry,
 };
-use futures::StreamExt;
 use prost::Message;
 use std::{
     future::Future,
@@ -28,6 +28,10 @@ use std::{
 use tokio::net::TcpListener;
 use tonic::{server::NamedService, transport::server::TcpIncoming};
 use tonic_health::{ServingStatus, server::HealthReporter};
+
+/// How long drawing from a shared Atlas bucket, or reading a shared chunk, may wait on redis before
+/// going on without it (the local share; the upstream).
+const SHARED_CALL_TIMEOUT: Duration = Duration::from_millis(500);
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -117,16 +121,46 @@ impl App {
             Arc::new(redactor),
             gates,
         )?);
+        // Replicas that share a job store share through it too: the Atlas organizations' buckets,
+        // and settled chunks.
+        let (shared_budgets, shared_tier) = match &settings.job_store {
+            JobStoreSettings::Memory => (None, None),
+            JobStoreSettings::Redis { url, key_prefix } => {
+                let link = Arc::new(
+                    RedisLink::new(url, SHARED_CALL_TIMEOUT)
+                        .map_err(|error| AppError::JobStore(StoreError::Unavailable(error.0)))?,
+                );
+                let budgets = SharedBudgets::new(link.clone(), key_prefix, metrics.clone());
+                let tier = (settings.cache.shared_ttl_seconds > 0).then(|| {
+                    Arc::new(SharedTier::new(
+                        link,
+                        key_prefix,
+                        Duration::from_secs(settings.cache.shared_ttl_seconds),
+                        settings.cache.shared_max_chunk_bytes,
+                        metrics.clone(),
+                    ))
+                });
+                (Some(Arc::new(budgets)), tier)
+            }
+        };
         let providers = settings
             .accounts
             .iter()
-            .map(|account| Provider::new(account, &settings.atlas, http.clone()))
+            .map(|account| {
+                Provider::new(
+                    account,
+                    &settings.atlas,
+                    http.clone(),
+                    shared_budgets.as_ref(),
+                )
+            })
             .collect();
         let cache = ChunkCache::new(
             &settings.cache,
             Duration::from_millis(settings.upstream.fetch_timeout_ms),
             clock.clone(),
             metrics.clone(),
+            shared_tier,
         );
         let limits = EngineLimits {
             max_concurrency_per_account: settings.upstream.max_concurrency_per_account,
@@ -274,13 +308,14 @@ impl App {
             // TLS wraps the accepted connections; the preface is then awaited on decrypted bytes.
             Some(tls) => {
                 let accepted = server::accepted(self.listener, limits.max_connections);
-                let incoming = auth::tls::incoming(accepted, tls, limits.handshake_timeout).map(
-                    move |handshaken| {
-                        handshaken.map(|(stream, place)| {
-                            let deadline = tokio::time::Instant::now() + limits.handshake_timeout;
-                            server::Connection::new(stream, place, deadline)
-                        })
-                    },
+                let incoming = server::with_preface(
+                    auth::tls::incoming(
+                        accepted,
+                        tls,
+                        limits.handshake_timeout,
+                        limits.max_connections as usize,
+                    ),
+                    limits,
                 );
                 Box::pin(server::serve(
                     server,

@@ -16,6 +16,7 @@ pub mod jobs;
 pub mod metrics;
 pub mod proto;
 pub mod providers;
+pub mod redis_link;
 pub mod sandbox;
 pub mod server;
 pub mod sync;

@@ -38,9 +38,6 @@ use tokio::{
 };
 use tonic::transport::server::Connected;
 
-/// Handshakes running at once; more accepted connections wait their turn.
-const CONCURRENT_HANDSHAKES: usize = 256;
-
 #[derive(Debug, thiserror::Error)]
 pub enum SetupError {
     #[error("server.tls.cert: {0}")]
@@ -81,10 +78,12 @@ pub struct TlsConnection {
 
 /// Handshakes every accepted connection, each within `timeout`, carrying along what came with it (the
 /// accept path's place among the connections); failed or slow handshakes are dropped (logged at debug).
+/// Up to `concurrent` run at once: the connection cap, so that silent peers never hold back others.
 pub fn incoming<S, P>(
     tcp: S,
     tls: TlsAcceptor,
     timeout: Duration,
+    concurrent: usize,
 ) -> impl Stream<Item = io::Result<(TlsConnection, P)>>
 where
     S: Stream<Item = io::Result<(TcpStream, P)>>,
@@ -120,7 +119,7 @@ where
             }
         }
     })
-    .buffer_unordered(CONCURRENT_HANDSHAKES)
+    .buffer_unordered(concurrent)
     .filter_map(futures::future::ready)
 }
 

@@ -283,6 +283,11 @@ pub struct CacheConfig {
     pub open_ttl_seconds: u64,
     /// How long past freshness a chunk may still be served, marked stale, when its refresh fails.
     pub stale_grace_seconds: u64,
+    /// With replicas sharing redis (`jobs.store = "redis"`): how long a settled chunk stays in the
+    /// tier they share, in seconds; 0 turns the tier off.
+    pub shared_ttl_seconds: u64,
+    /// The largest settled chunk written to the shared tier, in encoded bytes.
+    pub shared_max_chunk_bytes: u64,
 }
 
 impl Default for CacheConfig {
@@ -293,6 +298,8 @@ impl Default for CacheConfig {
             settled_ttl_seconds: 6 * 3600,
             open_ttl_seconds: 300,
             stale_grace_seconds: 24 * 3600,
+            shared_ttl_seconds: 6 * 3600,
+            shared_max_chunk_bytes: 32 * 1024 * 1024,
         }
     }
 }

@@ -8,6 +8,9 @@ mod period;
 mod query;
 mod record;
 mod redact;
+mod stored;
+#[cfg(test)]
+pub(crate) mod testing;
 mod upstream;
 
 pub use columns::{NO_TEXT, RecordColumns, TextId};
@@ -17,9 +20,11 @@ pub use money::{Currency, Money, MoneyError, NANOS_PER_UNIT};
 pub use period::{Period, PeriodError};
 pub use query::{CostFilter, CostQuery, Granularity, GroupBy};
 pub use record::{
-    ChargeCategory, CostRecord, DataQualityWarning, Named, Quantity, Resource, Text, UnitPrice,
+    ChargeCategory, CostRecord, DataQualityWarning, EXTENSION_NAMES, Named, Quantity, Resource,
+    Text, UnitPrice,
 };
 pub use redact::{REDACTED, Redactor};
+pub use stored::{STORED_CHUNK_FORMAT, StoredChunk, StoredChunkError};
 pub use upstream::{
     AccountRef, CircuitReading, FetchProgress, ProgressObserver, UpstreamError, UpstreamErrorKind,
     UpstreamQuery,

@@ -91,6 +91,21 @@ pub struct CostRecord {
     pub extensions: BTreeMap<&'static str, Text>,
 }
 
+/// Every extension a provider gives its records, as the FOCUS `x_` column it becomes: the one list
+/// that the stored form and the export read.
+pub const EXTENSION_NAMES: &[&str] = &[
+    // Elastic: a deployment's hourly rate in ECU, its line item's kind and name, the rate as the
+    // console shows it, and the account's configured USD per ECU.
+    "x_hourly_rate_ecu",
+    "x_line_item_kind",
+    "x_line_item_name",
+    "x_rate_formatted",
+    "x_usd_per_ecu",
+    // The team billing API: the pricing sheet and rule a charge was priced by.
+    "x_pricing_rule_id",
+    "x_pricing_sheet_id",
+];
+
 /// An upstream total that did not match its parts. The data is kept as sent; this says so.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct DataQualityWarning {

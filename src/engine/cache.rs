@@ -6,13 +6,14 @@
 //! instead of sleeping. Fetches run in spawned tasks behind a map of shared futures: a caller that
 //! gives up never aborts the fetch the others are waiting for.
 
+use super::SharedTier;
 use crate::{
     clock::Clock,
     config::CacheConfig,
     deadline::Deadline,
     domain::{
-        DataQualityWarning, FetchProgress, Period, ProviderAccountId, RecordColumns, UpstreamError,
-        UpstreamErrorKind,
+        DataQualityWarning, FetchProgress, Period, ProviderAccountId, RecordColumns, StoredChunk,
+        UpstreamError, UpstreamErrorKind,
     },
     metrics::{CacheLookup, Metrics},
     providers::{Chunk, ChunkData, ChunkFailure, FetchedChunk, Provider},
@@ -156,6 +157,8 @@ pub struct ChunkCache {
     metrics: Arc<Metrics>,
     /// Cancelled when the server stops: callers still waiting are answered with what there is.
     callers_released: CancellationToken,
+    /// Settled chunks shared with the other replicas, when there are any.
+    shared: Option<Arc<SharedTier>>,
 }
 
 /// The most a single entry may live in moka regardless of the clock: memory is bounded in real time.
@@ -178,6 +181,7 @@ impl ChunkCache {
         fetch_timeout: Duration,
         clock: Arc<dyn Clock>,
         metrics: Arc<Metrics>,
+        shared: Option<Arc<SharedTier>>,
     ) -> Self {
         let hours = |h: u64| chrono::Duration::hours(h as i64);
         let seconds = |s: u64| chrono::Duration::seconds(s as i64);
@@ -203,6 +207,7 @@ impl ChunkCache {
             policy,
             metrics,
             callers_released: CancellationToken::new(),
+            shared,
         }
     }
 
@@ -376,10 +381,23 @@ impl ChunkCache {
         let registry = self.inflight.clone();
         let clock = self.clock.clone();
         let timeout = self.policy.fetch_timeout;
+        let shared = self
+            .shared
+            .clone()
+            .filter(|_| self.is_settled(&key.chunk.period));
         let task_key = key.clone();
         let (progress_sender, progress) = watch::channel(FetchProgress::default());
         let task = tokio::spawn(
             async move {
+                if let Some(stored) = match &shared {
+                    Some(tier) => tier.read(&task_key).await,
+                    None => None,
+                } {
+                    let chunk = Arc::new(CachedChunk::stored(stored));
+                    entries.insert(task_key.clone(), chunk.clone()).await;
+                    lock(&registry).remove(&task_key);
+                    return Arc::new(Ok(chunk));
+                }
                 let result = provider
                     .fetch(&task_key.chunk, Deadline::after(timeout), &progress_sender)
                     .await;
@@ -391,6 +409,11 @@ impl ChunkCache {
                             clock.now(),
                         ));
                         entries.insert(task_key.clone(), chunk.clone()).await;
+                        if let Some(tier) = shared {
+                            // The others may read it a moment later; the callers here do not wait.
+                            let (key, chunk) = (task_key.clone(), chunk.clone());
+                            tokio::spawn(async move { tier.write(&key, &chunk).await });
+                        }
                         Ok(chunk)
                     }
                     // Failures are not cached: the next query asks again.
@@ -434,6 +457,21 @@ impl ChunkCache {
 }
 
 impl CachedChunk {
+    /// A chunk another replica fetched: as it stored it, with no request of ours.
+    fn stored(stored: StoredChunk) -> Self {
+        let records = RecordColumns::from_records(stored.records);
+        let bytes = estimated_bytes(&records, &stored.warnings);
+        CachedChunk {
+            period: stored.period,
+            records,
+            warnings: stored.warnings,
+            fetched_at: stored.fetched_at,
+            requests: 0,
+            rate_limit_remaining: None,
+            bytes,
+        }
+    }
+
     fn new(period: Period, fetched: FetchedChunk, fetched_at: DateTime<Utc>) -> Self {
         let ChunkData { records, warnings } = fetched.data;
         let records = RecordColumns::from_records(records);

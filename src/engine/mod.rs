@@ -6,10 +6,12 @@ pub mod aggregate;
 mod cache;
 mod health;
 mod report;
+mod shared_tier;
 
 pub use cache::{CachedChunk, ChunkAnswer, ChunkCache, ChunkKey, FetchHold};
 pub use health::{HealthBoard, HealthSnapshot};
 pub use report::{AccountResult, AccountState, RecordSet, Report};
+pub use shared_tier::SharedTier;
 
 use crate::{
     deadline::Deadline,

@@ -77,6 +77,22 @@ struct PollLabels {
     outcome: &'static str,
 }
 
+/// What the shared tier did with a settled chunk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SharedTierOutcome {
+    /// Read from redis instead of the upstream.
+    Hit,
+    /// Not in redis: fetched from the upstream.
+    Miss,
+    Written,
+    /// In redis but not readable by this build (another format, or damaged): fetched instead.
+    Unreadable,
+    /// Larger than `cache.shared_max_chunk_bytes`: not written.
+    TooLarge,
+    /// Redis did not answer in time.
+    Unavailable,
+}
+
 /// How a chunk lookup was answered, for the cache counters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CacheLookup {
@@ -113,13 +129,25 @@ pub struct Metrics {
     cache_misses: Family<ProviderLabels, Counter>,
     cache_coalesced: Family<ProviderLabels, Counter>,
     cache_stale: Family<ProviderLabels, Counter>,
+    cache_shared: Family<PollLabels, Counter>,
     cache_bytes: Gauge,
     cache_entries: Gauge,
     jobs: Family<StateLabels, Gauge>,
     job_store_up: Family<StoreLabels, Gauge>,
     atlas_polls: Family<PollLabels, Counter>,
+    atlas_budget_shared: Gauge,
+    atlas_budget_waiting: Gauge,
     auth_rejections: Family<ReasonLabels, Counter>,
     auth_open: Gauge,
+}
+
+/// An Atlas request held by its bucket; uncounted when dropped.
+pub struct BudgetHeld(Gauge);
+
+impl Drop for BudgetHeld {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
 
 impl Default for Metrics {
@@ -144,11 +172,14 @@ impl Metrics {
             cache_misses: Family::default(),
             cache_coalesced: Family::default(),
             cache_stale: Family::default(),
+            cache_shared: Family::default(),
             cache_bytes: Gauge::default(),
             cache_entries: Gauge::default(),
             jobs: Family::default(),
             job_store_up: Family::default(),
             atlas_polls: Family::default(),
+            atlas_budget_shared: Gauge::default(),
+            atlas_budget_waiting: Gauge::default(),
             auth_rejections: Family::default(),
             auth_open: Gauge::default(),
         };
@@ -157,6 +188,11 @@ impl Metrics {
             "rpc_requests",
             "gRPC calls handled, by method and status code",
             metrics.rpc_requests.clone(),
+        );
+        registry.register(
+            "cache_shared",
+            "Settled chunks looked up in or written to the tier replicas share, by outcome",
+            metrics.cache_shared.clone(),
         );
         registry.register_with_unit(
             "rpc_duration",
@@ -236,6 +272,16 @@ impl Metrics {
             "atlas_polls",
             "Polls of Atlas cost-explorer query tokens, by what they answered",
             metrics.atlas_polls.clone(),
+        );
+        registry.register(
+            "atlas_budget_shared",
+            "With replicas sharing redis: 1 while the Atlas organizations' buckets are drawn from redis, 0 while from this replica's share",
+            metrics.atlas_budget_shared.clone(),
+        );
+        registry.register(
+            "atlas_budget_waiting",
+            "Atlas requests held until their organization's bucket allows them",
+            metrics.atlas_budget_waiting.clone(),
         );
         registry.register(
             "auth_rejections",
@@ -333,6 +379,20 @@ impl Metrics {
             .inc();
     }
 
+    pub fn shared_tier(&self, outcome: SharedTierOutcome) {
+        let outcome = match outcome {
+            SharedTierOutcome::Hit => "hit",
+            SharedTierOutcome::Miss => "miss",
+            SharedTierOutcome::Written => "written",
+            SharedTierOutcome::Unreadable => "unreadable",
+            SharedTierOutcome::TooLarge => "too_large",
+            SharedTierOutcome::Unavailable => "unavailable",
+        };
+        self.cache_shared
+            .get_or_create(&PollLabels { outcome })
+            .inc();
+    }
+
     pub fn atlas_poll(&self, poll: AtlasPoll) {
         let outcome = match poll {
             AtlasPoll::Processing => "processing",
@@ -364,6 +424,16 @@ impl Metrics {
     }
 
     /// Sets whether the job store (`memory` or `redis`) answered its last call.
+    pub fn set_atlas_budget_shared(&self, shared: bool) {
+        self.atlas_budget_shared.set(i64::from(shared));
+    }
+
+    /// Counts one Atlas request held by its bucket, until the returned value is dropped.
+    pub fn atlas_budget_held(&self) -> BudgetHeld {
+        self.atlas_budget_waiting.inc();
+        BudgetHeld(self.atlas_budget_waiting.clone())
+    }
+
     pub fn set_job_store_up(&self, store: &'static str, up: bool) {
         self.job_store_up
             .get_or_create(&StoreLabels { store })

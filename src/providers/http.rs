@@ -113,7 +113,7 @@ impl UpstreamHttp {
     }
 
     /// Where providers record what only they can tell (e.g. what an Atlas poll answered).
-    pub fn metrics(&self) -> &Metrics {
+    pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
     }
 

@@ -1,6 +1,7 @@
 //! Provider accounts: one module per upstream, the shared HTTP layer, and the one enum the engine calls.
 
 pub mod atlas;
+pub mod budget;
 pub mod elastic;
 pub mod exact_json;
 #[cfg(test)]
@@ -149,6 +150,7 @@ impl Provider {
         settings: &AccountSettings,
         atlas: &AtlasConfig,
         http: Arc<http::UpstreamHttp>,
+        shared_budgets: Option<&Arc<budget::SharedBudgets>>,
     ) -> Provider {
         let account = AccountRef {
             id: settings.id.clone(),
@@ -175,6 +177,7 @@ impl Provider {
                 base_url,
                 settings.clone(),
                 atlas.clone(),
+                shared_budgets,
             ))),
         }
     }

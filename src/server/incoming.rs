@@ -3,7 +3,7 @@
 //! each closed unless the HTTP/2 preface arrives within the handshake timeout.
 //!
 //! [`accepted`] is the seam for TLS: wrap each `(TcpStream, Place)` in TLS (the handshake bounded by
-//! the same deadline), then hand the TLS stream to [`Connection::new`] so the preface is still awaited
+//! the same timeout), then hand the TLS streams to [`with_preface`] so the preface is still awaited
 //! on the decrypted bytes.
 
 use futures::{Stream, StreamExt};
@@ -15,10 +15,9 @@ use std::{
     time::Duration,
 };
 use tokio::{
-    io::{AsyncRead, AsyncWrite, ReadBuf},
+    io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf},
     net::{TcpListener, TcpStream},
     sync::{OwnedSemaphorePermit, Semaphore},
-    time::{Instant, Sleep},
 };
 use tokio_util::sync::{CancellationToken, DropGuard};
 use tonic::transport::server::Connected;
@@ -62,45 +61,73 @@ pub fn accepted(
     })
 }
 
-/// [`accepted`] connections, each with its preface deadline, as tonic's server takes them.
+/// [`accepted`] connections whose HTTP/2 preface has arrived, as tonic's server takes them.
 pub fn incoming(
     listener: TcpListener,
     limits: ConnectionLimits,
 ) -> impl Stream<Item = io::Result<Connection<TcpStream>>> + Send {
-    accepted(listener, limits.max_connections).map(move |accepted| {
-        accepted.map(|(stream, place)| {
-            Connection::new(stream, place, Instant::now() + limits.handshake_timeout)
-        })
-    })
+    with_preface(accepted(listener, limits.max_connections), limits)
 }
 
-/// A connection: its IO, its place, and until the preface has been read, the deadline for it.
+/// The connections of `handshaken` that sent the HTTP/2 preface within the handshake timeout; the
+/// others are closed. Until its preface is in, a connection is only its socket, a 24-byte buffer and
+/// a timer: hyper's buffers and HTTP/2 state (tens of KB) are made for talkers only, so thousands of
+/// silent peers cost little and give it all back when they go.
+pub fn with_preface<IO, S>(
+    handshaken: S,
+    limits: ConnectionLimits,
+) -> impl Stream<Item = io::Result<Connection<IO>>> + Send
+where
+    IO: AsyncRead + Unpin + Send + 'static,
+    S: Stream<Item = io::Result<(IO, Place)>> + Send,
+{
+    handshaken
+        .map(move |handshaken| async move {
+            let (mut io, place) = match handshaken {
+                Ok(handshaken) => handshaken,
+                Err(error) => return Some(Err(error)),
+            };
+            let mut preface = [0u8; PREFACE_LEN];
+            match tokio::time::timeout(limits.handshake_timeout, io.read_exact(&mut preface)).await
+            {
+                Ok(Ok(_)) => Some(Ok(Connection::new(io, place, preface))),
+                Ok(Err(error)) => {
+                    tracing::debug!(%error, "connection closed before its HTTP/2 preface");
+                    None
+                }
+                Err(_) => {
+                    tracing::debug!("no HTTP/2 preface within the handshake timeout");
+                    None
+                }
+            }
+        })
+        // Every place may be waiting for its preface at once; the cap on places bounds them.
+        .buffer_unordered(limits.max_connections as usize)
+        .filter_map(std::future::ready)
+}
+
+/// A connection: its IO, its place, and the preface it sent, which hyper reads first.
 pub struct Connection<IO> {
     // Fields drop in order: the place is free before the socket closes, so a peer that sees the
     // close can count on it.
     _place: Place,
     io: IO,
-    preface: Option<Preface>,
+    preface: [u8; PREFACE_LEN],
+    /// How much of `preface` hyper has read.
+    replayed: usize,
     /// Cancels [`Connection::closed`] when the connection is dropped (hyper is done with it).
     _closing: DropGuard,
     closed: CancellationToken,
 }
 
-struct Preface {
-    left: usize,
-    deadline: Pin<Box<Sleep>>,
-}
-
 impl<IO> Connection<IO> {
-    pub fn new(io: IO, place: Place, preface_deadline: Instant) -> Self {
+    fn new(io: IO, place: Place, preface: [u8; PREFACE_LEN]) -> Self {
         let closed = CancellationToken::new();
         Connection {
             io,
             _place: place,
-            preface: Some(Preface {
-                left: PREFACE_LEN,
-                deadline: Box::pin(tokio::time::sleep_until(preface_deadline)),
-            }),
+            preface,
+            replayed: 0,
             _closing: closed.clone().drop_guard(),
             closed,
         }
@@ -127,29 +154,14 @@ impl<IO: AsyncRead + Unpin> AsyncRead for Connection<IO> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = &mut *self;
-        let before = buf.filled().len();
-        let polled = Pin::new(&mut this.io).poll_read(cx, buf);
-        let Some(preface) = this.preface.as_mut() else {
-            return polled;
-        };
-        match polled {
-            Poll::Ready(Ok(())) => {
-                preface.left = preface.left.saturating_sub(buf.filled().len() - before);
-                if preface.left == 0 {
-                    this.preface = None;
-                }
-                Poll::Ready(Ok(()))
-            }
-            // Polling the deadline here registers this task's waker with it: hyper reads until the
-            // preface is in, so a silent peer wakes it when the time is up.
-            Poll::Pending if preface.deadline.as_mut().poll(cx).is_ready() => {
-                Poll::Ready(Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    "no HTTP/2 preface within the handshake timeout",
-                )))
-            }
-            other => other,
+        if this.replayed < PREFACE_LEN {
+            let left = &this.preface[this.replayed..];
+            let n = left.len().min(buf.remaining());
+            buf.put_slice(&left[..n]);
+            this.replayed += n;
+            return Poll::Ready(Ok(()));
         }
+        Pin::new(&mut this.io).poll_read(cx, buf)
     }
 }
 

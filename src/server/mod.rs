@@ -8,5 +8,5 @@ mod incoming;
 mod serve;
 
 pub use admission::{Admission, AdmissionLayer, AdmittedBody, HEALTH_PREFIX};
-pub use incoming::{Connection, ConnectionLimits, Place, accepted, incoming};
+pub use incoming::{Connection, ConnectionLimits, Place, accepted, incoming, with_preface};
 pub use serve::serve;

@@ -11,7 +11,7 @@ use std::{
 fn allowed(module: &str) -> Option<&'static [&'static str]> {
     Some(match module {
         "app" | "main" | "lib" => return None,
-        "domain" | "sync" | "metrics" | "deadline" | "proto" => &[],
+        "domain" | "sync" | "metrics" | "deadline" | "proto" | "redis_link" => &[],
         "clock" => &["sync"],
         "config" => &["domain"],
         "telemetry" => &["config"],
@@ -21,10 +21,11 @@ fn allowed(module: &str) -> Option<&'static [&'static str]> {
             "deadline",
             "domain",
             "metrics",
+            "redis_link",
             "sync",
             "telemetry",
         ],
-        "jobs" => &["clock", "domain", "sync"],
+        "jobs" => &["clock", "domain", "redis_link", "sync"],
         "engine" => &[
             "clock",
             "config",
@@ -33,6 +34,7 @@ fn allowed(module: &str) -> Option<&'static [&'static str]> {
             "jobs",
             "metrics",
             "providers",
+            "redis_link",
             "sync",
         ],
         // Caller identity: TLS, tokens and grants, read from the configuration.

@@ -1,5 +1,6 @@
 //! Connection hygiene through the real server, from raw TCP so the test sees every frame: a peer that
-//! never sends the HTTP/2 preface is closed after the handshake timeout, one that stops answering
+//! never sends the HTTP/2 preface is closed unserved after the handshake timeout and never holds back
+//! one that talks, one that stops answering
 //! PINGs after the keepalive timeout, an old connection is sent GOAWAY (and closed after the grace
 //! when it ignores it), and a connection beyond the cap is closed before it is served, while the open
 //! ones still work.
@@ -61,28 +62,53 @@ async fn serving(app: &TestApp) -> ServingStatus {
 }
 
 #[tokio::test]
-async fn a_connection_that_never_sends_the_preface_is_closed_after_the_handshake_timeout() {
+async fn a_connection_that_never_sends_the_preface_is_closed_unserved_after_the_handshake_timeout()
+{
     let app = spawn_app_with(|settings| settings.server.handshake_timeout_ms = 100).await;
     let started = std::time::Instant::now();
 
-    let received = read_until_closed(&app, b"").await;
+    let silent = read_until_closed(&app, b"").await;
+    let half_a_preface = read_until_closed(&app, &PREFACE[..12]).await;
 
     assert!(
         started.elapsed() >= Duration::from_millis(100),
         "closed by the timeout, not before"
     );
-    let types = frame_types(&received);
-    assert_eq!(
-        types.first(),
-        Some(&SETTINGS),
-        "served, then closed: {types:?}"
+    // Nothing of HTTP/2 (not even SETTINGS) is set up for a peer until its preface is in.
+    assert!(silent.is_empty(), "closed unserved: {silent:?}");
+    assert!(
+        half_a_preface.is_empty(),
+        "closed unserved: {half_a_preface:?}"
     );
-    assert!(!types.contains(&PING), "not a keepalive close: {types:?}");
     assert_eq!(
         serving(&app).await,
         ServingStatus::Serving,
         "a connection that sent its preface in time is kept"
     );
+}
+
+#[tokio::test]
+async fn silent_peers_never_hold_back_one_that_talks() {
+    // A timeout longer than the test's patience: a talker queued behind silent peers would fail.
+    let app = spawn_app_with(|settings| settings.server.handshake_timeout_ms = 600_000).await;
+    let mut silent = Vec::new();
+    for _ in 0..300 {
+        silent.push(
+            within(TcpStream::connect(app.addr))
+                .await
+                .expect("connects"),
+        );
+    }
+
+    let mut talker = TcpStream::connect(app.addr).await.expect("connects");
+    talker.write_all(&hello()).await.expect("writes");
+    let mut header = [0u8; 9];
+    within(talker.read_exact(&mut header))
+        .await
+        .expect("served while 300 peers stay silent");
+
+    assert_eq!(header[3], SETTINGS);
+    assert_eq!(silent.len(), 300);
 }
 
 #[tokio::test]
@@ -148,6 +174,6 @@ async fn a_connection_closed_by_the_handshake_timeout_gives_its_place_back() {
         .await
         .expect("served: the idle connection's place was given back");
 
-    assert_eq!(frame_types(&idle).first(), Some(&SETTINGS));
+    assert!(idle.is_empty(), "closed unserved: {idle:?}");
     assert_eq!(header[3], SETTINGS);
 }

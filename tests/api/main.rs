@@ -30,6 +30,8 @@ mod replicas;
 mod retries;
 mod scale;
 mod server;
+mod shared_budget;
+mod shared_tier;
 mod telemetry;
 mod trace_context;
 mod unlabeled_rows;

@@ -14,12 +14,13 @@ use crate::{
         AccountRef, AtlasId, FetchProgress, Period, UpstreamError, UpstreamErrorKind, UpstreamQuery,
     },
     providers::{
-        ChunkData, ChunkFailure, FetchedChunk, ProgressSender, RateLimitReading, chunk_outcome,
+        ChunkData, ChunkFailure, FetchedChunk, ProgressSender, RateLimitReading,
+        budget::{BucketShape, OrgBudget, SharedBudgets},
+        chunk_outcome,
         http::{FailedCall, UpstreamHttp, UpstreamRequest, UpstreamResponse, retry_after},
     },
 };
 use bytes::Bytes;
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use http::{HeaderMap, HeaderValue, Method};
 use std::{num::NonZeroU32, sync::Arc, time::Duration};
 use tokio::time::Instant;
@@ -45,7 +46,7 @@ pub struct AtlasClient {
     org_id: AtlasId,
     auth: Authenticator,
     /// Atlas' Invoices bucket, per organization: both cost-explorer calls draw from it.
-    bucket: DefaultDirectRateLimiter,
+    budget: OrgBudget,
     config: AtlasConfig,
 }
 
@@ -56,16 +57,24 @@ impl AtlasClient {
         base_url: reqwest::Url,
         settings: AtlasSettings,
         config: AtlasConfig,
+        shared: Option<&Arc<SharedBudgets>>,
     ) -> Self {
-        let refill = NonZeroU32::new(config.bucket_refill_per_minute).unwrap_or(NonZeroU32::MIN);
-        let capacity = NonZeroU32::new(config.bucket_capacity).unwrap_or(NonZeroU32::MIN);
+        let shape = BucketShape {
+            capacity: NonZeroU32::new(config.bucket_capacity).unwrap_or(NonZeroU32::MIN),
+            refill_per_minute: NonZeroU32::new(config.bucket_refill_per_minute)
+                .unwrap_or(NonZeroU32::MIN),
+        };
+        let budget = match shared {
+            Some(shared) => shared.organization(settings.org_id.as_str(), shape),
+            None => OrgBudget::local(shape, http.metrics().clone()),
+        };
         AtlasClient {
             account,
             http,
             base_url,
             org_id: settings.org_id,
             auth: Authenticator::new(settings.credentials),
-            bucket: RateLimiter::direct(Quota::per_minute(refill).allow_burst(capacity)),
+            budget,
             config,
         }
     }
@@ -321,7 +330,7 @@ impl AtlasClient {
         let token_url = self.url_of(&["api", "oauth", "token"]);
         let mut refused: Option<UpstreamResponse> = None;
         for _ in 0..2 {
-            self.bucket.until_ready().await;
+            self.budget.until_ready().await;
             let mut headers = HeaderMap::new();
             headers.insert(
                 http::header::ACCEPT,

@@ -1,6 +1,7 @@
 //! TLS and client certificates through the real server: the certificate's SAN names the caller, its
 //! grant bounds what it sees, a certificate of another CA is refused per call, health needs nothing,
-//! and rotated certificate files are presented at the next handshake.
+//! rotated certificate files are presented at the next handshake, and silent peers never hold back a
+//! handshake.
 
 use super::kit::*;
 use crate::{helpers::*, metrics::scrape};
@@ -286,4 +287,32 @@ async fn certificate_files_replaced_on_disk_are_presented_at_the_next_handshake(
     within(costs.list_providers(pb::ListProvidersRequest {}))
         .await
         .expect("served over the new certificate (no [auth]: open)");
+}
+
+#[tokio::test]
+async fn silent_peers_never_hold_back_a_tls_handshake() {
+    // Arrange: a handshake timeout longer than the test's patience, and more silent peers than any
+    // fixed batch of handshakes would take, so a client queued behind them would fail.
+    let ca = Ca::new("busy CA");
+    let files = Files::new();
+    let app = spawn_with_auth(Some(tls(&files, &ca.server(1), None)), None, |settings| {
+        settings.server.handshake_timeout_ms = 600_000;
+    })
+    .await;
+    let mut silent = Vec::new();
+    for _ in 0..300 {
+        silent.push(
+            within(tokio::net::TcpStream::connect(app.addr))
+                .await
+                .expect("connects"),
+        );
+    }
+
+    // Act
+    let mut costs = CostServiceClient::new(tls_channel(&app, &ca, None).await);
+    let answer = within(costs.list_providers(pb::ListProvidersRequest {})).await;
+
+    // Assert
+    assert!(answer.is_ok(), "served: {answer:?}");
+    assert_eq!(silent.len(), 300);
 }
