@@ -29,7 +29,7 @@ use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 #[path = "support/mod.rs"]
 mod support;
 
-use support::{drive, median, rss_bytes};
+use support::{channel, drive, median, rss_bytes, team_settings, timestamp};
 
 /// The allocator the costd binary ships with, so the harness measures what runs.
 #[global_allocator]
@@ -38,10 +38,6 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 const ROUNDS: usize = 3;
 const RUN_FOR: Duration = Duration::from_millis(1500);
 const TEAMS: [&str; 3] = ["team_acme", "team_borealis", "team_cobalt"];
-
-fn timestamp(text: &str) -> prost_types::Timestamp {
-    costd::api::convert::time_to_proto(costd::cli::parse_instant(text).expect("valid"))
-}
 
 fn month_query(year: i32, month: u32, accounts: &[&str]) -> pb::CostQuery {
     let start = chrono::NaiveDate::from_ymd_opt(year, month, 1).expect("valid");
@@ -75,12 +71,7 @@ struct Server {
 
 async fn start(cache_bytes: u64) -> Server {
     let sandbox = Sandbox::start(Default::default()).expect("sandbox");
-    let mut settings =
-        costd::demo::settings(&sandbox, SocketAddr::from(([127, 0, 0, 1], 0))).expect("settings");
-    // The three team accounts: the figures compare the engine, not Atlas' polling.
-    settings
-        .accounts
-        .retain(|a| a.provider() == costd::domain::ProviderKind::TeamBilling);
+    let mut settings = team_settings(&sandbox);
     settings.cache.max_bytes = cache_bytes;
     settings.server.max_chunks_per_query = 100_000;
     let app = App::build(settings).await.expect("builds");
@@ -92,14 +83,6 @@ async fn start(cache_bytes: u64) -> Server {
         sandbox,
         engine,
     }
-}
-
-async fn channel(addr: SocketAddr) -> Channel {
-    Channel::from_shared(format!("http://{addr}"))
-        .expect("uri")
-        .connect()
-        .await
-        .expect("connects")
 }
 
 async fn cached_vs_health(server: &Server) {

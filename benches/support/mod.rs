@@ -1,5 +1,6 @@
 //! What several harnesses share: the median of rounds, a closed-loop driver (throughput and p99),
-//! the process's resident memory and CPU time, and, for those that run the real server in a child process, the big Elastic account's settings
+//! the process's resident memory and CPU time, the demo's team accounts and a server serving them;
+//! and, for those that run the real server in a child process, the big Elastic account's settings
 //! and a running server with its client. Included by each bench with `#[path]`; not every bench
 //! uses every item.
 #![allow(dead_code)]
@@ -24,6 +25,39 @@ use tonic::transport::Channel;
 pub fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(f64::total_cmp);
     values[values.len() / 2]
+}
+
+/// costd over the demo's three team accounts of `sandbox`, on loopback: the figures of the harnesses
+/// that use it compare costd's serving path, not Atlas' polling.
+pub fn team_settings(sandbox: &costd::sandbox::SandboxHandle) -> Settings {
+    let mut settings =
+        costd::demo::settings(sandbox, SocketAddr::from(([127, 0, 0, 1], 0))).expect("settings");
+    settings
+        .accounts
+        .retain(|a| a.provider() == costd::domain::ProviderKind::TeamBilling);
+    settings
+}
+
+/// A plaintext channel to the server on `addr`.
+pub async fn channel(addr: SocketAddr) -> Channel {
+    Channel::from_shared(format!("http://{addr}"))
+        .expect("uri")
+        .connect()
+        .await
+        .expect("connects")
+}
+
+/// costd built from `settings`, served until the process ends, and a channel to it.
+pub async fn serve(settings: Settings) -> Channel {
+    let app = App::build(settings).await.expect("builds");
+    let addr = app.local_addr();
+    tokio::spawn(app.run_until_stopped(std::future::pending()));
+    channel(addr).await
+}
+
+/// A date or instant as the CLI reads it, as a protobuf timestamp.
+pub fn timestamp(text: &str) -> prost_types::Timestamp {
+    costd::api::convert::time_to_proto(costd::cli::parse_instant(text).expect("valid"))
 }
 
 /// Calls `call` from `in_flight` workers for `run_for`; returns calls per second and p99 latency.

@@ -102,14 +102,7 @@ async fn grpcurl_with_a_bearer_token_lists_and_calls_through_reflection_and_with
     }
     assert!(call.status.success(), "{}", text(&call.stderr));
     let answer: serde_json::Value = serde_json::from_slice(&call.stdout).expect("JSON");
-    let total = &answer["report"]["totals"]["billedCost"];
-    let total_nanos = total["units"]
-        .as_str()
-        .expect("int64 as a string")
-        .parse::<i128>()
-        .expect("a number")
-        * 1_000_000_000
-        + i128::from(total["nanos"].as_i64().unwrap_or(0));
+    let total_nanos = json_nanos(&answer["report"]["totals"]["billedCost"]);
     let expected: i128 = TEAMS
         .iter()
         .map(|team| app.expected_nanos(team, at("2026-01-01"), at("2026-02-01")))
