@@ -127,7 +127,7 @@ impl App {
             JobStoreSettings::Memory => (None, None),
             JobStoreSettings::Redis { url, key_prefix } => {
                 let link = Arc::new(
-                    RedisLink::new(url, SHARED_CALL_TIMEOUT)
+                    RedisLink::new(url, None, SHARED_CALL_TIMEOUT)
                         .map_err(|error| AppError::JobStore(StoreError::Unavailable(error.0)))?,
                 );
                 let budgets = SharedBudgets::new(link.clone(), key_prefix, metrics.clone());

@@ -19,12 +19,27 @@ pub struct RedisLink {
 }
 
 impl RedisLink {
-    /// A link to `url` (`redis://` or `rediss://`, a password in it if any) whose calls each give up
-    /// after `timeout`, connecting included. Nothing is sent until the first call; the error names no
-    /// part of the URL.
-    pub fn new(url: &SecretString, timeout: Duration) -> Result<Self, Unreachable> {
-        let client = redis::Client::open(url.expose_secret())
-            .map_err(|_| Unreachable("not a redis:// or rediss:// URL"))?;
+    /// A link to `url` (`redis://` or `rediss://`, a password in it if any; for `rediss://`, the
+    /// server's chain must lead to `ca_certificates` (PEM) when given, else to the web's roots) whose
+    /// calls each give up after `timeout`, connecting included. Nothing is sent until the first call;
+    /// the error names no part of the URL.
+    pub fn new(
+        url: &SecretString,
+        ca_certificates: Option<&[u8]>,
+        timeout: Duration,
+    ) -> Result<Self, Unreachable> {
+        let client = match ca_certificates {
+            None => redis::Client::open(url.expose_secret())
+                .map_err(|_| Unreachable("not a redis:// or rediss:// URL"))?,
+            Some(pem) => redis::Client::build_with_tls(
+                url.expose_secret(),
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(pem.to_vec()),
+                },
+            )
+            .map_err(|_| Unreachable("not a rediss:// URL with usable CA certificates"))?,
+        };
         Ok(RedisLink {
             client,
             connection: tokio::sync::OnceCell::new(),

@@ -170,13 +170,13 @@ impl Injector for HeaderCarrier<'_> {
         if key == "tracestate" && value.is_empty() {
             return;
         }
-        if let HeaderRef::Write(headers) = &mut self.0 {
-            if let (Ok(name), Ok(value)) = (
+        if let HeaderRef::Write(headers) = &mut self.0
+            && let (Ok(name), Ok(value)) = (
                 http::HeaderName::from_bytes(key.as_bytes()),
                 http::HeaderValue::from_str(&value),
-            ) {
-                headers.insert(name, value);
-            }
+            )
+        {
+            headers.insert(name, value);
         }
     }
 }

@@ -112,11 +112,11 @@ impl CostApi {
     async fn answer_encoded(&self, request: Request<Bytes>) -> Result<Response<Answer>, Status> {
         let (metadata, extensions, encoded) = request.into_parts();
         let key = (guard::access(&extensions)?.scope(), encoded);
-        if let Some(answer) = self.answers_by_request.get(&key) {
-            if self.engine.cache().now() < answer.until {
-                guard::Note::of(&extensions).accounts(answer.touched.clone());
-                return Ok(Response::new(Answer::Encoded(answer.encoded.clone())));
-            }
+        if let Some(answer) = self.answers_by_request.get(&key)
+            && self.engine.cache().now() < answer.until
+        {
+            guard::Note::of(&extensions).accounts(answer.touched.clone());
+            return Ok(Response::new(Answer::Encoded(answer.encoded.clone())));
         }
         let message =
             pb::GetCostsRequest::decode(key.1.clone()).map_err(status::undecodable_request)?;
@@ -142,10 +142,10 @@ impl CostApi {
         let query = self.rules.parse(request.into_inner().query, &access)?;
         let touched = guard::touched(&query);
         note.accounts(touched.clone());
-        if let Some(answer) = self.answers.get(&query) {
-            if self.engine.cache().now() < answer.until {
-                return Ok((Answer::Encoded(answer.encoded.clone()), Some(answer)));
-            }
+        if let Some(answer) = self.answers.get(&query)
+            && self.engine.cache().now() < answer.until
+        {
+            return Ok((Answer::Encoded(answer.encoded.clone()), Some(answer)));
         }
         let mut report = self
             .engine

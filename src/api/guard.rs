@@ -15,8 +15,8 @@ use std::{
     task::{Context, Poll},
 };
 
-/// The path prefix of `grpc.health.v1.Health`, open to everyone.
-const HEALTH_PREFIX: &str = "/grpc.health.v1.Health/";
+/// Paths of `grpc.health.v1.Health`: open to everyone (probes), never shed, never refused.
+pub const HEALTH_PREFIX: &str = "/grpc.health.v1.Health/";
 
 #[derive(Clone)]
 pub struct GuardLayer {

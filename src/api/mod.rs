@@ -14,6 +14,6 @@ pub mod status;
 pub use codec::RequestCodec;
 pub use convert::QueryRules;
 pub use cost_service::{CostApi, CostServer};
-pub use guard::GuardLayer;
+pub use guard::{GuardLayer, HEALTH_PREFIX};
 pub use oversized::OversizedRequestLayer;
 pub use query_job_service::QueryJobApi;

@@ -39,10 +39,10 @@ type ConvertedSnapshot = (Arc<Job>, Arc<pb::Job>);
 impl Converted {
     fn of(&self, job: &Arc<Job>) -> Result<Arc<pb::Job>, Status> {
         let mut cache = lock(&self.0);
-        if let Some((snapshot, wire)) = cache.get(&job.id) {
-            if Arc::ptr_eq(snapshot, job) {
-                return Ok(wire.clone());
-            }
+        if let Some((snapshot, wire)) = cache.get(&job.id)
+            && Arc::ptr_eq(snapshot, job)
+        {
+            return Ok(wire.clone());
         }
         let wire = Arc::new(job_convert::job_to_proto(job)?);
         if job.state.is_final() {

@@ -341,10 +341,10 @@ impl Builder {
     }
 
     fn intern(&mut self, text: Text) -> TextId {
-        if let Some((last, id)) = &self.last {
-            if std::sync::Arc::ptr_eq(last, &text) {
-                return *id;
-            }
+        if let Some((last, id)) = &self.last
+            && std::sync::Arc::ptr_eq(last, &text)
+        {
+            return *id;
         }
         let id = match self.text_ids.get(&text) {
             Some(id) => *id,

@@ -240,14 +240,14 @@ impl ChunkCache {
     ) -> ChunkAnswer {
         let provider_label = provider.account().kind.as_str();
         let cached = self.entries.get(&key).await;
-        if let Some(data) = &cached {
-            if self.clock.now() < self.fresh_until(data) {
-                self.metrics.cache_lookup(provider_label, CacheLookup::Hit);
-                return ChunkAnswer::Fresh {
-                    data: data.clone(),
-                    fetched: false,
-                };
-            }
+        if let Some(data) = &cached
+            && self.clock.now() < self.fresh_until(data)
+        {
+            self.metrics.cache_lookup(provider_label, CacheLookup::Hit);
+            return ChunkAnswer::Fresh {
+                data: data.clone(),
+                fetched: false,
+            };
         }
         let (inflight, lookup) = self.fetch(provider, key.clone());
         self.metrics.cache_lookup(provider_label, lookup);

@@ -140,16 +140,14 @@ proptest! {
     fn elastic_bodies(v1 in bodies(ELASTIC_V1_BODY), v2 in bodies(ELASTIC_V2_BODY), charts in prop::collection::vec(any::<u8>(), 0..64)) {
         let account = account(ProviderKind::Elastic);
         let org = elastic::Organization { account: &account, organization_id: "org-1", usd_per_ecu: Decimal::ONE };
-        if let Some(body) = parsed::<elastic::wire::DeploymentCosts>(&v1) {
-            if let Ok(data) = elastic::normalize::deployments(&org, january(), &body) {
+        if let Some(body) = parsed::<elastic::wire::DeploymentCosts>(&v1)
+            && let Ok(data) = elastic::normalize::deployments(&org, january(), &body) {
                 adds_up_or_says_so(&data, usd_nanos(body.total_cost.0, org.usd_per_ecu))?;
             }
-        }
-        if let Some(body) = parsed::<elastic::wire::Instances>(&v2) {
-            if let Ok(data) = elastic::normalize::instances(&org, january(), &body) {
+        if let Some(body) = parsed::<elastic::wire::Instances>(&v2)
+            && let Ok(data) = elastic::normalize::instances(&org, january(), &body) {
                 adds_up_or_says_so(&data, usd_nanos(body.total_ecu.0, org.usd_per_ecu))?;
             }
-        }
         if let Some(body) = parsed::<elastic::wire::Charts>(&charts) {
             for bucketing in [elastic::Bucketing::Daily, elastic::Bucketing::Monthly] {
                 let _ = elastic::normalize::charts(&org, january(), bucketing, &body);

@@ -7,7 +7,7 @@
 //! path is known, so Health could not be excluded, and their permit goes with the response head, so an
 //! open stream would not count.
 
-use crate::api::status;
+use crate::api::{HEALTH_PREFIX, status};
 use futures::future::BoxFuture;
 use http_body::{Body, Frame};
 use std::{
@@ -19,8 +19,6 @@ use std::{
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
-/// Paths of `grpc.health.v1.Health`: never shed, never refused, and a Watch ends only at close.
-pub const HEALTH_PREFIX: &str = "/grpc.health.v1.Health/";
 
 /// The server's admission state, shared by every connection.
 pub struct Admission {
@@ -198,17 +196,17 @@ where
                 this.permit = None;
             }
             Poll::Pending => {
-                if let Some(ends) = this.ends.as_mut() {
-                    if ends.as_mut().poll(cx).is_ready() {
-                        // Dropping the stream ends its work; the place is given back at once.
-                        this.inner = None;
-                        this.permit = None;
-                        this.ends = None;
-                        let mut trailers = http::HeaderMap::new();
-                        // Only a status whose message is not valid header text fails; ours is ASCII.
-                        let _ = status::stopping().add_header(&mut trailers);
-                        return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
-                    }
+                if let Some(ends) = this.ends.as_mut()
+                    && ends.as_mut().poll(cx).is_ready()
+                {
+                    // Dropping the stream ends its work; the place is given back at once.
+                    this.inner = None;
+                    this.permit = None;
+                    this.ends = None;
+                    let mut trailers = http::HeaderMap::new();
+                    // Only a status whose message is not valid header text fails; ours is ASCII.
+                    let _ = status::stopping().add_header(&mut trailers);
+                    return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
                 }
             }
             _ => {}

@@ -7,6 +7,6 @@ mod admission;
 mod incoming;
 mod serve;
 
-pub use admission::{Admission, AdmissionLayer, AdmittedBody, HEALTH_PREFIX};
+pub use admission::{Admission, AdmissionLayer, AdmittedBody};
 pub use incoming::{Connection, ConnectionLimits, Place, accepted, incoming, with_preface};
 pub use serve::serve;

@@ -134,10 +134,10 @@ impl Authenticator {
         requests: &mut u32,
     ) -> Result<SecretString, UpstreamError> {
         let mut cached = self.token.lock().await;
-        if let Some((token, until)) = cached.as_ref() {
-            if Instant::now() < *until {
-                return Ok(token.clone());
-            }
+        if let Some((token, until)) = cached.as_ref()
+            && Instant::now() < *until
+        {
+            return Ok(token.clone());
         }
         let AtlasCredentials::ServiceAccount {
             client_id,

@@ -69,10 +69,10 @@ pub fn violations(body: &CreateUsageQuery) -> Vec<(String, String)> {
     };
     let start = first_of_month("startDate", &body.start_date, &mut found);
     let end = first_of_month("endDate", &body.end_date, &mut found);
-    if let (Some(start), Some(end)) = (start, end) {
-        if start >= end {
-            found.push(("endDate".to_string(), "must be after startDate".to_string()));
-        }
+    if let (Some(start), Some(end)) = (start, end)
+        && start >= end
+    {
+        found.push(("endDate".to_string(), "must be after startDate".to_string()));
     }
     for (name, ids) in [
         ("organizations", &body.organizations),

@@ -75,10 +75,10 @@ impl CostQuery {
         let mut bad = Vec::new();
         let start = date(&map, "startDate", &mut bad);
         let end = date(&map, "endDate", &mut bad);
-        if let (Some(start), Some(end)) = (start, end) {
-            if end <= start {
-                bad.push(violation("endDate", "must be after startDate"));
-            }
+        if let (Some(start), Some(end)) = (start, end)
+            && end <= start
+        {
+            bad.push(violation("endDate", "must be after startDate"));
         }
         let is_id =
             |s: &str| s.len() == 24 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
