@@ -4,12 +4,18 @@
 //!   Atlas job polled fast on A, watched at once on A and on B; lag = receipt - the snapshot's
 //!   update_time;
 //! - GetJob from redis / from memory (reported): sequential calls for a finished job, on a redis
-//!   replica and on a memory-store replica beside it.
+//!   replica and on a memory-store replica beside it;
+//! - takeover time / lease TTL (reported; the tests bound it by 1.5): a `costd serve` child process
+//!   polling an Atlas job is killed with SIGKILL, and the time until the next poll of that token
+//!   (by another replica, which takes the lapsed lease) is divided by the lease TTL.
 
 // The tests' harness, shared; the bench needs only part of it.
 #[allow(dead_code)]
 #[path = "../tests/api/redis_kit.rs"]
 mod redis_kit;
+#[allow(dead_code)]
+#[path = "../tests/api/replica_process.rs"]
+mod replica_process;
 
 use costd::{
     App,
@@ -30,6 +36,9 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const ROUNDS: usize = 5;
 const GETS: usize = 2_000;
+const TAKEOVERS: usize = 3;
+/// Short, so a takeover round takes a second or two; the ratio is what is reported.
+const LEASE_TTL: Duration = Duration::from_millis(1_000);
 
 fn month(index: usize) -> pb::CostQuery {
     let start = chrono::NaiveDate::from_ymd_opt(2024, 1, 1).expect("date")
@@ -141,6 +150,8 @@ fn main() {
         let shared = || JobStoreSettings::Redis {
             url: secrecy::SecretString::from(redis.url()),
             key_prefix: "costd-bench".to_string(),
+            lease_ttl: LEASE_TTL,
+            ca_certificates: None,
         };
         let a = serve(settings(&sandbox, shared())).await;
         let b = serve(settings(&sandbox, shared())).await;
@@ -174,6 +185,34 @@ fn main() {
             from_memory.push(memory_time);
             get_ratios.push(redis_time / memory_time);
         }
+        // Takeover: a poller on its own process, killed mid-poll; the in-process replicas take over.
+        sandbox.atlas().set_processing_polls(40);
+        let kestrel = replica_process::kestrel(&sandbox);
+        let creates_before = sandbox.atlas().counters(kestrel.id).queries_created;
+        let mut takeover_ratios = Vec::new();
+        for round in 0..TAKEOVERS {
+            let poller =
+                replica_process::ReplicaProcess::start(&sandbox, &redis.url(), "costd-bench", LEASE_TTL)
+                    .await;
+            let job = start(&poller.channel, 30 + round).await;
+            let at_start = replica_process::polls(&sandbox, kestrel.id);
+            replica_process::poll_after(&sandbox, kestrel.id, at_start + 2).await;
+            poller.kill().await;
+            let killed_at = Instant::now();
+            let at_kill = replica_process::polls(&sandbox, kestrel.id);
+            replica_process::poll_after(&sandbox, kestrel.id, at_kill).await;
+            takeover_ratios.push(killed_at.elapsed().as_secs_f64() / LEASE_TTL.as_secs_f64());
+            let _ = watch_lags(b.clone(), job.name.clone()).await;
+        }
+        let creates = sandbox.atlas().counters(kestrel.id).queries_created - creates_before;
+        println!(
+            "takeover after SIGKILL: next poll of the same token after {:.2}x the lease TTL (median of {TAKEOVERS}: {:?}); Atlas creates {creates} for {TAKEOVERS} jobs",
+            median(takeover_ratios.clone()),
+            takeover_ratios
+                .iter()
+                .map(|r| format!("{r:.2}"))
+                .collect::<Vec<_>>()
+        );
         println!(
             "WatchJob p99 delivery lag: {:.2} ms on the poller's replica, {:.2} ms on another; ratio {:.2} (goal <= 2)",
             median(own),

@@ -7,7 +7,7 @@ use crate::{
     config::{JobStoreSettings, Settings},
     domain::Redactor,
     engine::{ChunkCache, Engine, EngineLimits, Jobs, SharedTier},
-    jobs::{JobManager, JobStore, MemoryJobStore, RedisJobStore, StoreError},
+    jobs::{JobManager, JobStore, MemoryJobStore, RedisJobStore, RedisStoreOptions, StoreError},
     metrics::{
         self, Metrics, RpcMetricsLayer,
         server::{HeldGauges, HeldState},
@@ -125,9 +125,14 @@ impl App {
         // and settled chunks.
         let (shared_budgets, shared_tier) = match &settings.job_store {
             JobStoreSettings::Memory => (None, None),
-            JobStoreSettings::Redis { url, key_prefix } => {
+            JobStoreSettings::Redis {
+                url,
+                key_prefix,
+                ca_certificates,
+                ..
+            } => {
                 let link = Arc::new(
-                    RedisLink::new(url, None, SHARED_CALL_TIMEOUT)
+                    RedisLink::new(url, ca_certificates.as_deref(), SHARED_CALL_TIMEOUT)
                         .map_err(|error| AppError::JobStore(StoreError::Unavailable(error.0)))?,
                 );
                 let budgets = SharedBudgets::new(link.clone(), key_prefix, metrics.clone());
@@ -173,9 +178,22 @@ impl App {
         );
         let store: Arc<dyn JobStore<Engine>> = match &settings.job_store {
             JobStoreSettings::Memory => Arc::new(MemoryJobStore::default()),
-            JobStoreSettings::Redis { url, key_prefix } => {
-                Arc::new(RedisJobStore::new(url, key_prefix).map_err(AppError::JobStore)?)
-            }
+            JobStoreSettings::Redis {
+                url,
+                key_prefix,
+                lease_ttl,
+                ca_certificates,
+            } => Arc::new(
+                RedisJobStore::new(
+                    url,
+                    RedisStoreOptions {
+                        key_prefix: key_prefix.clone(),
+                        lease_ttl: *lease_ttl,
+                        ca_certificates: ca_certificates.clone(),
+                    },
+                )
+                .map_err(AppError::JobStore)?,
+            ),
         };
         let jobs = JobManager::new(
             store,
@@ -372,14 +390,17 @@ impl App {
             }
             // Nothing is left (or the time is up): Health's streams end, connections get GOAWAY.
             admission.close();
-            match tokio::time::timeout_at(drained_by, &mut server).await {
+            let outcome = match tokio::time::timeout_at(drained_by, &mut server).await {
                 Ok(result) => result.map_err(AppError::from),
                 Err(_) => {
                     tracing::warn!("drain timeout reached; closing the calls still open");
                     server.abort();
                     Ok(())
                 }
-            }
+            };
+            // The jobs this replica polls for go to another at once, not when their leases lapse.
+            self.jobs.hand_over().await;
+            outcome
         }
         .await;
         let _ = stop_metrics.send(());

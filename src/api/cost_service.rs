@@ -9,7 +9,7 @@ use super::{
 use crate::{
     deadline::Deadline,
     domain::{CircuitReading, CostQuery},
-    engine::{Engine, EngineError, Jobs},
+    engine::{Engine, EngineError, Jobs, Report},
     jobs::StartError,
     proto::{self as pb, cost_service_server::CostServiceServer},
 };
@@ -147,26 +147,40 @@ impl CostApi {
         {
             return Ok((Answer::Encoded(answer.encoded.clone()), Some(answer)));
         }
+        // Another replica's job for this very query polls what the engine would ask again: join it.
+        let elsewhere = match self.engine.asks_asynchronous(&query) {
+            true => self.jobs.running_elsewhere(&access.owner(), &query).await,
+            false => None,
+        };
+        if let Some(job) = elsewhere {
+            let report = self
+                .engine
+                .pending_in(&job)
+                .map_err(|e| status::engine(&e))?;
+            let wire = report_naming_job(&report, job.id.name())?;
+            let answer = pb::GetCostsResponse { report: Some(wire) };
+            return Ok((Answer::Message(Box::new(answer)), None));
+        }
         let mut report = self
             .engine
             .report(&query, deadline)
             .await
             .map_err(|e| status::engine(&e))?;
-        let mut wire =
-            convert::report_to_proto(&report).map_err(|e| status::engine(&EngineError::from(e)))?;
-        if report.is_pending() {
+        let job = match report.is_pending() {
             // The upstream work goes on in a job, which takes over this call's holds on it. With the
             // job store unreachable the answer still goes out, naming no job (its work stops).
-            let job = job_for_pending(
-                &self.jobs,
-                &query,
-                std::mem::take(&mut report.holds),
-                access.owner(),
-            )
-            .await?;
-            convert::name_pending_job(&mut wire.provider_results, &job);
-            wire.job = job;
-        }
+            true => {
+                job_for_pending(
+                    &self.jobs,
+                    &query,
+                    std::mem::take(&mut report.holds),
+                    access.owner(),
+                )
+                .await?
+            }
+            false => String::new(),
+        };
+        let wire = report_naming_job(&report, job)?;
         let answer = pb::GetCostsResponse { report: Some(wire) };
         let Some(until) = report.unchanged_until else {
             return Ok((Answer::Message(Box::new(answer)), None));
@@ -181,6 +195,17 @@ impl CostApi {
         self.answers.insert(query, remembered.clone());
         Ok((Answer::Encoded(encoded), Some(remembered)))
     }
+}
+
+/// A report in its wire form, its PENDING accounts and itself naming `job` (empty: none).
+fn report_naming_job(report: &Report, job: String) -> Result<pb::CostReport, Status> {
+    let mut wire =
+        convert::report_to_proto(report).map_err(|e| status::engine(&EngineError::from(e)))?;
+    if !job.is_empty() {
+        convert::name_pending_job(&mut wire.provider_results, &job);
+    }
+    wire.job = job;
+    Ok(wire)
 }
 
 /// The job that takes over the holds of an answer's PENDING accounts: the running one for `query`,
@@ -506,8 +531,14 @@ impl pb::cost_service_server::CostService for CostApi {
                 .collect::<Vec<_>>()
                 .join(","),
         );
+        let reached = self.jobs.probe_store().await;
         Ok(Response::new(pb::ListProvidersResponse {
             provider_accounts,
+            job_store: Some(pb::JobStoreStatus {
+                kind: self.jobs.store_kind().to_string(),
+                up: reached.is_ok(),
+                error: reached.err().map(|e| e.to_string()).unwrap_or_default(),
+            }),
         }))
     }
 }

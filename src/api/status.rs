@@ -75,13 +75,15 @@ pub fn job_start(error: &StartError) -> Status {
 const JOB_STORE_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// A job store failure: `UNAVAILABLE` with RetryInfo (ErrorInfo `JOB_STORE_UNAVAILABLE`), except a
-/// stored job this build cannot read (`INTERNAL`). Never names the store's address.
+/// stored job this build cannot read (`INTERNAL`) or one a newer costd stored (`FAILED_PRECONDITION`,
+/// `JOB_STORE_FORMAT_NEWER`). Never names the store's address.
 pub fn job_store(error: &StoreError) -> Status {
     let (code, reason) = match error {
         StoreError::Unavailable(_) | StoreError::Contended => {
             (Code::Unavailable, "JOB_STORE_UNAVAILABLE")
         }
         StoreError::Unreadable => (Code::Internal, "JOB_STORE_UNREADABLE"),
+        StoreError::NewerFormat { .. } => (Code::FailedPrecondition, "JOB_STORE_FORMAT_NEWER"),
     };
     let mut details = ErrorDetails::with_error_info(reason, COSTD_DOMAIN, HashMap::new());
     if code == Code::Unavailable {

@@ -83,6 +83,10 @@ pub enum JobStoreSettings {
         /// `redis://` or `rediss://`, perhaps with a password: never logged.
         url: SecretString,
         key_prefix: String,
+        /// How long a job's poller lease lasts unless renewed.
+        lease_ttl: Duration,
+        /// `jobs.redis.ca`'s certificates (PEM), read at load.
+        ca_certificates: Option<Vec<u8>>,
     },
 }
 
@@ -150,6 +154,8 @@ impl Settings {
             (JobStoreKind::Redis, Some(redis)) => JobStoreSettings::Redis {
                 url: redis_url(&redis.url, env)?,
                 key_prefix: redis.key_prefix.clone(),
+                lease_ttl: Duration::from_millis(redis.lease_ttl_ms),
+                ca_certificates: redis.ca.as_ref().map(redis_ca).transpose()?,
             },
             _ => JobStoreSettings::Memory,
         };
@@ -189,6 +195,26 @@ fn redis_url(
         ));
     }
     Ok(url)
+}
+
+/// `jobs.redis.ca` read: PEM with at least one certificate, all of them well-formed.
+fn redis_ca(reference: &FileRef) -> Result<Vec<u8>, ConfigError> {
+    use rustls::pki_types::{CertificateDer, pem::PemObject};
+    const KEY: &str = "jobs.redis.ca";
+    let pem = std::fs::read(&reference.file).map_err(|e| {
+        ConfigError::new(
+            KEY,
+            format!("cannot read {}: {e}", reference.file.display()),
+        )
+    })?;
+    let certificates: Result<Vec<_>, _> = CertificateDer::pem_slice_iter(&pem).collect();
+    match certificates {
+        Ok(certificates) if !certificates.is_empty() => Ok(pem),
+        _ => Err(ConfigError::new(
+            KEY,
+            format!("{} holds no PEM certificate", reference.file.display()),
+        )),
+    }
 }
 
 /// Parses a TOML file; the error is one line naming the file, the line and the key.
@@ -309,6 +335,9 @@ fn apply_env(file: &mut FileConfig, env: &HashMap<String, String>) -> Result<(),
     Ok(())
 }
 
+/// The lease TTLs a replica can keep renewed, in milliseconds.
+const LEASE_TTL_MS: std::ops::RangeInclusive<u64> = 1_000..=600_000;
+
 fn validate_limits(file: &FileConfig) -> Result<(), ConfigError> {
     let upstream = &file.upstream;
     if upstream.max_attempts == 0 {
@@ -396,6 +425,19 @@ fn validate_limits(file: &FileConfig) -> Result<(), ConfigError> {
         return Err(ConfigError::new(
             "atlas.bucket_capacity",
             "the bucket's capacity and refill must be at least 1",
+        ));
+    }
+    if let Some(redis) = &file.jobs.redis
+        && !LEASE_TTL_MS.contains(&redis.lease_ttl_ms)
+    {
+        // Below a second a renewal (every third of it) could not outlast one slow store call.
+        return Err(ConfigError::new(
+            "jobs.redis.lease_ttl_ms",
+            format!(
+                "must be from {} to {}",
+                LEASE_TTL_MS.start(),
+                LEASE_TTL_MS.end()
+            ),
         ));
     }
     if file.cache.max_bytes == 0 {

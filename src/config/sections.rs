@@ -1,7 +1,7 @@
 //! The file's sections, as written: each with its defaults and `deny_unknown_fields`. What they
 //! mean together, and the checks across them, is `mod.rs`'s business.
 
-use super::{AuthConfig, SecretRef, TlsConfig};
+use super::{AuthConfig, FileRef, SecretRef, TlsConfig};
 use serde::Deserialize;
 use std::net::SocketAddr;
 
@@ -218,10 +218,21 @@ pub struct RedisConfig {
     /// Prefix of every key costd writes, so several deployments can share one redis.
     #[serde(default = "default_redis_key_prefix")]
     pub key_prefix: String,
+    /// How long a replica's lease on a running job (its poller's right to poll the job's upstream
+    /// tokens) lasts unless renewed: a dead replica's jobs are taken over within about 1.25x this.
+    #[serde(default = "default_lease_ttl_ms")]
+    pub lease_ttl_ms: u64,
+    /// CA certificates, PEM, that a `rediss://` server's chain must lead to (a private CA); without
+    /// it, the web's roots.
+    pub ca: Option<FileRef>,
 }
 
 fn default_redis_key_prefix() -> String {
     "costd".to_string()
+}
+
+fn default_lease_ttl_ms() -> u64 {
+    10_000
 }
 
 /// The Prometheus scrape endpoint (`/metrics`), on its own port.

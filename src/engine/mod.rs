@@ -133,6 +133,45 @@ impl Engine {
         })
     }
 
+    /// Whether `query` asks an asynchronous upstream (whose work may be a job on another replica).
+    pub fn asks_asynchronous(&self, query: &CostQuery) -> bool {
+        self.providers.iter().any(|p| {
+            p.capabilities().asynchronous
+                && query
+                    .filter
+                    .selects_account(p.account().kind, &p.account().id)
+        })
+    }
+
+    /// The answer for a query whose job runs on another replica: every account of the job PENDING
+    /// with its latest progress, nothing fetched here (the other replica's poller does that).
+    pub fn pending_in(&self, job: &Job) -> Result<Report, EngineError> {
+        let no_records: [(&crate::domain::RecordColumns, bool); 0] = [];
+        let accounts = job
+            .parts
+            .iter()
+            .map(|part| {
+                let progress = FetchProgress {
+                    polls: part.polls,
+                    note: part.note.clone(),
+                    next_poll_at: part.next_poll_at,
+                    upstream_query: part.upstream_query.clone(),
+                };
+                AccountResult::without_data(
+                    part.account.clone(),
+                    AccountState::Pending { progress },
+                )
+            })
+            .collect();
+        Ok(Report {
+            query: job.query.clone(),
+            aggregation: aggregate::aggregate(no_records, &job.query)?,
+            accounts,
+            unchanged_until: None,
+            holds: Vec::new(),
+        })
+    }
+
     /// The chunks of every selected account that answered, and every account's result.
     pub async fn records(
         &self,
@@ -390,6 +429,12 @@ impl JobWork for Engine {
         self.report_observed(query, Deadline::JOB, observe).await
     }
 
+    fn resume(&self, account: &ProviderAccountId, progress: &FetchProgress) {
+        if let Some(provider) = self.providers.iter().find(|p| &p.account().id == account) {
+            provider.resume(progress);
+        }
+    }
+
     fn failure<'r>(report: &'r Report, account: &ProviderAccountId) -> Option<&'r UpstreamError> {
         report
             .accounts
@@ -413,17 +458,7 @@ impl AccountOutcome {
     fn unanswerable(account: AccountRef, error: UpstreamError) -> Self {
         AccountOutcome {
             chunks: Vec::new(),
-            result: AccountResult {
-                account,
-                state: AccountState::Failed(error),
-                fetched_at: None,
-                from_cache: false,
-                warnings: Vec::new(),
-                notes: Vec::new(),
-                billed_cost: Money::zero(Currency::USD),
-                record_count: 0,
-                upstream_requests: 0,
-            },
+            result: AccountResult::without_data(account, AccountState::Failed(error)),
             holds: Vec::new(),
         }
     }

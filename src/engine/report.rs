@@ -46,6 +46,21 @@ pub struct AccountResult {
 }
 
 impl AccountResult {
+    /// An account that gave no data to an answer: in `state`, nothing fetched, nothing counted.
+    pub fn without_data(account: AccountRef, state: AccountState) -> Self {
+        AccountResult {
+            account,
+            state,
+            fetched_at: None,
+            from_cache: false,
+            warnings: Vec::new(),
+            notes: Vec::new(),
+            billed_cost: Money::zero(Currency::USD),
+            record_count: 0,
+            upstream_requests: 0,
+        }
+    }
+
     /// Whether its data is in the totals.
     pub fn is_covered(&self) -> bool {
         matches!(self.state, AccountState::Ok | AccountState::Stale { .. })

@@ -6,8 +6,8 @@
 mod redis;
 mod store;
 
-pub use redis::RedisJobStore;
-pub use store::{JobStore, MemoryJobStore, StoreError};
+pub use redis::{JOB_FORMAT, RedisJobStore, RedisStoreOptions};
+pub use store::{JobStore, MemoryJobStore, StoreError, Writer};
 
 use crate::{
     clock::Clock,
@@ -20,7 +20,7 @@ use crate::{
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     fmt,
     future::Future,
     sync::{Arc, Mutex},
@@ -46,6 +46,10 @@ pub trait JobWork: Send + Sync + 'static {
         query: &'a CostQuery,
         observe: &'a ProgressObserver<'a>,
     ) -> impl Future<Output = Result<Self::Report, Self::Error>> + Send + 'a;
+
+    /// Tells the work that `account`'s asynchronous upstream query `progress` names was already made
+    /// (by a replica that died): a fetch asking the same goes on polling it rather than asking anew.
+    fn resume(&self, account: &ProviderAccountId, progress: &FetchProgress);
 
     /// An account's failure in a finished report, if it failed.
     fn failure<'r>(
@@ -147,6 +151,10 @@ pub struct PartSnapshot {
     /// The asynchronous upstream query this part waits for (Atlas: org, body, token, created_at, last
     /// status), as the latest progress told.
     pub upstream_query: Option<UpstreamQuery>,
+    /// Each asynchronous upstream query of this part still in flight (one per body), as its latest
+    /// progress told: what a replica taking the job over goes on polling. Absent in older jobs.
+    #[serde(default)]
+    pub in_flight: Vec<FetchProgress>,
 }
 
 /// A job as its subscribers see it.
@@ -243,6 +251,10 @@ pub struct JobManager<W: JobWork> {
     /// Running jobs of this replica by owner and query, so callers that find work still pending join
     /// their own job rather than add more (another owner's job is never shared; its upstream work is).
     running: Mutex<HashMap<(Option<String>, CostQuery), JobId>>,
+    /// Jobs whose owner task runs on this replica (so a lapsed lease of its own is never adopted twice).
+    owned: Mutex<HashSet<JobId>>,
+    /// Set when this replica stops: with a shared store its owners stop and let their jobs go.
+    stopping: watch::Sender<bool>,
 }
 
 impl<W: JobWork> JobManager<W> {
@@ -253,19 +265,28 @@ impl<W: JobWork> JobManager<W> {
         retention: chrono::Duration,
         max_jobs: usize,
     ) -> Arc<Self> {
-        Arc::new(JobManager {
+        let manager = Arc::new(JobManager {
             store,
             work,
             clock,
             retention,
             max_jobs,
             running: Mutex::default(),
-        })
+            owned: Mutex::default(),
+            stopping: watch::Sender::new(false),
+        });
+        manager.start_sweeper();
+        manager
     }
 
     /// The job store's kind (`memory` or `redis`), for the metrics.
     pub fn store_kind(&self) -> &'static str {
         self.store.kind()
+    }
+
+    /// Whether the job store answers now (within its time limit).
+    pub async fn probe_store(&self) -> Result<(), StoreError> {
+        self.store.ping().await
     }
 
     /// A new job for `query`, owned by `owner` and running at once; `holds` keep already started
@@ -295,6 +316,7 @@ impl<W: JobWork> JobManager<W> {
                 next_poll_at: None,
                 error: None,
                 upstream_query: None,
+                in_flight: Vec::new(),
             })
             .collect();
         let job = JobSnapshot {
@@ -311,12 +333,97 @@ impl<W: JobWork> JobManager<W> {
             expire_time: None,
             last_change: JobChange::StateChanged,
         };
-        self.store.insert(&job, self.retention_std()).await?;
-        lock(&self.running).insert((owner, query), job.id.clone());
+        // A job found running but gone by the time it is read (it ended) is no reason to fail: try
+        // once more.
+        for _ in 0..2 {
+            match self.store.insert(&job, self.retention_std()).await? {
+                None => {
+                    self.spawn_owner(job.clone(), holds);
+                    return Ok(Arc::new(job));
+                }
+                // Another replica runs this owner's identical query: join it (its poller holds the
+                // upstream work; this call's holds are let go).
+                Some(running) => {
+                    if let Some(joined) = self.get(&running).await? {
+                        return Ok(joined);
+                    }
+                }
+            }
+        }
+        Err(StartError::Store(StoreError::Contended))
+    }
+
+    /// Runs `job`'s owner task on this replica.
+    fn spawn_owner(self: &Arc<Self>, job: JobSnapshot<W>, holds: Vec<W::Hold>) {
+        lock(&self.running).insert((job.owner.clone(), job.query.clone()), job.id.clone());
+        lock(&self.owned).insert(job.id.clone());
         let manager = self.clone();
-        let owner_job = job.clone();
-        tokio::spawn(async move { manager.own(owner_job, holds).await });
-        Ok(Arc::new(job))
+        tokio::spawn(async move { manager.own(job, holds).await });
+    }
+
+    /// This replica stops: with a shared store, its owner tasks end and their leases are released, so
+    /// another replica takes their jobs over at its next sweep rather than when the leases lapse. With
+    /// a store of its own, jobs run on for as long as the process does.
+    pub async fn hand_over(&self) {
+        if self.store.lease_ttl().is_none() {
+            return;
+        }
+        self.stopping.send_replace(true);
+        let owned: Vec<JobId> = lock(&self.owned).iter().cloned().collect();
+        for id in owned {
+            if let Err(error) = self.store.release_lease(&id).await {
+                tracing::warn!(job = %id, %error, "lease left to expire");
+            }
+        }
+    }
+
+    /// Takes over the running jobs whose replica died (their lease lapsed), every fifth of the lease
+    /// TTL while this job table exists: a lease is renewed every third of it, so a dead replica's
+    /// jobs are taken within about 1.2x the TTL of its last renewal. A store only this replica uses
+    /// has no leases and no sweeper.
+    fn start_sweeper(self: &Arc<Self>) {
+        let Some(ttl) = self.store.lease_ttl() else {
+            return;
+        };
+        let manager = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(ttl / 5);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticks.tick().await;
+                let Some(manager) = manager.upgrade() else {
+                    return;
+                };
+                manager.adopt_orphans().await;
+            }
+        });
+    }
+
+    /// Claims the orphaned running jobs and goes on with each: the same upstream queries polled on,
+    /// nothing asked anew.
+    async fn adopt_orphans(self: &Arc<Self>) {
+        if *self.stopping.borrow() {
+            return;
+        }
+        let orphans = match self.store.claim_orphans().await {
+            Ok(orphans) => orphans,
+            Err(error) => {
+                tracing::debug!(%error, "no orphaned jobs looked for");
+                return;
+            }
+        };
+        for job in orphans {
+            if lock(&self.owned).contains(&job.id) {
+                continue;
+            }
+            tracing::info!(job = %job.id, "taking over a job whose replica stopped renewing its lease");
+            for part in &job.parts {
+                for progress in &part.in_flight {
+                    self.work.resume(&part.account.id, progress);
+                }
+            }
+            self.spawn_owner((*job).clone(), Vec::new());
+        }
     }
 
     /// The running job of `owner` for an identical `query`, or a new one; `holds` keep already started
@@ -336,6 +443,26 @@ impl<W: JobWork> JobManager<W> {
         }
         let (owner, query) = key;
         self.start(query, holds, owner).await
+    }
+
+    /// The running job of `owner` for `query` on another replica, to join rather than fetch what
+    /// it fetches. `None` when this replica runs it (its fetches are joined through the chunk
+    /// cache), when no replica does, or when the store cannot say: answering needs no store.
+    pub async fn running_elsewhere(
+        &self,
+        owner: &Option<String>,
+        query: &CostQuery,
+    ) -> Option<Arc<JobSnapshot<W>>> {
+        if self.store.lease_ttl().is_none()
+            || lock(&self.running).contains_key(&(owner.clone(), query.clone()))
+        {
+            return None;
+        }
+        let id = self.store.running_job(owner, query).await.ok()??;
+        self.get(&id)
+            .await
+            .ok()?
+            .filter(|job| !job.state.is_final())
     }
 
     /// A job, unless unknown or past its retention.
@@ -411,7 +538,11 @@ impl<W: JobWork> JobManager<W> {
             cancelled.update_time = now;
             cancelled.expire_time = Some(now + self.retention);
             cancelled.last_change = JobChange::StateChanged;
-            if self.store.publish(&cancelled, self.retention_std()).await? {
+            if self
+                .store
+                .publish(&cancelled, self.retention_std(), Writer::Other)
+                .await?
+            {
                 self.forget_running(&cancelled);
                 return Ok(Some(Arc::new(cancelled)));
             }
@@ -452,8 +583,18 @@ impl<W: JobWork> JobManager<W> {
                     part.note = progress.note.clone();
                     part.polls = part.polls.max(progress.polls);
                     part.next_poll_at = progress.next_poll_at;
-                    if progress.upstream_query.is_some() {
-                        part.upstream_query = progress.upstream_query.clone();
+                    if let Some(query) = &progress.upstream_query {
+                        part.upstream_query = Some(query.clone());
+                        let same_body = |known: &FetchProgress| {
+                            known
+                                .upstream_query
+                                .as_ref()
+                                .is_some_and(|known| known.body == query.body)
+                        };
+                        match part.in_flight.iter_mut().find(|known| same_body(known)) {
+                            Some(known) => *known = progress.clone(),
+                            None => part.in_flight.push(progress.clone()),
+                        }
                     }
                 }
             })
@@ -461,6 +602,13 @@ impl<W: JobWork> JobManager<W> {
         // Without a subscription (the store unreachable now) a cancel is still seen: the next write
         // is refused.
         let mut stored = self.store.subscribe(&id).await.ok().flatten();
+        // The lease is renewed at a third of its TTL, so two renewals can fail before it lapses.
+        let mut renewals = self.store.lease_ttl().map(|ttl| {
+            let mut ticks = tokio::time::interval(ttl / 3);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            ticks
+        });
+        let mut stopping = self.stopping.subscribe();
         let run = self.work.run(&query, &observe);
         tokio::pin!(run);
         let outcome = loop {
@@ -468,15 +616,32 @@ impl<W: JobWork> JobManager<W> {
                 outcome = &mut run => break outcome,
                 Ok(()) = changed.changed() => {
                     let snapshot = changed.borrow_and_update().clone();
-                    if let Ok(false) = self.store.publish(&snapshot, self.retention_std()).await {
-                        return self.ended_elsewhere(&snapshot);
+                    let written = self
+                        .store
+                        .publish(&snapshot, self.retention_std(), Writer::Owner)
+                        .await;
+                    if let Ok(false) = written {
+                        return self.ended_elsewhere(&snapshot).await;
                     }
                 }
                 ended = ended_in_store(&mut stored) => {
                     if ended {
-                        return self.ended_elsewhere(&changed.borrow());
+                        let snapshot = changed.borrow().clone();
+                        return self.ended_elsewhere(&snapshot).await;
                     }
                     stored = None;
+                }
+                () = until_stopping(&mut stopping) => {
+                    let snapshot = changed.borrow().clone();
+                    return self.ended_elsewhere(&snapshot).await;
+                }
+                () = next_renewal(&mut renewals) => {
+                    // Unreachable: go on; the next renewal takes the lease again unless another
+                    // replica did, and a write after that is refused.
+                    if let Ok(false) = self.store.renew_lease(&id).await {
+                        let snapshot = changed.borrow().clone();
+                        return self.ended_elsewhere(&snapshot).await;
+                    }
                 }
             }
         };
@@ -510,11 +675,25 @@ impl<W: JobWork> JobManager<W> {
                 finished.error = Some(Arc::new(error));
             }
         }
+        for part in &mut finished.parts {
+            // Nothing is left to poll for; the last query stays in `upstream_query` to show.
+            part.in_flight.clear();
+        }
         self.forget_running(&finished);
         let mut delay = Duration::from_millis(100);
         for _ in 0..FINAL_WRITE_TRIES {
-            match self.store.publish(&finished, self.retention_std()).await {
-                Ok(_) => return,
+            let written = self
+                .store
+                .publish(&finished, self.retention_std(), Writer::Owner)
+                .await;
+            match written {
+                Ok(_) => {
+                    lock(&self.owned).remove(&id);
+                    if let Err(error) = self.store.release_lease(&id).await {
+                        tracing::debug!(job = %id, %error, "lease left to expire");
+                    }
+                    return;
+                }
                 Err(error) => {
                     tracing::warn!(job = %finished.id, %error, "final job state not written yet");
                     tokio::time::sleep(delay).await;
@@ -522,12 +701,19 @@ impl<W: JobWork> JobManager<W> {
                 }
             }
         }
+        lock(&self.owned).remove(&id);
         tracing::error!(job = %finished.id, "final job state lost: the job store stayed unreachable");
     }
 
-    fn ended_elsewhere(&self, job: &JobSnapshot<W>) {
-        tracing::debug!(job = %job.id, "job ended in the store; its owner stops");
+    /// The job ended in the store (cancelled), another replica holds its lease now, or this replica
+    /// hands its jobs over: this owner stops, and with it its waits.
+    async fn ended_elsewhere(&self, job: &JobSnapshot<W>) {
+        tracing::debug!(job = %job.id, "job ended or moved in the store; its owner stops");
         self.forget_running(job);
+        lock(&self.owned).remove(&job.id);
+        if let Err(error) = self.store.release_lease(&job.id).await {
+            tracing::debug!(job = %job.id, %error, "lease left to expire");
+        }
     }
 
     fn forget_running(&self, job: &JobSnapshot<W>) {
@@ -536,6 +722,23 @@ impl<W: JobWork> JobManager<W> {
         if running.get(&key) == Some(&job.id) {
             running.remove(&key);
         }
+    }
+}
+
+/// Resolves once the replica hands its jobs over.
+async fn until_stopping(stopping: &mut watch::Receiver<bool>) {
+    if stopping.wait_for(|stop| *stop).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+/// The next lease renewal; with no lease, never.
+async fn next_renewal(renewals: &mut Option<tokio::time::Interval>) {
+    match renewals {
+        Some(ticks) => {
+            ticks.tick().await;
+        }
+        None => std::future::pending().await,
     }
 }
 

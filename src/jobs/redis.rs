@@ -1,19 +1,23 @@
-//! The job store shared by several replicas, in redis. Each job is a hash (`version`, `final`, `doc`:
-//! the whole snapshot as JSON) that expires `retention` after its last write; an index sorted set
-//! lists jobs by creation; every write is one Lua script that compares versions and refuses a write
-//! onto a final job, then publishes `{id}:{version}` on one channel. Subscribers on any replica are fed
-//! by one listener task per store: a message only wakes it, and it re-reads the job, and re-reads every
-//! watched job after each (re)subscribe, so a message lost to a reconnect never loses the final event.
-//! Every call gives up after [`CALL_TIMEOUT`]: redis trouble is an error, never a hang.
+//! The job store shared by several replicas, in redis. Each job is a hash (`version`, `final`,
+//! `format`, `doc`: the whole snapshot as JSON) that expires `retention` after its last write; an index
+//! sorted set lists jobs by creation; every write is one Lua script that compares versions and refuses
+//! a write onto a final job, then publishes `{id}:{version}` on one channel. Subscribers on any replica
+//! are fed by one listener task per store: a message only wakes it, and it re-reads the job, and
+//! re-reads every watched job after each (re)subscribe, so a message lost to a reconnect never loses
+//! the final event. A running job is leased to the replica that polls for it (`SET NX PX`, renewed and
+//! released by scripts that compare the holder's own value), and the owner's writes are refused once
+//! another replica holds the lease. Every call gives up after [`CALL_TIMEOUT`]: redis trouble is an
+//! error, never a hang.
 
 use super::{
     JobId, JobSnapshot, JobWork,
-    store::{JobStore, StoreError, newest_first, replaces},
+    store::{JobStore, StoreError, Writer, newest_first, replaces},
 };
-use crate::sync::lock;
+use crate::{domain::CostQuery, redis_link::RedisLink, sync::lock};
 use futures::StreamExt;
 use redis::{AsyncCommands, Script, aio::ConnectionManager};
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::SecretString;
+use sha2::{Digest, Sha256};
 use std::{
     collections::HashMap,
     future::Future,
@@ -27,31 +31,90 @@ pub const CALL_TIMEOUT: Duration = Duration::from_millis(800);
 /// How long the listener waits before subscribing again after losing its connection.
 const RESUBSCRIBE_DELAY: Duration = Duration::from_millis(200);
 
-/// Writes a new job: its hash, its expiry, its place in the index.
+/// The format of the stored job JSON this build writes. A job stored in a newer format is refused,
+/// never misread or overwritten: an older replica in a rolling upgrade answers FAILED_PRECONDITION for
+/// it. Jobs stored before formats existed have no `format` field and read as format 1.
+pub const JOB_FORMAT: u32 = 1;
+
+/// Writes a new job (its hash, its expiry, its place in the index and the running set), leases it
+/// to its writer and marks it as the running job of its owner's query; unless that query already has a running job:
+/// then nothing is written and that job's id is returned.
 static INSERT: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
-redis.call('HSET', KEYS[1], 'version', ARGV[1], 'final', ARGV[2], 'doc', ARGV[3])
+local running = redis.call('GET', KEYS[3])
+if running and redis.call('HGET', ARGV[11] .. running, 'final') == '0' then return running end
+redis.call('HSET', KEYS[1], 'version', ARGV[1], 'final', ARGV[2], 'doc', ARGV[3], 'format', ARGV[10])
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
 redis.call('ZADD', KEYS[2], ARGV[5], ARGV[6])
+redis.call('SET', KEYS[3], ARGV[6], 'PX', ARGV[4])
+redis.call('SET', KEYS[4], ARGV[8], 'PX', ARGV[9])
+redis.call('SADD', KEYS[5], ARGV[6])
 redis.call('PUBLISH', ARGV[7], ARGV[6] .. ':' .. ARGV[1])
+return false
+",
+    )
+});
+
+/// Replaces a job unless it is unknown, final, not older than the write (compare-and-set), stored in
+/// a newer format (minus that format), or, for an owner's write, leased to another replica. A final write ends the
+/// job's claim on its query.
+static PUBLISH: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local stored = redis.call('HMGET', KEYS[1], 'version', 'final', 'format')
+if not stored[1] then return 0 end
+if tonumber(stored[3] or '1') > tonumber(ARGV[8]) then return -tonumber(stored[3]) end
+if stored[2] == '1' then return 0 end
+if tonumber(stored[1]) >= tonumber(ARGV[1]) then return 0 end
+if ARGV[7] ~= '' then
+  local holder = redis.call('GET', KEYS[2])
+  if holder and holder ~= ARGV[7] then return 0 end
+end
+redis.call('HSET', KEYS[1], 'version', ARGV[1], 'final', ARGV[2], 'doc', ARGV[3], 'format', ARGV[8])
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+if ARGV[2] == '1' then
+  redis.call('SREM', KEYS[4], ARGV[6])
+end
+if redis.call('GET', KEYS[3]) == ARGV[6] then
+  if ARGV[2] == '1' then
+    redis.call('DEL', KEYS[3])
+  else
+    redis.call('PEXPIRE', KEYS[3], ARGV[4])
+  end
+end
+redis.call('PUBLISH', ARGV[5], ARGV[6] .. ':' .. ARGV[1])
 return 1
 ",
     )
 });
 
-/// Replaces a job unless it is unknown, final, or not older than the write (compare-and-set).
-static PUBLISH: LazyLock<Script> = LazyLock::new(|| {
+/// Keeps the holder's lease on a running job: extends it, or takes it again if it lapsed while
+/// nobody else took it. 0 once the job is final or gone, or another replica holds the lease.
+static RENEW: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
-local stored = redis.call('HMGET', KEYS[1], 'version', 'final')
-if not stored[1] then return 0 end
-if stored[2] == '1' then return 0 end
-if tonumber(stored[1]) >= tonumber(ARGV[1]) then return 0 end
-redis.call('HSET', KEYS[1], 'version', ARGV[1], 'final', ARGV[2], 'doc', ARGV[3])
-redis.call('PEXPIRE', KEYS[1], ARGV[4])
-redis.call('PUBLISH', ARGV[5], ARGV[6] .. ':' .. ARGV[1])
-return 1
+if redis.call('HGET', KEYS[2], 'final') ~= '0' then return 0 end
+local holder = redis.call('GET', KEYS[1])
+if holder == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+if not holder then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+return 0
+",
+    )
+});
+
+/// Gives the lease up, only if the caller holds it.
+static RELEASE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
 ",
     )
 });
@@ -73,14 +136,51 @@ impl Keys {
     fn changes(&self) -> String {
         format!("{}:jobs:changed", self.prefix)
     }
+
+    /// The ids of jobs not yet final: what a sweep for orphans looks through.
+    fn running_set(&self) -> String {
+        format!("{}:jobs:running", self.prefix)
+    }
+
+    /// What a job key is before its id, for scripts that find a job by an id they read.
+    fn job_prefix(&self) -> String {
+        format!("{}:job:", self.prefix)
+    }
+
+    /// Which replica polls for a running job.
+    fn lease(&self, id: &JobId) -> String {
+        format!("{}:lease:{}", self.prefix, id.as_hex())
+    }
+
+    /// The running job of an owner's query: the SHA-256 of both, as JSON (its sets are ordered, so
+    /// every replica writes the same text for the same query).
+    fn running(&self, owner: &Option<String>, query: &CostQuery) -> String {
+        let text = serde_json::to_vec(&(owner, query)).unwrap_or_default();
+        let digest = Sha256::digest(text);
+        let hex: String = digest.iter().map(|byte| format!("{byte:02x}")).collect();
+        format!("{}:running:{hex}", self.prefix)
+    }
+}
+
+/// How a redis job store is set up beside its URL.
+#[derive(Debug, Clone)]
+pub struct RedisStoreOptions {
+    /// Prefix of every key and channel.
+    pub key_prefix: String,
+    /// How long a lease on a running job lasts unless renewed.
+    pub lease_ttl: Duration,
+    /// PEM certificates a `rediss://` server's chain must lead to, instead of the web's roots.
+    pub ca_certificates: Option<Vec<u8>>,
 }
 
 /// What the store and its listener task share.
 struct Shared<W: JobWork> {
-    client: redis::Client,
+    link: RedisLink,
     keys: Keys,
-    /// Made on first use, so costd starts while redis is down; it reconnects by itself after that.
-    connection: tokio::sync::OnceCell<ConnectionManager>,
+    /// This store's own lease value: random, so a restarted replica never mistakes an old lease for
+    /// its own.
+    holder: String,
+    lease_ttl: Duration,
     /// The jobs watched on this replica, each fed by the listener.
     watched: Mutex<HashMap<JobId, watch::Sender<Arc<JobSnapshot<W>>>>>,
 }
@@ -98,17 +198,18 @@ impl<W: JobWork> Drop for RedisJobStore<W> {
 }
 
 impl<W: JobWork> RedisJobStore<W> {
-    /// A store on `url` (`redis://` or `rediss://`, a password in it if any), every key under
-    /// `key_prefix`. Nothing is sent until the first call; the error names no part of the URL.
-    pub fn new(url: &SecretString, key_prefix: &str) -> Result<Self, StoreError> {
-        let client = redis::Client::open(url.expose_secret())
-            .map_err(|_| StoreError::Unavailable("not a redis:// or rediss:// URL"))?;
+    /// A store on `url` (`redis://` or `rediss://`, a password in it if any). Nothing is sent until
+    /// the first call; the error names no part of the URL.
+    pub fn new(url: &SecretString, options: RedisStoreOptions) -> Result<Self, StoreError> {
+        let link = RedisLink::new(url, options.ca_certificates.as_deref(), CALL_TIMEOUT)
+            .map_err(|error| StoreError::Unavailable(error.0))?;
         let shared = Arc::new(Shared {
-            client,
+            link,
             keys: Keys {
-                prefix: key_prefix.to_string(),
+                prefix: options.key_prefix,
             },
-            connection: tokio::sync::OnceCell::new(),
+            holder: format!("{:032x}", rand::random::<u128>()),
+            lease_ttl: options.lease_ttl,
             watched: Mutex::default(),
         });
         let listener = tokio::spawn(listen(shared.clone())).abort_handle();
@@ -123,41 +224,32 @@ impl<W: JobWork> Shared<W> {
         F: Fn(ConnectionManager) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>>,
     {
-        let attempt = async {
-            let connection = self
-                .connection
-                .get_or_try_init(|| {
-                    // No retries inside a reconnect: its backoff starts at a second, longer than a
-                    // call may wait, and calls would queue behind it after redis is back. Each failed
-                    // call starts the next attempt instead.
-                    let config = redis::aio::ConnectionManagerConfig::new()
-                        .set_connection_timeout(CALL_TIMEOUT)
-                        .set_response_timeout(CALL_TIMEOUT)
-                        .set_number_of_retries(0);
-                    ConnectionManager::new_with_config(self.client.clone(), config)
-                })
-                .await
-                .map_err(unavailable)?;
-            match call(connection.clone()).await {
-                // The connection failed before this call: the failure started a fresh connection,
-                // which this call tries once, so the first call after redis returns succeeds.
-                Err(error) if error.is_connection_refusal() || error.is_connection_dropped() => {
-                    call(connection.clone()).await.map_err(unavailable)
-                }
-                outcome => outcome.map_err(unavailable),
-            }
-        };
-        tokio::time::timeout(CALL_TIMEOUT, attempt)
+        self.link
+            .call(call)
             .await
-            .unwrap_or(Err(StoreError::Unavailable("timed out")))
+            .map_err(|error| StoreError::Unavailable(error.0))
     }
 
     async fn read(&self, id: &JobId) -> Result<Option<Arc<JobSnapshot<W>>>, StoreError> {
         let key = &self.keys.job(id);
-        let doc: Option<Vec<u8>> = self
-            .call(|mut redis| async move { redis.hget(key, "doc").await })
+        let (doc, format): (Option<Vec<u8>>, Option<u32>) = self
+            .call(|mut redis| async move { redis.hget(key, &["doc", "format"]).await })
             .await?;
-        doc.map(|doc| decode(&doc)).transpose()
+        doc.map(|doc| decode(&doc, format)).transpose()
+    }
+
+    /// Runs a lease script on `id`'s lease with this store's holder value.
+    async fn lease_script(&self, script: &Script, id: &JobId) -> Result<bool, StoreError> {
+        let mut invocation = script.prepare_invoke();
+        invocation
+            .key(self.keys.lease(id))
+            .key(self.keys.job(id))
+            .arg(&self.holder)
+            .arg(millis(self.lease_ttl));
+        let invocation = &invocation;
+        self.call(|mut redis| async move { invocation.invoke_async::<i64>(&mut redis).await })
+            .await
+            .map(|done| done == 1)
     }
 
     /// Brings one watched job up to date; a job gone from redis ends its watchers' streams.
@@ -204,7 +296,7 @@ impl<W: JobWork> Shared<W> {
 async fn listen<W: JobWork>(shared: Arc<Shared<W>>) {
     loop {
         let subscribed = tokio::time::timeout(CALL_TIMEOUT, async {
-            let mut pubsub = shared.client.get_async_pubsub().await?;
+            let mut pubsub = shared.link.client().get_async_pubsub().await?;
             pubsub.subscribe(shared.keys.changes()).await?;
             Ok::<_, redis::RedisError>(pubsub)
         })
@@ -226,24 +318,19 @@ async fn listen<W: JobWork>(shared: Arc<Shared<W>>) {
     }
 }
 
-fn unavailable(error: redis::RedisError) -> StoreError {
-    // The error's text can name the server; only its class leaves here.
-    StoreError::Unavailable(if error.is_timeout() {
-        "timed out"
-    } else if error.is_connection_refusal() {
-        "connection refused"
-    } else if error.is_connection_dropped() || error.is_io_error() {
-        "connection lost"
-    } else {
-        "command failed"
-    })
-}
-
 fn encode<W: JobWork>(job: &JobSnapshot<W>) -> Result<Vec<u8>, StoreError> {
     serde_json::to_vec(job).map_err(|_| StoreError::Unreadable)
 }
 
-fn decode<W: JobWork>(doc: &[u8]) -> Result<Arc<JobSnapshot<W>>, StoreError> {
+/// A stored job in `format` (none: stored before formats existed, the first one).
+fn decode<W: JobWork>(doc: &[u8], format: Option<u32>) -> Result<Arc<JobSnapshot<W>>, StoreError> {
+    let format = format.unwrap_or(1);
+    if format > JOB_FORMAT {
+        return Err(StoreError::NewerFormat {
+            found: format,
+            known: JOB_FORMAT,
+        });
+    }
     serde_json::from_slice(doc)
         .map(Arc::new)
         .map_err(|_| StoreError::Unreadable)
@@ -257,42 +344,173 @@ fn millis(duration: Duration) -> u64 {
 
 #[async_trait::async_trait]
 impl<W: JobWork> JobStore<W> for RedisJobStore<W> {
-    async fn insert(&self, job: &JobSnapshot<W>, retention: Duration) -> Result<(), StoreError> {
-        let keys = &self.shared.keys;
+    async fn insert(
+        &self,
+        job: &JobSnapshot<W>,
+        retention: Duration,
+    ) -> Result<Option<JobId>, StoreError> {
+        let shared = &self.shared;
+        let keys = &shared.keys;
         let mut invocation = INSERT.prepare_invoke();
         invocation
             .key(keys.job(&job.id))
             .key(keys.index())
+            .key(keys.running(&job.owner, &job.query))
+            .key(keys.lease(&job.id))
+            .key(keys.running_set())
             .arg(job.version)
             .arg(u8::from(job.state.is_final()))
             .arg(encode(job)?)
             .arg(millis(retention))
             .arg(job.create_time.timestamp_millis())
             .arg(job.id.as_hex())
-            .arg(keys.changes());
+            .arg(keys.changes())
+            .arg(&shared.holder)
+            .arg(millis(shared.lease_ttl))
+            .arg(JOB_FORMAT)
+            .arg(keys.job_prefix());
         let invocation = &invocation;
-        self.shared
-            .call(|mut redis| async move { invocation.invoke_async::<i64>(&mut redis).await })
-            .await
-            .map(drop)
+        let running: Option<String> = shared
+            .call(|mut redis| async move { invocation.invoke_async(&mut redis).await })
+            .await?;
+        Ok(running.and_then(|hex| JobId::from_name(&format!("jobs/{hex}"))))
     }
 
-    async fn publish(&self, job: &JobSnapshot<W>, retention: Duration) -> Result<bool, StoreError> {
-        let keys = &self.shared.keys;
+    async fn publish(
+        &self,
+        job: &JobSnapshot<W>,
+        retention: Duration,
+        writer: Writer,
+    ) -> Result<bool, StoreError> {
+        let shared = &self.shared;
+        let keys = &shared.keys;
         let mut invocation = PUBLISH.prepare_invoke();
         invocation
             .key(keys.job(&job.id))
+            .key(keys.lease(&job.id))
+            .key(keys.running(&job.owner, &job.query))
+            .key(keys.running_set())
             .arg(job.version)
             .arg(u8::from(job.state.is_final()))
             .arg(encode(job)?)
             .arg(millis(retention))
             .arg(keys.changes())
-            .arg(job.id.as_hex());
+            .arg(job.id.as_hex())
+            .arg(match writer {
+                Writer::Owner => shared.holder.as_str(),
+                Writer::Other => "",
+            })
+            .arg(JOB_FORMAT);
         let invocation = &invocation;
+        let written: i64 = shared
+            .call(|mut redis| async move { invocation.invoke_async(&mut redis).await })
+            .await?;
+        match written {
+            1 => Ok(true),
+            newer if newer < 0 => Err(StoreError::NewerFormat {
+                found: u32::try_from(-newer).unwrap_or(u32::MAX),
+                known: JOB_FORMAT,
+            }),
+            _ => Ok(false),
+        }
+    }
+
+    async fn renew_lease(&self, id: &JobId) -> Result<bool, StoreError> {
+        self.shared.lease_script(&RENEW, id).await
+    }
+
+    async fn release_lease(&self, id: &JobId) -> Result<(), StoreError> {
+        self.shared.lease_script(&RELEASE, id).await.map(drop)
+    }
+
+    async fn claim_orphans(&self) -> Result<Vec<Arc<JobSnapshot<W>>>, StoreError> {
+        let shared = &self.shared;
+        let keys = &shared.keys;
+        let running = &keys.running_set();
+        let ids: Vec<String> = shared
+            .call(|mut redis| async move { redis.smembers(running).await })
+            .await?;
+        let ids: Vec<JobId> = ids
+            .iter()
+            .filter_map(|hex| JobId::from_name(&format!("jobs/{hex}")))
+            .collect();
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut look = redis::pipe();
+        for id in &ids {
+            look.hget(keys.job(id), "final").exists(keys.lease(id));
+        }
+        let look = &look;
+        let seen: Vec<(Option<String>, bool)> = shared
+            .call(|mut redis| async move { look.query_async(&mut redis).await })
+            .await?;
+        let mut claimed = Vec::new();
+        let mut gone = Vec::new();
+        for (id, (final_flag, leased)) in ids.iter().zip(seen) {
+            match final_flag.as_deref() {
+                Some("0") if !leased => {}
+                // Expired while running (its replica died and nobody took it for a retention):
+                // nothing is left to take over.
+                None => {
+                    gone.push(id.as_hex().to_string());
+                    continue;
+                }
+                _ => continue,
+            }
+            let (lease, holder, ttl) = (&keys.lease(id), &shared.holder, millis(shared.lease_ttl));
+            let taken: Option<String> = shared
+                .call(|mut redis| async move {
+                    redis::cmd("SET")
+                        .arg(lease)
+                        .arg(holder)
+                        .arg("NX")
+                        .arg("PX")
+                        .arg(ttl)
+                        .query_async(&mut redis)
+                        .await
+                })
+                .await?;
+            if taken.is_none() {
+                continue;
+            }
+            match shared.read(id).await {
+                Ok(Some(job)) if !job.state.is_final() => claimed.push(job),
+                // Ended since it was looked at, or stored by a newer costd, which polls for it.
+                Ok(_) | Err(StoreError::NewerFormat { .. }) => self.release_lease(id).await?,
+                Err(error) => return Err(error),
+            }
+        }
+        if !gone.is_empty() {
+            let gone = &gone;
+            shared
+                .call(|mut redis| async move { redis.srem::<_, _, i64>(running, gone).await })
+                .await?;
+        }
+        Ok(claimed)
+    }
+
+    fn lease_ttl(&self) -> Option<Duration> {
+        Some(self.shared.lease_ttl)
+    }
+
+    async fn running_job(
+        &self,
+        owner: &Option<String>,
+        query: &CostQuery,
+    ) -> Result<Option<JobId>, StoreError> {
+        let key = &self.shared.keys.running(owner, query);
+        let running: Option<String> = self
+            .shared
+            .call(|mut redis| async move { redis.get(key).await })
+            .await?;
+        Ok(running.and_then(|hex| JobId::from_name(&format!("jobs/{hex}"))))
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
         self.shared
-            .call(|mut redis| async move { invocation.invoke_async::<i64>(&mut redis).await })
+            .call(|mut redis| async move { redis::cmd("PING").query_async::<()>(&mut redis).await })
             .await
-            .map(|written| written == 1)
     }
 
     async fn get(&self, id: &JobId) -> Result<Option<Arc<JobSnapshot<W>>>, StoreError> {
@@ -334,18 +552,18 @@ impl<W: JobWork> JobStore<W> for RedisJobStore<W> {
         }
         let mut fetch = redis::pipe();
         for id in &ids {
-            fetch.hget(format!("{}:job:{id}", keys.prefix), "doc");
+            fetch.hget(format!("{}{id}", keys.job_prefix()), &["doc", "format"]);
         }
         let fetch = &fetch;
-        let docs: Vec<Option<Vec<u8>>> = self
+        let docs: Vec<(Option<Vec<u8>>, Option<u32>)> = self
             .shared
             .call(|mut redis| async move { fetch.query_async(&mut redis).await })
             .await?;
         let mut jobs = Vec::with_capacity(docs.len());
         let mut expired = Vec::new();
-        for (id, doc) in ids.iter().zip(docs) {
+        for (id, (doc, format)) in ids.iter().zip(docs) {
             match doc {
-                Some(doc) => jobs.push(decode(&doc)?),
+                Some(doc) => jobs.push(decode(&doc, format)?),
                 None => expired.push(id.clone()),
             }
         }
@@ -361,9 +579,11 @@ impl<W: JobWork> JobStore<W> for RedisJobStore<W> {
     }
 
     async fn remove(&self, id: &JobId) -> Result<(), StoreError> {
-        let (job, index, member) = (
-            &self.shared.keys.job(id),
-            &self.shared.keys.index(),
+        let keys = &self.shared.keys;
+        let (job, index, running, member) = (
+            &keys.job(id),
+            &keys.index(),
+            &keys.running_set(),
             id.as_hex(),
         );
         self.shared
@@ -371,6 +591,7 @@ impl<W: JobWork> JobStore<W> for RedisJobStore<W> {
                 redis::pipe()
                     .del(job)
                     .zrem(index, member)
+                    .srem(running, member)
                     .query_async::<()>(&mut redis)
                     .await
             })

@@ -5,7 +5,7 @@
 //! turns a terminal state back. The memory store serves one replica; [`super::RedisJobStore`] several.
 
 use super::{JobId, JobSnapshot, JobWork};
-use crate::sync::lock;
+use crate::{domain::CostQuery, sync::lock};
 use std::{
     collections::HashMap,
     sync::{Arc, Mutex},
@@ -25,15 +25,40 @@ pub enum StoreError {
     /// Another writer kept changing the job first.
     #[error("the job kept changing; try again")]
     Contended,
+    /// A job stored by a newer costd (during a rolling upgrade): refused rather than misread.
+    #[error(
+        "the job was stored by a newer costd (format {found}; this one reads up to {known}); ask a replica of the newer version"
+    )]
+    NewerFormat { found: u32, known: u32 },
+}
+
+/// Who writes a snapshot: the replica that holds the job's lease (its owner task), or any other
+/// replica (a cancel). An owner's write is refused once another replica holds the lease.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Writer {
+    Owner,
+    Other,
 }
 
 #[async_trait::async_trait]
 pub trait JobStore<W: JobWork>: Send + Sync + 'static {
-    /// Adds a new job, kept for `retention` after its last write.
-    async fn insert(&self, job: &JobSnapshot<W>, retention: Duration) -> Result<(), StoreError>;
+    /// Adds a new job, leased to this replica and kept for `retention` after its last write; unless
+    /// the store already runs a job of the same owner's identical query (another replica's): then
+    /// nothing is written and that job's id is returned, to join.
+    async fn insert(
+        &self,
+        job: &JobSnapshot<W>,
+        retention: Duration,
+    ) -> Result<Option<JobId>, StoreError>;
     /// Replaces a job's snapshot and tells its subscribers, unless the stored one is final or not
-    /// older (`Ok(false)`; unknown jobs too). A final snapshot is kept for `retention`.
-    async fn publish(&self, job: &JobSnapshot<W>, retention: Duration) -> Result<bool, StoreError>;
+    /// older, or `writer` is the owner and another replica holds the lease (`Ok(false)`; unknown jobs
+    /// too). A final snapshot is kept for `retention`.
+    async fn publish(
+        &self,
+        job: &JobSnapshot<W>,
+        retention: Duration,
+        writer: Writer,
+    ) -> Result<bool, StoreError>;
     async fn get(&self, id: &JobId) -> Result<Option<Arc<JobSnapshot<W>>>, StoreError>;
     /// The job's latest snapshot now, and every newer one; `None` for an unknown job.
     async fn subscribe(
@@ -44,6 +69,25 @@ pub trait JobStore<W: JobWork>: Send + Sync + 'static {
     async fn list(&self) -> Result<Vec<Arc<JobSnapshot<W>>>, StoreError>;
     /// Forgets a job; its subscribers' streams end.
     async fn remove(&self, id: &JobId) -> Result<(), StoreError>;
+    /// Keeps this replica's lease on a running job; `false` once the job ended or another replica
+    /// holds the lease (this replica's owner then stops).
+    async fn renew_lease(&self, id: &JobId) -> Result<bool, StoreError>;
+    /// Gives this replica's lease on a job up; another replica's lease is left alone.
+    async fn release_lease(&self, id: &JobId) -> Result<(), StoreError>;
+    /// Running jobs whose lease lapsed (their replica died), each now leased to this replica, which
+    /// goes on with their upstream work.
+    async fn claim_orphans(&self) -> Result<Vec<Arc<JobSnapshot<W>>>, StoreError>;
+    /// How long a lease lasts unless renewed; `None` for a store only this replica uses.
+    fn lease_ttl(&self) -> Option<Duration>;
+    /// The job of `owner` running `query` on any replica, as the store knows it; `None` for a store
+    /// only this replica uses (the job table knows its own).
+    async fn running_job(
+        &self,
+        owner: &Option<String>,
+        query: &CostQuery,
+    ) -> Result<Option<JobId>, StoreError>;
+    /// Whether the store answers now.
+    async fn ping(&self) -> Result<(), StoreError>;
     /// `memory` or `redis`, as the metrics label it.
     fn kind(&self) -> &'static str;
 }
@@ -99,14 +143,20 @@ impl<W: JobWork> MemoryJobStore<W> {
 
 #[async_trait::async_trait]
 impl<W: JobWork> JobStore<W> for MemoryJobStore<W> {
-    async fn insert(&self, job: &JobSnapshot<W>, _: Duration) -> Result<(), StoreError> {
+    /// Identical queries are joined by the job table itself: one replica sees all of them.
+    async fn insert(&self, job: &JobSnapshot<W>, _: Duration) -> Result<Option<JobId>, StoreError> {
         let id = job.id.clone();
         self.jobs()
             .insert(id, watch::Sender::new(Arc::new(job.clone())));
-        Ok(())
+        Ok(None)
     }
 
-    async fn publish(&self, job: &JobSnapshot<W>, _: Duration) -> Result<bool, StoreError> {
+    async fn publish(
+        &self,
+        job: &JobSnapshot<W>,
+        _: Duration,
+        _: Writer,
+    ) -> Result<bool, StoreError> {
         Ok(self.publish_now(job))
     }
 
@@ -136,6 +186,38 @@ impl<W: JobWork> JobStore<W> for MemoryJobStore<W> {
         Ok(())
     }
 
+    /// Every job is this replica's: a lease is always held, never lapses.
+    async fn renew_lease(&self, id: &JobId) -> Result<bool, StoreError> {
+        Ok(self
+            .jobs()
+            .get(id)
+            .is_some_and(|sender| !sender.borrow().state.is_final()))
+    }
+
+    async fn release_lease(&self, _: &JobId) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    async fn claim_orphans(&self) -> Result<Vec<Arc<JobSnapshot<W>>>, StoreError> {
+        Ok(Vec::new())
+    }
+
+    fn lease_ttl(&self) -> Option<Duration> {
+        None
+    }
+
+    async fn running_job(
+        &self,
+        _: &Option<String>,
+        _: &CostQuery,
+    ) -> Result<Option<JobId>, StoreError> {
+        Ok(None)
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
     fn kind(&self) -> &'static str {
         "memory"
     }
@@ -146,8 +228,8 @@ pub(super) mod tests {
     use super::*;
     use crate::{
         domain::{
-            AccountRef, CostFilter, CostQuery, Granularity, Period, ProgressObserver,
-            ProviderAccountId, UpstreamError,
+            AccountRef, CostFilter, CostQuery, FetchProgress, Granularity, Period,
+            ProgressObserver, ProviderAccountId, UpstreamError,
         },
         jobs::{JobChange, JobId, JobState},
     };
@@ -171,6 +253,8 @@ pub(super) mod tests {
         ) -> Result<(), UpstreamError> {
             Ok(())
         }
+
+        fn resume(&self, _: &ProviderAccountId, _: &FetchProgress) {}
 
         fn failure<'r>(_: &'r (), _: &ProviderAccountId) -> Option<&'r UpstreamError> {
             None
@@ -214,12 +298,12 @@ pub(super) mod tests {
         let mut unread = store.subscribe(&id).await.unwrap().unwrap();
         for version in 1..10_000 {
             store
-                .publish(&job(&id, version, JobState::Running), KEPT)
+                .publish(&job(&id, version, JobState::Running), KEPT, Writer::Owner)
                 .await
                 .unwrap();
         }
         store
-            .publish(&job(&id, 10_000, JobState::Succeeded), KEPT)
+            .publish(&job(&id, 10_000, JobState::Succeeded), KEPT, Writer::Owner)
             .await
             .unwrap();
 
@@ -245,15 +329,15 @@ pub(super) mod tests {
             .unwrap();
 
         let cancelled = store
-            .publish(&job(&id, 1, JobState::Cancelled), KEPT)
+            .publish(&job(&id, 1, JobState::Cancelled), KEPT, Writer::Other)
             .await
             .unwrap();
         let late = store
-            .publish(&job(&id, 2, JobState::Succeeded), KEPT)
+            .publish(&job(&id, 2, JobState::Succeeded), KEPT, Writer::Owner)
             .await
             .unwrap();
         let stale = store
-            .publish(&job(&id, 1, JobState::Running), KEPT)
+            .publish(&job(&id, 1, JobState::Running), KEPT, Writer::Owner)
             .await
             .unwrap();
 

@@ -323,6 +323,15 @@ impl Provider {
         })
     }
 
+    /// Goes on with an asynchronous upstream query another replica made (a job taken over): the next
+    /// fetch of the same body polls its token instead of asking anew. Synchronous upstreams have none.
+    pub fn resume(&self, progress: &FetchProgress) {
+        match self {
+            Provider::Atlas(client) => client.resume(progress),
+            Provider::TeamBilling(_) | Provider::Elastic(_) => {}
+        }
+    }
+
     /// The account's circuit breaker, as `ListProviders` shows it.
     pub fn circuit(&self) -> crate::domain::CircuitReading {
         self.http().gates().of(&self.account().id).circuit()

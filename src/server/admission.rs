@@ -19,7 +19,6 @@ use std::{
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
-
 /// The server's admission state, shared by every connection.
 pub struct Admission {
     calls: Arc<Semaphore>,

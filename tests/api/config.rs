@@ -213,6 +213,24 @@ fn every_mistake_names_its_key() {
             vec![("COSTD_REDIS_URL", "http://user:hunter2@r:6379")],
             "jobs.redis.url",
         ),
+        (
+            "[jobs]\nstore = \"redis\"\nredis = { url = { env = \"COSTD_REDIS_URL\" }, lease_ttl_ms = 999 }\n"
+                .to_string(),
+            vec![("COSTD_REDIS_URL", "redis://r:6379")],
+            "jobs.redis.lease_ttl_ms",
+        ),
+        (
+            "[jobs]\nstore = \"redis\"\nredis = { url = { env = \"COSTD_REDIS_URL\" }, lease_ttl_ms = 600001 }\n"
+                .to_string(),
+            vec![("COSTD_REDIS_URL", "redis://r:6379")],
+            "jobs.redis.lease_ttl_ms",
+        ),
+        (
+            "[jobs]\nstore = \"redis\"\nredis = { url = { env = \"COSTD_REDIS_URL\" }, ca = { file = \"/nonexistent/ca.pem\" } }\n"
+                .to_string(),
+            vec![("COSTD_REDIS_URL", "rediss://r:6379")],
+            "jobs.redis.ca",
+        ),
         (String::new(), vec![("COSTD_UNKNOWN", "1")], "COSTD_UNKNOWN"),
         (
             "[server]\nmax_concurrent_requests = 0\n".to_string(),
@@ -426,4 +444,25 @@ fn no_config_error_prints_a_value_written_where_it_does_not_belong() {
         let error = load(&toml, &[("ACME_TOKEN", "t")]).expect_err("refused");
         assert!(!error.to_string().contains("hunter2"), "{error}");
     }
+}
+
+#[test]
+fn the_redis_lease_ttl_defaults_to_ten_seconds_and_takes_the_configured_value() {
+    let lease_of = |extra: &str| {
+        let toml = format!(
+            "[jobs]\nstore = \"redis\"\nredis = {{ url = {{ env = \"COSTD_REDIS_URL\" }}{extra} }}\n"
+        );
+        match load(&toml, &[("COSTD_REDIS_URL", "redis://r:6379")])
+            .expect("loads")
+            .job_store
+        {
+            costd::config::JobStoreSettings::Redis { lease_ttl, .. } => lease_ttl,
+            costd::config::JobStoreSettings::Memory => panic!("the redis store was configured"),
+        }
+    };
+    assert_eq!(lease_of(""), Duration::from_secs(10));
+    assert_eq!(
+        lease_of(", lease_ttl_ms = 2500"),
+        Duration::from_millis(2500)
+    );
 }

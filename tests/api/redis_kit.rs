@@ -15,6 +15,8 @@ const STARTUP_PATIENCE: Duration = Duration::from_secs(20);
 pub struct RedisServer {
     port: u16,
     password: Option<String>,
+    /// Serving TLS only (`--port 0`), with the certificate files in `dir`.
+    tls: bool,
     dir: tempfile::TempDir,
     child: Option<Child>,
 }
@@ -30,26 +32,53 @@ impl RedisServer {
     }
 
     async fn start_with(password: Option<String>) -> Self {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|listener| listener.local_addr())
-            .expect("a free port")
-            .port();
-        let mut server = RedisServer {
-            port,
-            password,
-            dir: tempfile::tempdir().expect("temp dir"),
-            child: None,
-        };
+        let mut server = Self::unstarted(password);
         server.run().await;
         server
     }
 
-    /// `redis://[:password@]127.0.0.1:port`.
-    pub fn url(&self) -> String {
-        match &self.password {
-            Some(password) => format!("redis://:{password}@127.0.0.1:{}", self.port),
-            None => format!("redis://127.0.0.1:{}", self.port),
+    /// A server speaking only TLS, with this certificate chain and key (PEM) for 127.0.0.1, and
+    /// asking `password`; `ca` is written beside them, as redis-server wants one.
+    pub async fn start_tls(cert: &str, key: &str, ca: &str, password: &str) -> Self {
+        let mut server = Self::unstarted(Some(password.to_string()));
+        server.tls = true;
+        for (name, pem) in [("server.crt", cert), ("server.key", key), ("ca.crt", ca)] {
+            std::fs::write(server.dir.path().join(name), pem).expect("written");
         }
+        server.run().await;
+        server
+    }
+
+    fn unstarted(password: Option<String>) -> Self {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .expect("a free port")
+            .port();
+        RedisServer {
+            port,
+            password,
+            tls: false,
+            dir: tempfile::tempdir().expect("temp dir"),
+            child: None,
+        }
+    }
+
+    /// `redis[s]://[:password@]127.0.0.1:port`.
+    pub fn url(&self) -> String {
+        let scheme = if self.tls { "rediss" } else { "redis" };
+        match &self.password {
+            Some(password) => format!("{scheme}://:{password}@127.0.0.1:{}", self.port),
+            None => format!("{scheme}://127.0.0.1:{}", self.port),
+        }
+    }
+
+    /// A plain connection of the test's own, to read or change what costd stored.
+    pub async fn connection(&self) -> redis::aio::MultiplexedConnection {
+        redis::Client::open(self.url())
+            .expect("a client")
+            .get_multiplexed_async_connection()
+            .await
+            .expect("connected")
     }
 
     /// Kills the server (SIGKILL): its clients see the connection drop, as in a crash.
@@ -67,9 +96,22 @@ impl RedisServer {
 
     async fn run(&mut self) {
         let mut command = Command::new("redis-server");
+        if self.tls {
+            let file = |name: &str| self.dir.path().join(name);
+            command
+                .args(["--port", "0", "--tls-port"])
+                .arg(self.port.to_string())
+                .arg("--tls-cert-file")
+                .arg(file("server.crt"))
+                .arg("--tls-key-file")
+                .arg(file("server.key"))
+                .arg("--tls-ca-cert-file")
+                .arg(file("ca.crt"))
+                .args(["--tls-auth-clients", "no"]);
+        } else {
+            command.arg("--port").arg(self.port.to_string());
+        }
         command
-            .arg("--port")
-            .arg(self.port.to_string())
             .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .arg("--dir")
             .arg(self.dir.path());

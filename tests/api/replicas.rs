@@ -13,7 +13,10 @@ use costd::{
     config::JobStoreSettings,
     domain::{CostFilter, CostQuery, Granularity, Period, ProviderKind},
     engine::{Engine, Job},
-    jobs::{JobChange, JobId, JobSnapshot, JobState, JobStore, RedisJobStore},
+    jobs::{
+        JOB_FORMAT, JobChange, JobId, JobSnapshot, JobState, JobStore, RedisJobStore,
+        RedisStoreOptions, Writer,
+    },
     proto as pb,
     sandbox::{SandboxHandle, SandboxOptions, Scope},
 };
@@ -23,12 +26,24 @@ use tonic_types::StatusExt;
 
 /// How long a job call may take to fail while redis is down.
 const FAIL_FAST: Duration = Duration::from_secs(1);
+/// Short, so the tests see leases renewed and taken over.
+pub(crate) const LEASE_TTL: Duration = Duration::from_millis(1_000);
 
 /// A costd on `sandbox` with its jobs in `redis_url`, serving only `accounts`.
-async fn replica(
+pub(crate) async fn replica(
     sandbox: &SandboxHandle,
     redis_url: &str,
     accounts: &'static [&'static str],
+) -> TestApp {
+    replica_trusting(sandbox, redis_url, accounts, None).await
+}
+
+/// As [`replica`], trusting `ca` (PEM) for a `rediss://` store.
+async fn replica_trusting(
+    sandbox: &SandboxHandle,
+    redis_url: &str,
+    accounts: &'static [&'static str],
+    ca: Option<String>,
 ) -> TestApp {
     let url = redis_url.to_string();
     spawn_app_beside(
@@ -42,17 +57,34 @@ async fn replica(
             settings.job_store = JobStoreSettings::Redis {
                 url: SecretString::from(url),
                 key_prefix: "costd".to_string(),
+                lease_ttl: LEASE_TTL,
+                ca_certificates: ca.map(String::into_bytes),
             };
         },
     )
     .await
 }
 
-fn sandbox() -> SandboxHandle {
+/// Redis, a sandbox, and two replicas A and B on both serving only Kestrel's Atlas organization,
+/// which answers after `polls` polls.
+pub(crate) async fn two_kestrel_replicas(
+    polls: u32,
+) -> (RedisServer, SandboxHandle, TestApp, TestApp) {
+    let redis = RedisServer::start().await;
+    let sandbox = sandbox();
+    let a = replica(&sandbox, &redis.url(), &["atlas-kestrel"]).await;
+    let b = replica(&sandbox, &redis.url(), &["atlas-kestrel"]).await;
+    sandbox
+        .atlas()
+        .set_org_processing_polls(org(&a, "Kestrel"), polls);
+    (redis, sandbox, a, b)
+}
+
+pub(crate) fn sandbox() -> SandboxHandle {
     costd::sandbox::Sandbox::start(SandboxOptions::default()).expect("sandbox starts")
 }
 
-async fn get(app: &TestApp, name: &str) -> Result<pb::Job, tonic::Status> {
+pub(crate) async fn get(app: &TestApp, name: &str) -> Result<pb::Job, tonic::Status> {
     Ok(jobs(app)
         .get_job(pb::GetJobRequest {
             name: name.to_string(),
@@ -63,13 +95,13 @@ async fn get(app: &TestApp, name: &str) -> Result<pb::Job, tonic::Status> {
         .expect("job"))
 }
 
-fn final_job(events: &[pb::WatchJobResponse]) -> pb::Job {
+pub(crate) fn final_job(events: &[pb::WatchJobResponse]) -> pb::Job {
     let last = events.last().expect("events");
     assert_eq!(last.kind, pb::JobEventKind::Final as i32);
     last.job.clone().expect("the final job")
 }
 
-fn total(job: &pb::Job) -> i128 {
+pub(crate) fn total(job: &pb::Job) -> i128 {
     nanos(
         job.report
             .as_ref()
@@ -79,12 +111,19 @@ fn total(job: &pb::Job) -> i128 {
 }
 
 /// Kestrel's April 2025 in nanodollars, summed from the sandbox's usage, not from any answer.
-fn kestrel_april(app: &TestApp) -> i128 {
+pub(crate) fn kestrel_april(sandbox: &SandboxHandle) -> i128 {
     let day = |text: &str| chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d").expect("date");
-    app.sandbox
+    let kestrel = sandbox
         .atlas()
         .dataset()
-        .org(org(app, "Kestrel"))
+        .orgs()
+        .iter()
+        .find(|o| o.name.starts_with("Kestrel"))
+        .expect("seeded");
+    sandbox
+        .atlas()
+        .dataset()
+        .org(kestrel.id)
         .expect("seeded")
         .usage(day("2025-04-01"), day("2025-05-01"))
         .map(|u| i128::from(u.amount_cents) * 10_000_000)
@@ -109,7 +148,7 @@ async fn a_job_started_on_one_replica_is_watched_to_its_exact_report_on_every_re
         watch_all(&c, &job.name)
     );
 
-    let expected = kestrel_april(&a);
+    let expected = kestrel_april(&a.sandbox);
     for (replica, events) in [("A", &on_a), ("B", &on_b), ("C", &on_c)] {
         assert_eq!(
             events.first().map(|e| e.kind),
@@ -226,7 +265,7 @@ async fn a_finished_job_outlives_every_replica_that_ran_or_watched_it() {
 
     assert_eq!(found.state, pb::JobState::Succeeded as i32);
     assert_eq!(found.report, finished.report, "the same report, exactly");
-    assert_eq!(total(&found), kestrel_april(&c));
+    assert_eq!(total(&found), kestrel_april(&c.sandbox));
     assert_eq!(
         final_job(&watch_all(&c, &job.name).await).report,
         finished.report
@@ -345,6 +384,16 @@ async fn a_password_in_the_redis_url_works_and_is_never_logged() {
     }
 }
 
+/// A job store of its own on `redis`, as a replica's.
+fn store_on(redis: &RedisServer) -> RedisJobStore<Engine> {
+    let options = RedisStoreOptions {
+        key_prefix: "costd".to_string(),
+        lease_ttl: LEASE_TTL,
+        ca_certificates: None,
+    };
+    RedisJobStore::new(&SecretString::from(redis.url()), options).expect("store")
+}
+
 /// A job of the engine as a store holds it, at `version`, in `state`.
 fn stored_job(id: &JobId, version: u64, state: JobState) -> Job {
     let start = at("2026-01-01");
@@ -373,9 +422,8 @@ fn stored_job(id: &JobId, version: u64, state: JobState) -> Job {
 #[tokio::test]
 async fn a_late_poller_writing_after_a_cancel_never_turns_cancelled_into_succeeded() {
     let redis = RedisServer::start().await;
-    let url = SecretString::from(redis.url());
-    let owner = RedisJobStore::<Engine>::new(&url, "costd").expect("store");
-    let other = RedisJobStore::<Engine>::new(&url, "costd").expect("store");
+    let owner = store_on(&redis);
+    let other = store_on(&redis);
     let id = JobId::from_name(&format!("jobs/{}", "c".repeat(32))).expect("a name");
     let kept = Duration::from_secs(60);
     owner
@@ -386,15 +434,23 @@ async fn a_late_poller_writing_after_a_cancel_never_turns_cancelled_into_succeed
 
     // Another replica cancels what it read; the owner's poller, not yet aware, writes on.
     let cancelled = other
-        .publish(&stored_job(&id, 1, JobState::Cancelled), kept)
+        .publish(
+            &stored_job(&id, 1, JobState::Cancelled),
+            kept,
+            Writer::Other,
+        )
         .await
         .expect("written");
     let late_progress = owner
-        .publish(&stored_job(&id, 1, JobState::Running), kept)
+        .publish(&stored_job(&id, 1, JobState::Running), kept, Writer::Owner)
         .await
         .expect("answered");
     let late_success = owner
-        .publish(&stored_job(&id, 2, JobState::Succeeded), kept)
+        .publish(
+            &stored_job(&id, 2, JobState::Succeeded),
+            kept,
+            Writer::Owner,
+        )
         .await
         .expect("answered");
     let seen = within(watching.wait_for(|job| job.state.is_final()))
@@ -408,4 +464,225 @@ async fn a_late_poller_writing_after_a_cancel_never_turns_cancelled_into_succeed
     let stored = owner.get(&id).await.expect("read").expect("kept");
     assert_eq!((stored.state, stored.version), (JobState::Cancelled, 1));
     assert_eq!(seen, JobState::Cancelled);
+}
+
+#[tokio::test]
+async fn an_identical_query_started_on_another_replica_joins_the_running_job_and_its_one_token() {
+    let (_redis, sandbox, a, b) = two_kestrel_replicas(20).await;
+    let kestrel = org(&a, "Kestrel");
+    let asked = query("2025-04-01", "2025-05-01", &[], pb::Granularity::None);
+
+    let on_a = start(&a, asked.clone()).await;
+    let on_b = start(&b, asked.clone()).await;
+    let finished = final_job(&watch_all(&b, &on_b.name).await);
+    let creates = sandbox.atlas().counters(kestrel).queries_created;
+    // Finished, the job no longer claims its query: the next one is a job of its own.
+    let after = start(&b, asked).await;
+
+    assert_eq!(on_b.name, on_a.name, "B joined A's job");
+    assert_eq!(finished.state, pb::JobState::Succeeded as i32);
+    assert_eq!(total(&finished), kestrel_april(&a.sandbox));
+    assert_ne!(after.name, on_a.name);
+    assert_eq!(
+        jobs(&a)
+            .list_jobs(pb::ListJobsRequest::default())
+            .await
+            .expect("listed")
+            .into_inner()
+            .jobs
+            .len(),
+        2,
+        "the joined job and the one after it"
+    );
+    assert_eq!(creates, 1, "one Atlas query for both replicas' callers");
+}
+
+#[tokio::test]
+async fn list_providers_says_whether_the_job_store_is_reached_and_never_where_it_is() {
+    let password = "store-pass-5d1e0b7c";
+    let mut redis = RedisServer::start_with_password(password).await;
+    let sandbox = sandbox();
+    let app = replica(&sandbox, &redis.url(), &["team-acme"]).await;
+    let alone = spawn_app().await;
+    let store_of = |answer: pb::ListProvidersResponse| answer.job_store.expect("the job store");
+
+    let before = store_of(app.list_providers().await);
+    redis.kill().await;
+    let began = std::time::Instant::now();
+    let down = store_of(app.list_providers().await);
+    let answered_in = began.elapsed();
+    redis.restart().await;
+    let after = store_of(app.list_providers().await);
+
+    assert_eq!(
+        (before.kind.as_str(), before.up, before.error.as_str()),
+        ("redis", true, "")
+    );
+    assert_eq!((down.kind.as_str(), down.up), ("redis", false));
+    assert!(down.error.contains("unreachable"), "{down:?}");
+    for secret in [password, "127.0.0.1", &redis.url()] {
+        assert!(!down.error.contains(secret), "{down:?}");
+    }
+    assert!(answered_in <= FAIL_FAST, "answered in {answered_in:?}");
+    assert!(after.up, "reached again without a restart: {after:?}");
+    assert_eq!(
+        store_of(alone.list_providers().await),
+        pb::JobStoreStatus {
+            kind: "memory".to_string(),
+            up: true,
+            error: String::new(),
+        }
+    );
+}
+
+#[tokio::test]
+async fn a_rediss_store_is_reached_through_a_private_ca_and_refused_under_any_other() {
+    let password = "tls-pass-93be0c4a";
+    let ca = crate::auth::kit::Ca::new("redis test CA");
+    let stranger = crate::auth::kit::Ca::new("another CA");
+    let pair = ca.server(1);
+    let redis = RedisServer::start_tls(&pair.cert, &pair.key, &ca.pem(), password).await;
+    let sandbox = sandbox();
+    let accounts = &["team-acme"];
+    let a = replica_trusting(&sandbox, &redis.url(), accounts, Some(ca.pem())).await;
+    let b = replica_trusting(&sandbox, &redis.url(), accounts, Some(ca.pem())).await;
+    let other_ca = replica_trusting(&sandbox, &redis.url(), accounts, Some(stranger.pem())).await;
+    let web_roots = replica(&sandbox, &redis.url(), accounts).await;
+
+    let job = start(
+        &a,
+        query("2026-03-01", "2026-04-01", &[], pb::Granularity::None),
+    )
+    .await;
+    let on_b = final_job(&watch_all(&b, &job.name).await);
+    let refused = [
+        get(&other_ca, &job.name).await.expect_err("another CA"),
+        get(&web_roots, &job.name)
+            .await
+            .expect_err("the web's roots"),
+    ];
+
+    assert!(redis.url().starts_with("rediss://"));
+    assert_eq!(on_b.state, pb::JobState::Succeeded as i32);
+    for refusal in &refused {
+        assert_eq!(refusal.code(), tonic::Code::Unavailable, "{refusal:?}");
+    }
+    for text in [captured().logs(), format!("{refused:?}")] {
+        assert!(!text.contains(password), "the password leaked");
+    }
+}
+
+#[tokio::test]
+async fn a_job_stored_in_a_newer_format_is_refused_clearly_and_one_without_a_format_still_read() {
+    let redis = RedisServer::start().await;
+    let sandbox = sandbox();
+    let a = replica(&sandbox, &redis.url(), &["team-acme"]).await;
+    let newer = start(
+        &a,
+        query("2026-01-01", "2026-02-01", &[], pb::Granularity::None),
+    )
+    .await;
+    let older = start(
+        &a,
+        query("2026-02-01", "2026-03-01", &[], pb::Granularity::None),
+    )
+    .await;
+    final_job(&watch_all(&a, &newer.name).await);
+    final_job(&watch_all(&a, &older.name).await);
+    let mut raw = redis.connection().await;
+    let key = |name: &str| format!("costd:job:{}", name.trim_start_matches("jobs/"));
+    let format: u32 = redis::AsyncCommands::hget(&mut raw, key(&newer.name), "format")
+        .await
+        .expect("read");
+    let () = redis::AsyncCommands::hset(&mut raw, key(&newer.name), "format", JOB_FORMAT + 1)
+        .await
+        .expect("written");
+    let () = redis::AsyncCommands::hdel(&mut raw, key(&older.name), "format")
+        .await
+        .expect("written");
+
+    let refused = get(&a, &newer.name).await.expect_err("a newer format");
+    let listed = jobs(&a)
+        .list_jobs(pb::ListJobsRequest::default())
+        .await
+        .expect_err("the list holds a job of a newer format");
+    let read = get(&a, &older.name)
+        .await
+        .expect("a job from before formats");
+
+    assert_eq!(format, JOB_FORMAT, "every write names its format");
+    for refusal in [&refused, &listed] {
+        assert_eq!(
+            refusal.code(),
+            tonic::Code::FailedPrecondition,
+            "{refusal:?}"
+        );
+        assert_eq!(
+            refusal.get_details_error_info().map(|info| info.reason),
+            Some("JOB_STORE_FORMAT_NEWER".to_string())
+        );
+        assert!(refusal.message().contains("newer costd"), "{refusal:?}");
+    }
+    assert_eq!(read.state, pb::JobState::Succeeded as i32);
+}
+
+#[tokio::test]
+async fn an_older_replica_never_writes_over_a_job_of_a_newer_format() {
+    let redis = RedisServer::start().await;
+    let store = store_on(&redis);
+    let id = JobId::from_name(&format!("jobs/{}", "d".repeat(32))).expect("a name");
+    let kept = Duration::from_secs(60);
+    store
+        .insert(&stored_job(&id, 0, JobState::Running), kept)
+        .await
+        .expect("inserted");
+    let mut raw = redis.connection().await;
+    let key = format!("costd:job:{}", id.as_hex());
+    let () = redis::AsyncCommands::hset(&mut raw, &key, "format", JOB_FORMAT + 1)
+        .await
+        .expect("written");
+
+    let written = store
+        .publish(
+            &stored_job(&id, 1, JobState::Cancelled),
+            kept,
+            Writer::Other,
+        )
+        .await;
+    let version: u64 = redis::AsyncCommands::hget(&mut raw, &key, "version")
+        .await
+        .expect("read");
+
+    assert_eq!(
+        written,
+        Err(costd::jobs::StoreError::NewerFormat {
+            found: JOB_FORMAT + 1,
+            known: JOB_FORMAT
+        })
+    );
+    assert_eq!(version, 0, "left as the newer replica wrote it");
+}
+
+#[tokio::test]
+async fn get_costs_on_another_replica_names_the_running_job_instead_of_asking_atlas_again() {
+    let (_redis, sandbox, a, b) = two_kestrel_replicas(20).await;
+    let kestrel = org(&a, "Kestrel");
+    let asked = query("2025-04-01", "2025-05-01", &[], pb::Granularity::None);
+
+    let job = start(&a, asked.clone()).await;
+    let answer = b.get_costs(asked).await.expect("answered");
+    let finished = final_job(&watch_all(&b, &answer.job).await);
+
+    assert_eq!(answer.job, job.name, "B's answer names A's job");
+    assert_eq!(
+        result_of(&answer, "atlas-kestrel").state,
+        pb::ResultState::Pending as i32
+    );
+    assert_eq!(result_of(&answer, "atlas-kestrel").job, job.name);
+    assert_eq!(total(&finished), kestrel_april(&a.sandbox));
+    assert_eq!(
+        sandbox.atlas().counters(kestrel).queries_created,
+        1,
+        "B asked Atlas nothing"
+    );
 }

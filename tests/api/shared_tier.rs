@@ -30,6 +30,8 @@ async fn replica(sandbox: &SandboxHandle, redis_url: &str) -> TestApp {
             settings.job_store = JobStoreSettings::Redis {
                 url: SecretString::from(url),
                 key_prefix: "costd".to_string(),
+                lease_ttl: crate::replicas::LEASE_TTL,
+                ca_certificates: None,
             };
         },
     )

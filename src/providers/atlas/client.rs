@@ -22,7 +22,12 @@ use crate::{
 };
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method};
-use std::{num::NonZeroU32, sync::Arc, time::Duration};
+use std::{
+    collections::HashMap,
+    num::NonZeroU32,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 use tokio::time::Instant;
 
 const CREATE_ROUTE: &str = "/api/atlas/v2/orgs/{orgId}/billing/costExplorer/usage";
@@ -48,6 +53,9 @@ pub struct AtlasClient {
     /// Atlas' Invoices bucket, per organization: both cost-explorer calls draw from it.
     budget: OrgBudget,
     config: AtlasConfig,
+    /// Queries another replica created and polled, by body as sent: taken by the next fetch of that
+    /// body, which polls on rather than creating the query again.
+    resumed: Mutex<HashMap<String, FetchProgress>>,
 }
 
 impl AtlasClient {
@@ -76,6 +84,16 @@ impl AtlasClient {
             auth: Authenticator::new(settings.credentials),
             budget,
             config,
+            resumed: Mutex::default(),
+        }
+    }
+
+    /// Remembers a query of this organization that another replica created, to poll it on.
+    pub fn resume(&self, progress: &FetchProgress) {
+        if let Some(query) = &progress.upstream_query
+            && query.organization == self.org_id.as_str()
+        {
+            crate::sync::lock(&self.resumed).insert(query.body.clone(), progress.clone());
         }
     }
 
@@ -134,19 +152,40 @@ impl AtlasClient {
             });
         };
         let mut recreated = false;
+        let mut resumed = crate::sync::lock(&self.resumed).remove(&body_text);
         'create: loop {
-            let token = self.create(body, deadline, sent).await?;
-            let created_at = chrono::Utc::now();
-            let mut delay = Duration::from_millis(self.config.poll_initial_ms);
-            let mut polls = 0u32;
-            report(
-                0,
-                "query created, processing".to_string(),
-                Some(delay),
-                (&token, created_at, 202),
-            );
+            let initial = Duration::from_millis(self.config.poll_initial_ms);
+            let (token, created_at, mut polls, mut delay, mut wait) = match resumed.take() {
+                Some(FetchProgress {
+                    upstream_query: Some(query),
+                    polls,
+                    next_poll_at,
+                    ..
+                }) => {
+                    // Polled on where the other replica stopped: its backoff, its next poll time.
+                    let delay = initial
+                        .mul_f64(1.5f64.powi(polls.min(64) as i32))
+                        .min(Duration::from_millis(self.config.poll_max_ms));
+                    let wait = next_poll_at
+                        .and_then(|at| (at - chrono::Utc::now()).to_std().ok())
+                        .unwrap_or_default()
+                        .min(delay);
+                    (query.token, query.created_at, polls, delay, wait)
+                }
+                _ => {
+                    let token = self.create(body, deadline, sent).await?;
+                    let created_at = chrono::Utc::now();
+                    report(
+                        0,
+                        "query created, processing".to_string(),
+                        Some(initial),
+                        (&token, created_at, 202),
+                    );
+                    (token, created_at, 0u32, initial, jitter(initial))
+                }
+            };
             loop {
-                tokio::time::sleep(jitter(delay)).await;
+                tokio::time::sleep(wait).await;
                 if started.elapsed() > Duration::from_millis(self.config.max_processing_ms) {
                     return Err(UpstreamError {
                         upstream_retryable: Some(true),
@@ -185,9 +224,10 @@ impl AtlasClient {
                             Some(delay),
                             (&token, created_at, 102),
                         );
+                        wait = jitter(delay);
                     }
-                    Poll::Throttled(wait) => {
-                        delay = wait.max(delay);
+                    Poll::Throttled(retry) => {
+                        delay = retry.max(delay);
                         report(
                             polls,
                             format!(
@@ -197,6 +237,7 @@ impl AtlasClient {
                             Some(delay),
                             (&token, created_at, 429),
                         );
+                        wait = jitter(delay);
                     }
                     Poll::Gone if !recreated => {
                         tracing::info!("atlas forgot the query token; creating it again");

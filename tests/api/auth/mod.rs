@@ -5,6 +5,6 @@ mod audit;
 mod cli;
 mod grpcurl;
 mod jwt;
-pub mod kit;
+pub(crate) mod kit;
 mod mtls;
 mod owners;
