@@ -58,9 +58,16 @@ fn git_revision() -> String {
             .and_then(|output| String::from_utf8(output.stdout).ok())
             .map(|text| text.trim().to_string())
     };
-    if let Some(git_dir) = git(&["rev-parse", "--git-dir"]) {
-        for watched in ["HEAD", "refs/heads", "packed-refs"] {
-            println!("cargo:rerun-if-changed={git_dir}/{watched}");
+    // HEAD is per worktree, the branches are shared by all; a path that does not exist (no
+    // packed-refs yet) would rerun this script at every build, so only existing ones are watched.
+    let head = git(&["rev-parse", "--git-dir"]).map(|dir| format!("{dir}/HEAD"));
+    let common = git(&["rev-parse", "--git-common-dir"]);
+    let refs = ["refs/heads", "packed-refs"]
+        .into_iter()
+        .filter_map(|name| common.as_ref().map(|dir| format!("{dir}/{name}")));
+    for watched in head.into_iter().chain(refs) {
+        if std::path::Path::new(&watched).exists() {
+            println!("cargo:rerun-if-changed={watched}");
         }
     }
     git(&["rev-parse", "--short=12", "HEAD"]).unwrap_or_else(|| "unknown".to_string())

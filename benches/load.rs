@@ -17,7 +17,6 @@ use costd::{
     proto::{self as pb, cost_service_client::CostServiceClient},
     sandbox::{Fault, Sandbox, SandboxHandle, Scope},
 };
-use hdrhistogram::Histogram;
 use std::{
     net::SocketAddr,
     path::Path,
@@ -30,7 +29,7 @@ use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 #[path = "support/mod.rs"]
 mod support;
 
-use support::{median, rss_bytes};
+use support::{channel, drive, median, rss_bytes, team_settings, timestamp};
 
 /// The allocator the costd binary ships with, so the harness measures what runs.
 #[global_allocator]
@@ -39,10 +38,6 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 const ROUNDS: usize = 3;
 const RUN_FOR: Duration = Duration::from_millis(1500);
 const TEAMS: [&str; 3] = ["team_acme", "team_borealis", "team_cobalt"];
-
-fn timestamp(text: &str) -> prost_types::Timestamp {
-    costd::api::convert::time_to_proto(costd::cli::parse_instant(text).expect("valid"))
-}
 
 fn month_query(year: i32, month: u32, accounts: &[&str]) -> pb::CostQuery {
     let start = chrono::NaiveDate::from_ymd_opt(year, month, 1).expect("valid");
@@ -76,12 +71,7 @@ struct Server {
 
 async fn start(cache_bytes: u64) -> Server {
     let sandbox = Sandbox::start(Default::default()).expect("sandbox");
-    let mut settings =
-        costd::demo::settings(&sandbox, SocketAddr::from(([127, 0, 0, 1], 0))).expect("settings");
-    // The three team accounts: the figures compare the engine, not Atlas' polling.
-    settings
-        .accounts
-        .retain(|a| a.provider() == costd::domain::ProviderKind::TeamBilling);
+    let mut settings = team_settings(&sandbox);
     settings.cache.max_bytes = cache_bytes;
     settings.server.max_chunks_per_query = 100_000;
     let app = App::build(settings).await.expect("builds");
@@ -93,43 +83,6 @@ async fn start(cache_bytes: u64) -> Server {
         sandbox,
         engine,
     }
-}
-
-async fn channel(addr: SocketAddr) -> Channel {
-    Channel::from_shared(format!("http://{addr}"))
-        .expect("uri")
-        .connect()
-        .await
-        .expect("connects")
-}
-
-/// Calls `call` from `in_flight` workers for RUN_FOR; returns calls per second and p99 latency.
-async fn drive<F, Fut>(in_flight: usize, call: F) -> (f64, Duration)
-where
-    F: Fn() -> Fut + Clone + Send + 'static,
-    Fut: std::future::Future<Output = ()> + Send,
-{
-    let started = Instant::now();
-    let workers = (0..in_flight).map(|_| {
-        let call = call.clone();
-        tokio::spawn(async move {
-            let mut histogram = Histogram::<u64>::new(3).expect("histogram");
-            while started.elapsed() < RUN_FOR {
-                let began = Instant::now();
-                call().await;
-                let _ = histogram.record(began.elapsed().as_micros() as u64);
-            }
-            histogram
-        })
-    });
-    let mut total = Histogram::<u64>::new(3).expect("histogram");
-    for worker in futures::future::join_all(workers).await {
-        let _ = total.add(worker.expect("joins"));
-    }
-    (
-        total.len() as f64 / started.elapsed().as_secs_f64(),
-        Duration::from_micros(total.value_at_quantile(0.99)),
-    )
 }
 
 async fn cached_vs_health(server: &Server) {
@@ -212,8 +165,8 @@ where
     for in_flight in [1, 100] {
         let (mut throughput, mut p99) = (Vec::new(), Vec::new());
         for _ in 0..ROUNDS {
-            let a = drive(in_flight, costs.clone()).await;
-            let b = drive(in_flight, health.clone()).await;
+            let a = drive(in_flight, RUN_FOR, costs.clone()).await;
+            let b = drive(in_flight, RUN_FOR, health.clone()).await;
             throughput.push(a.0 / b.0);
             p99.push(a.1.as_secs_f64() / b.1.as_secs_f64().max(1e-6));
         }

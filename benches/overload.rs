@@ -28,7 +28,7 @@ use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 #[path = "support/mod.rs"]
 mod support;
 
-use support::{median, rss_bytes};
+use support::{channel, median, rss_bytes, team_settings};
 
 /// The allocator the costd binary ships with, so the harness measures what runs.
 #[global_allocator]
@@ -45,11 +45,7 @@ async fn start() -> SocketAddr {
     let sandbox = Box::leak(Box::new(
         costd::sandbox::Sandbox::start(Default::default()).expect("sandbox"),
     ));
-    let mut settings =
-        costd::demo::settings(sandbox, SocketAddr::from(([127, 0, 0, 1], 0))).expect("settings");
-    settings
-        .accounts
-        .retain(|a| a.provider() == costd::domain::ProviderKind::TeamBilling);
+    let mut settings = team_settings(sandbox);
     settings.server.max_concurrent_requests = LIMIT;
     settings.server.max_connections = 2 * IDLE_CONNECTIONS as u32;
     settings.server.handshake_timeout_ms = HANDSHAKE_TIMEOUT.as_millis() as u64;
@@ -58,14 +54,6 @@ async fn start() -> SocketAddr {
     let addr = app.local_addr();
     tokio::spawn(app.run_until_stopped(std::future::pending()));
     addr
-}
-
-async fn channel(addr: SocketAddr) -> Channel {
-    Channel::from_shared(format!("http://{addr}"))
-        .expect("uri")
-        .connect()
-        .await
-        .expect("connects")
 }
 
 fn cached_query() -> pb::GetCostsRequest {

@@ -1,4 +1,5 @@
-//! What several harnesses share: the median of rounds, the process's resident memory and CPU time,
+//! What several harnesses share: the median of rounds, a closed-loop driver (throughput and p99),
+//! the process's resident memory and CPU time, the demo's team accounts and a server serving them;
 //! and, for those that run the real server in a child process, the big Elastic account's settings
 //! and a running server with its client. Included by each bench with `#[path]`; not every bench
 //! uses every item.
@@ -13,13 +14,79 @@ use costd::{
     domain::{ProviderAccountId, UpstreamId},
     proto::cost_service_client::CostServiceClient,
 };
-use std::net::SocketAddr;
+use hdrhistogram::Histogram;
+use std::{
+    net::SocketAddr,
+    time::{Duration, Instant},
+};
 use tonic::transport::Channel;
 
 /// The middle value of `values` (the upper one of an even count).
 pub fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(f64::total_cmp);
     values[values.len() / 2]
+}
+
+/// costd over the demo's three team accounts of `sandbox`, on loopback: the figures of the harnesses
+/// that use it compare costd's serving path, not Atlas' polling.
+pub fn team_settings(sandbox: &costd::sandbox::SandboxHandle) -> Settings {
+    let mut settings =
+        costd::demo::settings(sandbox, SocketAddr::from(([127, 0, 0, 1], 0))).expect("settings");
+    settings
+        .accounts
+        .retain(|a| a.provider() == costd::domain::ProviderKind::TeamBilling);
+    settings
+}
+
+/// A plaintext channel to the server on `addr`.
+pub async fn channel(addr: SocketAddr) -> Channel {
+    Channel::from_shared(format!("http://{addr}"))
+        .expect("uri")
+        .connect()
+        .await
+        .expect("connects")
+}
+
+/// costd built from `settings`, served until the process ends, and a channel to it.
+pub async fn serve(settings: Settings) -> Channel {
+    let app = App::build(settings).await.expect("builds");
+    let addr = app.local_addr();
+    tokio::spawn(app.run_until_stopped(std::future::pending()));
+    channel(addr).await
+}
+
+/// A date or instant as the CLI reads it, as a protobuf timestamp.
+pub fn timestamp(text: &str) -> prost_types::Timestamp {
+    costd::api::convert::time_to_proto(costd::cli::parse_instant(text).expect("valid"))
+}
+
+/// Calls `call` from `in_flight` workers for `run_for`; returns calls per second and p99 latency.
+pub async fn drive<F, Fut>(in_flight: usize, run_for: Duration, call: F) -> (f64, Duration)
+where
+    F: Fn() -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    let started = Instant::now();
+    let workers = (0..in_flight).map(|_| {
+        let call = call.clone();
+        tokio::spawn(async move {
+            let mut histogram = Histogram::<u64>::new(3).expect("histogram");
+            while started.elapsed() < run_for {
+                let began = Instant::now();
+                call().await;
+                let _ = histogram.record(began.elapsed().as_micros() as u64);
+            }
+            histogram
+        })
+    });
+    let mut total = Histogram::<u64>::new(3).expect("histogram");
+    for worker in futures::future::join_all(workers).await {
+        let _ = total.add(worker.expect("joins"));
+    }
+    (
+        total.len() as f64 / started.elapsed().as_secs_f64(),
+        Duration::from_micros(total.value_at_quantile(0.99)),
+    )
 }
 
 /// This process's resident set (`VmRSS`), in bytes; 0 where /proc is not there.

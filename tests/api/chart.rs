@@ -3,7 +3,11 @@
 //! Kubernetes' schemas for the rendered objects, costd's own config loader for the rendered
 //! ConfigMap; `pod.rs` checks the rendered pod against costd's config and against the Dockerfile.
 
-use costd::config::{FileConfig, SecretRef, Settings, parse_toml};
+use crate::auth::kit::Ca;
+use costd::{
+    auth::TlsAcceptor,
+    config::{FileConfig, SecretRef, Settings, TlsConfig, parse_toml},
+};
 use serde_json::{Value, json};
 use std::{
     collections::HashMap,
@@ -60,6 +64,7 @@ fn documented_cases() -> Vec<Value> {
         "minimal-values.yaml",
         "production-values.yaml",
         "redis-replicas-values.yaml",
+        "auth-tls-values.yaml",
     ] {
         assert!(
             names.iter().any(|n| n == expected),
@@ -114,6 +119,16 @@ fn only<'a>(case: &'a Value, kind: &str) -> &'a Value {
 
 fn container(case: &Value) -> &Value {
     &only(case, "Deployment")["spec"]["template"]["spec"]["containers"][0]
+}
+
+/// Where the container mounts the volume `name`, if it does.
+fn mount_path(case: &Value, name: &str) -> Option<String> {
+    container(case)["volumeMounts"]
+        .as_array()
+        .expect("mounts")
+        .iter()
+        .find(|m| m["name"] == name)
+        .map(|m| m["mountPath"].as_str().expect("path").to_string())
 }
 
 /// The config file the chart renders, as costd reads it.
@@ -187,6 +202,30 @@ fn the_chart_passes_helm_lint_and_kubernetes_schemas_with_its_defaults_and_every
     ] {
         only(production, kind);
     }
+    // The locked-down set: gRPC from the client namespace only, /metrics from monitoring only, and
+    // the plaintext health port opened to nobody (the kubelet probes from the node).
+    let locked = cases
+        .iter()
+        .find(|c| c["name"] == "ci/auth-tls-values.yaml")
+        .expect("set");
+    let ingress = only(locked, "NetworkPolicy")["spec"]["ingress"]
+        .as_array()
+        .expect("ingress rules")
+        .clone();
+    let opened: Vec<&Value> = ingress
+        .iter()
+        .map(|rule| &rule["ports"][0]["port"])
+        .collect();
+    assert_eq!(opened, [&json!("grpc"), &json!("metrics")], "{ingress:?}");
+    assert!(
+        ingress
+            .iter()
+            .all(|rule| rule["ports"].as_array().map(Vec::len) == Some(1)
+                && rule["from"].as_array().is_some_and(|from| !from.is_empty())),
+        "every opened port names who may reach it: {ingress:?}"
+    );
+    let (_, locked_config) = rendered_config(locked);
+    assert!(locked_config.auth.is_some() && locked_config.server.tls.is_some());
     let replicas = cases
         .iter()
         .find(|c| c["name"] == "ci/redis-replicas-values.yaml")
@@ -323,8 +362,17 @@ fn the_checks_catch_a_template_that_is_not_yaml_and_objects_kubernetes_would_ref
 #[test]
 fn the_config_the_chart_renders_is_values_config_and_costd_loads_it_with_the_pods_env_and_secret() {
     let scratch = tempfile::tempdir().expect("temp dir");
+    let mut cases = documented_cases();
+    cases.push(json!({
+        "name": "auth and TLS, the JWK Set from the Secret",
+        "values": repo().join("helm/costd/ci/auth-tls-values.yaml"),
+        "set": {
+            "config.auth.jwt.jwks_url": null,
+            "config.auth.jwt.jwks": {"file": "/var/run/secrets/costd/jwks.json"},
+        },
+    }));
 
-    for case in render(documented_cases()) {
+    for case in render(cases) {
         let name = &case["name"];
         let (text, mut config) = rendered_config(&case);
         // Every key and type survives the rendering (Helm reads numbers as floats: 10000 must not
@@ -350,12 +398,7 @@ fn the_config_the_chart_renders_is_values_config_and_costd_loads_it_with_the_pod
                     .collect()
             })
             .unwrap_or_default();
-        let mount = container(&case)["volumeMounts"]
-            .as_array()
-            .expect("mounts")
-            .iter()
-            .find(|m| m["name"] == "credentials")
-            .map(|m| m["mountPath"].as_str().expect("path").to_string());
+        let mount = mount_path(&case, "credentials");
         let check = |reference: &mut SecretRef| {
             point_at_a_scratch_file(name, reference, mount.as_deref(), scratch.path());
             if let Some(var) = &reference.env {
@@ -379,6 +422,23 @@ fn the_config_the_chart_renders_is_values_config_and_costd_loads_it_with_the_pod
                 }
             }
         }
+        // A JWK Set file is a key of the same Secret as the providers' credentials.
+        if let Some(jwks) = config
+            .auth
+            .as_mut()
+            .and_then(|auth| auth.jwt.as_mut())
+            .and_then(|jwt| jwt.jwks.as_mut())
+        {
+            let mut reference = SecretRef {
+                env: None,
+                file: Some(jwks.file.clone()),
+            };
+            check(&mut reference);
+            jwks.file = reference.file.expect("a file");
+        }
+        if let Some(tls) = config.server.tls.as_mut() {
+            point_at_a_cert_manager_secret(&case, tls, scratch.path());
+        }
         let mut env = env.clone();
         if let Some(redis) = config.jobs.redis.as_mut() {
             check(&mut redis.url);
@@ -394,6 +454,68 @@ fn the_config_the_chart_renders_is_values_config_and_costd_loads_it_with_the_pod
         if let Err(error) = Settings::from_file_config(config, &env) {
             panic!("{name}: costd refuses the chart's config with the pod's env: {error}");
         }
+    }
+}
+
+/// `config.server.tls` must name keys of the Secret mounted from `tls.existingSecret`, as cert-manager
+/// writes it; the test writes such a Secret (a CA, and a server certificate it issued) to a scratch
+/// directory, points the config there, and builds costd's TLS acceptor from it.
+fn point_at_a_cert_manager_secret(case: &Value, tls: &mut TlsConfig, scratch: &Path) {
+    let name = &case["name"];
+    let mount = mount_path(case, "tls").unwrap_or_else(|| {
+        panic!("{name}: config.server.tls names files, so tls.existingSecret is mounted")
+    });
+    // Read-only, and the whole Secret: a subPath mount would never see cert-manager's renewals.
+    let tls_mount = container(case)["volumeMounts"]
+        .as_array()
+        .expect("mounts")
+        .iter()
+        .find(|m| m["name"] == "tls")
+        .expect("the tls mount");
+    assert_eq!(tls_mount["readOnly"], true, "{name}");
+    assert!(tls_mount.get("subPath").is_none(), "{name}");
+    let volume = only(case, "Deployment")["spec"]["template"]["spec"]["volumes"]
+        .as_array()
+        .expect("volumes")
+        .iter()
+        .find(|v| v["name"] == "tls")
+        .expect("the tls volume")
+        .clone();
+    assert_eq!(
+        volume["secret"]["secretName"], case["merged_values"]["tls"]["existingSecret"],
+        "{name}"
+    );
+    let ca = Ca::new("chart test CA");
+    let server = ca.server(1);
+    let secret = scratch.join("tls");
+    std::fs::create_dir_all(&secret).expect("created");
+    for (key, text) in [
+        ("tls.crt", server.cert),
+        ("tls.key", server.key),
+        ("ca.crt", ca.pem()),
+    ] {
+        std::fs::write(secret.join(key), text).expect("written");
+    }
+    for reference in [&mut tls.cert, &mut tls.key]
+        .into_iter()
+        .chain(tls.client_ca.as_mut())
+    {
+        assert_eq!(
+            reference.file.parent(),
+            Some(Path::new(&mount)),
+            "{name}: {} is in the TLS Secret's mount",
+            reference.file.display()
+        );
+        let key = reference.file.file_name().expect("a file name");
+        assert!(
+            secret.join(key).exists(),
+            "{name}: {} is a key cert-manager writes",
+            reference.file.display()
+        );
+        reference.file = secret.join(key);
+    }
+    if let Err(error) = TlsAcceptor::new(tls) {
+        panic!("{name}: costd cannot serve TLS from the Secret's files: {error}");
     }
 }
 

@@ -10,7 +10,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 use std::{path::PathBuf, process::Stdio};
 use tokio::{io::AsyncBufReadExt, sync::mpsc};
 
-fn grpcurl() -> PathBuf {
+pub fn grpcurl() -> PathBuf {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".tools/bin/grpcurl");
     assert!(
         path.exists(),
@@ -63,14 +63,7 @@ async fn grpcurl_lists_and_calls_the_service_through_reflection_alone() {
         String::from_utf8_lossy(&call.stderr)
     );
     let answer: serde_json::Value = serde_json::from_slice(&call.stdout).expect("JSON");
-    let total = &answer["report"]["totals"]["billedCost"];
-    let total_nanos = total["units"]
-        .as_str()
-        .expect("int64 as a string")
-        .parse::<i128>()
-        .expect("a number")
-        * 1_000_000_000
-        + i128::from(total["nanos"].as_i64().unwrap_or(0));
+    let total_nanos = json_nanos(&answer["report"]["totals"]["billedCost"]);
     let expected: i128 = ["team_acme", "team_borealis", "team_cobalt"]
         .iter()
         .map(|team| app.expected_nanos(team, at("2026-01-01"), at("2026-02-01")))

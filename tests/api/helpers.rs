@@ -312,6 +312,16 @@ pub fn nanos(money: Option<&pb::Money>) -> i128 {
     i128::from(money.units) * 1_000_000_000 + i128::from(money.nanos)
 }
 
+/// A Money as grpcurl prints it (protobuf JSON: `units` an int64 string, `nanos` left out when 0).
+pub fn json_nanos(money: &serde_json::Value) -> i128 {
+    let units: i128 = money["units"]
+        .as_str()
+        .expect("int64 as a string")
+        .parse()
+        .expect("a number");
+    units * 1_000_000_000 + i128::from(money["nanos"].as_i64().unwrap_or(0))
+}
+
 pub fn result_of<'a>(report: &'a pb::CostReport, account: &str) -> &'a pb::ProviderResult {
     report
         .provider_results

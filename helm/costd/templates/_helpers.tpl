@@ -52,6 +52,26 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{/* Where the Secret's keys are mounted as files; config file references point here. */}}
 {{- define "costd.secretMountPath" -}}/var/run/secrets/costd{{- end -}}
 
+{{/*
+Where tls.existingSecret's keys (tls.crt, tls.key, ca.crt) are mounted; config.server.tls names them
+(values.schema.json checks the paths).
+*/}}
+{{- define "costd.tlsMountPath" -}}/var/run/secrets/costd-tls{{- end -}}
+
+{{/* "true" when costd serves TLS on its gRPC port (config.server.tls). */}}
+{{- define "costd.tlsEnabled" -}}
+{{- hasKey (dig "server" dict .Values.config) "tls" | toString -}}
+{{- end -}}
+
+{{/* Where the kubelet's gRPC probes go: with TLS on, the plaintext Health port (config.server.health_listen). */}}
+{{- define "costd.probePort" -}}
+{{- if eq (include "costd.tlsEnabled" .) "true" -}}
+{{- include "costd.portOf" (dig "server" "health_listen" "" .Values.config) -}}
+{{- else -}}
+{{- include "costd.grpcPort" . -}}
+{{- end -}}
+{{- end -}}
+
 {{/* Where the ConfigMap is mounted; the container's args name the file. */}}
 {{- define "costd.configPath" -}}/etc/costd/costd.toml{{- end -}}
 

@@ -3,6 +3,7 @@
 
 mod audit;
 mod cli;
+mod grpcurl;
 mod jwt;
 pub(crate) mod kit;
 mod mtls;

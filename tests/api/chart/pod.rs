@@ -21,6 +21,9 @@ fn the_pod_listens_probes_and_stops_as_its_rendered_config_says() {
         "config.telemetry": {"flush_timeout_ms": 1},
     }}));
     cases.push(json!({"name": "metrics off", "set": {"config.metrics": {"enabled": false}}}));
+    cases.push(json!({"name": "TLS, health port moved", "values": repo().join("helm/costd/ci/auth-tls-values.yaml"), "set": {
+        "config.server.health_listen": "[::]:9443",
+    }}));
     // The chart's fallbacks for unset keys must be costd's own defaults.
     cases.push(json!({"name": "costd's defaults", "set": {"config": {}}}));
 
@@ -47,11 +50,22 @@ fn the_pod_listens_probes_and_stops_as_its_rendered_config_says() {
             .enabled
             .then(|| u64::from(config.metrics.listen.port()));
         assert_eq!(port_named("metrics"), metrics, "{name}: metrics port");
+        // The kubelet's gRPC probes cannot speak TLS: with TLS on they go to the plaintext health port.
+        let health = config.server.tls.as_ref().map(|_| {
+            u64::from(
+                config
+                    .server
+                    .health_listen
+                    .expect("TLS comes with health_listen")
+                    .port(),
+            )
+        });
+        assert_eq!(port_named("health"), health, "{name}: health port");
         for probe in ["startupProbe", "readinessProbe", "livenessProbe"] {
             // Service "" is costd's overall health, the one that turns NOT_SERVING on SIGTERM.
             assert_eq!(
                 container[probe]["grpc"],
-                json!({"port": grpc}),
+                json!({"port": health.unwrap_or(grpc)}),
                 "{name}: {probe}"
             );
         }
