@@ -267,6 +267,7 @@ impl App {
             self.engine.clone(),
             self.jobs.clone(),
             rules.clone(),
+            self.metrics.clone(),
             Duration::from_millis(self.settings.server.deadline_margin_ms),
         );
         let server_settings = &self.settings.server;

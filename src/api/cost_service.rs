@@ -11,6 +11,7 @@ use crate::{
     domain::{CircuitReading, CostQuery},
     engine::{Engine, EngineError, Jobs, Report},
     jobs::StartError,
+    metrics::Metrics,
     proto::{self as pb, cost_service_server::CostServiceServer},
 };
 use bytes::{Buf, BufMut, Bytes};
@@ -60,6 +61,7 @@ pub struct CostApi {
     engine: Arc<Engine>,
     jobs: Arc<Jobs>,
     rules: Arc<QueryRules>,
+    metrics: Arc<Metrics>,
     /// Answers built wholly from fresh cached chunks, until they could change: identical queries skip
     /// planning, aggregation, conversion and encoding (the load harness showed that work dominating
     /// cached calls), and the stored bytes are written to the wire as they are.
@@ -77,12 +79,14 @@ impl CostApi {
         engine: Arc<Engine>,
         jobs: Arc<Jobs>,
         rules: Arc<QueryRules>,
+        metrics: Arc<Metrics>,
         deadline_margin: Duration,
     ) -> Self {
         CostApi {
             engine,
             jobs,
             rules,
+            metrics,
             answers: moka::sync::Cache::builder()
                 .max_capacity(ANSWER_MEMO_BYTES)
                 .weigher(|query: &CostQuery, answer: &Arc<Remembered>| {
@@ -446,9 +450,12 @@ impl pb::cost_service_server::CostService for CostApi {
         let access = guard::access(request.extensions())?;
         let note = guard::Note::of(request.extensions());
         super::export::export_costs(
-            &self.engine,
-            &self.jobs,
-            &self.rules,
+            super::export::Exporter {
+                engine: &self.engine,
+                jobs: &self.jobs,
+                rules: &self.rules,
+                metrics: &self.metrics,
+            },
             deadline,
             request.into_inner(),
             &access,

@@ -7,18 +7,15 @@ use crate::{
     auth::Access,
     deadline::Deadline,
     engine::{Engine, EngineError, Jobs},
-    export::{self, ExportError, ExportPlan, FileFormat, Schema},
+    export::{self, ExportError, ExportPlan, FileFormat},
+    metrics::Metrics,
     proto as pb,
 };
 use futures::stream::{BoxStream, StreamExt};
 use std::sync::Arc;
-use tokio::sync::mpsc;
+use tokio::sync::mpsc::{self, error::TrySendError};
 use tonic::{Response, Status};
 use tonic_types::FieldViolation;
-
-/// Messages written ahead of the reader: with at most [`export::MAX_PIECE_BYTES`] each, what one
-/// export buffers beyond the group being written.
-const MESSAGES_AHEAD: usize = 4;
 
 pub type ExportStream = BoxStream<'static, Result<pb::ExportCostsResponse, Status>>;
 
@@ -78,11 +75,22 @@ fn parse(
     }
 }
 
+/// What ExportCosts uses of the service.
+pub struct Exporter<'a> {
+    pub engine: &'a Engine,
+    pub jobs: &'a Arc<Jobs>,
+    pub rules: &'a QueryRules,
+    pub metrics: &'a Arc<Metrics>,
+}
+
 /// ExportCosts: the header at once, then the file from a blocking writer task.
 pub async fn export_costs(
-    engine: &Engine,
-    jobs: &Arc<Jobs>,
-    rules: &QueryRules,
+    Exporter {
+        engine,
+        jobs,
+        rules,
+        metrics,
+    }: Exporter<'_>,
     deadline: Deadline,
     asked: pb::ExportCostsRequest,
     access: &Access,
@@ -116,10 +124,6 @@ pub async fn export_costs(
     let row_count: u64 = accounts.iter().map(|a| a.record_count).sum();
     let plan = ExportPlan {
         format: request.format,
-        schema: Schema::new(
-            set.columns()
-                .flat_map(|(chunk, _)| chunk.extension_names().iter().copied()),
-        ),
         rows_per_group: request.rows_per_group,
     };
     let header = pb::ExportCostsResponse {
@@ -134,20 +138,33 @@ pub async fn export_costs(
             } as i32,
         })),
     };
-    let (sender, receiver) = mpsc::channel(MESSAGES_AHEAD);
+    let (sender, receiver) = mpsc::channel(export::MESSAGES_AHEAD);
     // An empty channel whose receiver is held here always takes its first message.
     let _ = sender.try_send(Ok(header));
+    let metrics = metrics.clone();
     tokio::task::spawn_blocking(move || {
         let mut sink = |content: Vec<u8>, rows_written: u64| {
             let data = pb::ExportData {
                 content,
                 rows_written: i64::try_from(rows_written).unwrap_or(i64::MAX),
             };
-            sender
-                .blocking_send(Ok(pb::ExportCostsResponse {
-                    part: Some(pb::export_costs_response::Part::Data(data)),
-                }))
-                .map_err(|_| ExportError::Stopped)
+            let message = Ok(pb::ExportCostsResponse {
+                part: Some(pb::export_costs_response::Part::Data(data)),
+            });
+            match sender.try_send(message) {
+                Ok(()) => {}
+                // A full channel: the reader is behind, and the writer waits for it, counted
+                // as blocked meanwhile.
+                Err(TrySendError::Full(message)) => {
+                    let _blocked = metrics.export_writer_blocked();
+                    sender
+                        .blocking_send(message)
+                        .map_err(|_| ExportError::Stopped)?;
+                }
+                Err(TrySendError::Closed(_)) => return Err(ExportError::Stopped),
+            }
+            metrics.export_message();
+            Ok(())
         };
         match export::write_file(set.records(), &plan, &mut sink) {
             Ok(_) | Err(ExportError::Stopped) => {}

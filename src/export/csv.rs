@@ -1,21 +1,12 @@
 //! FOCUS as CSV: RFC 4180 with a header row, decimals as exact plain text with a decimal point, times as
 //! `YYYY-MM-DDTHH:MM:SSZ`, null as an empty field.
 
-use super::{Cell, ExportError, FocusRow, GroupWriter, Schema};
+use super::{Cell, ExportError, FocusRow, GroupWriter, cell, column_count, columns};
 use crate::domain::format_decimal;
 
+#[derive(Default)]
 pub struct CsvWriter {
-    schema: Schema,
     header_written: bool,
-}
-
-impl CsvWriter {
-    pub fn new(schema: Schema) -> Self {
-        CsvWriter {
-            schema,
-            header_written: false,
-        }
-    }
 }
 
 fn csv_error(error: impl std::fmt::Display) -> ExportError {
@@ -29,15 +20,15 @@ impl GroupWriter for CsvWriter {
             let mut writer = ::csv::WriterBuilder::new().from_writer(&mut bytes);
             if !self.header_written {
                 writer
-                    .write_record(self.schema.columns().map(|(name, _)| name))
+                    .write_record(columns().map(|(name, _)| name))
                     .map_err(csv_error)?;
                 self.header_written = true;
             }
             let mut field = String::new();
             for row in rows {
-                for index in 0..self.schema.len() {
+                for index in 0..column_count() {
                     field.clear();
-                    match self.schema.cell(row, index) {
+                    match cell(row, index) {
                         Cell::Null => {}
                         Cell::Decimal(value) => {
                             field.push_str(&format_decimal(value));

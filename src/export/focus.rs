@@ -2,7 +2,9 @@
 //! writers read this one table, so CSV and Parquet can never disagree on a column.
 
 use super::ExportError;
-use crate::domain::{ChargeCategory, CostRecord, Currency, Period, ProviderKind, parse_decimal};
+use crate::domain::{
+    ChargeCategory, CostRecord, Currency, EXTENSION_NAMES, Period, ProviderKind, parse_decimal,
+};
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use std::borrow::Cow;
@@ -63,7 +65,7 @@ fn decimal(value: Option<Decimal>) -> Cell<'static> {
 
 /// The FOCUS columns (mandatory, the conditional ones costd knows, the recommended ones the
 /// validator asks for, the 1.3 names beside the deprecated ones), then costd's own `x_` columns.
-/// Provider extensions follow them in [`Schema`].
+/// The provider extensions follow them ([`EXTENSION_NAMES`]).
 pub static COLUMNS: &[Column] = &[
     column("BilledCost", Kind::Decimal, |r| Cell::Decimal(r.billed)),
     column("EffectiveCost", Kind::Decimal, |r| Cell::Decimal(r.billed)),
@@ -182,50 +184,32 @@ pub static COLUMNS: &[Column] = &[
     column("x_estimated", Kind::Bool, |r| Cell::Bool(r.estimated)),
 ];
 
-/// The file's columns: [`COLUMNS`], then one text column per provider extension, by name.
-#[derive(Debug, Clone)]
-pub struct Schema {
-    extensions: Vec<&'static str>,
+/// The provider extensions are written as `x_` text columns after [`COLUMNS`], always all of
+/// [`EXTENSION_NAMES`] (the domain's one list), null on a row without one: every export has the same
+/// columns whichever providers, accounts and rows it holds, since a warehouse table loading several
+/// exports needs one schema.
+/// How many columns every file has.
+pub fn column_count() -> usize {
+    COLUMNS.len() + EXTENSION_NAMES.len()
 }
 
-impl Schema {
-    /// `extensions` are the names the exported records may carry, in any order, repeats allowed.
-    pub fn new(extensions: impl IntoIterator<Item = &'static str>) -> Self {
-        let mut extensions: Vec<&'static str> = extensions
-            .into_iter()
-            .filter(|name| !COLUMNS.iter().any(|c| c.name == *name))
-            .collect();
-        extensions.sort_unstable();
-        extensions.dedup();
-        Schema { extensions }
-    }
+/// Every column's name and kind, in file order.
+pub fn columns() -> impl Iterator<Item = (&'static str, Kind)> {
+    COLUMNS
+        .iter()
+        .map(|c| (c.name, c.kind))
+        .chain(EXTENSION_NAMES.iter().map(|name| (*name, Kind::Text)))
+}
 
-    pub fn len(&self) -> usize {
-        COLUMNS.len() + self.extensions.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        false
-    }
-
-    /// Every column's name and kind, in file order.
-    pub fn columns(&self) -> impl Iterator<Item = (&'static str, Kind)> + '_ {
-        COLUMNS
-            .iter()
-            .map(|c| (c.name, c.kind))
-            .chain(self.extensions.iter().map(|name| (*name, Kind::Text)))
-    }
-
-    /// Column `index` of `row`.
-    pub fn cell<'a>(&self, row: &'a FocusRow, index: usize) -> Cell<'a> {
-        match COLUMNS.get(index) {
-            Some(column) => (column.cell)(row),
-            None => self
-                .extensions
-                .get(index - COLUMNS.len())
-                .and_then(|name| row.record.extensions.get(name))
-                .map_or(Cell::Null, |value| Cell::Text(value)),
-        }
+/// Column `index` of `row`.
+pub fn cell(row: &FocusRow, index: usize) -> Cell<'_> {
+    match COLUMNS.get(index) {
+        Some(column) => (column.cell)(row),
+        None => index
+            .checked_sub(COLUMNS.len())
+            .and_then(|extension| EXTENSION_NAMES.get(extension))
+            .and_then(|name| row.record.extensions.get(name))
+            .map_or(Cell::Null, |value| Cell::Text(value)),
     }
 }
 

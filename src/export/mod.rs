@@ -6,7 +6,7 @@ mod csv;
 mod focus;
 mod parquet;
 
-pub use focus::{COLUMNS, Cell, FOCUS_VERSION, FocusRow, Kind, Schema};
+pub use focus::{COLUMNS, Cell, FOCUS_VERSION, FocusRow, Kind, cell, column_count, columns};
 
 use crate::domain::CostRecord;
 
@@ -17,6 +17,10 @@ pub const MAX_ROWS_PER_GROUP: usize = 65_536;
 /// The most bytes one piece handed to the sink carries: a gRPC client's default limit is 4 MiB a
 /// message, and a group of wide rows is larger.
 pub const MAX_PIECE_BYTES: usize = 1 << 20;
+
+/// Messages a streamed export writes ahead of its reader: with at most [`MAX_PIECE_BYTES`] each,
+/// what one export buffers beyond the group being written. A writer with this many unread waits.
+pub const MESSAGES_AHEAD: usize = 4;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ExportError {
@@ -56,7 +60,6 @@ impl FileFormat {
 #[derive(Debug, Clone)]
 pub struct ExportPlan {
     pub format: FileFormat,
-    pub schema: Schema,
     /// Between 1 and [`MAX_ROWS_PER_GROUP`].
     pub rows_per_group: usize,
 }
@@ -77,8 +80,8 @@ pub fn write_file(
 ) -> Result<u64, ExportError> {
     let rows_per_group = plan.rows_per_group.clamp(1, MAX_ROWS_PER_GROUP);
     let mut writer: Box<dyn GroupWriter> = match plan.format {
-        FileFormat::FocusCsv => Box::new(csv::CsvWriter::new(plan.schema.clone())),
-        FileFormat::FocusParquet => Box::new(parquet::ParquetWriter::new(plan.schema.clone())?),
+        FileFormat::FocusCsv => Box::new(csv::CsvWriter::default()),
+        FileFormat::FocusParquet => Box::new(parquet::ParquetWriter::new()?),
     };
     let mut group = Vec::with_capacity(rows_per_group.min(1024));
     let mut written = 0u64;

@@ -2,7 +2,7 @@
 //! DECIMAL(38, 18) (exact: a value needing more places is refused, never rounded), times as UTC
 //! timestamps in seconds, one row group per group of rows, Snappy-compressed.
 
-use super::{Cell, ExportError, FocusRow, GroupWriter, Kind, Schema};
+use super::{Cell, ExportError, FocusRow, GroupWriter, Kind, cell, columns};
 use arrow_array::{
     ArrayRef, RecordBatch,
     builder::{BooleanBuilder, Decimal128Builder, StringBuilder, TimestampSecondBuilder},
@@ -18,7 +18,6 @@ const PRECISION: u8 = 38;
 const SCALE: u32 = 18;
 
 pub struct ParquetWriter {
-    schema: Schema,
     arrow_schema: Arc<arrow_schema::Schema>,
     writer: ArrowWriter<Vec<u8>>,
 }
@@ -28,9 +27,8 @@ fn parquet_error(error: impl std::fmt::Display) -> ExportError {
 }
 
 impl ParquetWriter {
-    pub fn new(schema: Schema) -> Result<Self, ExportError> {
-        let fields: Vec<Field> = schema
-            .columns()
+    pub fn new() -> Result<Self, ExportError> {
+        let fields: Vec<Field> = columns()
             .map(|(name, kind)| Field::new(name, data_type(kind), true))
             .collect();
         let arrow_schema = Arc::new(arrow_schema::Schema::new(fields));
@@ -40,7 +38,6 @@ impl ParquetWriter {
         let writer = ArrowWriter::try_new(Vec::new(), arrow_schema.clone(), Some(properties))
             .map_err(parquet_error)?;
         Ok(ParquetWriter {
-            schema,
             arrow_schema,
             writer,
         })
@@ -118,19 +115,13 @@ impl GroupWriter for ParquetWriter {
         if rows.is_empty() {
             return Ok(Vec::new());
         }
-        let mut builders: Vec<Builder> = self
-            .schema
-            .columns()
+        let mut builders: Vec<Builder> = columns()
             .map(|(_, kind)| Builder::new(kind, rows.len()))
             .collect();
         for row in rows {
             for (index, builder) in builders.iter_mut().enumerate() {
-                if !builder.append(self.schema.cell(row, index)) {
-                    let column = self
-                        .schema
-                        .columns()
-                        .nth(index)
-                        .map_or("?", |(name, _)| name);
+                if !builder.append(cell(row, index)) {
+                    let column = columns().nth(index).map_or("?", |(name, _)| name);
                     return Err(ExportError::Inexact {
                         column,
                         account: row.record.provider_account.to_string(),

@@ -95,12 +95,11 @@ fn elastic_ecu_only(ecu: &str) -> CostRecord {
     }
 }
 
-fn cells(row: &FocusRow, schema: &Schema) -> BTreeMap<&'static str, String> {
-    schema
-        .columns()
+fn cells(row: &FocusRow) -> BTreeMap<&'static str, String> {
+    columns()
         .enumerate()
         .map(|(index, (name, _))| {
-            let text = match schema.cell(row, index) {
+            let text = match cell(row, index) {
                 Cell::Null => "null".to_string(),
                 Cell::Decimal(d) => crate::domain::format_decimal(d),
                 Cell::DateTime(at) => at.to_rfc3339(),
@@ -114,9 +113,8 @@ fn cells(row: &FocusRow, schema: &Schema) -> BTreeMap<&'static str, String> {
 
 #[test]
 fn a_unit_priced_record_fills_pricing_from_its_quantity_and_price() {
-    let schema = Schema::new(["x_pricing_rule_id"]);
     let row = FocusRow::new(team_record(3_500_000), false).expect("maps");
-    let c = cells(&row, &schema);
+    let c = cells(&row);
     assert_eq!(c["BilledCost"], "0.0035");
     assert_eq!(c["EffectiveCost"], "0.0035");
     assert_eq!(c["ContractedCost"], "0.0035");
@@ -144,9 +142,8 @@ fn a_unit_priced_record_fills_pricing_from_its_quantity_and_price() {
 
 #[test]
 fn an_ecu_amount_is_priced_in_ecu_at_the_accounts_rate() {
-    let schema = Schema::new(["x_usd_per_ecu"]);
     let row = FocusRow::new(elastic_ecu_only("19.1808"), true).expect("maps");
-    let c = cells(&row, &schema);
+    let c = cells(&row);
     assert_eq!(c["BilledCost"], "23.976");
     assert_eq!(c["PricingCurrency"], "ECU");
     assert_eq!(c["PricingQuantity"], "19.1808");
@@ -162,9 +159,8 @@ fn an_ecu_amount_is_priced_in_ecu_at_the_accounts_rate() {
 
 #[test]
 fn a_credit_is_not_priced_and_every_cost_is_its_billed_cost() {
-    let schema = Schema::new(["x_usd_per_ecu"]);
     let row = FocusRow::new(elastic_ecu_only("-2"), false).expect("maps");
-    let c = cells(&row, &schema);
+    let c = cells(&row);
     assert_eq!(c["ChargeCategory"], "Credit");
     assert_eq!(c["BilledCost"], "-2.5");
     assert_eq!(c["ListCost"], "-2.5");
@@ -186,13 +182,8 @@ fn export(
     format: FileFormat,
     rows_per_group: usize,
 ) -> (Vec<Vec<u8>>, Vec<u64>, u64) {
-    let extensions: Vec<&'static str> = records
-        .iter()
-        .flat_map(|r| r.extensions.keys().copied())
-        .collect();
     let plan = ExportPlan {
         format,
-        schema: Schema::new(extensions),
         rows_per_group,
     };
     let mut pieces = Vec::new();
@@ -228,8 +219,15 @@ fn csv_has_a_header_and_one_exact_line_per_record_sent_a_group_at_a_time() {
         .iter()
         .map(String::from)
         .collect();
-    assert_eq!(header.len(), COLUMNS.len() + 1);
-    assert_eq!(header.last().map(String::as_str), Some("x_pricing_rule_id"));
+    let fixed: Vec<&str> = columns().map(|(name, _)| name).collect();
+    assert_eq!(
+        header, fixed,
+        "the fixed columns, whatever extensions the rows carry"
+    );
+    assert_eq!(
+        header.len(),
+        COLUMNS.len() + crate::domain::EXTENSION_NAMES.len()
+    );
     let billed = header
         .iter()
         .position(|h| h == "BilledCost")
@@ -314,7 +312,6 @@ fn a_value_parquet_cannot_hold_exactly_fails_the_export_instead_of_rounding() {
     });
     let plan = ExportPlan {
         format: FileFormat::FocusParquet,
-        schema: Schema::new([]),
         rows_per_group: 10,
     };
     let result = write_file(std::iter::once((record, false)), &plan, &mut |_, _| Ok(()));

@@ -139,6 +139,8 @@ pub struct Metrics {
     atlas_budget_waiting: Gauge,
     auth_rejections: Family<ReasonLabels, Counter>,
     auth_open: Gauge,
+    export_messages: Counter,
+    export_writers_blocked: Gauge,
 }
 
 /// An Atlas request held by its bucket; uncounted when dropped.
@@ -182,6 +184,8 @@ impl Metrics {
             atlas_budget_waiting: Gauge::default(),
             auth_rejections: Family::default(),
             auth_open: Gauge::default(),
+            export_messages: Counter::default(),
+            export_writers_blocked: Gauge::default(),
         };
         let registry = &mut metrics.registry;
         registry.register(
@@ -292,6 +296,16 @@ impl Metrics {
             "auth_open",
             "1 when no [auth] section is configured and every caller is served",
             metrics.auth_open.clone(),
+        );
+        registry.register(
+            "export_messages",
+            "Data messages ExportCosts writers have handed to their reader's bounded channel",
+            metrics.export_messages.clone(),
+        );
+        registry.register(
+            "export_writers_blocked",
+            "ExportCosts writers waiting for their reader to take a message from a full channel",
+            metrics.export_writers_blocked.clone(),
         );
         metrics
     }
@@ -440,12 +454,32 @@ impl Metrics {
             .set(i64::from(up));
     }
 
+    /// Counts a data message an export writer handed to its reader.
+    pub fn export_message(&self) {
+        self.export_messages.inc();
+    }
+
+    /// Counts an export writer as blocked on its reader until the guard is dropped.
+    pub fn export_writer_blocked(&self) -> BlockedWriter<'_> {
+        self.export_writers_blocked.inc();
+        BlockedWriter(&self.export_writers_blocked)
+    }
+
     /// The OpenMetrics text exposition.
     pub fn encode(&self) -> String {
         let mut text = String::with_capacity(8 * 1024);
         // Writing into a String cannot fail.
         let _ = text::encode(&mut text, &self.registry);
         text
+    }
+}
+
+/// An export writer waiting on its reader; counted in `export_writers_blocked` while held.
+pub struct BlockedWriter<'a>(&'a Gauge);
+
+impl Drop for BlockedWriter<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }
 

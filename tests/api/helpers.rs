@@ -332,8 +332,13 @@ pub fn result_of<'a>(report: &'a pb::CostReport, account: &str) -> &'a pb::Provi
 
 /// How many records ListCostRecords lists for `query`, every page walked.
 pub async fn listed_records(app: &TestApp, query: &pb::CostQuery) -> usize {
+    all_records(app, query).await.len()
+}
+
+/// Every record ListCostRecords lists for `query`, every page walked.
+pub async fn all_records(app: &TestApp, query: &pb::CostQuery) -> Vec<pb::CostRecord> {
     let mut token = String::new();
-    let mut count = 0;
+    let mut records = Vec::new();
     loop {
         let page = app
             .costs
@@ -346,9 +351,9 @@ pub async fn listed_records(app: &TestApp, query: &pb::CostQuery) -> usize {
             .await
             .expect("a page")
             .into_inner();
-        count += page.records.len();
+        records.extend(page.records);
         if page.next_page_token.is_empty() {
-            return count;
+            return records;
         }
         token = page.next_page_token;
     }

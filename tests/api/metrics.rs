@@ -13,7 +13,11 @@ const GET_COSTS: &str = "costd.v1.CostService/GetCosts";
 
 /// The scrape, as `name{labels}` → value, after checking the content type.
 pub(crate) async fn scrape(app: &TestApp) -> BTreeMap<String, f64> {
-    let addr = app.metrics_addr.expect("metrics are on by default");
+    scrape_at(app.metrics_addr.expect("metrics are on by default")).await
+}
+
+/// The scrape of the metrics endpoint at `addr`, as [`scrape`].
+pub(crate) async fn scrape_at(addr: std::net::SocketAddr) -> BTreeMap<String, f64> {
     let response = within(reqwest::get(format!("http://{addr}/metrics")))
         .await
         .expect("scraped");
