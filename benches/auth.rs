@@ -27,7 +27,7 @@ use tonic::{metadata::MetadataValue, transport::Channel};
 #[path = "support/mod.rs"]
 mod support;
 
-use support::{cpu_ns, drive, median, serve, team_settings, timestamp};
+use support::{cached_months, cpu_ns, drive, median, serve, team_settings};
 
 /// The allocator the costd binary ships with, so the harness measures what runs.
 #[global_allocator]
@@ -91,18 +91,7 @@ fn jwt_config(jwks: &std::path::Path) -> JwtConfig {
 }
 
 fn cached_query() -> pb::GetCostsRequest {
-    pb::GetCostsRequest {
-        query: Some(pb::CostQuery {
-            start_time: Some(timestamp("2026-01-01")),
-            end_time: Some(timestamp("2026-02-01")),
-            group_by: vec![
-                pb::GroupBy::BillingAccount as i32,
-                pb::GroupBy::Service as i32,
-            ],
-            granularity: pb::Granularity::Monthly as i32,
-            ..Default::default()
-        }),
-    }
+    cached_months("2026-01-01", "2026-02-01")
 }
 
 /// One cached GetCosts, with `authorization` when given; the answer's row count.

@@ -31,7 +31,7 @@ use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 #[path = "support/mod.rs"]
 mod support;
 
-use support::{channel, median, rss_bytes, team_settings};
+use support::{cached_months, channel, median, rss_bytes, team_settings};
 
 /// The allocator the costd binary ships with, so the harness measures what runs.
 #[global_allocator]
@@ -60,21 +60,7 @@ async fn start(limit: u32) -> SocketAddr {
 }
 
 fn cached_query() -> pb::GetCostsRequest {
-    let at = |text: &str| {
-        costd::api::convert::time_to_proto(costd::cli::parse_instant(text).expect("valid"))
-    };
-    pb::GetCostsRequest {
-        query: Some(pb::CostQuery {
-            start_time: Some(at("2026-01-01")),
-            end_time: Some(at("2026-04-01")),
-            group_by: vec![
-                pb::GroupBy::BillingAccount as i32,
-                pb::GroupBy::Service as i32,
-            ],
-            granularity: pb::Granularity::Monthly as i32,
-            ..Default::default()
-        }),
-    }
+    cached_months("2026-01-01", "2026-04-01")
 }
 
 fn histogram() -> Histogram<u64> {

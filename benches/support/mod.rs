@@ -60,6 +60,24 @@ pub fn timestamp(text: &str) -> prost_types::Timestamp {
     costd::api::convert::time_to_proto(costd::cli::parse_instant(text).expect("valid"))
 }
 
+/// GetCosts over `[from, to)` by billing account and service, monthly: the cached call the load
+/// harnesses repeat.
+pub fn cached_months(from: &str, to: &str) -> costd::proto::GetCostsRequest {
+    use costd::proto as pb;
+    pb::GetCostsRequest {
+        query: Some(pb::CostQuery {
+            start_time: Some(timestamp(from)),
+            end_time: Some(timestamp(to)),
+            group_by: vec![
+                pb::GroupBy::BillingAccount as i32,
+                pb::GroupBy::Service as i32,
+            ],
+            granularity: pb::Granularity::Monthly as i32,
+            ..Default::default()
+        }),
+    }
+}
+
 /// Calls `call` from `in_flight` workers for `run_for`; returns calls per second and p99 latency.
 pub async fn drive<F, Fut>(in_flight: usize, run_for: Duration, call: F) -> (f64, Duration)
 where
