@@ -270,8 +270,8 @@ fn report(records: usize, paged: usize, before: f64, measured: &[(Run, Measured)
         "CPU s",
         "wall s",
         "MiB out",
-        "peak/before",
-        "peak/warm"
+        "peak/warm",
+        "peak/just-before"
     );
     for run in RUNS {
         let (cpu, wall) = (of(run, |m| m.cpu), of(run, |m| m.wall));
