@@ -164,9 +164,10 @@ async fn at_twice_saturation(addr: SocketAddr, limit: u32, caller: Caller) {
         let loaded = drive(&channel, 2 * limit as usize, caller).await;
         let ratio = p99(&loaded.accepted).as_secs_f64() / p99(&unloaded.accepted).as_secs_f64();
         println!(
-            "round {round} ({caller:?}, limit {limit}): unloaded p99 {:?} ({} calls); at 2x saturation \
+            "round {round} ({caller:?}, limit {limit}): unloaded p50 {:?} p99 {:?} ({} calls); at 2x saturation \
              accepted p50 {:?} p99 {:?} ({} calls), refused p50 {:?} p99 {:?} ({} calls), Health p99 {:?} \
              ({} checks)",
+            Duration::from_micros(unloaded.accepted.value_at_quantile(0.5)),
             p99(&unloaded.accepted),
             unloaded.accepted.len(),
             Duration::from_micros(loaded.accepted.value_at_quantile(0.5)),
