@@ -15,6 +15,10 @@ use criterion::{BenchmarkId, Criterion, Throughput};
 use serde_json::json;
 use std::{hint::black_box, time::Instant};
 
+/// The allocator the costd binary ships with, so the harness measures what runs.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const TEAMS: usize = 10;
 const DAYS: usize = 100;
 const OPERATIONS: usize = 50;
