@@ -3,12 +3,12 @@
 //! shared:
 //! 1. at 2× saturation: the server admits `limit` calls in progress (`server.max_concurrent_requests`,
 //!    16, or each of `OVERLOAD_BENCH_LIMITS`, a comma list) and `2 × limit` callers send cached
-//!    GetCosts back to back, each retrying a refused call at once (the worst caller there is), and
-//!    then the same with callers that wait the RetryInfo delay before retrying (a well-behaved one).
+//!    GetCosts back to back, all on one connection and then each on its own; first retrying a refused
+//!    call at once (the worst caller there is), then waiting the RetryInfo delay (a well-behaved one).
 //!    Accepted calls' p99 / the p99 of one caller alone (goal <= 3), the refusals' p99 latency (goal <
 //!    10 ms), and Health/Check's p99 from one more caller meanwhile (goal < 100 ms). The callers share
 //!    the machine's two cores with the server, so a refusal's own round trip is the floor under every
-//!    accepted call's latency: it is printed beside them;
+//!    accepted call's latency: it is printed beside them, with the p50s;
 //! 2. RSS after 5,000 idle connections (TCP only, never an HTTP/2 preface, as the issue's) came and
 //!    were closed by the handshake timeout / RSS before (goal <= 1.2), three rounds;
 //! 3. the drain, with one call that never finishes: how long after the stop Health answers NOT_SERVING
@@ -97,11 +97,13 @@ fn retry_delay(status: &tonic::Status) -> Duration {
 }
 
 /// `callers` send the cached query back to back for RUN_FOR (a refused call is retried as `caller`
-/// does), while one more caller checks Health.
-async fn drive(channel: &Channel, callers: usize, caller: Caller) -> Run {
+/// does), spread over all but the last of `connections`, while one more caller checks Health on
+/// the last.
+async fn drive(connections: &[Channel], callers: usize, caller: Caller) -> Run {
     let started = Instant::now();
-    let workers = (0..callers).map(|_| {
-        let mut client = CostServiceClient::new(channel.clone());
+    let (health_channel, connections) = connections.split_last().expect("connections");
+    let workers = (0..callers).map(|i| {
+        let mut client = CostServiceClient::new(connections[i % connections.len()].clone());
         tokio::spawn(async move {
             let (mut accepted, mut refused) = (histogram(), histogram());
             while started.elapsed() < RUN_FOR {
@@ -122,7 +124,7 @@ async fn drive(channel: &Channel, callers: usize, caller: Caller) -> Run {
             (accepted, refused)
         })
     });
-    let mut health_client = HealthClient::new(channel.clone());
+    let mut health_client = HealthClient::new(health_channel.clone());
     let health = tokio::spawn(async move {
         let mut health = histogram();
         while started.elapsed() < RUN_FOR {
@@ -151,20 +153,35 @@ async fn drive(channel: &Channel, callers: usize, caller: Caller) -> Run {
     run
 }
 
-async fn at_twice_saturation(addr: SocketAddr, limit: u32, caller: Caller) {
-    let channel = channel(addr).await;
+/// How the callers reach the server.
+#[derive(Debug, Clone, Copy)]
+enum Connections {
+    /// All on one connection, as one client service's threads would.
+    Shared,
+    /// Each on its own, as separate client services would.
+    PerCaller,
+}
+
+async fn at_twice_saturation(addr: SocketAddr, limit: u32, caller: Caller, mode: Connections) {
+    // The callers' connections and one for Health, opened before anything is timed.
+    let callers_connections = match mode {
+        Connections::Shared => 1,
+        Connections::PerCaller => 2 * limit,
+    };
+    let connections: Vec<Channel> =
+        futures::future::join_all((0..=callers_connections).map(|_| channel(addr))).await;
     // Warm: the chunks are cached and the answer remembered.
-    CostServiceClient::new(channel.clone())
+    CostServiceClient::new(connections[0].clone())
         .get_costs(cached_query())
         .await
         .expect("answer");
     let (mut ratios, mut refusals, mut healths) = (Vec::new(), Vec::new(), Vec::new());
     for round in 1..=ROUNDS {
-        let unloaded = drive(&channel, 1, caller).await;
-        let loaded = drive(&channel, 2 * limit as usize, caller).await;
+        let unloaded = drive(&connections, 1, caller).await;
+        let loaded = drive(&connections, 2 * limit as usize, caller).await;
         let ratio = p99(&loaded.accepted).as_secs_f64() / p99(&unloaded.accepted).as_secs_f64();
         println!(
-            "round {round} ({caller:?}, limit {limit}): unloaded p50 {:?} p99 {:?} ({} calls); at 2x saturation \
+            "round {round} ({caller:?}, {mode:?}, limit {limit}): unloaded p50 {:?} p99 {:?} ({} calls); at 2x saturation \
              accepted p50 {:?} p99 {:?} ({} calls), refused p50 {:?} p99 {:?} ({} calls), Health p99 {:?} \
              ({} checks)",
             Duration::from_micros(unloaded.accepted.value_at_quantile(0.5)),
@@ -184,16 +201,16 @@ async fn at_twice_saturation(addr: SocketAddr, limit: u32, caller: Caller) {
         healths.push(p99(&loaded.health).as_secs_f64() * 1e3);
     }
     println!(
-        "at 2x saturation ({} {caller:?} callers, limit {limit}): accepted p99 / unloaded p99 {:.2} (goal <= 3)",
+        "at 2x saturation ({} {caller:?} callers, {mode:?}, limit {limit}): accepted p99 / unloaded p99 {:.2} (goal <= 3)",
         2 * limit,
         median(ratios)
     );
     println!(
-        "at 2x saturation ({caller:?}, limit {limit}): refusal p99 {:.2} ms (goal < 10 ms)",
+        "at 2x saturation ({caller:?}, {mode:?}, limit {limit}): refusal p99 {:.2} ms (goal < 10 ms)",
         median(refusals)
     );
     println!(
-        "at 2x saturation ({caller:?}, limit {limit}): Health/Check p99 {:.2} ms (goal < 100 ms)",
+        "at 2x saturation ({caller:?}, {mode:?}, limit {limit}): Health/Check p99 {:.2} ms (goal < 100 ms)",
         median(healths)
     );
 }
@@ -342,7 +359,9 @@ fn main() {
         for &limit in &limits {
             let addr = start(limit).await;
             for caller in [Caller::Greedy, Caller::Polite] {
-                at_twice_saturation(addr, limit, caller).await;
+                for mode in [Connections::Shared, Connections::PerCaller] {
+                    at_twice_saturation(addr, limit, caller, mode).await;
+                }
             }
         }
         let addr = start(LIMIT).await;
