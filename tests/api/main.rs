@@ -33,6 +33,7 @@ mod scale;
 mod server;
 mod shared_budget;
 mod shared_tier;
+mod shared_tokens;
 mod takeover;
 mod telemetry;
 mod trace_context;
