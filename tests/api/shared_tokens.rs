@@ -315,3 +315,69 @@ async fn an_orphaned_job_is_taken_only_by_the_replica_holding_its_token_or_with_
     assert_eq!(still_b, token_holder, "C cannot release B's lease");
     assert_eq!(released, None);
 }
+
+/// A replica on Kestrel's Atlas organization whose queries may process for `limit_ms` at most.
+async fn replica_with_limit(sandbox: &SandboxHandle, redis_url: &str, limit_ms: u64) -> TestApp {
+    let store = redis_store(redis_url, None);
+    spawn_app_beside(
+        sandbox.clone(),
+        Arc::new(SystemClock),
+        &[ProviderKind::Atlas],
+        move |settings, _| {
+            settings
+                .accounts
+                .retain(|a| a.id.as_str() == "atlas-kestrel");
+            settings.job_store = store;
+            settings.atlas.max_processing_ms = limit_ms;
+        },
+    )
+    .await
+}
+
+#[tokio::test]
+async fn a_taken_over_query_fails_once_processing_since_atlas_created_it_not_since_the_takeover() {
+    // Arrange: A (a process) creates the query and polls it for longer than B's limit.
+    let redis = RedisServer::start().await;
+    let sandbox = sandbox();
+    let url = redis.url();
+    let limit = std::time::Duration::from_millis(1_500);
+    let a = ReplicaProcess::start(&sandbox, &url, "costd", LEASE_TTL).await;
+    let b = replica_with_limit(&sandbox, &url, limit.as_millis() as u64).await;
+    let kestrel = kestrel(&sandbox).id;
+    sandbox.atlas().set_org_processing_polls(kestrel, 10_000);
+    let job = a.start_query(april()).await;
+    within(poll_after(&sandbox, kestrel, 0)).await;
+    let created = sandbox
+        .requests()
+        .into_iter()
+        .find(|r| r.scope == Scope::atlas(kestrel) && r.method == http::Method::POST)
+        .expect("the create")
+        .received_at;
+    within(async {
+        while created.elapsed() <= limit {
+            poll_after(&sandbox, kestrel, polls(&sandbox, kestrel)).await;
+        }
+    })
+    .await;
+
+    // Act
+    a.kill().await;
+    let killed_at = Instant::now();
+    let finished = crate::replicas::final_job(&crate::jobs::watch_all(&b, &job.name).await);
+
+    // Assert
+    let result = finished
+        .report
+        .as_ref()
+        .and_then(|report| report.provider_results.first())
+        .expect("Kestrel's result");
+    assert_eq!(result.state, pb::ResultState::Failed as i32, "{result:?}");
+    let error = result.error.as_ref().expect("the error");
+    assert!(error.message.contains("still processing"), "{error:?}");
+    assert_eq!(
+        polls_since(&sandbox, kestrel, killed_at),
+        Vec::<Instant>::new(),
+        "B gave up at once: the query was older than its limit"
+    );
+    assert_eq!(sandbox.atlas().counters(kestrel).queries_created, 1);
+}
