@@ -6,6 +6,7 @@ mod architecture;
 mod atlas;
 mod auth;
 mod bad_input;
+mod beside_a_job;
 mod binary;
 mod bounded_jobs;
 mod chart;
