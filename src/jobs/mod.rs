@@ -407,10 +407,11 @@ impl<W: JobWork> JobManager<W> {
         }
     }
 
-    /// Notes the tokens `job`'s parts poll as this replica's.
+    /// Notes the tokens `job`'s parts poll as this replica's (with a shared store: alone, every
+    /// token is this replica's).
     fn track_tokens(&self, job: &JobSnapshot<W>) {
         let tokens = job.tokens_in_flight();
-        if tokens.is_empty() {
+        if tokens.is_empty() || self.store.lease_ttl().is_none() {
             return;
         }
         let mut polling = lock(&self.polling);
@@ -422,8 +423,11 @@ impl<W: JobWork> JobManager<W> {
         }
     }
 
-    /// Renews this replica's leases on the tokens its jobs poll.
+    /// Renews this replica's leases on the tokens its jobs poll, until it hands its jobs over.
     async fn hold_tokens(&self) {
+        if *self.stopping.borrow() {
+            return;
+        }
         let tokens: Vec<String> = lock(&self.polling).keys().cloned().collect();
         match self.store.hold_tokens(&tokens).await {
             Ok(0) => {}
