@@ -151,7 +151,8 @@ impl CostApi {
         {
             return Ok((Answer::Encoded(answer.encoded.clone()), Some(answer)));
         }
-        // Another replica's job for this very query polls what the engine would ask again: join it.
+        // Another replica's job for this very query polls what the engine would ask again: join it
+        // for the asynchronous accounts, and answer the others here.
         let elsewhere = match self.engine.asks_asynchronous(&query) {
             true => self.jobs.running_elsewhere(&access.owner(), &query).await,
             false => None,
@@ -159,7 +160,8 @@ impl CostApi {
         if let Some(job) = elsewhere {
             let report = self
                 .engine
-                .pending_in(&job)
+                .report_beside(&query, deadline, &job)
+                .await
                 .map_err(|e| status::engine(&e))?;
             let wire = report_naming_job(&report, job.id.name())?;
             let answer = pb::GetCostsResponse { report: Some(wire) };

@@ -260,7 +260,8 @@ pub struct AtlasConfig {
     pub poll_initial_ms: u64,
     /// Longest wait between polls, in milliseconds.
     pub poll_max_ms: u64,
-    /// A query still processing after this long fails as retryable, in milliseconds.
+    /// A query still processing this long after Atlas created it (on whichever replica) fails as
+    /// retryable, in milliseconds.
     pub max_processing_ms: u64,
     /// Atlas' Invoices token bucket per organization: capacity.
     pub bucket_capacity: u32,

@@ -19,7 +19,7 @@ use crate::{
         AccountRef, CostQuery, Currency, FetchProgress, Money, MoneyError, ProgressObserver,
         ProviderAccountId, UpstreamError,
     },
-    jobs::{JobManager, JobSnapshot, JobWork},
+    jobs::{JobManager, JobSnapshot, JobWork, PartSnapshot},
     providers::Provider,
 };
 use futures::{StreamExt, stream};
@@ -98,7 +98,32 @@ impl Engine {
         deadline: Deadline,
         observe: &ProgressObserver<'_>,
     ) -> Result<Report, EngineError> {
-        let records = self.records_observed(query, deadline, observe).await?;
+        self.report_from(query, deadline, observe, None).await
+    }
+
+    /// The answer for a query whose `job` runs on another replica: its asynchronous accounts PENDING
+    /// with the job's latest progress, asked nothing here (the other replica's poller does that); the
+    /// others answered by this engine, from its cache or their upstreams.
+    pub async fn report_beside(
+        &self,
+        query: &CostQuery,
+        deadline: Deadline,
+        job: &Job,
+    ) -> Result<Report, EngineError> {
+        self.report_from(query, deadline, &|_, _| {}, Some(job))
+            .await
+    }
+
+    async fn report_from(
+        &self,
+        query: &CostQuery,
+        deadline: Deadline,
+        observe: &ProgressObserver<'_>,
+        elsewhere: Option<&Job>,
+    ) -> Result<Report, EngineError> {
+        let records = self
+            .records_observed(query, deadline, observe, elsewhere)
+            .await?;
         let aggregation = aggregate::aggregate(records.columns(), query)?;
         if aggregation.rows.len() > self.limits.max_rows {
             return Err(EngineError::TooManyRows {
@@ -143,49 +168,24 @@ impl Engine {
         })
     }
 
-    /// The answer for a query whose job runs on another replica: every account of the job PENDING
-    /// with its latest progress, nothing fetched here (the other replica's poller does that).
-    pub fn pending_in(&self, job: &Job) -> Result<Report, EngineError> {
-        let no_records: [(&crate::domain::RecordColumns, bool); 0] = [];
-        let accounts = job
-            .parts
-            .iter()
-            .map(|part| {
-                let progress = FetchProgress {
-                    polls: part.polls,
-                    note: part.note.clone(),
-                    next_poll_at: part.next_poll_at,
-                    upstream_query: part.upstream_query.clone(),
-                };
-                AccountResult::without_data(
-                    part.account.clone(),
-                    AccountState::Pending { progress },
-                )
-            })
-            .collect();
-        Ok(Report {
-            query: job.query.clone(),
-            aggregation: aggregate::aggregate(no_records, &job.query)?,
-            accounts,
-            unchanged_until: None,
-            holds: Vec::new(),
-        })
-    }
-
     /// The chunks of every selected account that answered, and every account's result.
     pub async fn records(
         &self,
         query: &CostQuery,
         deadline: Deadline,
     ) -> Result<RecordSet, EngineError> {
-        self.records_observed(query, deadline, &|_, _| {}).await
+        self.records_observed(query, deadline, &|_, _| {}, None)
+            .await
     }
 
+    /// The records of `query`; an asynchronous account that `elsewhere` (a job on another replica)
+    /// has a part for is PENDING with that part's progress instead of fetched.
     async fn records_observed(
         &self,
         query: &CostQuery,
         deadline: Deadline,
         observe: &ProgressObserver<'_>,
+        elsewhere: Option<&Job>,
     ) -> Result<RecordSet, EngineError> {
         type Plan = Result<Vec<crate::providers::Chunk>, UpstreamError>;
         let plans: Vec<(&Arc<Provider>, Plan)> = self
@@ -217,7 +217,17 @@ impl Engine {
                 costd.provider = provider.account().kind.as_str(),
                 costd.account = provider.account().id.as_str(),
             );
+            let polled_elsewhere = elsewhere
+                .filter(|_| provider.capabilities().asynchronous)
+                .and_then(|job| {
+                    job.parts
+                        .iter()
+                        .find(|part| part.account.id == provider.account().id)
+                });
             async move {
+                if let Some(part) = polled_elsewhere {
+                    return AccountOutcome::pending_elsewhere(part);
+                }
                 match chunks {
                     Ok(chunks) => {
                         self.fetch_account(provider.clone(), chunks, query, deadline, observe)
@@ -459,6 +469,25 @@ impl AccountOutcome {
         AccountOutcome {
             chunks: Vec::new(),
             result: AccountResult::without_data(account, AccountState::Failed(error)),
+            holds: Vec::new(),
+        }
+    }
+
+    /// An asynchronous account whose upstream work a job on another replica does: PENDING with that
+    /// job's latest progress, nothing asked here.
+    fn pending_elsewhere(part: &PartSnapshot) -> Self {
+        let progress = FetchProgress {
+            polls: part.polls,
+            note: part.note.clone(),
+            next_poll_at: part.next_poll_at,
+            upstream_query: part.upstream_query.clone(),
+        };
+        AccountOutcome {
+            chunks: Vec::new(),
+            result: AccountResult::without_data(
+                part.account.clone(),
+                AccountState::Pending { progress },
+            ),
             holds: Vec::new(),
         }
     }

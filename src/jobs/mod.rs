@@ -183,6 +183,23 @@ pub struct JobSnapshot<W: JobWork> {
     pub last_change: JobChange,
 }
 
+impl<W: JobWork> JobSnapshot<W> {
+    /// The upstream query tokens its parts poll (or polled), each once: what its poller holds a
+    /// lease on, so that a token has one poller across replicas.
+    pub fn tokens_in_flight(&self) -> Vec<&str> {
+        let mut tokens: Vec<&str> = self
+            .parts
+            .iter()
+            .flat_map(|part| &part.in_flight)
+            .filter_map(|progress| progress.upstream_query.as_ref())
+            .map(|query| query.token.as_str())
+            .collect();
+        tokens.sort_unstable();
+        tokens.dedup();
+        tokens
+    }
+}
+
 // By hand: derived impls would ask the work itself to be Clone and Debug.
 impl<W: JobWork> Clone for JobSnapshot<W> {
     fn clone(&self) -> Self {
@@ -253,6 +270,9 @@ pub struct JobManager<W: JobWork> {
     running: Mutex<HashMap<(Option<String>, CostQuery), JobId>>,
     /// Jobs whose owner task runs on this replica (so a lapsed lease of its own is never adopted twice).
     owned: Mutex<HashSet<JobId>>,
+    /// The upstream query tokens this replica's jobs poll, each with the jobs naming it: their leases
+    /// are renewed at every sweep and released once no job here names them.
+    polling: Mutex<HashMap<String, HashSet<JobId>>>,
     /// Set when this replica stops: with a shared store its owners stop and let their jobs go.
     stopping: watch::Sender<bool>,
 }
@@ -273,6 +293,7 @@ impl<W: JobWork> JobManager<W> {
             max_jobs,
             running: Mutex::default(),
             owned: Mutex::default(),
+            polling: Mutex::default(),
             stopping: watch::Sender::new(false),
         });
         manager.start_sweeper();
@@ -357,6 +378,7 @@ impl<W: JobWork> JobManager<W> {
     fn spawn_owner(self: &Arc<Self>, job: JobSnapshot<W>, holds: Vec<W::Hold>) {
         lock(&self.running).insert((job.owner.clone(), job.query.clone()), job.id.clone());
         lock(&self.owned).insert(job.id.clone());
+        self.track_tokens(&job);
         let manager = self.clone();
         tokio::spawn(async move { manager.own(job, holds).await });
     }
@@ -374,6 +396,74 @@ impl<W: JobWork> JobManager<W> {
             if let Err(error) = self.store.release_lease(&id).await {
                 tracing::warn!(job = %id, %error, "lease left to expire");
             }
+        }
+        // The tokens too, now: a job whose lease is free is not taken while its token is held.
+        let tokens: Vec<String> = lock(&self.polling)
+            .drain()
+            .map(|(token, _)| token)
+            .collect();
+        if let Err(error) = self.store.release_tokens(&tokens).await {
+            tracing::warn!(%error, "token leases left to expire");
+        }
+    }
+
+    /// Notes the tokens `job`'s parts poll as this replica's (with a shared store: alone, every
+    /// token is this replica's).
+    fn track_tokens(&self, job: &JobSnapshot<W>) {
+        let tokens = job.tokens_in_flight();
+        if tokens.is_empty() || self.store.lease_ttl().is_none() {
+            return;
+        }
+        let mut polling = lock(&self.polling);
+        for token in tokens {
+            polling
+                .entry(token.to_string())
+                .or_default()
+                .insert(job.id.clone());
+        }
+    }
+
+    /// Renews this replica's leases on the tokens its jobs poll, until it hands its jobs over.
+    async fn hold_tokens(&self) {
+        if *self.stopping.borrow() {
+            return;
+        }
+        let tokens: Vec<String> = lock(&self.polling).keys().cloned().collect();
+        match self.store.hold_tokens(&tokens).await {
+            Ok(0) => {}
+            // Only a race at a takeover leads here; polls are idempotent, so answers stay exact.
+            Ok(elsewhere) => {
+                tracing::warn!(
+                    tokens = elsewhere,
+                    "upstream queries also polled by another replica"
+                )
+            }
+            Err(error) => tracing::debug!(%error, "token leases not renewed"),
+        }
+    }
+
+    /// `id` no longer runs here: it lets its lease go, and the leases of tokens no other job here
+    /// polls.
+    async fn let_go(&self, id: &JobId) {
+        lock(&self.owned).remove(id);
+        if let Err(error) = self.store.release_lease(id).await {
+            tracing::debug!(job = %id, %error, "lease left to expire");
+        }
+        let unpolled: Vec<String> = {
+            let mut polling = lock(&self.polling);
+            let mut unpolled = Vec::new();
+            polling.retain(|token, jobs| {
+                let named = jobs.remove(id);
+                let kept = !jobs.is_empty();
+                if named && !kept {
+                    unpolled.push(token.clone());
+                }
+                kept
+            });
+            unpolled
+        };
+        if let Err(error) = self.store.release_tokens(&unpolled).await {
+            tracing::debug!(job = %id, %error, "token leases left to expire");
         }
     }
 
@@ -394,6 +484,7 @@ impl<W: JobWork> JobManager<W> {
                 let Some(manager) = manager.upgrade() else {
                     return;
                 };
+                manager.hold_tokens().await;
                 manager.adopt_orphans().await;
             }
         });
@@ -609,40 +700,45 @@ impl<W: JobWork> JobManager<W> {
             ticks
         });
         let mut stopping = self.stopping.subscribe();
-        let run = self.work.run(&query, &observe);
-        tokio::pin!(run);
-        let outcome = loop {
+        // Boxed, so a job that ended elsewhere stops its fetches before its leases are let go.
+        let mut run = Box::pin(self.work.run(&query, &observe));
+        let ran = loop {
             tokio::select! {
-                outcome = &mut run => break outcome,
+                outcome = &mut run => break Ok(outcome),
                 Ok(()) = changed.changed() => {
                     let snapshot = changed.borrow_and_update().clone();
                     let written = self
                         .store
                         .publish(&snapshot, self.retention_std(), Writer::Owner)
                         .await;
-                    if let Ok(false) = written {
-                        return self.ended_elsewhere(&snapshot).await;
+                    match written {
+                        Ok(false) => break Err(snapshot),
+                        Ok(true) => self.track_tokens(&snapshot),
+                        Err(_) => {}
                     }
                 }
                 ended = ended_in_store(&mut stored) => {
                     if ended {
-                        let snapshot = changed.borrow().clone();
-                        return self.ended_elsewhere(&snapshot).await;
+                        break Err(changed.borrow().clone());
                     }
                     stored = None;
                 }
-                () = until_stopping(&mut stopping) => {
-                    let snapshot = changed.borrow().clone();
-                    return self.ended_elsewhere(&snapshot).await;
-                }
+                () = until_stopping(&mut stopping) => break Err(changed.borrow().clone()),
                 () = next_renewal(&mut renewals) => {
                     // Unreachable: go on; the next renewal takes the lease again unless another
                     // replica did, and a write after that is refused.
                     if let Ok(false) = self.store.renew_lease(&id).await {
-                        let snapshot = changed.borrow().clone();
-                        return self.ended_elsewhere(&snapshot).await;
+                        break Err(changed.borrow().clone());
                     }
                 }
+            }
+        };
+        drop(run);
+        let outcome = match ran {
+            Ok(outcome) => outcome,
+            Err(snapshot) => {
+                drop(holds);
+                return self.ended_elsewhere(&snapshot).await;
             }
         };
         drop(holds);
@@ -687,13 +783,7 @@ impl<W: JobWork> JobManager<W> {
                 .publish(&finished, self.retention_std(), Writer::Owner)
                 .await;
             match written {
-                Ok(_) => {
-                    lock(&self.owned).remove(&id);
-                    if let Err(error) = self.store.release_lease(&id).await {
-                        tracing::debug!(job = %id, %error, "lease left to expire");
-                    }
-                    return;
-                }
+                Ok(_) => return self.let_go(&id).await,
                 Err(error) => {
                     tracing::warn!(job = %finished.id, %error, "final job state not written yet");
                     tokio::time::sleep(delay).await;
@@ -701,7 +791,7 @@ impl<W: JobWork> JobManager<W> {
                 }
             }
         }
-        lock(&self.owned).remove(&id);
+        self.let_go(&id).await;
         tracing::error!(job = %finished.id, "final job state lost: the job store stayed unreachable");
     }
 
@@ -710,10 +800,7 @@ impl<W: JobWork> JobManager<W> {
     async fn ended_elsewhere(&self, job: &JobSnapshot<W>) {
         tracing::debug!(job = %job.id, "job ended or moved in the store; its owner stops");
         self.forget_running(job);
-        lock(&self.owned).remove(&job.id);
-        if let Err(error) = self.store.release_lease(&job.id).await {
-            tracing::debug!(job = %job.id, %error, "lease left to expire");
-        }
+        self.let_go(&job.id).await;
     }
 
     fn forget_running(&self, job: &JobSnapshot<W>) {

@@ -6,7 +6,8 @@
 //! re-reads every watched job after each (re)subscribe, so a message lost to a reconnect never loses
 //! the final event. A running job is leased to the replica that polls for it (`SET NX PX`, renewed and
 //! released by scripts that compare the holder's own value), and the owner's writes are refused once
-//! another replica holds the lease. Every call gives up after [`CALL_TIMEOUT`]: redis trouble is an
+//! another replica holds the lease. The Atlas query tokens its jobs poll are leased the same way, and
+//! an orphaned job is taken only with its tokens' leases: one poller per token. Every call gives up after [`CALL_TIMEOUT`]: redis trouble is an
 //! error, never a hang.
 
 use super::{
@@ -119,6 +120,58 @@ return 0
     )
 });
 
+/// Takes an orphaned job (running, its lease lapsed) and the leases on the tokens it polls
+/// (`KEYS[3..]`), all or nothing: 1 when taken, 0 when the job ended or is leased again, -1 when
+/// another replica holds one of its tokens (that replica takes the job instead).
+static CLAIM: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if redis.call('HGET', KEYS[2], 'final') ~= '0' then return 0 end
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+for i = 3, #KEYS do
+  local holder = redis.call('GET', KEYS[i])
+  if holder and holder ~= ARGV[1] then return -1 end
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+for i = 3, #KEYS do redis.call('SET', KEYS[i], ARGV[1], 'PX', ARGV[2]) end
+return 1
+",
+    )
+});
+
+/// Keeps the caller's leases on tokens: extends its own, takes lapsed ones; answers how many another
+/// replica holds.
+static HOLD_TOKENS: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local elsewhere = 0
+for i = 1, #KEYS do
+  local holder = redis.call('GET', KEYS[i])
+  if holder == ARGV[1] then
+    redis.call('PEXPIRE', KEYS[i], ARGV[2])
+  elseif not holder then
+    redis.call('SET', KEYS[i], ARGV[1], 'PX', ARGV[2])
+  else
+    elsewhere = elsewhere + 1
+  end
+end
+return elsewhere
+",
+    )
+});
+
+/// Gives up the caller's leases on tokens, leaving any other replica's.
+static RELEASE_TOKENS: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+for i = 1, #KEYS do
+  if redis.call('GET', KEYS[i]) == ARGV[1] then redis.call('DEL', KEYS[i]) end
+end
+return 0
+",
+    )
+});
+
 /// The key names under one prefix (see ARCHITECTURE.md's table).
 struct Keys {
     prefix: String,
@@ -156,10 +209,20 @@ impl Keys {
     /// every replica writes the same text for the same query).
     fn running(&self, owner: &Option<String>, query: &CostQuery) -> String {
         let text = serde_json::to_vec(&(owner, query)).unwrap_or_default();
-        let digest = Sha256::digest(text);
-        let hex: String = digest.iter().map(|byte| format!("{byte:02x}")).collect();
-        format!("{}:running:{hex}", self.prefix)
+        format!("{}:running:{}", self.prefix, sha256_hex(&text))
     }
+
+    /// Which replica polls an upstream query token: by its SHA-256, so key listings never show it.
+    fn token_lease(&self, token: &str) -> String {
+        format!("{}:poll:{}", self.prefix, sha256_hex(token.as_bytes()))
+    }
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect()
 }
 
 /// How a redis job store is set up beside its URL.
@@ -250,6 +313,21 @@ impl<W: JobWork> Shared<W> {
         self.call(|mut redis| async move { invocation.invoke_async::<i64>(&mut redis).await })
             .await
             .map(|done| done == 1)
+    }
+
+    /// Runs a token lease script on `tokens`' leases with this store's holder value.
+    async fn token_script(&self, script: &Script, tokens: &[String]) -> Result<usize, StoreError> {
+        if tokens.is_empty() {
+            return Ok(0);
+        }
+        let mut invocation = script.prepare_invoke();
+        for token in tokens {
+            invocation.key(self.keys.token_lease(token));
+        }
+        invocation.arg(&self.holder).arg(millis(self.lease_ttl));
+        let invocation = &invocation;
+        self.call(|mut redis| async move { invocation.invoke_async::<usize>(&mut redis).await })
+            .await
     }
 
     /// Brings one watched job up to date; a job gone from redis ends its watchers' streams.
@@ -458,27 +536,24 @@ impl<W: JobWork> JobStore<W> for RedisJobStore<W> {
                 }
                 _ => continue,
             }
-            let (lease, holder, ttl) = (&keys.lease(id), &shared.holder, millis(shared.lease_ttl));
-            let taken: Option<String> = shared
-                .call(|mut redis| async move {
-                    redis::cmd("SET")
-                        .arg(lease)
-                        .arg(holder)
-                        .arg("NX")
-                        .arg("PX")
-                        .arg(ttl)
-                        .query_async(&mut redis)
-                        .await
-                })
-                .await?;
-            if taken.is_none() {
-                continue;
-            }
-            match shared.read(id).await {
-                Ok(Some(job)) if !job.state.is_final() => claimed.push(job),
+            let job = match shared.read(id).await {
+                Ok(Some(job)) if !job.state.is_final() => job,
                 // Ended since it was looked at, or stored by a newer costd, which polls for it.
-                Ok(_) | Err(StoreError::NewerFormat { .. }) => self.release_lease(id).await?,
+                Ok(_) | Err(StoreError::NewerFormat { .. }) => continue,
                 Err(error) => return Err(error),
+            };
+            let mut invocation = CLAIM.prepare_invoke();
+            invocation.key(keys.lease(id)).key(keys.job(id));
+            for token in job.tokens_in_flight() {
+                invocation.key(keys.token_lease(token));
+            }
+            invocation.arg(&shared.holder).arg(millis(shared.lease_ttl));
+            let invocation = &invocation;
+            let taken: i64 = shared
+                .call(|mut redis| async move { invocation.invoke_async(&mut redis).await })
+                .await?;
+            if taken == 1 {
+                claimed.push(job);
             }
         }
         if !gone.is_empty() {
@@ -488,6 +563,17 @@ impl<W: JobWork> JobStore<W> for RedisJobStore<W> {
                 .await?;
         }
         Ok(claimed)
+    }
+
+    async fn hold_tokens(&self, tokens: &[String]) -> Result<usize, StoreError> {
+        self.shared.token_script(&HOLD_TOKENS, tokens).await
+    }
+
+    async fn release_tokens(&self, tokens: &[String]) -> Result<(), StoreError> {
+        self.shared
+            .token_script(&RELEASE_TOKENS, tokens)
+            .await
+            .map(drop)
     }
 
     fn lease_ttl(&self) -> Option<Duration> {

@@ -75,8 +75,15 @@ pub trait JobStore<W: JobWork>: Send + Sync + 'static {
     /// Gives this replica's lease on a job up; another replica's lease is left alone.
     async fn release_lease(&self, id: &JobId) -> Result<(), StoreError>;
     /// Running jobs whose lease lapsed (their replica died), each now leased to this replica, which
-    /// goes on with their upstream work.
+    /// goes on with their upstream work, together with the leases on the upstream query tokens they
+    /// poll. A job polling a token another replica holds is left to that replica, so every token
+    /// ends up with one poller.
     async fn claim_orphans(&self) -> Result<Vec<Arc<JobSnapshot<W>>>, StoreError>;
+    /// Keeps this replica's leases on the upstream query tokens its jobs poll: renews them, or takes
+    /// those that lapsed while nobody else took them. Answers how many another replica holds.
+    async fn hold_tokens(&self, tokens: &[String]) -> Result<usize, StoreError>;
+    /// Gives this replica's leases on `tokens` up; another replica's are left alone.
+    async fn release_tokens(&self, tokens: &[String]) -> Result<(), StoreError>;
     /// How long a lease lasts unless renewed; `None` for a store only this replica uses.
     fn lease_ttl(&self) -> Option<Duration>;
     /// The job of `owner` running `query` on any replica, as the store knows it; `None` for a store
@@ -200,6 +207,15 @@ impl<W: JobWork> JobStore<W> for MemoryJobStore<W> {
 
     async fn claim_orphans(&self) -> Result<Vec<Arc<JobSnapshot<W>>>, StoreError> {
         Ok(Vec::new())
+    }
+
+    /// One replica polls every token: nobody else holds one.
+    async fn hold_tokens(&self, _: &[String]) -> Result<usize, StoreError> {
+        Ok(0)
+    }
+
+    async fn release_tokens(&self, _: &[String]) -> Result<(), StoreError> {
+        Ok(())
     }
 
     fn lease_ttl(&self) -> Option<Duration> {

@@ -40,6 +40,18 @@ impl ReplicaProcess {
         key_prefix: &str,
         lease_ttl: Duration,
     ) -> Self {
+        Self::start_with(sandbox, redis_url, key_prefix, lease_ttl, "").await
+    }
+
+    /// As [`ReplicaProcess::start`], with `sections` (whole TOML tables, e.g. `[auth.jwt]`) added to
+    /// its config.
+    pub async fn start_with(
+        sandbox: &SandboxHandle,
+        redis_url: &str,
+        key_prefix: &str,
+        lease_ttl: Duration,
+        sections: &str,
+    ) -> Self {
         let kestrel = kestrel(sandbox);
         let config = format!(
             r#"
@@ -67,6 +79,8 @@ id = "atlas-kestrel"
 base_url = "{base}"
 org_id = "{org}"
 credentials = {{ public_key = {{ env = "ATLAS_PUBLIC_KEY" }}, private_key = {{ env = "ATLAS_PRIVATE_KEY" }} }}
+
+{sections}
 "#,
             lease = lease_ttl.as_millis(),
             base = sandbox.base_url(),

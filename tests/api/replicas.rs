@@ -391,7 +391,7 @@ async fn a_password_in_the_redis_url_works_and_is_never_logged() {
 }
 
 /// A job store of its own on `redis`, as a replica's.
-fn store_on(redis: &RedisServer) -> RedisJobStore<Engine> {
+pub(crate) fn store_on(redis: &RedisServer) -> RedisJobStore<Engine> {
     let options = RedisStoreOptions {
         key_prefix: "costd".to_string(),
         lease_ttl: LEASE_TTL,
@@ -401,7 +401,7 @@ fn store_on(redis: &RedisServer) -> RedisJobStore<Engine> {
 }
 
 /// A job of the engine as a store holds it, at `version`, in `state`.
-fn stored_job(id: &JobId, version: u64, state: JobState) -> Job {
+pub(crate) fn stored_job(id: &JobId, version: u64, state: JobState) -> Job {
     let start = at("2026-01-01");
     JobSnapshot {
         id: id.clone(),

@@ -28,7 +28,6 @@ use std::{
     sync::{Arc, Mutex},
     time::Duration,
 };
-use tokio::time::Instant;
 
 const CREATE_ROUTE: &str = "/api/atlas/v2/orgs/{orgId}/billing/costExplorer/usage";
 const POLL_ROUTE: &str = "/api/atlas/v2/orgs/{orgId}/billing/costExplorer/usage/{token}";
@@ -129,7 +128,12 @@ impl AtlasClient {
         progress: &ProgressSender,
         sent: &mut Sent,
     ) -> Result<ChunkData, UpstreamError> {
-        let started = Instant::now();
+        // Counted from when Atlas created the query, so a replica that took it over does not start
+        // the limit again.
+        let limit = chrono::Duration::try_milliseconds(
+            i64::try_from(self.config.max_processing_ms).unwrap_or(i64::MAX),
+        )
+        .unwrap_or(chrono::Duration::MAX);
         let month_name = month.start().format("%Y-%m");
         let body_text = serde_json::to_string(body).unwrap_or_default();
         let report = |polls: u32,
@@ -186,7 +190,7 @@ impl AtlasClient {
             };
             loop {
                 tokio::time::sleep(wait).await;
-                if started.elapsed() > Duration::from_millis(self.config.max_processing_ms) {
+                if chrono::Utc::now() - created_at > limit {
                     return Err(UpstreamError {
                         upstream_retryable: Some(true),
                         ..UpstreamError::new(
