@@ -10,7 +10,10 @@
 //!    cached GetCosts with a 10-row and a 50-row answer: throughput and mean latency ratios;
 //! 3. 100 identical cold queries: wall time / one cold query;
 //! 4. a cold query over 3 providers × 100 ms injected latency: wall time / the slowest provider alone;
-//! 5. RSS after filling the cache to its budget three times (fill, invalidate): third / first.
+//! 5. RSS after filling the cache to its budget three times (fill, invalidate): third / first;
+//! 6. bytes per cached record after a daily query over a year of every demo account (small chunks),
+//!    with the fixed cost per chunk and the cost per record beside it. Bytes, not time: a debug build
+//!    gives the same figure, and `cargo bench --bench load -- bytes` runs this part alone.
 
 use costd::{
     App,
@@ -551,11 +554,80 @@ async fn cache_refills(server: &Server, budget: u64) {
     );
 }
 
+/// A daily query over 2025 across every demo account, then what the cache holds per record. The
+/// fixed cost per chunk and the cost per record are the least-squares line of each chunk's bytes
+/// against its records; the entry (the `CachedChunk` itself, its `Arc` and moka's share) is part of
+/// the fixed cost.
+async fn bytes_per_cached_record() {
+    let sandbox = Sandbox::start(Default::default()).expect("sandbox");
+    let mut settings =
+        costd::demo::settings(&sandbox, SocketAddr::from(([127, 0, 0, 1], 0))).expect("settings");
+    settings.server.max_chunks_per_query = 100_000;
+    let app = App::build(settings).await.expect("builds");
+    let engine = app.engine();
+    tokio::spawn(app.run_until_stopped(std::future::pending()));
+    let mut query = month_query(2025, 1, &[]);
+    query.end_time = Some(timestamp("2026-01-01"));
+    query.granularity = pb::Granularity::Daily as i32;
+    query.group_by = vec![pb::GroupBy::Service as i32];
+    let rules = costd::api::QueryRules {
+        known_accounts: engine
+            .providers()
+            .iter()
+            .map(|p| p.account().id.clone())
+            .collect(),
+        max_range_days: 731,
+    };
+    let query = costd::api::convert::parse_query(Some(query), &rules).expect("valid");
+    // No deadline: the answer waits for Atlas' asynchronous invoices too.
+    let report = engine
+        .report(&query, costd::deadline::Deadline::NONE)
+        .await
+        .expect("report");
+    // Atlas' monthly invoice lines are held too, though a daily query puts them in no row.
+    assert!(
+        report
+            .accounts
+            .iter()
+            .all(|a| a.state == costd::engine::AccountState::Ok),
+        "every demo account answers"
+    );
+    let (held, _) = engine.cache().size().await;
+    let chunks = engine.cache().held_chunks();
+    let records: usize = chunks.iter().map(|c| c.records.len()).sum();
+    let points: Vec<(f64, f64)> = chunks
+        .iter()
+        .map(|c| (c.records.len() as f64, f64::from(c.bytes())))
+        .collect();
+    let count = points.len() as f64;
+    let (mean_x, mean_y) = (
+        points.iter().map(|p| p.0).sum::<f64>() / count,
+        points.iter().map(|p| p.1).sum::<f64>() / count,
+    );
+    let covariance: f64 = points.iter().map(|p| (p.0 - mean_x) * (p.1 - mean_y)).sum();
+    let variance: f64 = points.iter().map(|p| (p.0 - mean_x).powi(2)).sum();
+    let per_record = covariance / variance;
+    // The `CachedChunk` inline, as the weigher counts it, before any of its heap.
+    let entry = chunks.first().map_or(0, |c| std::mem::size_of_val(&**c));
+    println!(
+        "bytes per cached record, a year of daily data on the demo accounts: {:.0} (goal <= 150; {} chunks, {records} records, {:.1} records a chunk; fixed {:.0} bytes a chunk, of which the entry inline {entry}; {:.0} a record)",
+        held as f64 / records as f64,
+        chunks.len(),
+        records as f64 / count,
+        mean_y - per_record * mean_x,
+        per_record,
+    );
+}
+
 fn main() {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("runtime");
+    if std::env::args().any(|arg| arg == "bytes") {
+        runtime.block_on(bytes_per_cached_record());
+        return;
+    }
     runtime.block_on(async {
         let server = start(256 * 1024 * 1024).await;
         cached_vs_health(&server).await;
@@ -565,5 +637,6 @@ fn main() {
         let budget = 8 * 1024 * 1024;
         let small = start(budget).await;
         cache_refills(&small, budget).await;
+        bytes_per_cached_record().await;
     });
 }

@@ -83,14 +83,33 @@ pub(crate) fn any_record() -> impl Strategy<Value = CostRecord> {
                         value: Decimal::from(value),
                         unit,
                     }),
-                    list_unit_price: (nanos % 3 == 0).then(|| UnitPrice {
-                        amount: Decimal::new(125, 3),
-                        currency: Currency::USD,
-                    }),
-                    invoice_id: invoice,
+                    // Now and then in another currency, or a negative zero with trailing zeros
+                    // (which the columns must give back as it was, sign and scale).
+                    list_unit_price: match nanos.rem_euclid(6) {
+                        0 => Some(UnitPrice {
+                            amount: Decimal::new(125, 3),
+                            currency: Currency::USD,
+                        }),
+                        3 => Some(UnitPrice {
+                            amount: {
+                                let mut zero = Decimal::new(0, 2);
+                                zero.set_sign_negative(true);
+                                zero
+                            },
+                            currency: Currency::parse("EUR").unwrap(),
+                        }),
+                        _ => None,
+                    },
                     extensions: rule
-                        .map(|r| BTreeMap::from([("x_pricing_rule_id", r)]))
-                        .unwrap_or_default(),
+                        .map(|r| ("x_pricing_rule_id", r))
+                        .into_iter()
+                        .chain(
+                            invoice
+                                .as_ref()
+                                .map(|_| ("x_pricing_sheet_id", Text::from("ps"))),
+                        )
+                        .collect::<BTreeMap<_, _>>(),
+                    invoice_id: invoice,
                 }
             },
         )

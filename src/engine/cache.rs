@@ -341,6 +341,11 @@ impl ChunkCache {
         (self.entries.weighted_size(), self.entries.entry_count())
     }
 
+    /// Every chunk held now, for weighing what the cache holds per record (benchmarks).
+    pub fn held_chunks(&self) -> Vec<Arc<CachedChunk>> {
+        self.entries.iter().map(|(_, chunk)| chunk).collect()
+    }
+
     /// Until when an answer built from `data` stays the same: while it is fresh, and, for an open
     /// period, until it settles (its rows stop being estimated).
     pub fn unchanged_until(&self, data: &CachedChunk) -> DateTime<Utc> {
@@ -457,6 +462,11 @@ impl ChunkCache {
 }
 
 impl CachedChunk {
+    /// What the weigher says the chunk holds, in bytes.
+    pub fn bytes(&self) -> u32 {
+        self.bytes
+    }
+
     /// A chunk another replica fetched: as it stored it, with no request of ours.
     fn stored(stored: StoredChunk) -> Self {
         let records = RecordColumns::from_records(stored.records);

@@ -124,9 +124,9 @@ impl RecordSet {
     pub fn records(&self) -> impl Iterator<Item = (CostRecord, bool)> + '_ {
         self.columns().flat_map(|(chunk, estimated)| {
             let keeps = aggregate::ChunkFilter::new(chunk, &self.query.filter);
-            (0..chunk.len())
-                .filter(move |index| keeps.keeps(*index))
-                .map(move |index| (chunk.record(index), estimated))
+            chunk
+                .records_where(move |index| keeps.keeps(index))
+                .map(move |record| (record, estimated))
         })
     }
 

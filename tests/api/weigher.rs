@@ -51,6 +51,11 @@ pub(crate) fn live() -> isize {
 /// Records shaped like a month of one Elastic organization's daily line items: every text made anew
 /// per record, as a parser makes them.
 fn records(count: usize) -> Vec<CostRecord> {
+    records_from(0, 30, count)
+}
+
+/// As [`records`], over `days` days from day `first` on.
+fn records_from(first: usize, days: usize, count: usize) -> Vec<CostRecord> {
     let account = AccountRef {
         id: ProviderAccountId::parse("elastic-acme").expect("valid"),
         kind: ProviderKind::Elastic,
@@ -59,7 +64,7 @@ fn records(count: usize) -> Vec<CostRecord> {
     let start = chrono::DateTime::from_timestamp(1_767_225_600, 0).expect("valid");
     (0..count)
         .map(|i| {
-            let day = start + chrono::Duration::days((i % 30) as i64);
+            let day = start + chrono::Duration::days((first + i % days) as i64);
             CostRecord {
                 provider: account.kind,
                 provider_account: account.id.clone(),
@@ -112,4 +117,27 @@ fn the_weigher_counts_what_the_allocator_handed_out_for_a_chunk() {
         );
         drop(columns);
     }
+}
+
+/// A year of small daily chunks, held at once as the cache holds them: what each chunk costs beside
+/// its records (its layout inline, its own dictionary) is counted too, not only what grows with them.
+#[test]
+fn the_weigher_counts_what_a_year_of_ten_record_daily_chunks_holds() {
+    let days = 365;
+    let before = live();
+    let mut chunks = Vec::with_capacity(days);
+    for day in 0..days {
+        chunks.push(RecordColumns::from_records(records_from(day, 1, 10)));
+    }
+    let held = (live() - before) as f64;
+
+    let estimated: usize = chunks
+        .iter()
+        .map(|chunk| std::mem::size_of::<RecordColumns>() + chunk.heap_bytes())
+        .sum();
+    let estimated = estimated as f64;
+    assert!(
+        (0.9..=1.1).contains(&(estimated / held)),
+        "{days} chunks of 10 records: the weigher says {estimated} bytes, the allocator {held}"
+    );
 }

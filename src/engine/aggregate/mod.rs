@@ -237,7 +237,7 @@ pub struct ChunkFilter<'a> {
 impl<'a> ChunkFilter<'a> {
     pub fn new(chunk: &'a RecordColumns, filter: &CostFilter) -> Self {
         let admits = |set: &BTreeSet<String>| -> Option<Vec<bool>> {
-            (!set.is_empty()).then(|| chunk.texts().iter().map(|t| set.contains(&**t)).collect())
+            (!set.is_empty()).then(|| chunk.texts().iter().map(|t| set.contains(t)).collect())
         };
         ChunkFilter {
             chunk,
@@ -276,13 +276,15 @@ impl Interner {
             return NO_TEXT;
         };
         if *slot == UNMAPPED {
-            let text = &chunk.texts()[id as usize];
+            let text = chunk.text(id).unwrap_or_default();
             *slot = match self.ids.get(text) {
                 Some(known) => *known,
                 None => {
+                    // The answer's own copy: the chunk's texts live in its arena.
+                    let text = Text::from(text);
                     let new = self.texts.len() as u32;
                     self.texts.push(text.clone());
-                    self.ids.insert(text.clone(), new);
+                    self.ids.insert(text, new);
                     new
                 }
             };

@@ -402,6 +402,11 @@ proptest! {
     ) {
         let columns = RecordColumns::from_records(records.clone());
         prop_assert_eq!(columns.len(), records.len());
-        prop_assert_eq!(columns.records().collect::<Vec<_>>(), records);
+        let back: Vec<CostRecord> = columns.records().collect();
+        // Debug too: `Decimal`'s equality ignores its scale and a zero's sign, its text does not.
+        prop_assert_eq!(format!("{back:?}"), format!("{records:?}"));
+        let one_by_one: Vec<CostRecord> = (0..columns.len()).map(|i| columns.record(i)).collect();
+        prop_assert_eq!(format!("{one_by_one:?}"), format!("{records:?}"));
+        prop_assert_eq!(back, records);
     }
 }
