@@ -40,6 +40,29 @@ pub(crate) fn redis_store(redis_url: &str, ca: Option<String>) -> JobStoreSettin
     }
 }
 
+/// A costd on `sandbox` serving only Kestrel's Atlas organization, its jobs in `redis_url`, with
+/// `adjust` applied last.
+pub(crate) async fn kestrel_replica(
+    sandbox: &SandboxHandle,
+    redis_url: &str,
+    adjust: impl FnOnce(&mut costd::config::Settings),
+) -> TestApp {
+    let store = redis_store(redis_url, None);
+    spawn_app_beside(
+        sandbox.clone(),
+        Arc::new(SystemClock),
+        &[ProviderKind::Atlas],
+        move |settings, _| {
+            settings
+                .accounts
+                .retain(|a| a.id.as_str() == "atlas-kestrel");
+            settings.job_store = store;
+            adjust(settings);
+        },
+    )
+    .await
+}
+
 /// A costd on `sandbox` with its jobs in `redis_url`, serving only `accounts`.
 pub(crate) async fn replica(
     sandbox: &SandboxHandle,

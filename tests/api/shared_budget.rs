@@ -10,12 +10,10 @@ use crate::{
     redis_kit::RedisServer,
 };
 use costd::{
-    clock::SystemClock,
-    domain::ProviderKind,
     proto::{self as pb, cost_service_client::CostServiceClient},
     sandbox::{RateLimit, SandboxHandle, SandboxOptions},
 };
-use std::{sync::Arc, time::Duration};
+use std::time::Duration;
 
 /// The organization's bucket, in costd's configuration and in the sandbox alike.
 const CAPACITY: u32 = 8;
@@ -25,20 +23,10 @@ const ROOMY: u32 = 20;
 /// A costd on `sandbox` reading Kestrel only, its jobs and budgets in `redis_url`, its bucket holding
 /// `capacity` requests.
 async fn replica(sandbox: &SandboxHandle, redis_url: &str, capacity: u32) -> TestApp {
-    let store = crate::replicas::redis_store(redis_url, None);
-    spawn_app_beside(
-        sandbox.clone(),
-        Arc::new(SystemClock),
-        &[ProviderKind::Atlas],
-        move |settings, _| {
-            settings
-                .accounts
-                .retain(|a| a.id.as_str() == "atlas-kestrel");
-            settings.atlas.bucket_capacity = capacity;
-            settings.atlas.bucket_refill_per_minute = 1;
-            settings.job_store = store;
-        },
-    )
+    crate::replicas::kestrel_replica(sandbox, redis_url, |settings| {
+        settings.atlas.bucket_capacity = capacity;
+        settings.atlas.bucket_refill_per_minute = 1;
+    })
     .await
 }
 

@@ -9,10 +9,9 @@ use crate::{
     helpers::*,
     redis_kit::RedisServer,
     replica_process::{ReplicaProcess, kestrel, poll_after, polls},
-    replicas::{LEASE_TTL, kestrel_april, redis_store, sandbox, store_on, stored_job, total},
+    replicas::{LEASE_TTL, kestrel_april, kestrel_replica, sandbox, store_on, stored_job, total},
 };
 use costd::{
-    clock::SystemClock,
     config::{AuthConfig, JobVisibility},
     domain::{AccountRef, FetchProgress, ProviderAccountId, ProviderKind, UpstreamQuery},
     engine::Job,
@@ -78,22 +77,12 @@ accounts = ["atlas-*"]
     /// An in-process replica serving Kestrel's Atlas organization with these callers, polling as
     /// the replica processes do.
     async fn replica(&self, sandbox: &SandboxHandle, redis_url: &str) -> TestApp {
-        let store = redis_store(redis_url, None);
         let auth = self.auth();
-        spawn_app_beside(
-            sandbox.clone(),
-            Arc::new(SystemClock),
-            &[ProviderKind::Atlas],
-            move |settings, _| {
-                settings
-                    .accounts
-                    .retain(|a| a.id.as_str() == "atlas-kestrel");
-                settings.job_store = store;
-                settings.auth = Some(auth);
-                settings.atlas.poll_initial_ms = 40;
-                settings.atlas.poll_max_ms = POLL_MAX_MS;
-            },
-        )
+        kestrel_replica(sandbox, redis_url, |settings| {
+            settings.auth = Some(auth);
+            settings.atlas.poll_initial_ms = 40;
+            settings.atlas.poll_max_ms = POLL_MAX_MS;
+        })
         .await
     }
 
@@ -319,19 +308,9 @@ async fn an_orphaned_job_is_taken_only_by_the_replica_holding_its_token_or_with_
 
 /// A replica on Kestrel's Atlas organization whose queries may process for `limit_ms` at most.
 async fn replica_with_limit(sandbox: &SandboxHandle, redis_url: &str, limit_ms: u64) -> TestApp {
-    let store = redis_store(redis_url, None);
-    spawn_app_beside(
-        sandbox.clone(),
-        Arc::new(SystemClock),
-        &[ProviderKind::Atlas],
-        move |settings, _| {
-            settings
-                .accounts
-                .retain(|a| a.id.as_str() == "atlas-kestrel");
-            settings.job_store = store;
-            settings.atlas.max_processing_ms = limit_ms;
-        },
-    )
+    kestrel_replica(sandbox, redis_url, |settings| {
+        settings.atlas.max_processing_ms = limit_ms;
+    })
     .await
 }
 
