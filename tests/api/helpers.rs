@@ -366,6 +366,15 @@ pub async fn within<T>(future: impl Future<Output = T>) -> T {
         .expect("finished in time")
 }
 
+/// The job of a WatchJob stream's last event, the stream read to its end.
+pub async fn last_job_of(mut events: tonic::Streaming<pb::WatchJobResponse>) -> pb::Job {
+    let mut last = None;
+    while let Some(event) = within(events.message()).await.expect("an event") {
+        last = event.job;
+    }
+    last.expect("a final event")
+}
+
 /// A codec that sends and returns message bytes as they are: to see an answer's exact bytes, or to
 /// send bytes that are no message at all.
 #[derive(Clone, Copy, Default)]

@@ -107,15 +107,11 @@ accounts = ["atlas-*"]
             },
             &self.token(principal),
         );
-        let mut events = within(QueryJobServiceClient::new(channel.clone()).watch_job(request))
+        let events = within(QueryJobServiceClient::new(channel.clone()).watch_job(request))
             .await
             .expect("watching")
             .into_inner();
-        let mut last = None;
-        while let Some(event) = within(events.message()).await.expect("an event") {
-            last = event.job;
-        }
-        last.expect("a final job")
+        last_job_of(events).await
     }
 }
 

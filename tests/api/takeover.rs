@@ -96,7 +96,7 @@ async fn with_every_replica_restarted_the_job_is_found_and_its_token_reused() {
         .into_inner()
         .job
         .expect("a job");
-    let mut events = c
+    let events = c
         .jobs()
         .watch_job(pb::WatchJobRequest {
             name: job.name.clone(),
@@ -104,11 +104,7 @@ async fn with_every_replica_restarted_the_job_is_found_and_its_token_reused() {
         .await
         .expect("watching")
         .into_inner();
-    let mut last = None;
-    while let Some(event) = within(events.message()).await.expect("a message") {
-        last = event.job;
-    }
-    let last = last.expect("a final event");
+    let last = last_job_of(events).await;
 
     assert_eq!(found.name, job.name);
     assert_eq!(last.state, pb::JobState::Succeeded as i32);

@@ -51,17 +51,13 @@ async fn an_upstream_echoing_the_authorization_header_leaks_no_credential() {
     .into_inner()
     .job
     .expect("a job");
-    let mut finished = within(jobs.watch_job(pb::WatchJobRequest {
+    let finished = within(jobs.watch_job(pb::WatchJobRequest {
         name: started.name.clone(),
     }))
     .await
     .expect("watching")
     .into_inner();
-    let mut last = None;
-    while let Some(event) = within(finished.message()).await.expect("an event") {
-        last = event.job;
-    }
-    let job = last.expect("the final event");
+    let job = last_job_of(finished).await;
     let providers = app.list_providers().await;
 
     let failed: Vec<&pb::ProviderResult> = report

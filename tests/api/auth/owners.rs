@@ -86,18 +86,14 @@ impl Callers {
         let request = pb::WatchJobRequest {
             name: name.to_string(),
         };
-        let mut events = within(
+        let events = within(
             self.jobs()
                 .watch_job(bearer(request, &self.token(principal))),
         )
         .await
         .expect("watching")
         .into_inner();
-        let mut last = None;
-        while let Some(event) = within(events.message()).await.expect("an event") {
-            last = event.job;
-        }
-        last.expect("a final job")
+        last_job_of(events).await
     }
 }
 
