@@ -104,12 +104,7 @@ async fn cached_vs_health(server: &Server) {
         prost::Message::encoded_len(&warm)
     );
     let limits = costd::api::QueryRules {
-        known_accounts: server
-            .engine
-            .providers()
-            .iter()
-            .map(|p| p.account().id.clone())
-            .collect(),
+        known_accounts: server.engine.account_ids(),
         max_range_days: 731,
     };
     let domain_query =
@@ -571,11 +566,7 @@ async fn bytes_per_cached_record() {
     query.granularity = pb::Granularity::Daily as i32;
     query.group_by = vec![pb::GroupBy::Service as i32];
     let rules = costd::api::QueryRules {
-        known_accounts: engine
-            .providers()
-            .iter()
-            .map(|p| p.account().id.clone())
-            .collect(),
+        known_accounts: engine.account_ids(),
         max_range_days: 731,
     };
     let query = costd::api::convert::parse_query(Some(query), &rules).expect("valid");

@@ -255,12 +255,7 @@ impl App {
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
             .build_v1alpha()?;
         let rules = Arc::new(QueryRules {
-            known_accounts: self
-                .engine
-                .providers()
-                .iter()
-                .map(|p| p.account().id.clone())
-                .collect(),
+            known_accounts: self.engine.account_ids(),
             max_range_days: self.settings.server.max_range_days,
         });
         let cost_api = CostApi::new(

@@ -74,6 +74,14 @@ impl Engine {
         &self.providers
     }
 
+    /// The ids of the configured accounts, ordered: the accounts a query may name.
+    pub fn account_ids(&self) -> Vec<ProviderAccountId> {
+        self.providers
+            .iter()
+            .map(|p| p.account().id.clone())
+            .collect()
+    }
+
     pub fn health(&self) -> &HealthBoard {
         &self.health
     }

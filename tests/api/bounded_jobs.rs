@@ -107,11 +107,7 @@ async fn a_held_job_costs_a_few_kilobytes() {
     let app = App::build(settings).await.expect("builds");
     let engine = app.engine();
     let rules = QueryRules {
-        known_accounts: engine
-            .providers()
-            .iter()
-            .map(|p| p.account().id.clone())
-            .collect(),
+        known_accounts: engine.account_ids(),
         max_range_days: 731,
     };
     let asked = |staleness: u64| {
