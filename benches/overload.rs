@@ -2,7 +2,8 @@
 //! latency measured side by side in one run (interleaved, median of rounds), because this machine is
 //! shared:
 //! 1. at 2× saturation: the server admits `limit` calls in progress (`server.max_concurrent_requests`,
-//!    16, or each of `OVERLOAD_BENCH_LIMITS`, a comma list) and `2 × limit` callers send cached
+//!    16, or each of `OVERLOAD_BENCH_LIMITS`, a comma list), and sheds on the queue delay as each of
+//!    `QUEUE_DELAYS_US` says (or `OVERLOAD_BENCH_QUEUE_DELAYS_US`), and `2 × limit` callers send cached
 //!    GetCosts back to back, all on one connection and then each on its own; first retrying a refused
 //!    call at once (the worst caller there is), then waiting the RetryInfo delay (a well-behaved one).
 //!    Accepted calls' p99 / the p99 of one caller alone (goal <= 3), the refusals' p99 latency (goal <
@@ -41,15 +42,35 @@ const ROUNDS: usize = 3;
 const RUN_FOR: Duration = Duration::from_millis(1500);
 /// Calls in progress the server admits (saturation), unless `OVERLOAD_BENCH_LIMITS` says otherwise.
 const LIMIT: u32 = 16;
+/// `server.max_queue_delay_us` values compared (0: shedding by count only), unless
+/// `OVERLOAD_BENCH_QUEUE_DELAYS_US` says otherwise; the interval, unless
+/// `OVERLOAD_BENCH_QUEUE_INTERVAL_MS` does.
+const QUEUE_DELAYS_US: [u64; 3] = [0, 10_000, 300];
+const QUEUE_INTERVAL_MS: u64 = 5;
+/// What the server ships with.
+const DEFAULT_SHEDDING: Shedding = Shedding {
+    delay_us: 10_000,
+    interval_ms: 100,
+};
 const IDLE_CONNECTIONS: usize = 5_000;
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_millis(500);
 
-async fn start(limit: u32) -> SocketAddr {
+/// Shedding on the queue delay, as `server.max_queue_delay_us` (0: by count only) and
+/// `server.queue_delay_interval_ms`.
+#[derive(Debug, Clone, Copy)]
+struct Shedding {
+    delay_us: u64,
+    interval_ms: u64,
+}
+
+async fn start(limit: u32, shedding: Shedding) -> SocketAddr {
     let sandbox = Box::leak(Box::new(
         costd::sandbox::Sandbox::start(Default::default()).expect("sandbox"),
     ));
     let mut settings = team_settings(sandbox);
     settings.server.max_concurrent_requests = limit;
+    settings.server.max_queue_delay_us = shedding.delay_us;
+    settings.server.queue_delay_interval_ms = shedding.interval_ms;
     settings.server.max_connections = 2 * IDLE_CONNECTIONS as u32;
     settings.server.handshake_timeout_ms = HANDSHAKE_TIMEOUT.as_millis() as u64;
     settings.metrics.enabled = false;
@@ -162,7 +183,13 @@ enum Connections {
     PerCaller,
 }
 
-async fn at_twice_saturation(addr: SocketAddr, limit: u32, caller: Caller, mode: Connections) {
+async fn at_twice_saturation(
+    addr: SocketAddr,
+    limit: u32,
+    shedding: Shedding,
+    caller: Caller,
+    mode: Connections,
+) {
     // The callers' connections and one for Health, opened before anything is timed.
     let callers_connections = match mode {
         Connections::Shared => 1,
@@ -181,7 +208,7 @@ async fn at_twice_saturation(addr: SocketAddr, limit: u32, caller: Caller, mode:
         let loaded = drive(&connections, 2 * limit as usize, caller).await;
         let ratio = p99(&loaded.accepted).as_secs_f64() / p99(&unloaded.accepted).as_secs_f64();
         println!(
-            "round {round} ({caller:?}, {mode:?}, limit {limit}): unloaded p50 {:?} p99 {:?} ({} calls); at 2x saturation \
+            "round {round} ({caller:?}, {mode:?}, limit {limit}, {shedding:?}): unloaded p50 {:?} p99 {:?} ({} calls); at 2x saturation \
              accepted p50 {:?} p99 {:?} ({} calls), refused p50 {:?} p99 {:?} ({} calls), Health p99 {:?} \
              ({} checks)",
             Duration::from_micros(unloaded.accepted.value_at_quantile(0.5)),
@@ -201,16 +228,16 @@ async fn at_twice_saturation(addr: SocketAddr, limit: u32, caller: Caller, mode:
         healths.push(p99(&loaded.health).as_secs_f64() * 1e3);
     }
     println!(
-        "at 2x saturation ({} {caller:?} callers, {mode:?}, limit {limit}): accepted p99 / unloaded p99 {:.2} (goal <= 3)",
+        "at 2x saturation ({} {caller:?} callers, {mode:?}, limit {limit}, {shedding:?}): accepted p99 / unloaded p99 {:.2} (goal <= 3)",
         2 * limit,
         median(ratios)
     );
     println!(
-        "at 2x saturation ({caller:?}, {mode:?}, limit {limit}): refusal p99 {:.2} ms (goal < 10 ms)",
+        "at 2x saturation ({caller:?}, {mode:?}, limit {limit}, {shedding:?}): refusal p99 {:.2} ms (goal < 10 ms)",
         median(refusals)
     );
     println!(
-        "at 2x saturation ({caller:?}, {mode:?}, limit {limit}): Health/Check p99 {:.2} ms (goal < 100 ms)",
+        "at 2x saturation ({caller:?}, {mode:?}, limit {limit}, {shedding:?}): Health/Check p99 {:.2} ms (goal < 100 ms)",
         median(healths)
     );
 }
@@ -343,28 +370,45 @@ async fn drain() {
     );
 }
 
+/// A comma list of numbers in `variable`, or `default`.
+fn numbers<T>(variable: &str, default: &[T]) -> Vec<T>
+where
+    T: std::str::FromStr + Copy,
+    T::Err: std::fmt::Debug,
+{
+    std::env::var(variable)
+        .map(|list| {
+            list.split(',')
+                .map(|n| n.trim().parse().expect("a number"))
+                .collect()
+        })
+        .unwrap_or_else(|_| default.to_vec())
+}
+
 fn main() {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("runtime");
-    let limits: Vec<u32> = std::env::var("OVERLOAD_BENCH_LIMITS")
-        .map(|list| {
-            list.split(',')
-                .map(|n| n.trim().parse().expect("a limit"))
-                .collect()
-        })
-        .unwrap_or_else(|_| vec![LIMIT]);
+    let limits = numbers("OVERLOAD_BENCH_LIMITS", &[LIMIT]);
+    let delays = numbers("OVERLOAD_BENCH_QUEUE_DELAYS_US", &QUEUE_DELAYS_US);
+    let interval_ms = numbers("OVERLOAD_BENCH_QUEUE_INTERVAL_MS", &[QUEUE_INTERVAL_MS])[0];
     runtime.block_on(async {
         for &limit in &limits {
-            let addr = start(limit).await;
-            for caller in [Caller::Greedy, Caller::Polite] {
-                for mode in [Connections::Shared, Connections::PerCaller] {
-                    at_twice_saturation(addr, limit, caller, mode).await;
+            for &delay_us in &delays {
+                let shedding = Shedding {
+                    delay_us,
+                    interval_ms,
+                };
+                let addr = start(limit, shedding).await;
+                for caller in [Caller::Greedy, Caller::Polite] {
+                    for mode in [Connections::Shared, Connections::PerCaller] {
+                        at_twice_saturation(addr, limit, shedding, caller, mode).await;
+                    }
                 }
             }
         }
-        let addr = start(LIMIT).await;
+        let addr = start(LIMIT, DEFAULT_SHEDDING).await;
         idle_connections(addr).await;
         drain().await;
     });

@@ -15,7 +15,7 @@ use crate::{
     proto::{self as pb, query_job_service_server::QueryJobServiceServer},
     providers::{Provider, budget::SharedBudgets, gate::Gates, http::UpstreamHttp},
     redis_link::RedisLink,
-    server::{self, Admission, ConnectionLimits},
+    server::{self, Admission, ConnectionLimits, QueueDelay},
     telemetry,
 };
 use prost::Message;
@@ -266,8 +266,18 @@ impl App {
             Duration::from_millis(self.settings.server.deadline_margin_ms),
         );
         let server_settings = &self.settings.server;
-        let admission =
-            Admission::new(server_settings.max_concurrent_requests, streaming_methods());
+        let queue_delay = (server_settings.max_queue_delay_us > 0).then(|| {
+            QueueDelay::start(
+                Duration::from_micros(server_settings.max_queue_delay_us),
+                Duration::from_millis(server_settings.queue_delay_interval_ms),
+                self.metrics.clone(),
+            )
+        });
+        let admission = Admission::new(
+            server_settings.max_concurrent_requests,
+            queue_delay,
+            streaming_methods(),
+        );
         let limits = ConnectionLimits {
             max_connections: server_settings.max_connections,
             handshake_timeout: Duration::from_millis(server_settings.handshake_timeout_ms),

@@ -29,6 +29,29 @@ const STOPPING_RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs
 
 /// `RESOURCE_EXHAUSTED` with RetryInfo: a server-wide limit (`limit`, its config key) is reached.
 pub fn overloaded(limit: &str, allowed: u64) -> Status {
+    over_limit(
+        limit,
+        allowed,
+        format!("the server is at its limit of {allowed} ({limit}); try again shortly"),
+    )
+}
+
+/// `RESOURCE_EXHAUSTED` with RetryInfo: ready work has waited longer than `target`
+/// (`server.max_queue_delay_us`) for the runtime for a whole interval.
+pub fn delayed(target: std::time::Duration) -> Status {
+    let limit = "server.max_queue_delay_us";
+    let allowed = u64::try_from(target.as_micros()).unwrap_or(u64::MAX);
+    over_limit(
+        limit,
+        allowed,
+        format!(
+            "the server is busy: calls have waited over {allowed} microseconds for a CPU ({limit}); \
+             try again shortly"
+        ),
+    )
+}
+
+fn over_limit(limit: &str, allowed: u64, message: String) -> Status {
     let mut details = ErrorDetails::with_error_info(
         "SERVER_OVERLOADED",
         COSTD_DOMAIN,
@@ -37,12 +60,11 @@ pub fn overloaded(limit: &str, allowed: u64) -> Status {
             ("allowed".to_string(), allowed.to_string()),
         ]),
     );
-    details.set_retry_info(Some(OVERLOAD_RETRY_AFTER));
-    Status::with_error_details(
-        Code::ResourceExhausted,
-        format!("the server is at its limit of {allowed} ({limit}); try again shortly"),
-        details,
-    )
+    // Half to one and a half times the delay: callers turned away together come back apart.
+    details.set_retry_info(Some(
+        OVERLOAD_RETRY_AFTER.mul_f64(rand::random_range(0.5..1.5)),
+    ));
+    Status::with_error_details(Code::ResourceExhausted, message, details)
 }
 
 /// `UNAVAILABLE` with RetryInfo: the server is stopping and takes no new work; a stream it ends says

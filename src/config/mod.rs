@@ -455,6 +455,12 @@ fn validate_limits(file: &FileConfig) -> Result<(), ConfigError> {
             "must be at least 1",
         ));
     }
+    if file.server.max_queue_delay_us > 0 && file.server.queue_delay_interval_ms == 0 {
+        return Err(ConfigError::new(
+            "server.queue_delay_interval_ms",
+            "must be at least 1 while server.max_queue_delay_us sheds",
+        ));
+    }
     for (key, value) in [
         (
             "server.max_concurrent_requests",

@@ -53,6 +53,11 @@ pub struct ServerConfig {
     pub max_request_bytes: usize,
     /// Calls in progress at once, server-wide (Health excluded); beyond it RESOURCE_EXHAUSTED at once.
     pub max_concurrent_requests: u32,
+    /// Shed new calls (Health excluded) while ready work has waited longer than this for the
+    /// runtime, sample after sample, for `queue_delay_interval_ms`; in microseconds, 0 for never.
+    pub max_queue_delay_us: u64,
+    /// How long the wait must stay above `max_queue_delay_us` before calls are shed, in milliseconds.
+    pub queue_delay_interval_ms: u64,
     /// HTTP/2 streams one connection may have open at once (`SETTINGS_MAX_CONCURRENT_STREAMS`).
     pub max_concurrent_streams: u32,
     /// Open connections at once; one beyond it is closed as soon as it is accepted.
@@ -81,6 +86,10 @@ impl Default for ServerConfig {
             health_listen: None,
             max_request_bytes: 4 * 1024 * 1024,
             max_concurrent_requests: 1_000,
+            // Ten milliseconds behind for a tenth of a second: a cached answer takes a fraction of a
+            // millisecond, so callers are by then waiting tens of times longer than the work.
+            max_queue_delay_us: 10_000,
+            queue_delay_interval_ms: 100,
             max_concurrent_streams: 200,
             max_connections: 5_000,
             handshake_timeout_ms: 5_000,

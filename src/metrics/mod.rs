@@ -141,6 +141,8 @@ pub struct Metrics {
     auth_open: Gauge,
     export_messages: Counter,
     export_writers_blocked: Gauge,
+    queue_delay_microseconds: Gauge,
+    queue_delayed: Gauge,
 }
 
 /// An Atlas request held by its bucket; uncounted when dropped.
@@ -186,6 +188,8 @@ impl Metrics {
             auth_open: Gauge::default(),
             export_messages: Counter::default(),
             export_writers_blocked: Gauge::default(),
+            queue_delay_microseconds: Gauge::default(),
+            queue_delayed: Gauge::default(),
         };
         let registry = &mut metrics.registry;
         registry.register(
@@ -307,7 +311,24 @@ impl Metrics {
             "ExportCosts writers waiting for their reader to take a message from a full channel",
             metrics.export_writers_blocked.clone(),
         );
+        registry.register(
+            "queue_delay_microseconds",
+            "How long the queue-delay probe last waited for the runtime to run it once its socket was readable",
+            metrics.queue_delay_microseconds.clone(),
+        );
+        registry.register(
+            "queue_delayed",
+            "1 while the probe's wait has stayed above server.max_queue_delay_us for a whole interval and calls are shed",
+            metrics.queue_delayed.clone(),
+        );
         metrics
+    }
+
+    /// The queue-delay probe's last sample, and whether calls are shed for it.
+    pub fn set_queue_delay(&self, waited: Duration, delayed: bool) {
+        self.queue_delay_microseconds
+            .set(i64::try_from(waited.as_micros()).unwrap_or(i64::MAX));
+        self.queue_delayed.set(i64::from(delayed));
     }
 
     /// Records a refused call; `reason` is one of a fixed set.

@@ -1,5 +1,6 @@
 //! Admission of calls: at most `max_concurrent_requests` in progress at once (Health excluded), the
-//! rest answered RESOURCE_EXHAUSTED at once; while draining, new calls answered UNAVAILABLE at once
+//! rest answered RESOURCE_EXHAUSTED at once, as are new calls while the runtime has stayed behind
+//! by more than `max_queue_delay_us` (see [`super::queue_delay`]); while draining, new calls answered UNAVAILABLE at once
 //! and streams ended with UNAVAILABLE. A call is in progress until its response body ends, so a
 //! stream counts for as long as it is open.
 //!
@@ -7,6 +8,7 @@
 //! path is known, so Health could not be excluded, and their permit goes with the response head, so an
 //! open stream would not count.
 
+use super::queue_delay::QueueDelay;
 use crate::api::{HEALTH_PREFIX, status};
 use futures::future::BoxFuture;
 use http_body::{Body, Frame};
@@ -23,6 +25,8 @@ use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 pub struct Admission {
     calls: Arc<Semaphore>,
     max_calls: u32,
+    /// `None` when `server.max_queue_delay_us` is 0: calls are shed by count only.
+    delay: Option<Arc<QueueDelay>>,
     /// `package.Service/Method` of every streaming method: ended when the drain starts.
     streaming: &'static [&'static str],
     draining: CancellationToken,
@@ -30,10 +34,15 @@ pub struct Admission {
 }
 
 impl Admission {
-    pub fn new(max_calls: u32, streaming: &'static [&'static str]) -> Arc<Self> {
+    pub fn new(
+        max_calls: u32,
+        delay: Option<Arc<QueueDelay>>,
+        streaming: &'static [&'static str],
+    ) -> Arc<Self> {
         Arc::new(Admission {
             calls: Arc::new(Semaphore::new(max_calls as usize)),
             max_calls,
+            delay,
             streaming,
             draining: CancellationToken::new(),
             closing: CancellationToken::new(),
@@ -116,6 +125,11 @@ where
         }
         if admission.draining.is_cancelled() {
             return refused(status::stopping());
+        }
+        if let Some(delay) = &admission.delay
+            && delay.refuses()
+        {
+            return refused(status::delayed(delay.target()));
         }
         let Ok(permit) = admission.calls.clone().try_acquire_owned() else {
             return refused(status::overloaded(

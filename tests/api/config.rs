@@ -238,6 +238,11 @@ fn every_mistake_names_its_key() {
             "server.max_concurrent_requests",
         ),
         (
+            "[server]\nqueue_delay_interval_ms = 0\n".to_string(),
+            vec![],
+            "server.queue_delay_interval_ms",
+        ),
+        (
             "[server]\nhandshake_timeout_ms = 0\n".to_string(),
             vec![],
             "server.handshake_timeout_ms",

@@ -1,8 +1,16 @@
-//! Load shedding through the real server: beyond `server.max_concurrent_requests` calls in progress a
-//! call is answered RESOURCE_EXHAUSTED with RetryInfo without going upstream, and Health still answers.
+//! Load shedding through the real server: beyond `server.max_concurrent_requests` calls in progress,
+//! or while ready work has waited longer than `server.max_queue_delay_us` for the runtime, a call is
+//! answered RESOURCE_EXHAUSTED with RetryInfo without going upstream, and Health still answers.
 
-use crate::helpers::*;
+use crate::{helpers::*, metrics::scrape};
 use costd::{proto as pb, sandbox::Fault};
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
 use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
 };
@@ -84,4 +92,109 @@ async fn a_call_gives_its_place_back_when_it_ends() {
             .await
             .expect("admitted");
     }
+}
+
+/// Tasks that keep the runtime's run queue long, as a flood of cheap calls would: each works for a
+/// millisecond, then yields to the back of the queue. They stop when this is dropped.
+struct Hogs(Arc<AtomicBool>);
+
+fn hog_the_runtime(tasks: usize) -> Hogs {
+    let stop = Arc::new(AtomicBool::new(false));
+    for _ in 0..tasks {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                let began = Instant::now();
+                while began.elapsed() < Duration::from_millis(1) {
+                    std::hint::spin_loop();
+                }
+                tokio::task::yield_now().await;
+            }
+        });
+    }
+    Hogs(stop)
+}
+
+impl Drop for Hogs {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+#[tokio::test]
+async fn while_ready_work_waits_longer_than_max_queue_delay_calls_are_refused_and_health_still_serves()
+ {
+    let app = spawn_app_with(|settings| {
+        settings.server.max_queue_delay_us = 2_000;
+        settings.server.queue_delay_interval_ms = 20;
+    })
+    .await;
+    let acme = team_scope("team_acme");
+    within(app.costs.clone().get_costs(patient_month(1)))
+        .await
+        .expect("answered, and remembered");
+    let upstream = app.sandbox.request_count(&acme);
+    assert_eq!(scrape(&app).await["costd_queue_delayed"], 0.0, "idle");
+
+    let hogs = hog_the_runtime(20);
+    // Calls are answered until the wait has stayed above 2 ms for 20 ms; then all but one each probe
+    // period are refused, so of a burst of calls some are.
+    let refused = within(async {
+        loop {
+            let burst = (0..10).map(|_| {
+                let mut client = app.costs.clone();
+                async move { client.get_costs(patient_month(1)).await }
+            });
+            let answers = futures::future::join_all(burst).await;
+            if let Some(refused) = answers.into_iter().find_map(Result::err) {
+                break refused;
+            }
+        }
+    })
+    .await;
+    let health = within(
+        HealthClient::new(app.channel.clone()).check(HealthCheckRequest {
+            service: String::new(),
+        }),
+    )
+    .await
+    .expect("health answers")
+    .into_inner();
+    let scraped = scrape(&app).await;
+
+    assert_eq!(
+        refused.code(),
+        tonic::Code::ResourceExhausted,
+        "{refused:?}"
+    );
+    assert!(
+        refused.message().contains("server.max_queue_delay_us"),
+        "{refused:?}"
+    );
+    assert!(refused.get_details_retry_info().is_some(), "{refused:?}");
+    let info = refused.get_details_error_info().expect("ErrorInfo");
+    assert_eq!(info.reason, "SERVER_OVERLOADED");
+    assert_eq!(info.metadata["limit"], "server.max_queue_delay_us");
+    assert_eq!(info.metadata["allowed"], "2000");
+    assert_eq!(
+        health.status(),
+        ServingStatus::Serving,
+        "Health is never shed"
+    );
+    assert!(
+        scraped["costd_queue_delay_microseconds"] >= 2_000.0,
+        "{scraped:?}"
+    );
+
+    drop(hogs);
+    // The first sample under the target ends the shedding: calls are answered again.
+    within(async { while scrape(&app).await["costd_queue_delayed"] != 0.0 {} }).await;
+    within(app.costs.clone().get_costs(patient_month(1)))
+        .await
+        .expect("answered once the runtime caught up");
+    assert_eq!(
+        app.sandbox.request_count(&acme),
+        upstream,
+        "every answer came from what was remembered"
+    );
 }
