@@ -55,7 +55,7 @@ where
         + Send
         + 'static,
     S::Future: Send + 'static,
-    ReqBody: Send + 'static,
+    ReqBody: http_body::Body + Send + Unpin + 'static,
     ResBody: Default + Send + 'static,
 {
     type Response = S::Response;
@@ -109,6 +109,7 @@ where
                         Refusal::NoGrant(no_grant) => ("no_grant", status::no_grant(&no_grant.0)),
                     };
                     metrics.auth_rejection(reason);
+                    super::refusal::read_to_end(request.into_body()).await;
                     Ok(status.into_http())
                 }
             }

@@ -9,6 +9,7 @@ mod job_convert;
 mod oversized;
 pub mod page_token;
 mod query_job_service;
+pub mod refusal;
 pub mod status;
 
 pub use codec::RequestCodec;

@@ -9,7 +9,7 @@
 //! open stream would not count.
 
 use super::queue_delay::QueueDelay;
-use crate::api::{HEALTH_PREFIX, status};
+use crate::api::{HEALTH_PREFIX, refusal, status};
 use futures::future::BoxFuture;
 use http_body::{Body, Frame};
 use std::{
@@ -105,6 +105,7 @@ where
     S: tower::Service<http::Request<ReqBody>, Response = http::Response<ResBody>>,
     S::Future: Send + 'static,
     S::Error: Send + 'static,
+    ReqBody: Body + Send + Unpin + 'static,
     ResBody: Send + 'static,
 {
     type Response = http::Response<AdmittedBody<ResBody>>;
@@ -124,18 +125,21 @@ where
             return admitted(self.inner.call(request), None, ends);
         }
         if admission.draining.is_cancelled() {
-            return refused(status::stopping());
+            return refused(request, status::stopping());
         }
         if let Some(delay) = &admission.delay
             && delay.refuses()
         {
-            return refused(status::delayed(delay.target()));
+            return refused(request, status::delayed(delay.target()));
         }
         let Ok(permit) = admission.calls.clone().try_acquire_owned() else {
-            return refused(status::overloaded(
-                "server.max_concurrent_requests",
-                u64::from(admission.max_calls),
-            ));
+            return refused(
+                request,
+                status::overloaded(
+                    "server.max_concurrent_requests",
+                    u64::from(admission.max_calls),
+                ),
+            );
         };
         let ends = streaming.then(|| admission.draining.clone());
         admitted(self.inner.call(request), Some(permit), ends)
@@ -160,11 +164,14 @@ where
     })
 }
 
-/// A trailers-only answer: the status in the response headers, no body.
-fn refused<B, E>(
+/// A trailers-only answer (the status in the response headers, no body), once what the caller still
+/// sends of the request is in (see [`refusal`]).
+fn refused<ReqBody, B, E>(
+    request: http::Request<ReqBody>,
     refusal: tonic::Status,
 ) -> BoxFuture<'static, Result<http::Response<AdmittedBody<B>>, E>>
 where
+    ReqBody: Body + Send + Unpin + 'static,
     B: Send + 'static,
     E: Send + 'static,
 {
@@ -173,7 +180,10 @@ where
         permit: None,
         ends: None,
     });
-    Box::pin(std::future::ready(Ok(response)))
+    Box::pin(async move {
+        refusal::read_to_end(request.into_body()).await;
+        Ok(response)
+    })
 }
 
 /// A response body that holds its call's place until it ends, and, for a stream, ends it with
