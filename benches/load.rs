@@ -13,7 +13,8 @@
 //! 5. RSS after filling the cache to its budget three times (fill, invalidate): third / first;
 //! 6. bytes per cached record after a daily query over a year of every demo account (small chunks),
 //!    with the fixed cost per chunk and the cost per record beside it. Bytes, not time: a debug build
-//!    gives the same figure, and `cargo bench --bench load -- bytes` runs this part alone.
+//!    gives the same figure, and `cargo bench --bench load -- bytes` runs this part alone
+//!    (`-- h2load` runs part 2 alone, to profile the server under it).
 
 use costd::{
     App,
@@ -617,6 +618,13 @@ fn main() {
         .expect("runtime");
     if std::env::args().any(|arg| arg == "bytes") {
         runtime.block_on(bytes_per_cached_record());
+        return;
+    }
+    if std::env::args().any(|arg| arg == "h2load") {
+        runtime.block_on(async {
+            let server = start(256 * 1024 * 1024).await;
+            h2load_vs_health(&server).await;
+        });
         return;
     }
     runtime.block_on(async {
