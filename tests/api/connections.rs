@@ -11,9 +11,7 @@ use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::TcpStream,
 };
-use tonic_health::pb::{
-    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
-};
+use tonic_health::pb::health_check_response::ServingStatus;
 
 const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// An empty SETTINGS frame: length 0, type 4, no flags, stream 0.
@@ -47,18 +45,6 @@ async fn read_until_closed(app: &TestApp, first: &[u8]) -> Vec<u8> {
     // A reset instead of a clean close ends the read too; what came before it is kept.
     let _ = within(stream.read_to_end(&mut received)).await;
     received
-}
-
-async fn serving(app: &TestApp) -> ServingStatus {
-    within(
-        HealthClient::new(app.channel.clone()).check(HealthCheckRequest {
-            service: String::new(),
-        }),
-    )
-    .await
-    .expect("health answers")
-    .into_inner()
-    .status()
 }
 
 #[tokio::test]

@@ -9,23 +9,11 @@ use pb::query_job_service_client::QueryJobServiceClient;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tonic::transport::Channel;
-use tonic_health::pb::{
-    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
-};
+use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_types::StatusExt;
 
 /// Longer than any test waits: a server that waits for it fails the test.
 const LONG_DRAIN_MS: u64 = 60_000;
-
-async fn health(channel: Channel) -> ServingStatus {
-    within(HealthClient::new(channel).check(HealthCheckRequest {
-        service: String::new(),
-    }))
-    .await
-    .expect("health answers")
-    .into_inner()
-    .status()
-}
 
 async fn connect(app: &TestApp) -> Channel {
     within(
@@ -65,7 +53,10 @@ async fn hold_a_call(app: &TestApp) -> HeldCall {
         "waits for its message"
     );
     let answer = tokio::spawn(answer);
-    assert_eq!(health(app.channel.clone()).await, ServingStatus::Serving);
+    assert_eq!(
+        serving_on(app.channel.clone()).await,
+        ServingStatus::Serving
+    );
     HeldCall { send, answer }
 }
 
@@ -81,9 +72,9 @@ async fn while_a_call_drains_health_is_not_serving_everywhere_and_new_calls_are_
     let held = hold_a_call(&app).await;
 
     let server = app.begin_stop();
-    let existing = health(app.channel.clone()).await;
+    let existing = serving_on(app.channel.clone()).await;
     let fresh = connect(&app).await;
-    let on_fresh = health(fresh.clone()).await;
+    let on_fresh = serving_on(fresh.clone()).await;
     let refused_existing = within(
         app.costs
             .clone()

@@ -19,6 +19,9 @@ use std::{
 };
 use tokio::{sync::oneshot, task::JoinHandle};
 use tonic::transport::Channel;
+use tonic_health::pb::{
+    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+};
 
 /// Longest any single wait in a test may take before the test fails instead of hanging.
 pub const PATIENCE: Duration = Duration::from_secs(20);
@@ -357,6 +360,22 @@ pub async fn all_records(app: &TestApp, query: &pb::CostQuery) -> Vec<pb::CostRe
         }
         token = page.next_page_token;
     }
+}
+
+/// What Health/Check answers on `app`'s channel.
+pub async fn serving(app: &TestApp) -> ServingStatus {
+    serving_on(app.channel.clone()).await
+}
+
+/// What Health/Check answers on `channel`.
+pub async fn serving_on(channel: Channel) -> ServingStatus {
+    within(HealthClient::new(channel).check(HealthCheckRequest {
+        service: String::new(),
+    }))
+    .await
+    .expect("health answers")
+    .into_inner()
+    .status()
 }
 
 /// Fails the test instead of hanging when `future` takes longer than [`PATIENCE`].

@@ -11,9 +11,7 @@ use std::{
     },
     time::{Duration, Instant},
 };
-use tonic_health::pb::{
-    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
-};
+use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_types::StatusExt;
 
 /// A GetCosts for one month of team-acme that waits up to `PATIENCE` for its upstream.
@@ -50,14 +48,7 @@ async fn beyond_the_call_limit_a_call_is_resource_exhausted_with_retry_info_and_
     let refused = within(app.costs.clone().get_costs(patient_month(3)))
         .await
         .expect_err("over the limit");
-    let health = within(
-        HealthClient::new(app.channel.clone()).check(HealthCheckRequest {
-            service: String::new(),
-        }),
-    )
-    .await
-    .expect("health answers")
-    .into_inner();
+    let health = serving(&app).await;
 
     assert_eq!(
         refused.code(),
@@ -71,7 +62,7 @@ async fn beyond_the_call_limit_a_call_is_resource_exhausted_with_retry_info_and_
     let info = refused.get_details_error_info().expect("ErrorInfo");
     assert_eq!(info.metadata["limit"], "server.max_concurrent_requests");
     assert_eq!(info.metadata["allowed"], "2");
-    assert_eq!(health.status(), ServingStatus::Serving);
+    assert_eq!(health, ServingStatus::Serving);
     assert_eq!(
         app.sandbox.request_count(&acme),
         2,
@@ -152,14 +143,7 @@ async fn while_ready_work_waits_longer_than_max_queue_delay_calls_are_refused_an
         }
     })
     .await;
-    let health = within(
-        HealthClient::new(app.channel.clone()).check(HealthCheckRequest {
-            service: String::new(),
-        }),
-    )
-    .await
-    .expect("health answers")
-    .into_inner();
+    let health = serving(&app).await;
     let scraped = scrape(&app).await;
 
     assert_eq!(
@@ -176,11 +160,7 @@ async fn while_ready_work_waits_longer_than_max_queue_delay_calls_are_refused_an
     assert_eq!(info.reason, "SERVER_OVERLOADED");
     assert_eq!(info.metadata["limit"], "server.max_queue_delay_us");
     assert_eq!(info.metadata["allowed"], "2000");
-    assert_eq!(
-        health.status(),
-        ServingStatus::Serving,
-        "Health is never shed"
-    );
+    assert_eq!(health, ServingStatus::Serving, "Health is never shed");
     assert!(
         scraped["costd_queue_delay_microseconds"] >= 2_000.0,
         "{scraped:?}"
