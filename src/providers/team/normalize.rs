@@ -3,14 +3,13 @@
 use super::wire::CostResponse;
 use crate::{
     domain::{
-        ChargeCategory, CostRecord, Currency, DataQualityWarning, Money, Named, Period, Quantity,
-        Text, UnitPrice, format_decimal,
+        ChargeCategory, ColumnsBuilder, Currency, DataQualityWarning, Money, Period, RecordRef,
+        format_decimal,
     },
     providers::{AccountRef, ChunkData},
 };
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
-use std::collections::{BTreeMap, HashMap};
 
 /// Normalizes the answer to a request for `team_id` over `requested`. A field that cannot be held
 /// exactly is an error; totals that do not add up are warnings, and the parts are kept as sent.
@@ -41,17 +40,15 @@ pub fn normalize(
             ),
         });
     }
-    let billing_account = Named {
-        id: Text::from(body.team_id.as_str()),
-        name: Some(account.display_name.clone()),
-    };
-    let pricing_sheet = Text::from(body.pricing_sheet_id.as_str());
-    let mut texts = Interner::default();
-    let nanodollar = Text::from("nanodollar");
-    let mut records = Vec::new();
+    let mut records = ColumnsBuilder::new();
+    records.reserve(
+        body.operation_costs
+            .iter()
+            .map(|o| o.dimensions.len())
+            .sum(),
+    );
     let mut operations_sum: i128 = 0;
     for operation in &body.operation_costs {
-        let service = Text::from(operation.operation_type.as_str());
         let mut dimensions_sum: i128 = 0;
         for dimension in &operation.dimensions {
             // Field names are only spelled out when something is wrong with the field.
@@ -66,40 +63,33 @@ pub fn normalize(
             let nanos = whole_nanos(field("costNanodollars"), dimension.cost_nanodollars.0)?;
             check_usd(&mut warnings, field("costUsd"), dimension.cost_usd.0, nanos);
             dimensions_sum = dimensions_sum.checked_add(nanos).ok_or("cost overflow")?;
-            let charge_dimension = texts.get(&dimension.dimension);
-            records.push(CostRecord {
-                provider: account.kind,
-                provider_account: account.id.clone(),
-                billing_account: billing_account.clone(),
-                sub_account: None,
-                resource: None,
-                service_name: service.clone(),
-                sku_id: None,
-                charge_dimension: Some(charge_dimension.clone()),
-                charge_category: ChargeCategory::Usage,
-                charge_period: period,
-                billed_cost: Money::from_nanos(Currency::USD, nanos),
-                original_amount: Quantity {
-                    value: dimension.cost_nanodollars.0,
-                    unit: nanodollar.clone(),
+            let unit_price = nanos_to_units(
+                field("unitPriceNanodollars"),
+                dimension.unit_price_nanodollars.0,
+            )?;
+            records.push(
+                &RecordRef {
+                    provider: account.kind,
+                    provider_account: &account.id,
+                    billing_account: (&body.team_id, Some(&account.display_name)),
+                    sub_account: None,
+                    resource: None,
+                    service_name: &operation.operation_type,
+                    sku_id: None,
+                    charge_dimension: Some(&dimension.dimension),
+                    charge_category: ChargeCategory::Usage,
+                    charge_period: period,
+                    billed_cost: Money::from_nanos(Currency::USD, nanos),
+                    original_amount: (dimension.cost_nanodollars.0, "nanodollar"),
+                    consumed_quantity: Some((dimension.units.0, &dimension.dimension)),
+                    list_unit_price: Some((unit_price, Currency::USD)),
+                    invoice_id: None,
                 },
-                consumed_quantity: Some(Quantity {
-                    value: dimension.units.0,
-                    unit: charge_dimension,
-                }),
-                list_unit_price: Some(UnitPrice {
-                    amount: nanos_to_units(
-                        field("unitPriceNanodollars"),
-                        dimension.unit_price_nanodollars.0,
-                    )?,
-                    currency: Currency::USD,
-                }),
-                invoice_id: None,
-                extensions: BTreeMap::from([
-                    ("x_pricing_sheet_id", pricing_sheet.clone()),
-                    ("x_pricing_rule_id", texts.get(&dimension.pricing_rule_id)),
-                ]),
-            });
+                &[
+                    ("x_pricing_rule_id", &dimension.pricing_rule_id),
+                    ("x_pricing_sheet_id", &body.pricing_sheet_id),
+                ],
+            );
         }
         let operation_field = |name: &'static str| {
             move || format!("operationCosts[{}].{name}", operation.operation_type)
@@ -142,7 +132,10 @@ pub fn normalize(
             message: format!("operation totals sum to {operations_sum} nanodollars, the grand total says {stated_total}"),
         });
     }
-    Ok(ChunkData { records, warnings })
+    Ok(ChunkData {
+        records: records.finish(),
+        warnings,
+    })
 }
 
 fn parse_time(field: &str, text: &str) -> Result<DateTime<Utc>, String> {
@@ -154,21 +147,6 @@ fn parse_time(field: &str, text: &str) -> Result<DateTime<Utc>, String> {
                 text.chars().take(40).collect::<String>()
             )
         })
-}
-
-/// One shared `Text` per distinct string of a body: dimension and rule names repeat across records.
-#[derive(Default)]
-struct Interner(HashMap<String, Text>);
-
-impl Interner {
-    fn get(&mut self, text: &str) -> Text {
-        if let Some(shared) = self.0.get(text) {
-            return shared.clone();
-        }
-        let shared = Text::from(text);
-        self.0.insert(text.to_string(), shared.clone());
-        shared
-    }
 }
 
 /// Nanodollar fields are whole numbers by contract; a fraction is not silently dropped.
@@ -221,7 +199,7 @@ fn check_usd(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{ProviderAccountId, ProviderKind};
+    use crate::domain::{ProviderAccountId, ProviderKind, Text};
     use proptest::prelude::*;
     use serde_json::json;
 
@@ -291,7 +269,7 @@ mod tests {
         )
         .unwrap();
         assert!(normalized.warnings.is_empty(), "{:?}", normalized.warnings);
-        let first = &normalized.records[0];
+        let first = &normalized.records.record(0);
         assert_eq!(first.billed_cost.nanos(), 1_500_000_001);
         assert_eq!(first.original_amount.unit.as_ref(), "nanodollar");
         assert_eq!(first.service_name.as_ref(), "op0");
@@ -342,7 +320,7 @@ mod tests {
         ) {
             let normalized = normalize(&account(), "t1", january(), &parse(&body(&operations, skew))).unwrap();
             let sent: i128 = operations.iter().flatten().map(|c| i128::from(*c)).sum();
-            let kept: i128 = normalized.records.iter().map(|r| r.billed_cost.nanos()).sum();
+            let kept: i128 = normalized.records.records().map(|r| r.billed_cost.nanos()).sum();
             prop_assert_eq!(kept, sent);
             prop_assert_eq!(normalized.records.len(), operations.iter().map(Vec::len).sum::<usize>());
             let mismatches = normalized.warnings.iter().filter(|w| w.code == "TOTAL_MISMATCH").count();
