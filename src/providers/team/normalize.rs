@@ -151,6 +151,10 @@ fn parse_time(field: &str, text: &str) -> Result<DateTime<Utc>, String> {
 
 /// Nanodollar fields are whole numbers by contract; a fraction is not silently dropped.
 fn whole_nanos(field: impl Fn() -> String, value: Decimal) -> Result<i128, String> {
+    // The common case, a whole number as sent: its mantissa is the value.
+    if value.scale() == 0 {
+        return Ok(value.mantissa());
+    }
     if !value.fract().is_zero() {
         return Err(format!(
             "{}: {value} is not a whole number of nanodollars",
@@ -169,6 +173,17 @@ fn nanos_to_units(field: impl Fn() -> String, nanos: Decimal) -> Result<Decimal,
     Ok(units.normalize())
 }
 
+/// A trillionth of `nanos`' magnitude, exactly: the quotient is always representable (a 96-bit
+/// mantissa at scale 12), so it is the mantissa at that scale, without a division.
+fn tolerance_beyond_one(nanos: Decimal) -> Decimal {
+    let mut tolerance = nanos.abs();
+    // A whole number has scale 0, so this never fails; were it to, the division says the same.
+    match tolerance.set_scale(12) {
+        Ok(()) => tolerance,
+        Err(_) => nanos.abs() / Decimal::from(1_000_000_000_000_i64),
+    }
+}
+
 /// The USD fields are float renderings of the nanodollar ones; they must agree to float precision.
 fn check_usd(
     warnings: &mut Vec<DataQualityWarning>,
@@ -183,7 +198,7 @@ fn check_usd(
         return;
     };
     // A double holds about 16 significant digits; anything closer than that is the same amount.
-    let tolerance = Decimal::ONE + nanos_decimal.abs() / Decimal::from(1_000_000_000_000_i64);
+    let tolerance = Decimal::ONE + tolerance_beyond_one(nanos_decimal);
     if (usd_in_nanos - nanos_decimal).abs() > tolerance {
         warnings.push(DataQualityWarning {
             code: "USD_MISMATCH",
@@ -313,6 +328,27 @@ mod tests {
     }
 
     proptest! {
+        #[test]
+        fn the_tolerance_is_the_division_it_replaced(
+            lo in any::<u32>(), mid in any::<u32>(), hi in any::<u32>(), negative in any::<bool>(),
+        ) {
+            let nanos = Decimal::from_parts(lo, mid, hi, negative, 0);
+            let divided = nanos.abs() / Decimal::from(1_000_000_000_000_i64);
+            let tolerance = tolerance_beyond_one(nanos);
+            prop_assert_eq!(tolerance, divided);
+            prop_assert_eq!(Decimal::ONE + tolerance, Decimal::ONE + divided);
+        }
+
+        #[test]
+        fn a_whole_number_reads_as_the_slow_path_read_it(
+            lo in any::<u32>(), mid in any::<u32>(), hi in any::<u32>(), negative in any::<bool>(),
+            scale in 0u32..4,
+        ) {
+            let value = Decimal::from_parts(lo, mid, hi, negative, scale);
+            let slow = if value.fract().is_zero() { i128::try_from(value.trunc()).ok() } else { None };
+            prop_assert_eq!(whole_nanos(String::new, value).ok(), slow);
+        }
+
         #[test]
         fn normalization_never_loses_or_invents_a_nano(
             operations in proptest::collection::vec(proptest::collection::vec(0i64..4_000_000_000_000, 0..5), 0..6),
