@@ -166,6 +166,19 @@ fn whole_nanos(field: impl Fn() -> String, value: Decimal) -> Result<i128, Strin
 
 /// Nanodollars as exact dollars.
 fn nanos_to_units(field: impl Fn() -> String, nanos: Decimal) -> Result<Decimal, String> {
+    // The common case, a whole amount: its trailing zeros stripped in integers, as
+    // `Decimal::normalize` would.
+    if nanos.scale() == 0 {
+        let (mut mantissa, mut scale) = (nanos.mantissa(), 9);
+        if mantissa == 0 {
+            return Ok(Decimal::ZERO);
+        }
+        while scale > 0 && mantissa % 10 == 0 {
+            mantissa /= 10;
+            scale -= 1;
+        }
+        return Ok(Decimal::from_i128_with_scale(mantissa, scale));
+    }
     let mut units = nanos;
     units
         .set_scale(nanos.scale() + 9)
@@ -191,15 +204,9 @@ fn check_usd(
     usd: Decimal,
     nanos: i128,
 ) {
-    let Some(usd_in_nanos) = usd.checked_mul(Decimal::from(1_000_000_000)) else {
-        return;
-    };
-    let Ok(nanos_decimal) = Decimal::try_from_i128_with_scale(nanos, 0) else {
-        return;
-    };
-    // A double holds about 16 significant digits; anything closer than that is the same amount.
-    let tolerance = Decimal::ONE + tolerance_beyond_one(nanos_decimal);
-    if (usd_in_nanos - nanos_decimal).abs() > tolerance {
+    let disagrees = usd_disagrees_in_integers(usd, nanos)
+        .unwrap_or_else(|| usd_disagrees_in_decimals(usd, nanos));
+    if disagrees {
         warnings.push(DataQualityWarning {
             code: "USD_MISMATCH",
             message: format!(
@@ -209,6 +216,51 @@ fn check_usd(
             ),
         });
     }
+}
+
+/// Whether `usd` and `nanos` differ by more than float precision. An amount beyond a decimal's range
+/// in nanos is not checked.
+fn usd_disagrees_in_decimals(usd: Decimal, nanos: i128) -> bool {
+    let Some(usd_in_nanos) = usd.checked_mul(Decimal::from(1_000_000_000)) else {
+        return false;
+    };
+    let Ok(nanos_decimal) = Decimal::try_from_i128_with_scale(nanos, 0) else {
+        return false;
+    };
+    // A double holds about 16 significant digits; anything closer than that is the same amount.
+    let tolerance = Decimal::ONE + tolerance_beyond_one(nanos_decimal);
+    match usd_in_nanos.checked_sub(nanos_decimal) {
+        Some(difference) => difference.abs() > tolerance,
+        // A difference beyond a decimal's range is beyond any tolerance.
+        None => true,
+    }
+}
+
+/// [`usd_disagrees_in_decimals`] in `i128`, when each of its steps is exact (every intermediate fits
+/// a decimal's 96-bit mantissa), so the answer is the same; `None` when one might round. The
+/// decimal steps cost more than the rest of a record's normalizing.
+fn usd_disagrees_in_integers(usd: Decimal, nanos: i128) -> Option<bool> {
+    const MANTISSA: i128 = 1 << 96;
+    let power = 10i128.checked_pow(usd.scale())?;
+    // The decimal steps' values, each as a mantissa: `usd` in nanos and `nanos` at `usd`'s scale,
+    // their difference, and the tolerance at scale 12.
+    let usd_in_nanos = usd.mantissa().checked_mul(1_000_000_000)?;
+    let nanos_scaled = nanos.checked_mul(power)?;
+    let difference = usd_in_nanos.checked_sub(nanos_scaled)?.checked_abs()?;
+    let tolerance = nanos.checked_abs()?.checked_add(1_000_000_000_000)?;
+    if [
+        usd_in_nanos.abs(),
+        nanos_scaled.abs(),
+        difference,
+        tolerance,
+    ]
+    .iter()
+    .any(|mantissa| *mantissa >= MANTISSA)
+    {
+        return None;
+    }
+    // difference / 10^scale > tolerance / 10^12, both sides multiplied out.
+    Some(difference.checked_mul(1_000_000_000_000)? > tolerance.checked_mul(power)?)
 }
 
 #[cfg(test)]
@@ -327,7 +379,72 @@ mod tests {
         );
     }
 
+    #[test]
+    fn small_amounts_are_checked_in_integers_on_both_sides_of_the_tolerance() {
+        let usd = Decimal::new(99_099, 9);
+        assert_eq!(usd_disagrees_in_integers(usd, 99_099), Some(false));
+        assert_eq!(usd_disagrees_in_integers(usd, 99_100), Some(false));
+        assert_eq!(usd_disagrees_in_integers(usd, 99_101), Some(true));
+        assert_eq!(usd_disagrees_in_integers(-usd, 99_099), Some(true));
+        assert!(!usd_disagrees_in_decimals(usd, 99_100));
+        assert!(usd_disagrees_in_decimals(usd, 99_101));
+    }
+
+    /// A decimal of any mantissa and a scale below `scales`.
+    fn any_decimal(scales: u32) -> impl Strategy<Value = Decimal> {
+        (
+            any::<u32>(),
+            any::<u32>(),
+            any::<u32>(),
+            any::<bool>(),
+            0..scales,
+        )
+            .prop_map(|(lo, mid, hi, negative, scale)| {
+                Decimal::from_parts(lo, mid, hi, negative, scale)
+            })
+    }
+
     proptest! {
+        #[test]
+        fn usd_is_checked_in_integers_as_in_decimals(
+            usd in prop_oneof![
+                any_decimal(29),
+                (any::<i64>(), 0u32..20).prop_map(|(m, s)| Decimal::new(m, s)),
+            ],
+            near in -3i128..3,
+            far in any::<i64>(),
+            choice in 0..3,
+        ) {
+            // Amounts on both sides of the tolerance, and anywhere.
+            let close = usd.checked_mul(Decimal::from(1_000_000_000)).unwrap_or_default().trunc();
+            let nanos = match choice {
+                0 => i128::try_from(close).unwrap_or(0) + near,
+                1 => i128::try_from(close).unwrap_or(0) + near * (i128::try_from(close).unwrap_or(0) / 1_000_000_000_000),
+                _ => i128::from(far),
+            };
+            if let Some(integers) = usd_disagrees_in_integers(usd, nanos) {
+                prop_assert_eq!(integers, usd_disagrees_in_decimals(usd, nanos));
+            }
+        }
+
+        #[test]
+        fn a_unit_price_reads_as_the_slow_path_read_it(
+            nanos in prop_oneof![
+                any_decimal(20),
+                (any::<i64>(), 0u32..3).prop_map(|(m, s)| Decimal::new(m, s)),
+                (-1000i64..1000, 0u32..12).prop_map(|(m, zeros)| Decimal::new(m * 10i64.pow(zeros), 0)),
+                Just(Decimal::ZERO),
+                Just(-Decimal::ZERO),
+                Just(Decimal::new(0, 3)),
+            ],
+        ) {
+            let mut slow = nanos;
+            let slow = slow.set_scale(nanos.scale() + 9).map(|()| slow.normalize()).ok();
+            let fast = nanos_to_units(String::new, nanos).ok();
+            // Debug: `Decimal`'s equality ignores its scale, its text does not.
+            prop_assert_eq!(format!("{fast:?}"), format!("{slow:?}"));
+        }
+
         #[test]
         fn the_tolerance_is_the_division_it_replaced(
             lo in any::<u32>(), mid in any::<u32>(), hi in any::<u32>(), negative in any::<bool>(),
