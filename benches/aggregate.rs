@@ -102,10 +102,9 @@ fn normalize_and_aggregate(bodies: &[Body], query: &CostQuery) -> usize {
     let chunks: Vec<RecordColumns> = bodies
         .iter()
         .map(|body| {
-            let normalized =
-                team::normalize(&body.account, &body.team_id, body.period, &body.response)
-                    .expect("normalizes");
-            RecordColumns::from_records(normalized.records)
+            team::normalize(&body.account, &body.team_id, body.period, &body.response)
+                .expect("normalizes")
+                .records
         })
         .collect();
     aggregate(chunks.iter().map(|chunk| (chunk, false)), query)
@@ -129,9 +128,9 @@ fn main() {
     let records: Vec<CostRecord> = bodies
         .iter()
         .flat_map(|b| {
-            team::normalize(&b.account, &b.team_id, b.period, &b.response)
-                .expect("normalizes")
-                .records
+            let normalized =
+                team::normalize(&b.account, &b.team_id, b.period, &b.response).expect("normalizes");
+            normalized.records.records().collect::<Vec<_>>()
         })
         .collect();
     assert_eq!(records.len(), RECORDS);
@@ -153,9 +152,9 @@ fn main() {
     let chunks: Vec<RecordColumns> = bodies
         .iter()
         .map(|b| {
-            let normalized =
-                team::normalize(&b.account, &b.team_id, b.period, &b.response).expect("normalizes");
-            RecordColumns::from_records(normalized.records)
+            team::normalize(&b.account, &b.team_id, b.period, &b.response)
+                .expect("normalizes")
+                .records
         })
         .collect();
     let rounds = 7;

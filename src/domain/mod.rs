@@ -13,7 +13,7 @@ mod stored;
 pub(crate) mod testing;
 mod upstream;
 
-pub use columns::{NO_TEXT, RecordColumns, TextId};
+pub use columns::{ColumnsBuilder, NO_TEXT, RecordColumns, RecordRef, ResourceRef, TextId};
 pub use decimal::{DecimalError, format_decimal, parse_decimal};
 pub use ids::{AtlasId, IdError, ProviderAccountId, ProviderKind, UpstreamId};
 pub use money::{Currency, Money, MoneyError, NANOS_PER_UNIT};

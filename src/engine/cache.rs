@@ -484,7 +484,6 @@ impl CachedChunk {
 
     fn new(period: Period, fetched: FetchedChunk, fetched_at: DateTime<Utc>) -> Self {
         let ChunkData { records, warnings } = fetched.data;
-        let records = RecordColumns::from_records(records);
         let bytes = estimated_bytes(&records, &warnings);
         CachedChunk {
             period,

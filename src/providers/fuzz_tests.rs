@@ -93,8 +93,8 @@ fn parsed<T: DeserializeOwned>(bytes: &[u8]) -> Option<T> {
 }
 
 fn billed_nanos(data: &ChunkData) -> Option<i128> {
-    data.records.iter().try_fold(0i128, |sum, record| {
-        sum.checked_add(record.billed_cost.nanos())
+    (0..data.records.len()).try_fold(0i128, |sum, record| {
+        sum.checked_add(data.records.billed_nanos(record))
     })
 }
 

@@ -14,8 +14,8 @@ use crate::{
     config::{AccountKind, AccountSettings, AtlasConfig, ElasticApiVersion},
     deadline::Deadline,
     domain::{
-        AccountRef, CostQuery, CostRecord, DataQualityWarning, FetchProgress, Granularity, GroupBy,
-        Period, Text, UpstreamError, UpstreamErrorKind,
+        AccountRef, CostQuery, DataQualityWarning, FetchProgress, Granularity, GroupBy, Period,
+        RecordColumns, Text, UpstreamError, UpstreamErrorKind,
     },
 };
 use std::sync::Arc;
@@ -32,10 +32,10 @@ pub struct Capabilities {
 }
 
 /// A chunk's records and the checks that failed: what normalizing an upstream answer gives, and what
-/// the cache holds.
+/// the cache holds. Providers push records straight into the columns the cache keeps.
 #[derive(Debug)]
 pub struct ChunkData {
-    pub records: Vec<CostRecord>,
+    pub records: RecordColumns,
     pub warnings: Vec<DataQualityWarning>,
 }
 

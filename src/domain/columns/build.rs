@@ -1,58 +1,201 @@
 //! Fills a chunk's columns one record at a time, interning texts as they come, then lays them out:
 //! every column's values in one of two arrays, a column with one value for every record once.
+//!
+//! A provider pushes each record as borrowed texts and plain values ([`RecordRef`]), so normalizing
+//! an answer builds no `CostRecord`: no `Arc` per text, no map of extensions per record. The texts
+//! outlive the builder (its lifetime says so), so a text at the address and length of one seen before
+//! is that text: most lookups end at comparing two pointers.
 
 use super::{Column, INTS, Int, NO_TEXT, RecordColumns, TextId, WIDE, WORDS, WideValue, Word};
-use crate::domain::{CostRecord, Currency, Period, ProviderAccountId, Text};
+use crate::domain::{
+    ChargeCategory, CostRecord, Currency, Money, Period, ProviderAccountId, ProviderKind,
+};
+use hashbrown::HashTable;
 use rust_decimal::Decimal;
 use rustc_hash::FxHashMap;
+use std::hash::BuildHasher;
 
+/// One record's fields, borrowed: what [`ColumnsBuilder::push`] takes, with the record's extensions.
+/// The same fields as [`CostRecord`]; [`RecordColumns::record`] gives a pushed record back as one.
+#[derive(Debug, Clone, Copy)]
+pub struct RecordRef<'a> {
+    pub provider: ProviderKind,
+    pub provider_account: &'a ProviderAccountId,
+    /// The billing account's id and display name.
+    pub billing_account: (&'a str, Option<&'a str>),
+    /// The sub-account's id and display name.
+    pub sub_account: Option<(&'a str, Option<&'a str>)>,
+    pub resource: Option<ResourceRef<'a>>,
+    pub service_name: &'a str,
+    pub sku_id: Option<&'a str>,
+    pub charge_dimension: Option<&'a str>,
+    pub charge_category: ChargeCategory,
+    pub charge_period: Period,
+    pub billed_cost: Money,
+    /// The amount as the upstream stated it, and its unit.
+    pub original_amount: (Decimal, &'a str),
+    /// The consumed quantity and its unit.
+    pub consumed_quantity: Option<(Decimal, &'a str)>,
+    pub list_unit_price: Option<(Decimal, Currency)>,
+    pub invoice_id: Option<&'a str>,
+}
+
+/// FOCUS Resource, borrowed.
+#[derive(Debug, Clone, Copy)]
+pub struct ResourceRef<'a> {
+    pub id: &'a str,
+    pub name: Option<&'a str>,
+    pub kind: &'a str,
+}
+
+/// The chunk's texts as they are interned: one arena, each text's end, and a table of ids hashed by
+/// their text (the texts live in the arena, so the table holds only ids).
 #[derive(Default)]
-pub(super) struct Builder {
+struct Dictionary<'a> {
+    bytes: String,
+    ends: Vec<u32>,
+    ids: HashTable<TextId>,
+    /// The text interned last: a record's consumed unit is often its dimension, just interned.
+    previous: Option<Last<'a>>,
+}
+
+/// A text a column interned last, as it was passed, and its id.
+#[derive(Clone, Copy)]
+struct Last<'a> {
+    text: &'a str,
+    id: TextId,
+}
+
+impl Last<'_> {
+    /// Whether `text` is this one: the same borrowed text, or the same bytes.
+    #[inline]
+    fn is(&self, text: &str) -> bool {
+        (std::ptr::eq(self.text.as_ptr(), text.as_ptr()) && self.text.len() == text.len())
+            || self.text == text
+    }
+}
+
+fn text_at<'a>(bytes: &'a str, ends: &[u32], id: TextId) -> &'a str {
+    let id = id as usize;
+    let start = match id {
+        0 => 0,
+        _ => ends[id - 1] as usize,
+    };
+    &bytes[start..ends[id] as usize]
+}
+
+fn hash(text: &str) -> u64 {
+    rustc_hash::FxBuildHasher.hash_one(text)
+}
+
+impl<'a> Dictionary<'a> {
+    /// The id of `text`, added when new. `last` is what this column interned last: consecutive
+    /// records repeat most of their texts.
+    #[inline]
+    fn intern(&mut self, last: &mut Option<Last<'a>>, text: &'a str) -> TextId {
+        if let Some(known) = last
+            && known.is(text)
+        {
+            return known.id;
+        }
+        let id = match self.previous {
+            Some(previous) if previous.is(text) => previous.id,
+            _ => self.lookup(text),
+        };
+        let interned = Some(Last { text, id });
+        self.previous = interned;
+        *last = interned;
+        id
+    }
+
+    fn lookup(&mut self, text: &str) -> TextId {
+        let hashed = hash(text);
+        let (bytes, ends) = (&self.bytes, &self.ends);
+        if let Some(id) = self
+            .ids
+            .find(hashed, |id| text_at(bytes, ends, *id) == text)
+        {
+            return *id;
+        }
+        let id = self.ends.len() as TextId;
+        self.bytes.push_str(text);
+        self.ends.push(self.bytes.len() as u32);
+        let (bytes, ends) = (&self.bytes, &self.ends);
+        self.ids
+            .insert_unique(hashed, id, |id| hash(text_at(bytes, ends, *id)));
+        id
+    }
+}
+
+/// Builds one chunk's [`RecordColumns`]: [`ColumnsBuilder::push`] each record, then
+/// [`ColumnsBuilder::finish`].
+pub struct ColumnsBuilder<'a> {
     len: usize,
-    text_bytes: String,
-    text_ends: Vec<u32>,
-    text_ids: FxHashMap<Text, TextId>,
-    /// The last text interned: parsers share one `Arc` for a text repeated in consecutive records, so
-    /// most lookups end at a pointer comparison.
-    last: Option<(Text, TextId)>,
+    texts: Dictionary<'a>,
+    /// Per `u32` column, the text it interned last.
+    last: [Option<Last<'a>>; WORDS],
     words: [Vec<u32>; WORDS],
     ints: [Vec<i64>; INTS],
     wide: Vec<(u8, u32, WideValue)>,
     periods: Vec<Period>,
     period_ids: FxHashMap<Period, u32>,
-    accounts: Vec<(crate::domain::ProviderKind, ProviderAccountId)>,
+    accounts: Vec<(ProviderKind, ProviderAccountId)>,
     account_ids: FxHashMap<ProviderAccountId, u32>,
     currencies: Vec<Currency>,
-    extensions: Vec<(&'static str, Vec<TextId>)>,
+    /// Each extension seen: its name, the text it interned last, and its values so far.
+    extensions: Vec<(&'static str, Option<Last<'a>>, Vec<TextId>)>,
 }
 
-impl Builder {
-    pub(super) fn new() -> Self {
-        Builder::default()
-    }
-
-    fn intern(&mut self, text: Text) -> TextId {
-        if let Some((last, id)) = &self.last
-            && std::sync::Arc::ptr_eq(last, &text)
-        {
-            return *id;
+impl Default for ColumnsBuilder<'_> {
+    fn default() -> Self {
+        ColumnsBuilder {
+            len: 0,
+            texts: Dictionary::default(),
+            last: [None; WORDS],
+            words: Default::default(),
+            ints: Default::default(),
+            wide: Vec::new(),
+            periods: Vec::new(),
+            period_ids: FxHashMap::default(),
+            accounts: Vec::new(),
+            account_ids: FxHashMap::default(),
+            currencies: Vec::new(),
+            extensions: Vec::new(),
         }
-        let id = match self.text_ids.get(&text) {
-            Some(id) => *id,
-            None => {
-                let id = self.text_ends.len() as TextId;
-                self.text_bytes.push_str(&text);
-                self.text_ends.push(self.text_bytes.len() as u32);
-                self.text_ids.insert(text.clone(), id);
-                id
-            }
-        };
-        self.last = Some((text, id));
-        id
+    }
+}
+
+impl<'a> ColumnsBuilder<'a> {
+    pub fn new() -> Self {
+        ColumnsBuilder::default()
     }
 
-    fn intern_option(&mut self, text: Option<Text>) -> TextId {
-        text.map_or(NO_TEXT, |text| self.intern(text))
+    /// Room for `records` more records in every column.
+    pub fn reserve(&mut self, records: usize) {
+        for column in &mut self.words {
+            column.reserve(records);
+        }
+        for column in &mut self.ints {
+            column.reserve(records);
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    #[inline]
+    fn text(&mut self, column: Word, text: &'a str) -> TextId {
+        self.texts.intern(&mut self.last[column as usize], text)
+    }
+
+    #[inline]
+    fn text_option(&mut self, column: Word, text: Option<&'a str>) -> TextId {
+        text.map_or(NO_TEXT, |text| self.text(column, text))
     }
 
     fn currency(&mut self, currency: Currency) -> u32 {
@@ -65,11 +208,51 @@ impl Builder {
         }
     }
 
+    /// The index of `account`: the one of the record before, most often.
+    fn account(&mut self, kind: ProviderKind, account: &ProviderAccountId) -> u32 {
+        let last = self.words[Word::Account as usize].last().copied();
+        if let Some(last) = last
+            && self.accounts[last as usize].1 == *account
+        {
+            return last;
+        }
+        match self.account_ids.get(account) {
+            Some(id) => *id,
+            None => {
+                let id = self.accounts.len() as u32;
+                self.accounts.push((kind, account.clone()));
+                self.account_ids.insert(account.clone(), id);
+                id
+            }
+        }
+    }
+
+    /// The index of `period`: the one of the record before, most often.
+    fn period(&mut self, period: Period) -> u32 {
+        let last = self.words[Word::Period as usize].last().copied();
+        if let Some(last) = last
+            && self.periods[last as usize] == period
+        {
+            return last;
+        }
+        match self.period_ids.get(&period) {
+            Some(id) => *id,
+            None => {
+                let id = self.periods.len() as u32;
+                self.periods.push(period);
+                self.period_ids.insert(period, id);
+                id
+            }
+        }
+    }
+
+    #[inline]
     fn word(&mut self, column: Word, value: u32) {
         self.words[column as usize].push(value);
     }
 
     /// An `i64` value, or the [`WIDE`] marker with the whole value beside it.
+    #[inline]
     fn int(&mut self, column: Int, narrow: Option<i64>, whole: WideValue) {
         let value = match narrow.filter(|value| *value != WIDE) {
             Some(value) => value,
@@ -83,6 +266,7 @@ impl Builder {
 
     /// A decimal as mantissa and scale, kept whole when the mantissa is wider than `i64` or the
     /// value is a negative zero (which a mantissa cannot tell from zero).
+    #[inline]
     fn decimal(&mut self, mantissa: Int, scale: Word, value: Decimal) {
         let narrow = i64::try_from(value.mantissa())
             .ok()
@@ -91,66 +275,56 @@ impl Builder {
         self.word(scale, value.scale());
     }
 
-    pub(super) fn push(&mut self, record: CostRecord) {
-        let account = match self.account_ids.get(&record.provider_account) {
-            Some(id) => *id,
-            None => {
-                let id = self.accounts.len() as u32;
-                let account = (record.provider, record.provider_account.clone());
-                self.accounts.push(account);
-                self.account_ids.insert(record.provider_account.clone(), id);
-                id
-            }
-        };
-        let category = record.charge_category as usize;
-        let period = match self.period_ids.get(&record.charge_period) {
-            Some(id) => *id,
-            None => {
-                let id = self.periods.len() as u32;
-                self.periods.push(record.charge_period);
-                self.period_ids.insert(record.charge_period, id);
-                id
-            }
-        };
-        let billing_id = self.intern(record.billing_account.id);
-        let billing_name = self.intern_option(record.billing_account.name);
+    /// Adds one record and its extensions (FOCUS `x_` columns, each name at most once).
+    pub fn push(&mut self, record: &RecordRef<'a>, extensions: &[(&'static str, &'a str)]) {
+        let account = self.account(record.provider, record.provider_account);
+        let period = self.period(record.charge_period);
+        let billing_id = self.text(Word::BillingId, record.billing_account.0);
+        let billing_name = self.text_option(Word::BillingName, record.billing_account.1);
         let (sub_id, sub_name) = match record.sub_account {
-            Some(sub) => (self.intern(sub.id), self.intern_option(sub.name)),
+            Some((id, name)) => (
+                self.text(Word::SubId, id),
+                self.text_option(Word::SubName, name),
+            ),
             None => (NO_TEXT, NO_TEXT),
         };
         let (resource_id, resource_name, resource_kind) = match record.resource {
             Some(resource) => (
-                self.intern(resource.id),
-                self.intern_option(resource.name),
-                self.intern(resource.kind),
+                self.text(Word::ResourceId, resource.id),
+                self.text_option(Word::ResourceName, resource.name),
+                self.text(Word::ResourceKind, resource.kind),
             ),
             None => (NO_TEXT, NO_TEXT, NO_TEXT),
         };
-        let service = self.intern(record.service_name);
-        let sku = self.intern_option(record.sku_id);
-        let dimension = self.intern_option(record.charge_dimension);
-        let invoice = self.intern_option(record.invoice_id);
-        let original_unit = self.intern(record.original_amount.unit);
+        let service = self.text(Word::Service, record.service_name);
+        let sku = self.text_option(Word::Sku, record.sku_id);
+        let dimension = self.text_option(Word::Dimension, record.charge_dimension);
+        let invoice = self.text_option(Word::Invoice, record.invoice_id);
+        let original_unit = self.text(Word::OriginalUnit, record.original_amount.1);
         let (consumed_value, consumed_unit) = match record.consumed_quantity {
-            Some(quantity) => (quantity.value, self.intern(quantity.unit)),
+            Some((value, unit)) => (value, self.text(Word::ConsumedUnit, unit)),
             None => (Decimal::ZERO, NO_TEXT),
         };
         let (price, price_currency) = match record.list_unit_price {
-            Some(price) => (price.amount, self.currency(price.currency)),
+            Some((amount, currency)) => (amount, self.currency(currency)),
             None => (Decimal::ZERO, NO_TEXT),
         };
         let billed_currency = self.currency(record.billed_cost.currency());
-        for (name, value) in record.extensions {
-            let value = self.intern(value);
-            let at = match self.extensions.iter().position(|(known, _)| *known == name) {
+        for &(name, value) in extensions {
+            let at = match self
+                .extensions
+                .iter()
+                .position(|(known, ..)| *known == name)
+            {
                 Some(at) => at,
                 None => {
-                    self.extensions.push((name, Vec::new()));
+                    self.extensions.push((name, None, Vec::new()));
                     self.extensions.len() - 1
                 }
             };
+            let (_, last, column) = &mut self.extensions[at];
+            let value = self.texts.intern(last, value);
             // Records before this one that lacked the extension.
-            let column = &mut self.extensions[at].1;
             column.resize(self.len, NO_TEXT);
             column.push(value);
         }
@@ -167,7 +341,7 @@ impl Builder {
             (Word::Sku, sku),
             (Word::Dimension, dimension),
             (Word::Invoice, invoice),
-            (Word::Category, category as u32),
+            (Word::Category, record.charge_category as u32),
             (Word::Period, period),
             (Word::BilledCurrency, billed_currency),
             (Word::OriginalUnit, original_unit),
@@ -185,66 +359,146 @@ impl Builder {
         self.decimal(
             Int::OriginalMantissa,
             Word::OriginalScale,
-            record.original_amount.value,
+            record.original_amount.0,
         );
         self.decimal(Int::ConsumedMantissa, Word::ConsumedScale, consumed_value);
         self.decimal(Int::PriceMantissa, Word::PriceScale, price);
         self.len += 1;
     }
 
-    pub(super) fn finish(mut self) -> RecordColumns {
+    /// Adds a record built whole: the form the stored chunks and tests give. `extensions` is room for
+    /// its extensions as borrowed texts, reused from record to record.
+    pub(super) fn push_record(
+        &mut self,
+        record: &'a CostRecord,
+        extensions: &mut Vec<(&'static str, &'a str)>,
+    ) {
+        extensions.clear();
+        extensions.extend(
+            record
+                .extensions
+                .iter()
+                .map(|(name, value)| (*name, value.as_ref())),
+        );
+        self.push(
+            &RecordRef {
+                provider: record.provider,
+                provider_account: &record.provider_account,
+                billing_account: (
+                    &record.billing_account.id,
+                    record.billing_account.name.as_deref(),
+                ),
+                sub_account: record
+                    .sub_account
+                    .as_ref()
+                    .map(|sub| (sub.id.as_ref(), sub.name.as_deref())),
+                resource: record.resource.as_ref().map(|resource| ResourceRef {
+                    id: &resource.id,
+                    name: resource.name.as_deref(),
+                    kind: &resource.kind,
+                }),
+                service_name: &record.service_name,
+                sku_id: record.sku_id.as_deref(),
+                charge_dimension: record.charge_dimension.as_deref(),
+                charge_category: record.charge_category,
+                charge_period: record.charge_period,
+                billed_cost: record.billed_cost,
+                original_amount: (record.original_amount.value, &record.original_amount.unit),
+                consumed_quantity: record
+                    .consumed_quantity
+                    .as_ref()
+                    .map(|quantity| (quantity.value, quantity.unit.as_ref())),
+                list_unit_price: record
+                    .list_unit_price
+                    .as_ref()
+                    .map(|price| (price.amount, price.currency)),
+                invoice_id: record.invoice_id.as_deref(),
+            },
+            extensions,
+        );
+    }
+
+    pub fn finish(mut self) -> RecordColumns {
         let len = self.len;
-        let text_count = self.text_ends.len() as u32;
-        let mut words = self.text_ends;
-        let mut word_columns = [Column::default(); WORDS];
-        for (column, values) in word_columns.iter_mut().zip(&self.words) {
-            *column = lay_out(&mut words, values);
-        }
-        let mut extensions = Vec::with_capacity(self.extensions.len());
-        self.extensions.sort_by_key(|(name, _)| *name);
-        for (name, mut values) in self.extensions {
+        let text_count = self.texts.ends.len() as u32;
+        self.extensions.sort_by_key(|(name, ..)| *name);
+        for (_, _, values) in &mut self.extensions {
+            // Records after the last that had the extension.
             values.resize(len, NO_TEXT);
-            extensions.push((name, lay_out(&mut words, &values)));
         }
-        let mut ints = Vec::new();
+        let word_values: Vec<&[u32]> = self
+            .words
+            .iter()
+            .chain(self.extensions.iter().map(|(_, _, values)| values))
+            .map(Vec::as_slice)
+            .collect();
+        let (words, columns) = lay_out(&self.texts.ends, &word_values);
+        let mut word_columns = [Column::default(); WORDS];
+        word_columns.copy_from_slice(&columns[..WORDS]);
+        let extensions = self
+            .extensions
+            .iter()
+            .zip(&columns[WORDS..])
+            .map(|((name, ..), column)| (*name, *column))
+            .collect();
+        let int_values: Vec<&[i64]> = self.ints.iter().map(Vec::as_slice).collect();
+        let (ints, columns) = lay_out(&[], &int_values);
         let mut int_columns = [Column::default(); INTS];
-        for (column, values) in int_columns.iter_mut().zip(&self.ints) {
-            *column = lay_out(&mut ints, values);
-        }
+        int_columns.copy_from_slice(&columns);
         // In (column, record) order, for the lookup's binary search; records come in order already.
         self.wide
             .sort_by_key(|(column, record, _)| (*column, *record));
         RecordColumns {
             len: len as u32,
             text_count,
-            text_bytes: self.text_bytes.into_boxed_str(),
+            text_bytes: self.texts.bytes.into_boxed_str(),
             // Boxed slices: allocated to their length, so the weigher's lengths are what is held.
-            words: words.into_boxed_slice(),
+            words,
             word_columns,
-            ints: ints.into_boxed_slice(),
+            ints,
             int_columns,
             wide: self.wide.into_boxed_slice(),
             periods: self.periods.into_boxed_slice(),
             accounts: self.accounts.into_boxed_slice(),
             currencies: self.currencies.into_boxed_slice(),
-            extensions: extensions.into_boxed_slice(),
+            extensions,
         }
     }
 }
 
-/// Appends a column's values to `array`: once when every record has the same value (or there are
-/// none), else one per record.
-fn lay_out<T: Copy + PartialEq>(array: &mut Vec<T>, values: &[T]) -> Column {
-    let start = array.len();
-    match values.first() {
-        Some(first) if values.iter().any(|value| value != first) => {
-            array.extend_from_slice(values);
-            Column::new(start, true)
-        }
-        Some(first) => {
-            array.push(*first);
-            Column::new(start, false)
-        }
-        None => Column::new(start, false),
-    }
+/// `head`, then each column's values: once when every record has the same value (or there are none),
+/// else one per record. Allocated once, to its length.
+fn lay_out<T: Copy + PartialEq>(head: &[T], columns: &[&[T]]) -> (Box<[T]>, Vec<Column>) {
+    let per_record: Vec<bool> = columns
+        .iter()
+        .map(|values| {
+            values
+                .first()
+                .is_some_and(|first| values.iter().any(|value| value != first))
+        })
+        .collect();
+    let total = head.len()
+        + columns
+            .iter()
+            .zip(&per_record)
+            .map(|(values, per_record)| match per_record {
+                true => values.len(),
+                false => usize::from(!values.is_empty()),
+            })
+            .sum::<usize>();
+    let mut array = Vec::with_capacity(total);
+    array.extend_from_slice(head);
+    let columns = columns
+        .iter()
+        .zip(per_record)
+        .map(|(values, per_record)| {
+            let column = Column::new(array.len(), per_record);
+            match per_record {
+                true => array.extend_from_slice(values),
+                false => array.extend(values.first().copied()),
+            }
+            column
+        })
+        .collect();
+    (array.into_boxed_slice(), columns)
 }

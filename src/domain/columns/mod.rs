@@ -15,6 +15,8 @@ use rust_decimal::Decimal;
 
 mod build;
 
+pub use build::{ColumnsBuilder, RecordRef, ResourceRef};
+
 /// A text of the chunk's dictionary.
 pub type TextId = u32;
 
@@ -181,9 +183,11 @@ pub struct RecordColumns {
 
 impl RecordColumns {
     pub fn from_records(records: Vec<CostRecord>) -> RecordColumns {
-        let mut builder = build::Builder::new();
-        for record in records {
-            builder.push(record);
+        let mut builder = ColumnsBuilder::new();
+        builder.reserve(records.len());
+        let mut extensions = Vec::new();
+        for record in &records {
+            builder.push_record(record, &mut extensions);
         }
         builder.finish()
     }

@@ -35,7 +35,8 @@ const POLL_ROUTE: &str = "/api/atlas/v2/orgs/{orgId}/billing/costExplorer/usage/
 /// What one poll said.
 enum Poll {
     Processing,
-    Done(ChunkData),
+    /// Boxed: a chunk's columns are larger than the other answers.
+    Done(Box<ChunkData>),
     /// The upstream no longer knows the token.
     Gone,
     /// Throttled: ask again after this long.
@@ -209,7 +210,7 @@ impl AtlasClient {
                     Err(_) => AtlasPoll::Failed,
                 });
                 match polled? {
-                    Poll::Done(normalized) => return Ok(normalized),
+                    Poll::Done(normalized) => return Ok(*normalized),
                     Poll::Processing => {
                         delay = delay
                             .mul_f64(1.5)
@@ -345,7 +346,7 @@ impl AtlasClient {
                 let result: wire::UsageResult = serde_json::from_slice(content)
                     .map_err(|e| UpstreamError::malformed(200, e))?;
                 normalize::usage_rows(&self.account, self.org_id.as_str(), month, &result)
-                    .map(Poll::Done)
+                    .map(|normalized| Poll::Done(Box::new(normalized)))
                     .map_err(|problem| UpstreamError::malformed(200, problem))
             }
             404 => Ok(Poll::Gone),

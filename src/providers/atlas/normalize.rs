@@ -3,13 +3,12 @@
 use super::wire::{CreateUsageQuery, SERVICES, UsageResult};
 use crate::{
     domain::{
-        ChargeCategory, CostQuery, CostRecord, Currency, DataQualityWarning, Money, Named, Period,
-        Quantity, Resource, Text,
+        ChargeCategory, ColumnsBuilder, CostQuery, Currency, DataQualityWarning, Money, Period,
+        RecordRef, ResourceRef,
     },
     providers::{AccountRef, ChunkData},
 };
 use chrono::{Datelike, NaiveDate, NaiveTime};
-use std::collections::BTreeMap;
 
 fn is_atlas_id(text: &str) -> bool {
     crate::domain::AtlasId::parse(text).is_ok()
@@ -126,9 +125,9 @@ pub fn usage_rows(
     requested: Period,
     body: &UsageResult,
 ) -> Result<ChunkData, String> {
-    let mut records = Vec::with_capacity(body.usage_details.len());
+    let mut records = ColumnsBuilder::new();
+    records.reserve(body.usage_details.len());
     let mut warnings = Vec::new();
-    let usd = Text::from("USD");
     for (index, row) in body.usage_details.iter().enumerate() {
         let date = NaiveDate::parse_from_str(&row.usage_date, "%Y-%m-%d").map_err(|_| {
             format!(
@@ -160,57 +159,57 @@ pub fn usage_rows(
                 ),
             });
         }
-        records.push(CostRecord {
-            provider: account.kind,
-            provider_account: account.id.clone(),
-            billing_account: Named {
-                id: Text::from(organization),
-                name: row
-                    .organization_name
+        records.push(
+            &RecordRef {
+                provider: account.kind,
+                provider_account: &account.id,
+                billing_account: (
+                    organization,
+                    row.organization_name
+                        .as_deref()
+                        .or(Some(&account.display_name)),
+                ),
+                sub_account: row
+                    .project_id
                     .as_deref()
-                    .map(Text::from)
-                    .or_else(|| Some(account.display_name.clone())),
+                    .map(|id| (id, row.project_name.as_deref())),
+                resource: row
+                    .cluster_id
+                    .as_deref()
+                    .or(row.cluster_name.as_deref())
+                    .map(|id| ResourceRef {
+                        id,
+                        name: row.cluster_name.as_deref(),
+                        kind: "cluster",
+                    }),
+                service_name: service,
+                sku_id: None,
+                charge_dimension: None,
+                charge_category: if service == "Credits" {
+                    ChargeCategory::Credit
+                } else {
+                    ChargeCategory::Usage
+                },
+                charge_period: month,
+                billed_cost: billed,
+                original_amount: (row.usage_amount.0, "USD"),
+                consumed_quantity: None,
+                list_unit_price: None,
+                invoice_id: row.invoice_id.as_deref(),
             },
-            sub_account: row.project_id.as_deref().map(|id| Named {
-                id: Text::from(id),
-                name: row.project_name.as_deref().map(Text::from),
-            }),
-            resource: row
-                .cluster_id
-                .as_deref()
-                .or(row.cluster_name.as_deref())
-                .map(|id| Resource {
-                    id: Text::from(id),
-                    name: row.cluster_name.as_deref().map(Text::from),
-                    kind: Text::from("cluster"),
-                }),
-            service_name: Text::from(service),
-            sku_id: None,
-            charge_dimension: None,
-            charge_category: if service == "Credits" {
-                ChargeCategory::Credit
-            } else {
-                ChargeCategory::Usage
-            },
-            charge_period: month,
-            billed_cost: billed,
-            original_amount: Quantity {
-                value: row.usage_amount.0,
-                unit: usd.clone(),
-            },
-            consumed_quantity: None,
-            list_unit_price: None,
-            invoice_id: row.invoice_id.as_deref().map(Text::from),
-            extensions: BTreeMap::new(),
-        });
+            &[],
+        );
     }
-    Ok(ChunkData { records, warnings })
+    Ok(ChunkData {
+        records: records.finish(),
+        warnings,
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{CostFilter, Granularity, ProviderAccountId, ProviderKind};
+    use crate::domain::{CostFilter, Granularity, ProviderAccountId, ProviderKind, Text};
     use proptest::prelude::*;
 
     const ORG: &str = "65f0a1b2c3d4e5f60718293a";
@@ -242,7 +241,7 @@ mod tests {
         ));
         let normalized = usage_rows(&account(), ORG, september(), &body).unwrap();
         assert!(normalized.warnings.is_empty());
-        let record = &normalized.records[0];
+        let record = &normalized.records.record(0);
         assert_eq!(record.billed_cost.nanos(), 51_190_000_000);
         assert_eq!(record.charge_period, september());
         assert_eq!(record.billing_account.name.as_deref(), Some("Kubecost"));
@@ -258,7 +257,7 @@ mod tests {
                 {"service":"Credits","usageAmount":-2.5,"usageDate":"2024-09-01"}]}"#,
         );
         let normalized = usage_rows(&account(), ORG, september(), &body).unwrap();
-        let storage = &normalized.records[0];
+        let storage = &normalized.records.record(0);
         assert_eq!(
             storage.sub_account.as_ref().unwrap().name.as_deref(),
             Some("prod")
@@ -267,7 +266,7 @@ mod tests {
             storage.resource.as_ref().unwrap().name.as_deref(),
             Some("orders")
         );
-        let credit = &normalized.records[1];
+        let credit = &normalized.records.record(1);
         assert_eq!(credit.charge_category, ChargeCategory::Credit);
         assert_eq!(credit.billed_cost.nanos(), -2_500_000_000);
         assert_eq!(
@@ -363,7 +362,7 @@ mod tests {
                 .collect();
             let body = parse(&format!(r#"{{"usageDetails":[{}]}}"#, rows.join(",")));
             let normalized = usage_rows(&account(), ORG, september(), &body).unwrap();
-            let nanos: i128 = normalized.records.iter().map(|r| r.billed_cost.nanos()).sum();
+            let nanos: i128 = normalized.records.records().map(|r| r.billed_cost.nanos()).sum();
             prop_assert_eq!(nanos, cents.iter().map(|c| i128::from(*c) * 10_000_000).sum::<i128>());
         }
     }

@@ -5,14 +5,13 @@
 use super::wire::{Charts, DeploymentCosts, Instances, LineItem};
 use crate::{
     domain::{
-        ChargeCategory, CostRecord, Currency, DataQualityWarning, Money, Named, Period, Quantity,
-        Resource, Text, UnitPrice, format_decimal,
+        ChargeCategory, ColumnsBuilder, Currency, DataQualityWarning, Money, Period, RecordRef,
+        ResourceRef, format_decimal,
     },
     providers::{AccountRef, ChunkData},
 };
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
-use std::collections::BTreeMap;
 
 /// Who the records belong to and how ECU becomes USD.
 pub struct Organization<'a> {
@@ -44,29 +43,33 @@ pub fn deployments(
     period: Period,
     body: &DeploymentCosts,
 ) -> Result<ChunkData, String> {
-    let mut out = Builder::new(org, period);
+    let usd_per_ecu = format_decimal(org.usd_per_ecu);
+    // Formatted before the records borrow them.
+    let hourly_rates: Vec<String> = body
+        .deployments
+        .iter()
+        .map(|deployment| format_decimal(deployment.hourly_rate.0))
+        .collect();
+    let mut out = Builder::new(org, period, &usd_per_ecu);
     let mut deployments_sum = Decimal::ZERO;
-    for deployment in &body.deployments {
-        let resource = Resource {
-            id: Text::from(deployment.deployment_id.as_str()),
-            name: Some(Text::from(deployment.deployment_name.as_str())),
-            kind: Text::from("deployment"),
+    for (deployment, hourly_rate) in body.deployments.iter().zip(&hourly_rates) {
+        let resource = ResourceRef {
+            id: &deployment.deployment_id,
+            name: Some(&deployment.deployment_name),
+            kind: "deployment",
         };
         let mut dimensions_sum = Decimal::ZERO;
         for dimension in &deployment.costs.dimensions {
             dimensions_sum = add(dimensions_sum, dimension.cost.0)?;
             out.push(Line {
-                resource: Some(&resource),
+                resource: Some(resource),
                 service: "deployment",
                 sku: None,
                 dimension: Some(&dimension.kind),
                 ecu: dimension.cost.0,
                 quantity: None,
                 rate: None,
-                extensions: vec![(
-                    "x_hourly_rate_ecu",
-                    format_decimal(deployment.hourly_rate.0),
-                )],
+                extensions: vec![("x_hourly_rate_ecu", hourly_rate)],
                 period,
             })?;
         }
@@ -87,19 +90,17 @@ pub fn instances(
     period: Period,
     body: &Instances,
 ) -> Result<ChunkData, String> {
-    let mut out = Builder::new(org, period);
+    let usd_per_ecu = format_decimal(org.usd_per_ecu);
+    let mut out = Builder::new(org, period, &usd_per_ecu);
     let mut instances_sum = Decimal::ZERO;
     for instance in &body.instances {
-        let resource = Resource {
-            id: Text::from(instance.id.as_str()),
-            name: instance.name.as_deref().map(Text::from),
-            kind: Text::from(instance.kind.as_str()),
+        let resource = ResourceRef {
+            id: &instance.id,
+            name: instance.name.as_deref(),
+            kind: &instance.kind,
         };
-        let items_sum = out.line_items(
-            Some(&resource),
-            &instance.kind,
-            &instance.product_line_items,
-        )?;
+        let items_sum =
+            out.line_items(Some(resource), &instance.kind, &instance.product_line_items)?;
         out.check(
             &format!("instance `{}` total_ecu", instance.id),
             instance.total_ecu.0,
@@ -119,7 +120,8 @@ pub fn charts(
     bucketing: Bucketing,
     body: &Charts,
 ) -> Result<ChunkData, String> {
-    let mut out = Builder::new(org, requested);
+    let usd_per_ecu = format_decimal(org.usd_per_ecu);
+    let mut out = Builder::new(org, requested, &usd_per_ecu);
     for bucket in &body.data {
         let start = epoch(bucket.timestamp)
             .ok_or_else(|| format!("data[].timestamp {} is not a time", bucket.timestamp))?;
@@ -136,13 +138,13 @@ pub fn charts(
         };
         for value in &bucket.values {
             let kind = value.kind.as_deref().unwrap_or("instance");
-            let resource = Resource {
-                id: Text::from(value.id.as_str()),
-                name: value.name.as_deref().map(Text::from),
-                kind: Text::from(kind),
+            let resource = ResourceRef {
+                id: &value.id,
+                name: value.name.as_deref(),
+                kind,
             };
             out.push(Line {
-                resource: Some(&resource),
+                resource: Some(resource),
                 service: kind,
                 sku: None,
                 dimension: None,
@@ -174,14 +176,15 @@ fn add(sum: Decimal, value: Decimal) -> Result<Decimal, String> {
 
 /// One record's worth of upstream facts.
 struct Line<'a> {
-    resource: Option<&'a Resource>,
+    resource: Option<ResourceRef<'a>>,
     service: &'a str,
     sku: Option<&'a str>,
     dimension: Option<&'a str>,
     ecu: Decimal,
-    quantity: Option<Quantity>,
+    /// The consumed quantity and its unit.
+    quantity: Option<(Decimal, &'a str)>,
     rate: Option<Decimal>,
-    extensions: Vec<(&'static str, String)>,
+    extensions: Vec<(&'static str, &'a str)>,
     period: Period,
 }
 
@@ -189,23 +192,19 @@ struct Builder<'a> {
     org: &'a Organization<'a>,
     /// The requested period: what line items and v1 dimensions are charged over.
     period: Period,
-    billing_account: Named,
-    ecu: Text,
-    records: Vec<CostRecord>,
+    /// The configured rate as the `x_usd_per_ecu` every record carries.
+    usd_per_ecu: &'a str,
+    records: ColumnsBuilder<'a>,
     warnings: Vec<DataQualityWarning>,
 }
 
 impl<'a> Builder<'a> {
-    fn new(org: &'a Organization<'a>, period: Period) -> Self {
+    fn new(org: &'a Organization<'a>, period: Period, usd_per_ecu: &'a str) -> Self {
         Builder {
             org,
             period,
-            billing_account: Named {
-                id: Text::from(org.organization_id),
-                name: Some(org.account.display_name.clone()),
-            },
-            ecu: Text::from("ECU"),
-            records: Vec::new(),
+            usd_per_ecu,
+            records: ColumnsBuilder::new(),
             warnings: Vec::new(),
         }
     }
@@ -213,19 +212,19 @@ impl<'a> Builder<'a> {
     /// Records for line items; returns the sum of their `total_ecu`.
     fn line_items(
         &mut self,
-        resource: Option<&Resource>,
-        service: &str,
-        items: &[LineItem],
+        resource: Option<ResourceRef<'a>>,
+        service: &'a str,
+        items: &'a [LineItem],
     ) -> Result<Decimal, String> {
         let mut sum = Decimal::ZERO;
         for item in items {
             sum = add(sum, item.total_ecu.0)?;
-            let mut extensions = vec![("x_line_item_name", item.name.clone())];
+            let mut extensions = vec![("x_line_item_name", item.name.as_str())];
             if let Some(category) = &item.category {
-                extensions.push(("x_line_item_kind", category.clone()));
+                extensions.push(("x_line_item_kind", category));
             }
             if let Some(formatted) = &item.rate.formatted_value {
-                extensions.push(("x_rate_formatted", formatted.clone()));
+                extensions.push(("x_rate_formatted", formatted));
             }
             self.push(Line {
                 resource,
@@ -233,10 +232,7 @@ impl<'a> Builder<'a> {
                 sku: Some(&item.sku),
                 dimension: Some(&item.kind),
                 ecu: item.total_ecu.0,
-                quantity: Some(Quantity {
-                    value: item.quantity.value.0,
-                    unit: Text::from(item.unit.as_str()),
-                }),
+                quantity: Some((item.quantity.value.0, &item.unit)),
                 rate: Some(item.rate.value.0),
                 extensions,
                 period: self.period,
@@ -245,55 +241,45 @@ impl<'a> Builder<'a> {
         Ok(sum)
     }
 
-    fn push(&mut self, line: Line<'_>) -> Result<(), String> {
+    fn push(&mut self, line: Line<'a>) -> Result<(), String> {
         let billed = self.usd(line.ecu)?;
         let list_unit_price = match line.rate {
-            Some(rate) => Some(UnitPrice {
-                amount: rate
-                    .checked_mul(self.org.usd_per_ecu)
+            Some(rate) => Some(
+                rate.checked_mul(self.org.usd_per_ecu)
                     .ok_or("rate out of range")?
                     .normalize(),
-                currency: Currency::USD,
-            }),
+            ),
             None => None,
         };
-        let mut extensions: BTreeMap<&'static str, Text> = line
-            .extensions
-            .into_iter()
-            .map(|(k, v)| (k, Text::from(v)))
-            .collect();
-        extensions.insert(
-            "x_usd_per_ecu",
-            Text::from(format_decimal(self.org.usd_per_ecu)),
+        let mut extensions = line.extensions;
+        extensions.push(("x_usd_per_ecu", self.usd_per_ecu));
+        self.records.push(
+            &RecordRef {
+                provider: self.org.account.kind,
+                provider_account: &self.org.account.id,
+                billing_account: (
+                    self.org.organization_id,
+                    Some(&self.org.account.display_name),
+                ),
+                sub_account: line.resource.map(|r| (r.id, r.name)),
+                resource: line.resource,
+                service_name: line.service,
+                sku_id: line.sku,
+                charge_dimension: line.dimension,
+                charge_category: if line.ecu.is_sign_negative() {
+                    ChargeCategory::Credit
+                } else {
+                    ChargeCategory::Usage
+                },
+                charge_period: line.period,
+                billed_cost: billed,
+                original_amount: (line.ecu, "ECU"),
+                consumed_quantity: line.quantity,
+                list_unit_price: list_unit_price.map(|price| (price, Currency::USD)),
+                invoice_id: None,
+            },
+            &extensions,
         );
-        self.records.push(CostRecord {
-            provider: self.org.account.kind,
-            provider_account: self.org.account.id.clone(),
-            billing_account: self.billing_account.clone(),
-            sub_account: line.resource.map(|r| Named {
-                id: r.id.clone(),
-                name: r.name.clone(),
-            }),
-            resource: line.resource.cloned(),
-            service_name: Text::from(line.service),
-            sku_id: line.sku.map(Text::from),
-            charge_dimension: line.dimension.map(Text::from),
-            charge_category: if line.ecu.is_sign_negative() {
-                ChargeCategory::Credit
-            } else {
-                ChargeCategory::Usage
-            },
-            charge_period: line.period,
-            billed_cost: billed,
-            original_amount: Quantity {
-                value: line.ecu,
-                unit: self.ecu.clone(),
-            },
-            consumed_quantity: line.quantity,
-            list_unit_price,
-            invoice_id: None,
-            extensions,
-        });
         Ok(())
     }
 
@@ -326,7 +312,7 @@ impl<'a> Builder<'a> {
 
     fn finish(self) -> ChunkData {
         ChunkData {
-            records: self.records,
+            records: self.records.finish(),
             warnings: self.warnings,
         }
     }
@@ -335,7 +321,7 @@ impl<'a> Builder<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{ProviderAccountId, ProviderKind};
+    use crate::domain::{ProviderAccountId, ProviderKind, Text};
     use proptest::prelude::*;
     use std::str::FromStr;
 
@@ -392,7 +378,7 @@ mod tests {
         assert!(normalized.warnings.is_empty(), "{:?}", normalized.warnings);
         let nanos: i128 = normalized
             .records
-            .iter()
+            .records()
             .map(|r| r.billed_cost.nanos())
             .sum();
         assert_eq!(nanos, 300_000_000);
@@ -405,7 +391,7 @@ mod tests {
     #[test]
     fn a_four_decimal_rate_times_quantity_is_kept_exactly() {
         let body = instances_body("19.1808", &[line("es.compute", "19.1808", "24", "0.7992")]);
-        let record = &instances_of(&body, "1").records[0];
+        let record = instances_of(&body, "1").records.record(0);
         assert_eq!(record.billed_cost.nanos(), 19_180_800_000);
         assert_eq!(
             record.list_unit_price.as_ref().unwrap().amount,
@@ -435,7 +421,7 @@ mod tests {
     #[test]
     fn a_configured_rate_converts_exactly_and_keeps_the_ecu_amount() {
         let body = instances_body("19.1808", &[line("es.compute", "19.1808", "24", "0.7992")]);
-        let record = &instances_of(&body, "0.97125").records[0];
+        let record = instances_of(&body, "0.97125").records.record(0);
         // 19.1808 × 0.97125 = 18.629352
         assert_eq!(record.billed_cost.nanos(), 18_629_352_000);
         assert_eq!(
@@ -464,7 +450,7 @@ mod tests {
         assert_eq!(
             normalized
                 .records
-                .iter()
+                .records()
                 .map(|r| r.billed_cost.nanos())
                 .sum::<i128>(),
             5_000_000_000
@@ -480,7 +466,7 @@ mod tests {
             .unwrap();
             let normalized =
                 charts(&org(&account(), "1"), january(), Bucketing::Daily, &body).unwrap();
-            let record = &normalized.records[0];
+            let record = &normalized.records.record(0);
             assert_eq!(record.charge_period, Period::day_of(january().start()));
             assert_eq!(record.billed_cost.nanos(), 1_250_000_000);
         }
@@ -498,7 +484,7 @@ mod tests {
         assert!(normalized.warnings.is_empty());
         let dimensions: Vec<_> = normalized
             .records
-            .iter()
+            .records()
             .map(|r| r.charge_dimension.as_deref().unwrap().to_string())
             .collect();
         assert_eq!(dimensions, ["capacity", "data_out"]);
@@ -518,7 +504,7 @@ mod tests {
             let usd_per_ecu = format_decimal(Decimal::new(rate, 5));
             let normalized = instances_of(&body, &usd_per_ecu);
             let expected: i128 = items.iter().map(|(tenths, _)| i128::from(*tenths) * i128::from(rate)).sum();
-            prop_assert_eq!(normalized.records.iter().map(|r| r.billed_cost.nanos()).sum::<i128>(), expected);
+            prop_assert_eq!(normalized.records.records().map(|r| r.billed_cost.nanos()).sum::<i128>(), expected);
             prop_assert_eq!(normalized.records.len(), items.len());
             prop_assert!(normalized.warnings.is_empty());
         }

@@ -3,14 +3,13 @@
 use super::wire::CostResponse;
 use crate::{
     domain::{
-        ChargeCategory, CostRecord, Currency, DataQualityWarning, Money, Named, Period, Quantity,
-        Text, UnitPrice, format_decimal,
+        ChargeCategory, ColumnsBuilder, Currency, DataQualityWarning, Money, Period, RecordRef,
+        format_decimal,
     },
     providers::{AccountRef, ChunkData},
 };
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
-use std::collections::{BTreeMap, HashMap};
 
 /// Normalizes the answer to a request for `team_id` over `requested`. A field that cannot be held
 /// exactly is an error; totals that do not add up are warnings, and the parts are kept as sent.
@@ -41,17 +40,15 @@ pub fn normalize(
             ),
         });
     }
-    let billing_account = Named {
-        id: Text::from(body.team_id.as_str()),
-        name: Some(account.display_name.clone()),
-    };
-    let pricing_sheet = Text::from(body.pricing_sheet_id.as_str());
-    let mut texts = Interner::default();
-    let nanodollar = Text::from("nanodollar");
-    let mut records = Vec::new();
+    let mut records = ColumnsBuilder::new();
+    records.reserve(
+        body.operation_costs
+            .iter()
+            .map(|o| o.dimensions.len())
+            .sum(),
+    );
     let mut operations_sum: i128 = 0;
     for operation in &body.operation_costs {
-        let service = Text::from(operation.operation_type.as_str());
         let mut dimensions_sum: i128 = 0;
         for dimension in &operation.dimensions {
             // Field names are only spelled out when something is wrong with the field.
@@ -66,40 +63,33 @@ pub fn normalize(
             let nanos = whole_nanos(field("costNanodollars"), dimension.cost_nanodollars.0)?;
             check_usd(&mut warnings, field("costUsd"), dimension.cost_usd.0, nanos);
             dimensions_sum = dimensions_sum.checked_add(nanos).ok_or("cost overflow")?;
-            let charge_dimension = texts.get(&dimension.dimension);
-            records.push(CostRecord {
-                provider: account.kind,
-                provider_account: account.id.clone(),
-                billing_account: billing_account.clone(),
-                sub_account: None,
-                resource: None,
-                service_name: service.clone(),
-                sku_id: None,
-                charge_dimension: Some(charge_dimension.clone()),
-                charge_category: ChargeCategory::Usage,
-                charge_period: period,
-                billed_cost: Money::from_nanos(Currency::USD, nanos),
-                original_amount: Quantity {
-                    value: dimension.cost_nanodollars.0,
-                    unit: nanodollar.clone(),
+            let unit_price = nanos_to_units(
+                field("unitPriceNanodollars"),
+                dimension.unit_price_nanodollars.0,
+            )?;
+            records.push(
+                &RecordRef {
+                    provider: account.kind,
+                    provider_account: &account.id,
+                    billing_account: (&body.team_id, Some(&account.display_name)),
+                    sub_account: None,
+                    resource: None,
+                    service_name: &operation.operation_type,
+                    sku_id: None,
+                    charge_dimension: Some(&dimension.dimension),
+                    charge_category: ChargeCategory::Usage,
+                    charge_period: period,
+                    billed_cost: Money::from_nanos(Currency::USD, nanos),
+                    original_amount: (dimension.cost_nanodollars.0, "nanodollar"),
+                    consumed_quantity: Some((dimension.units.0, &dimension.dimension)),
+                    list_unit_price: Some((unit_price, Currency::USD)),
+                    invoice_id: None,
                 },
-                consumed_quantity: Some(Quantity {
-                    value: dimension.units.0,
-                    unit: charge_dimension,
-                }),
-                list_unit_price: Some(UnitPrice {
-                    amount: nanos_to_units(
-                        field("unitPriceNanodollars"),
-                        dimension.unit_price_nanodollars.0,
-                    )?,
-                    currency: Currency::USD,
-                }),
-                invoice_id: None,
-                extensions: BTreeMap::from([
-                    ("x_pricing_sheet_id", pricing_sheet.clone()),
-                    ("x_pricing_rule_id", texts.get(&dimension.pricing_rule_id)),
-                ]),
-            });
+                &[
+                    ("x_pricing_rule_id", &dimension.pricing_rule_id),
+                    ("x_pricing_sheet_id", &body.pricing_sheet_id),
+                ],
+            );
         }
         let operation_field = |name: &'static str| {
             move || format!("operationCosts[{}].{name}", operation.operation_type)
@@ -142,7 +132,10 @@ pub fn normalize(
             message: format!("operation totals sum to {operations_sum} nanodollars, the grand total says {stated_total}"),
         });
     }
-    Ok(ChunkData { records, warnings })
+    Ok(ChunkData {
+        records: records.finish(),
+        warnings,
+    })
 }
 
 fn parse_time(field: &str, text: &str) -> Result<DateTime<Utc>, String> {
@@ -156,23 +149,12 @@ fn parse_time(field: &str, text: &str) -> Result<DateTime<Utc>, String> {
         })
 }
 
-/// One shared `Text` per distinct string of a body: dimension and rule names repeat across records.
-#[derive(Default)]
-struct Interner(HashMap<String, Text>);
-
-impl Interner {
-    fn get(&mut self, text: &str) -> Text {
-        if let Some(shared) = self.0.get(text) {
-            return shared.clone();
-        }
-        let shared = Text::from(text);
-        self.0.insert(text.to_string(), shared.clone());
-        shared
-    }
-}
-
 /// Nanodollar fields are whole numbers by contract; a fraction is not silently dropped.
 fn whole_nanos(field: impl Fn() -> String, value: Decimal) -> Result<i128, String> {
+    // The common case, a whole number as sent: its mantissa is the value.
+    if value.scale() == 0 {
+        return Ok(value.mantissa());
+    }
     if !value.fract().is_zero() {
         return Err(format!(
             "{}: {value} is not a whole number of nanodollars",
@@ -184,11 +166,35 @@ fn whole_nanos(field: impl Fn() -> String, value: Decimal) -> Result<i128, Strin
 
 /// Nanodollars as exact dollars.
 fn nanos_to_units(field: impl Fn() -> String, nanos: Decimal) -> Result<Decimal, String> {
+    // The common case, a whole amount: its trailing zeros stripped in integers, as
+    // `Decimal::normalize` would.
+    if nanos.scale() == 0 {
+        let (mut mantissa, mut scale) = (nanos.mantissa(), 9);
+        if mantissa == 0 {
+            return Ok(Decimal::ZERO);
+        }
+        while scale > 0 && mantissa % 10 == 0 {
+            mantissa /= 10;
+            scale -= 1;
+        }
+        return Ok(Decimal::from_i128_with_scale(mantissa, scale));
+    }
     let mut units = nanos;
     units
         .set_scale(nanos.scale() + 9)
         .map_err(|_| format!("{}: {nanos} has too many decimal places", field()))?;
     Ok(units.normalize())
+}
+
+/// A trillionth of `nanos`' magnitude, exactly: the quotient is always representable (a 96-bit
+/// mantissa at scale 12), so it is the mantissa at that scale, without a division.
+fn tolerance_beyond_one(nanos: Decimal) -> Decimal {
+    let mut tolerance = nanos.abs();
+    // A whole number has scale 0, so this never fails; were it to, the division says the same.
+    match tolerance.set_scale(12) {
+        Ok(()) => tolerance,
+        Err(_) => nanos.abs() / Decimal::from(1_000_000_000_000_i64),
+    }
 }
 
 /// The USD fields are float renderings of the nanodollar ones; they must agree to float precision.
@@ -198,15 +204,9 @@ fn check_usd(
     usd: Decimal,
     nanos: i128,
 ) {
-    let Some(usd_in_nanos) = usd.checked_mul(Decimal::from(1_000_000_000)) else {
-        return;
-    };
-    let Ok(nanos_decimal) = Decimal::try_from_i128_with_scale(nanos, 0) else {
-        return;
-    };
-    // A double holds about 16 significant digits; anything closer than that is the same amount.
-    let tolerance = Decimal::ONE + nanos_decimal.abs() / Decimal::from(1_000_000_000_000_i64);
-    if (usd_in_nanos - nanos_decimal).abs() > tolerance {
+    let disagrees = usd_disagrees_in_integers(usd, nanos)
+        .unwrap_or_else(|| usd_disagrees_in_decimals(usd, nanos));
+    if disagrees {
         warnings.push(DataQualityWarning {
             code: "USD_MISMATCH",
             message: format!(
@@ -218,10 +218,55 @@ fn check_usd(
     }
 }
 
+/// Whether `usd` and `nanos` differ by more than float precision. An amount beyond a decimal's range
+/// in nanos is not checked.
+fn usd_disagrees_in_decimals(usd: Decimal, nanos: i128) -> bool {
+    let Some(usd_in_nanos) = usd.checked_mul(Decimal::from(1_000_000_000)) else {
+        return false;
+    };
+    let Ok(nanos_decimal) = Decimal::try_from_i128_with_scale(nanos, 0) else {
+        return false;
+    };
+    // A double holds about 16 significant digits; anything closer than that is the same amount.
+    let tolerance = Decimal::ONE + tolerance_beyond_one(nanos_decimal);
+    match usd_in_nanos.checked_sub(nanos_decimal) {
+        Some(difference) => difference.abs() > tolerance,
+        // A difference beyond a decimal's range is beyond any tolerance.
+        None => true,
+    }
+}
+
+/// [`usd_disagrees_in_decimals`] in `i128`, when each of its steps is exact (every intermediate fits
+/// a decimal's 96-bit mantissa), so the answer is the same; `None` when one might round. The
+/// decimal steps cost more than the rest of a record's normalizing.
+fn usd_disagrees_in_integers(usd: Decimal, nanos: i128) -> Option<bool> {
+    const MANTISSA: i128 = 1 << 96;
+    let power = 10i128.checked_pow(usd.scale())?;
+    // The decimal steps' values, each as a mantissa: `usd` in nanos and `nanos` at `usd`'s scale,
+    // their difference, and the tolerance at scale 12.
+    let usd_in_nanos = usd.mantissa().checked_mul(1_000_000_000)?;
+    let nanos_scaled = nanos.checked_mul(power)?;
+    let difference = usd_in_nanos.checked_sub(nanos_scaled)?.checked_abs()?;
+    let tolerance = nanos.checked_abs()?.checked_add(1_000_000_000_000)?;
+    if [
+        usd_in_nanos.abs(),
+        nanos_scaled.abs(),
+        difference,
+        tolerance,
+    ]
+    .iter()
+    .any(|mantissa| *mantissa >= MANTISSA)
+    {
+        return None;
+    }
+    // difference / 10^scale > tolerance / 10^12, both sides multiplied out.
+    Some(difference.checked_mul(1_000_000_000_000)? > tolerance.checked_mul(power)?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{ProviderAccountId, ProviderKind};
+    use crate::domain::{ProviderAccountId, ProviderKind, Text};
     use proptest::prelude::*;
     use serde_json::json;
 
@@ -291,7 +336,7 @@ mod tests {
         )
         .unwrap();
         assert!(normalized.warnings.is_empty(), "{:?}", normalized.warnings);
-        let first = &normalized.records[0];
+        let first = &normalized.records.record(0);
         assert_eq!(first.billed_cost.nanos(), 1_500_000_001);
         assert_eq!(first.original_amount.unit.as_ref(), "nanodollar");
         assert_eq!(first.service_name.as_ref(), "op0");
@@ -334,7 +379,93 @@ mod tests {
         );
     }
 
+    #[test]
+    fn small_amounts_are_checked_in_integers_on_both_sides_of_the_tolerance() {
+        let usd = Decimal::new(99_099, 9);
+        assert_eq!(usd_disagrees_in_integers(usd, 99_099), Some(false));
+        assert_eq!(usd_disagrees_in_integers(usd, 99_100), Some(false));
+        assert_eq!(usd_disagrees_in_integers(usd, 99_101), Some(true));
+        assert_eq!(usd_disagrees_in_integers(-usd, 99_099), Some(true));
+        assert!(!usd_disagrees_in_decimals(usd, 99_100));
+        assert!(usd_disagrees_in_decimals(usd, 99_101));
+    }
+
+    /// A decimal of any mantissa and a scale below `scales`.
+    fn any_decimal(scales: u32) -> impl Strategy<Value = Decimal> {
+        (
+            any::<u32>(),
+            any::<u32>(),
+            any::<u32>(),
+            any::<bool>(),
+            0..scales,
+        )
+            .prop_map(|(lo, mid, hi, negative, scale)| {
+                Decimal::from_parts(lo, mid, hi, negative, scale)
+            })
+    }
+
     proptest! {
+        #[test]
+        fn usd_is_checked_in_integers_as_in_decimals(
+            usd in prop_oneof![
+                any_decimal(29),
+                (any::<i64>(), 0u32..20).prop_map(|(m, s)| Decimal::new(m, s)),
+            ],
+            near in -3i128..3,
+            far in any::<i64>(),
+            choice in 0..3,
+        ) {
+            // Amounts on both sides of the tolerance, and anywhere.
+            let close = usd.checked_mul(Decimal::from(1_000_000_000)).unwrap_or_default().trunc();
+            let nanos = match choice {
+                0 => i128::try_from(close).unwrap_or(0) + near,
+                1 => i128::try_from(close).unwrap_or(0) + near * (i128::try_from(close).unwrap_or(0) / 1_000_000_000_000),
+                _ => i128::from(far),
+            };
+            if let Some(integers) = usd_disagrees_in_integers(usd, nanos) {
+                prop_assert_eq!(integers, usd_disagrees_in_decimals(usd, nanos));
+            }
+        }
+
+        #[test]
+        fn a_unit_price_reads_as_the_slow_path_read_it(
+            nanos in prop_oneof![
+                any_decimal(20),
+                (any::<i64>(), 0u32..3).prop_map(|(m, s)| Decimal::new(m, s)),
+                (-1000i64..1000, 0u32..12).prop_map(|(m, zeros)| Decimal::new(m * 10i64.pow(zeros), 0)),
+                Just(Decimal::ZERO),
+                Just(-Decimal::ZERO),
+                Just(Decimal::new(0, 3)),
+            ],
+        ) {
+            let mut slow = nanos;
+            let slow = slow.set_scale(nanos.scale() + 9).map(|()| slow.normalize()).ok();
+            let fast = nanos_to_units(String::new, nanos).ok();
+            // Debug: `Decimal`'s equality ignores its scale, its text does not.
+            prop_assert_eq!(format!("{fast:?}"), format!("{slow:?}"));
+        }
+
+        #[test]
+        fn the_tolerance_is_the_division_it_replaced(
+            lo in any::<u32>(), mid in any::<u32>(), hi in any::<u32>(), negative in any::<bool>(),
+        ) {
+            let nanos = Decimal::from_parts(lo, mid, hi, negative, 0);
+            let divided = nanos.abs() / Decimal::from(1_000_000_000_000_i64);
+            let tolerance = tolerance_beyond_one(nanos);
+            prop_assert_eq!(tolerance, divided);
+            prop_assert_eq!(Decimal::ONE + tolerance, Decimal::ONE + divided);
+        }
+
+        #[test]
+        fn a_whole_number_reads_as_the_slow_path_read_it(
+            lo in any::<u32>(), mid in any::<u32>(), hi in any::<u32>(), negative in any::<bool>(),
+            scale in 0u32..4,
+        ) {
+            let value = Decimal::from_parts(lo, mid, hi, negative, scale);
+            let slow = if value.fract().is_zero() { i128::try_from(value.trunc()).ok() } else { None };
+            prop_assert_eq!(whole_nanos(String::new, value).ok(), slow);
+        }
+
         #[test]
         fn normalization_never_loses_or_invents_a_nano(
             operations in proptest::collection::vec(proptest::collection::vec(0i64..4_000_000_000_000, 0..5), 0..6),
@@ -342,7 +473,7 @@ mod tests {
         ) {
             let normalized = normalize(&account(), "t1", january(), &parse(&body(&operations, skew))).unwrap();
             let sent: i128 = operations.iter().flatten().map(|c| i128::from(*c)).sum();
-            let kept: i128 = normalized.records.iter().map(|r| r.billed_cost.nanos()).sum();
+            let kept: i128 = normalized.records.records().map(|r| r.billed_cost.nanos()).sum();
             prop_assert_eq!(kept, sent);
             prop_assert_eq!(normalized.records.len(), operations.iter().map(Vec::len).sum::<usize>());
             let mismatches = normalized.warnings.iter().filter(|w| w.code == "TOTAL_MISMATCH").count();
