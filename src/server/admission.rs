@@ -1,8 +1,8 @@
 //! Admission of calls: at most `max_concurrent_requests` in progress at once (Health excluded), the
-//! rest answered RESOURCE_EXHAUSTED at once, as are new calls while the runtime has stayed behind
-//! by more than `max_queue_delay_us` (see [`super::queue_delay`]); while draining, new calls answered UNAVAILABLE at once
-//! and streams ended with UNAVAILABLE. A call is in progress until its response body ends, so a
-//! stream counts for as long as it is open.
+//! rest answered RESOURCE_EXHAUSTED at once, as are new calls while the runtime has stayed behind by
+//! more than `max_queue_delay_us` (see [`super::queue_delay`]); while draining, new calls answered
+//! UNAVAILABLE at once and streams ended with UNAVAILABLE. A call is in progress until its response
+//! body ends, so a stream counts for as long as it is open.
 //!
 //! Not tower's `ConcurrencyLimit` + `LoadShed`: those decide in `poll_ready`, before the request's
 //! path is known, so Health could not be excluded, and their permit goes with the response head, so an

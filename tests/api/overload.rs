@@ -30,6 +30,24 @@ fn patient_month(month: u32) -> tonic::Request<pb::GetCostsRequest> {
     request
 }
 
+/// A refusal for a server-wide limit: RESOURCE_EXHAUSTED, RetryInfo, and ErrorInfo naming the
+/// limit's key and what it allows.
+fn assert_over_limit(refused: &tonic::Status, limit: &str, allowed: &str) {
+    assert_eq!(
+        refused.code(),
+        tonic::Code::ResourceExhausted,
+        "{refused:?}"
+    );
+    assert!(
+        refused.get_details_retry_info().is_some(),
+        "RetryInfo tells the caller when to come back: {refused:?}"
+    );
+    let info = refused.get_details_error_info().expect("ErrorInfo");
+    assert_eq!(info.reason, "SERVER_OVERLOADED");
+    assert_eq!(info.metadata["limit"], limit);
+    assert_eq!(info.metadata["allowed"], allowed);
+}
+
 #[tokio::test]
 async fn beyond_the_call_limit_a_call_is_resource_exhausted_with_retry_info_and_health_still_serves()
  {
@@ -50,18 +68,7 @@ async fn beyond_the_call_limit_a_call_is_resource_exhausted_with_retry_info_and_
         .expect_err("over the limit");
     let health = serving(&app).await;
 
-    assert_eq!(
-        refused.code(),
-        tonic::Code::ResourceExhausted,
-        "{refused:?}"
-    );
-    assert!(
-        refused.get_details_retry_info().is_some(),
-        "RetryInfo tells the caller when to come back"
-    );
-    let info = refused.get_details_error_info().expect("ErrorInfo");
-    assert_eq!(info.metadata["limit"], "server.max_concurrent_requests");
-    assert_eq!(info.metadata["allowed"], "2");
+    assert_over_limit(&refused, "server.max_concurrent_requests", "2");
     assert_eq!(health, ServingStatus::Serving);
     assert_eq!(
         app.sandbox.request_count(&acme),
@@ -146,20 +153,11 @@ async fn while_ready_work_waits_longer_than_max_queue_delay_calls_are_refused_an
     let health = serving(&app).await;
     let scraped = scrape(&app).await;
 
-    assert_eq!(
-        refused.code(),
-        tonic::Code::ResourceExhausted,
-        "{refused:?}"
-    );
+    assert_over_limit(&refused, "server.max_queue_delay_us", "2000");
     assert!(
         refused.message().contains("server.max_queue_delay_us"),
         "{refused:?}"
     );
-    assert!(refused.get_details_retry_info().is_some(), "{refused:?}");
-    let info = refused.get_details_error_info().expect("ErrorInfo");
-    assert_eq!(info.reason, "SERVER_OVERLOADED");
-    assert_eq!(info.metadata["limit"], "server.max_queue_delay_us");
-    assert_eq!(info.metadata["allowed"], "2000");
     assert_eq!(health, ServingStatus::Serving, "Health is never shed");
     assert!(
         scraped["costd_queue_delay_microseconds"] >= 2_000.0,
