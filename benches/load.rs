@@ -620,6 +620,14 @@ fn main() {
         runtime.block_on(bytes_per_cached_record());
         return;
     }
+    if std::env::args().any(|arg| arg == "cached") {
+        runtime.block_on(async {
+            let server = start(256 * 1024 * 1024).await;
+            cached_vs_health(&server).await;
+            cached_vs_health_raw(&server).await;
+        });
+        return;
+    }
     if std::env::args().any(|arg| arg == "h2load") {
         runtime.block_on(async {
             let server = start(256 * 1024 * 1024).await;

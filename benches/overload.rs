@@ -1,23 +1,29 @@
 //! Overload harness, through the real server and sandbox on loopback. Every figure is a ratio or a
 //! latency measured side by side in one run (interleaved, median of rounds), because this machine is
 //! shared:
-//! 1. at 2× saturation: the server admits `limit` calls in progress (`server.max_concurrent_requests`,
-//!    16, or each of `OVERLOAD_BENCH_LIMITS`, a comma list), and sheds on the queue delay as each of
-//!    `QUEUE_DELAYS_US` says (or `OVERLOAD_BENCH_QUEUE_DELAYS_US`), and `2 × limit` callers send cached
-//!    GetCosts back to back, all on one connection and then each on its own; first retrying a refused
-//!    call at once (the worst caller there is), then waiting the RetryInfo delay (a well-behaved one).
-//!    Accepted calls' p99 / the p99 of one caller alone (goal <= 3), the refusals' p99 latency (goal <
-//!    10 ms), and Health/Check's p99 from one more caller meanwhile (goal < 100 ms). The callers share
-//!    the machine's two cores with the server, so a refusal's own round trip is the floor under every
-//!    accepted call's latency: it is printed beside them, with the p50s;
-//! 2. RSS after 5,000 idle connections (TCP only, never an HTTP/2 preface, as the issue's) came and
+//! 1. saturation, measured: closed-loop callers sending cached GetCosts to a server that refuses
+//!    nothing, 1 to 16 of them, all on one connection and then each on its own; the saturation point
+//!    is operational analysis' N* = X_max × R(1) (the most calls/s any count reached, times one
+//!    caller's mean latency alone): past it a caller more only queues;
+//! 2. at 2× saturation: the server admits N* calls in progress (`server.max_concurrent_requests`, or
+//!    each of `OVERLOAD_BENCH_LIMITS`, a comma list, for both connection modes) and sheds on the queue
+//!    delay as each of `QUEUE_DELAYS_US` says (or `OVERLOAD_BENCH_QUEUE_DELAYS_US`), and `2 × limit`
+//!    callers send cached GetCosts back to back; then the same callers at the server as it ships
+//!    (limit 1,000, shedding past 10 ms for 100 ms). Each first retrying a refused call at once (the
+//!    worst caller there is), then waiting the RetryInfo delay (a well-behaved one). Accepted calls' p99 /
+//!    the p99 of one caller alone (goal <= 3), the refusals' p99 latency (goal < 10 ms), and
+//!    Health/Check's p99 from one more caller meanwhile (goal < 100 ms). The callers share the
+//!    machine's two cores with the server. `OVERLOAD_BENCH_LIMITS=16` gives the figures at 32
+//!    callers, far past saturation, that earlier closing notes quoted;
+//! 3. RSS after 5,000 idle connections (TCP only, never an HTTP/2 preface, as the issue's) came and
 //!    were closed by the handshake timeout / RSS before (goal <= 1.2), three rounds;
-//! 3. the drain, with one call that never finishes: how long after the stop Health answers NOT_SERVING
+//! 4. the drain, with one call that never finishes: how long after the stop Health answers NOT_SERVING
 //!    on an open connection and on a new one (goal < 100 ms), and the time to exit / the drain timeout
 //!    (goal <= 1.1).
 
 use costd::{
     App,
+    config::ServerConfig,
     proto::{self as pb, cost_service_client::CostServiceClient},
 };
 use hdrhistogram::Histogram;
@@ -40,18 +46,15 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const ROUNDS: usize = 3;
 const RUN_FOR: Duration = Duration::from_millis(1500);
-/// Calls in progress the server admits (saturation), unless `OVERLOAD_BENCH_LIMITS` says otherwise.
+/// The callers counts whose throughput finds the saturation point.
+const CURVE: [usize; 8] = [1, 2, 3, 4, 6, 8, 12, 16];
+/// The call limit of the server whose idle connections and drain are measured.
 const LIMIT: u32 = 16;
 /// `server.max_queue_delay_us` values compared (0: shedding by count only), unless
 /// `OVERLOAD_BENCH_QUEUE_DELAYS_US` says otherwise; the interval, unless
 /// `OVERLOAD_BENCH_QUEUE_INTERVAL_MS` does.
-const QUEUE_DELAYS_US: [u64; 3] = [0, 10_000, 100];
+const QUEUE_DELAYS_US: [u64; 2] = [0, 100];
 const QUEUE_INTERVAL_MS: u64 = 2;
-/// What the server ships with.
-const DEFAULT_SHEDDING: Shedding = Shedding {
-    delay_us: 10_000,
-    interval_ms: 100,
-};
 const IDLE_CONNECTIONS: usize = 5_000;
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_millis(500);
 
@@ -61,6 +64,15 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_millis(500);
 struct Shedding {
     delay_us: u64,
     interval_ms: u64,
+}
+
+/// The shedding the server ships with.
+fn shipped_shedding() -> Shedding {
+    let shipped = ServerConfig::default();
+    Shedding {
+        delay_us: shipped.max_queue_delay_us,
+        interval_ms: shipped.queue_delay_interval_ms,
+    }
 }
 
 async fn start(limit: u32, shedding: Shedding) -> SocketAddr {
@@ -183,29 +195,77 @@ enum Connections {
     PerCaller,
 }
 
+/// The channels `callers` callers use in `mode`, and one more for Health, opened before anything is
+/// timed.
+async fn connections(addr: SocketAddr, callers: usize, mode: Connections) -> Vec<Channel> {
+    let callers_connections = match mode {
+        Connections::Shared => 1,
+        Connections::PerCaller => callers,
+    };
+    futures::future::join_all((0..=callers_connections).map(|_| channel(addr))).await
+}
+
+/// The saturation point N* = X_max × R(1) in `mode`, on a server that refuses nothing: the most calls
+/// per second any count of callers reached, times one caller's mean latency (operational analysis'
+/// balanced point of a closed system; past it a caller more adds only queueing), at least 1.
+async fn saturation(addr: SocketAddr, mode: Connections) -> u32 {
+    let connections = connections(addr, CURVE[CURVE.len() - 1], mode).await;
+    warm(&connections[0]).await;
+    let mut throughputs: Vec<Vec<f64>> = vec![Vec::new(); CURVE.len()];
+    let mut alone_means = Vec::new();
+    for _ in 0..ROUNDS {
+        for (at, &callers) in CURVE.iter().enumerate() {
+            let run = drive(&connections, callers, Caller::Greedy).await;
+            assert!(run.refused.is_empty(), "the curve's server refuses nothing");
+            throughputs[at].push(run.accepted.len() as f64 / RUN_FOR.as_secs_f64());
+            if callers == 1 {
+                alone_means.push(run.accepted.mean() / 1e6);
+            }
+        }
+    }
+    let throughputs: Vec<f64> = throughputs.into_iter().map(median).collect();
+    let curve: Vec<String> = CURVE
+        .iter()
+        .zip(&throughputs)
+        .map(|(callers, throughput)| format!("{callers}: {throughput:.0}/s"))
+        .collect();
+    let most = throughputs.iter().copied().fold(0.0, f64::max);
+    let alone = median(alone_means);
+    let point = (most * alone).ceil().max(1.0) as u32;
+    println!(
+        "saturation ({mode:?}): calls/s by callers {}; X_max {most:.0}/s × R(1) {:.0} µs = N* {:.2}, so a limit of {point} and {} callers",
+        curve.join(", "),
+        alone * 1e6,
+        most * alone,
+        2 * point
+    );
+    point
+}
+
+/// The cached query answered once, so its chunks are cached and the answer remembered.
+async fn warm(channel: &Channel) {
+    CostServiceClient::new(channel.clone())
+        .get_costs(cached_query())
+        .await
+        .expect("answer");
+}
+
+/// `callers` callers (twice the saturation point) at a server of `limit` calls in progress and
+/// `shedding`.
 async fn at_twice_saturation(
     addr: SocketAddr,
+    callers: usize,
     limit: u32,
     shedding: Shedding,
     caller: Caller,
     mode: Connections,
 ) {
-    // The callers' connections and one for Health, opened before anything is timed.
-    let callers_connections = match mode {
-        Connections::Shared => 1,
-        Connections::PerCaller => 2 * limit,
-    };
-    let connections: Vec<Channel> =
-        futures::future::join_all((0..=callers_connections).map(|_| channel(addr))).await;
-    // Warm: the chunks are cached and the answer remembered.
-    CostServiceClient::new(connections[0].clone())
-        .get_costs(cached_query())
-        .await
-        .expect("answer");
+    let connections = connections(addr, callers, mode).await;
+    warm(&connections[0]).await;
     let (mut ratios, mut refusals, mut healths) = (Vec::new(), Vec::new(), Vec::new());
     for round in 1..=ROUNDS {
         let unloaded = drive(&connections, 1, caller).await;
-        let loaded = drive(&connections, 2 * limit as usize, caller).await;
+        let loaded = drive(&connections, callers, caller).await;
         let ratio = p99(&loaded.accepted).as_secs_f64() / p99(&unloaded.accepted).as_secs_f64();
         println!(
             "round {round} ({caller:?}, {mode:?}, limit {limit}, {shedding:?}): unloaded p50 {:?} p99 {:?} ({} calls); at 2x saturation \
@@ -224,18 +284,25 @@ async fn at_twice_saturation(
             loaded.health.len(),
         );
         ratios.push(ratio);
-        refusals.push(p99(&loaded.refused).as_secs_f64() * 1e3);
+        if !loaded.refused.is_empty() {
+            refusals.push(p99(&loaded.refused).as_secs_f64() * 1e3);
+        }
         healths.push(p99(&loaded.health).as_secs_f64() * 1e3);
     }
     println!(
-        "at 2x saturation ({} {caller:?} callers, {mode:?}, limit {limit}, {shedding:?}): accepted p99 / unloaded p99 {:.2} (goal <= 3)",
-        2 * limit,
+        "at 2x saturation ({callers} {caller:?} callers, {mode:?}, limit {limit}, {shedding:?}): accepted p99 / unloaded p99 {:.2} (goal <= 3)",
         median(ratios)
     );
-    println!(
-        "at 2x saturation ({caller:?}, {mode:?}, limit {limit}, {shedding:?}): refusal p99 {:.2} ms (goal < 10 ms)",
-        median(refusals)
-    );
+    match refusals.is_empty() {
+        true => println!(
+            "at 2x saturation ({caller:?}, {mode:?}, limit {limit}, {shedding:?}): no call refused"
+        ),
+        false => println!(
+            "at 2x saturation ({caller:?}, {mode:?}, limit {limit}, {shedding:?}): refusal p99 {:.2} ms (goal < 10 ms), in {} rounds of {ROUNDS}",
+            median(refusals.clone()),
+            refusals.len()
+        ),
+    }
     println!(
         "at 2x saturation ({caller:?}, {mode:?}, limit {limit}, {shedding:?}): Health/Check p99 {:.2} ms (goal < 100 ms)",
         median(healths)
@@ -401,25 +468,63 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
-    let limits = numbers("OVERLOAD_BENCH_LIMITS", &[LIMIT]);
+    let limits = numbers::<u32>("OVERLOAD_BENCH_LIMITS", &[]);
     let delays = numbers("OVERLOAD_BENCH_QUEUE_DELAYS_US", &QUEUE_DELAYS_US);
     let interval_ms = numbers("OVERLOAD_BENCH_QUEUE_INTERVAL_MS", &[QUEUE_INTERVAL_MS])[0];
     runtime.block_on(async {
-        for &limit in &limits {
-            for &delay_us in &delays {
-                let shedding = Shedding {
-                    delay_us,
-                    interval_ms,
-                };
-                let addr = start(limit, shedding).await;
-                for caller in [Caller::Greedy, Caller::Polite] {
-                    for mode in [Connections::Shared, Connections::PerCaller] {
-                        at_twice_saturation(addr, limit, shedding, caller, mode).await;
+        // As many calls in progress as the curve's callers could ever make: none refused.
+        let unlimited = start(
+            CURVE[CURVE.len() - 1] as u32 * 4,
+            Shedding {
+                delay_us: 0,
+                interval_ms,
+            },
+        )
+        .await;
+        for mode in [Connections::Shared, Connections::PerCaller] {
+            let point = saturation(unlimited, mode).await;
+            // The limit at the saturation point, or each the variable names (with twice as many
+            // callers as each).
+            let limits = match limits.is_empty() {
+                true => vec![point],
+                false => limits.clone(),
+            };
+            for &limit in &limits {
+                for &delay_us in &delays {
+                    let shedding = Shedding {
+                        delay_us,
+                        interval_ms,
+                    };
+                    let addr = start(limit, shedding).await;
+                    for caller in [Caller::Greedy, Caller::Polite] {
+                        at_twice_saturation(
+                            addr,
+                            2 * limit as usize,
+                            limit,
+                            shedding,
+                            caller,
+                            mode,
+                        )
+                        .await;
                     }
                 }
             }
+            // What the server ships with, at the same twice the saturation point.
+            let shipped = ServerConfig::default().max_concurrent_requests;
+            let addr = start(shipped, shipped_shedding()).await;
+            for caller in [Caller::Greedy, Caller::Polite] {
+                at_twice_saturation(
+                    addr,
+                    2 * point as usize,
+                    shipped,
+                    shipped_shedding(),
+                    caller,
+                    mode,
+                )
+                .await;
+            }
         }
-        let addr = start(LIMIT, DEFAULT_SHEDDING).await;
+        let addr = start(LIMIT, shipped_shedding()).await;
         idle_connections(addr).await;
         drain().await;
     });
