@@ -67,11 +67,36 @@ struct Last<'a> {
 }
 
 impl Last<'_> {
-    /// Whether `text` is this one: the same borrowed text, or the same bytes.
+    /// Whether `text` is this one.
     #[inline]
     fn is(&self, text: &str) -> bool {
-        (std::ptr::eq(self.text.as_ptr(), text.as_ptr()) && self.text.len() == text.len())
-            || self.text == text
+        same_text(self.text, text)
+    }
+}
+
+/// Whether two texts are the same: the same borrowed text, or the same bytes. The texts compared are
+/// mostly short names of one length (`dimension_3`, `dimension_4`), so they are compared inline in
+/// words rather than by a call to `memcmp`, which cost more than the rest of interning.
+#[inline]
+fn same_text(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    if a.len() != b.len() {
+        return false;
+    }
+    if std::ptr::eq(a.as_ptr(), b.as_ptr()) {
+        return true;
+    }
+    let word = |bytes: &[u8], at: usize| {
+        bytes
+            .get(at..at + 8)
+            .and_then(|word| <[u8; 8]>::try_from(word).ok())
+            .map(u64::from_ne_bytes)
+    };
+    match a.len() {
+        // Two words that overlap cover every byte.
+        8..=16 => word(a, 0) == word(b, 0) && word(a, a.len() - 8) == word(b, b.len() - 8),
+        0..8 => a.iter().zip(b).all(|(x, y)| x == y),
+        _ => a == b,
     }
 }
 
@@ -113,7 +138,7 @@ impl<'a> Dictionary<'a> {
         let (bytes, ends) = (&self.bytes, &self.ends);
         if let Some(id) = self
             .ids
-            .find(hashed, |id| text_at(bytes, ends, *id) == text)
+            .find(hashed, |id| same_text(text_at(bytes, ends, *id), text))
         {
             return *id;
         }
@@ -127,15 +152,86 @@ impl<'a> Dictionary<'a> {
     }
 }
 
+/// One column's values as records are pushed: a single value while every record so far has it, one
+/// per record from the first record that differs. Most of a chunk's columns have one value (its
+/// account, period, currency, an absent sub-account), and those are never written per record nor
+/// scanned again when the chunk is laid out.
+struct Values<T> {
+    len: usize,
+    one: T,
+    each: Vec<T>,
+}
+
+impl<T: Default> Default for Values<T> {
+    fn default() -> Self {
+        Values {
+            len: 0,
+            one: T::default(),
+            each: Vec::new(),
+        }
+    }
+}
+
+impl<T: Copy + PartialEq> Values<T> {
+    /// Adds the next record's value; `room` is how many records the chunk is expected to have.
+    #[inline]
+    fn push(&mut self, value: T, room: usize) {
+        if self.each.is_empty() {
+            if self.len == 0 || value == self.one {
+                self.one = value;
+                self.len += 1;
+                return;
+            }
+            self.spill(room);
+        }
+        self.each.push(value);
+        self.len += 1;
+    }
+
+    /// The first record whose value differs: every record before it gets its value written.
+    #[cold]
+    #[inline(never)]
+    fn spill(&mut self, room: usize) {
+        self.each.reserve_exact(room.max(self.len + 1));
+        self.each.resize(self.len, self.one);
+    }
+
+    /// `value` for the records from this column's last to `len`.
+    fn pad(&mut self, len: usize, value: T, room: usize) {
+        while self.len < len {
+            self.push(value, room);
+        }
+    }
+
+    fn last(&self) -> Option<T> {
+        match self.each.last() {
+            Some(last) => Some(*last),
+            None => (self.len > 0).then_some(self.one),
+        }
+    }
+
+    /// Its values: none, one for every record, or one per record.
+    fn values(&self) -> &[T] {
+        match (self.len, self.each.is_empty()) {
+            (0, _) => &[],
+            (_, true) => std::slice::from_ref(&self.one),
+            (_, false) => &self.each,
+        }
+    }
+}
+
 /// Builds one chunk's [`RecordColumns`]: [`ColumnsBuilder::push`] each record, then
 /// [`ColumnsBuilder::finish`].
 pub struct ColumnsBuilder<'a> {
     len: usize,
     texts: Dictionary<'a>,
+    /// How many records the chunk is expected to hold: a column of one value per record is
+    /// allocated for them at once.
+    room: usize,
     /// Per `u32` column, the text it interned last.
     last: [Option<Last<'a>>; WORDS],
-    words: [Vec<u32>; WORDS],
-    ints: [Vec<i64>; INTS],
+    words: [Values<u32>; WORDS],
+    ints: [Values<i64>; INTS],
     wide: Vec<(u8, u32, WideValue)>,
     periods: Vec<Period>,
     period_ids: FxHashMap<Period, u32>,
@@ -143,13 +239,14 @@ pub struct ColumnsBuilder<'a> {
     account_ids: FxHashMap<ProviderAccountId, u32>,
     currencies: Vec<Currency>,
     /// Each extension seen: its name, the text it interned last, and its values so far.
-    extensions: Vec<(&'static str, Option<Last<'a>>, Vec<TextId>)>,
+    extensions: Vec<(&'static str, Option<Last<'a>>, Values<TextId>)>,
 }
 
 impl Default for ColumnsBuilder<'_> {
     fn default() -> Self {
         ColumnsBuilder {
             len: 0,
+            room: 0,
             texts: Dictionary::default(),
             last: [None; WORDS],
             words: Default::default(),
@@ -172,12 +269,7 @@ impl<'a> ColumnsBuilder<'a> {
 
     /// Room for `records` more records in every column.
     pub fn reserve(&mut self, records: usize) {
-        for column in &mut self.words {
-            column.reserve(records);
-        }
-        for column in &mut self.ints {
-            column.reserve(records);
-        }
+        self.room = self.len + records;
     }
 
     pub fn len(&self) -> usize {
@@ -210,7 +302,7 @@ impl<'a> ColumnsBuilder<'a> {
 
     /// The index of `account`: the one of the record before, most often.
     fn account(&mut self, kind: ProviderKind, account: &ProviderAccountId) -> u32 {
-        let last = self.words[Word::Account as usize].last().copied();
+        let last = self.words[Word::Account as usize].last();
         if let Some(last) = last
             && self.accounts[last as usize].1 == *account
         {
@@ -229,7 +321,7 @@ impl<'a> ColumnsBuilder<'a> {
 
     /// The index of `period`: the one of the record before, most often.
     fn period(&mut self, period: Period) -> u32 {
-        let last = self.words[Word::Period as usize].last().copied();
+        let last = self.words[Word::Period as usize].last();
         if let Some(last) = last
             && self.periods[last as usize] == period
         {
@@ -248,7 +340,7 @@ impl<'a> ColumnsBuilder<'a> {
 
     #[inline]
     fn word(&mut self, column: Word, value: u32) {
-        self.words[column as usize].push(value);
+        self.words[column as usize].push(value, self.room);
     }
 
     /// An `i64` value, or the [`WIDE`] marker with the whole value beside it.
@@ -261,7 +353,7 @@ impl<'a> ColumnsBuilder<'a> {
                 WIDE
             }
         };
-        self.ints[column as usize].push(value);
+        self.ints[column as usize].push(value, self.room);
     }
 
     /// A decimal as mantissa and scale, kept whole when the mantissa is wider than `i64` or the
@@ -314,19 +406,19 @@ impl<'a> ColumnsBuilder<'a> {
             let at = match self
                 .extensions
                 .iter()
-                .position(|(known, ..)| *known == name)
+                .position(|(known, ..)| same_text(known, name))
             {
                 Some(at) => at,
                 None => {
-                    self.extensions.push((name, None, Vec::new()));
+                    self.extensions.push((name, None, Values::default()));
                     self.extensions.len() - 1
                 }
             };
             let (_, last, column) = &mut self.extensions[at];
             let value = self.texts.intern(last, value);
             // Records before this one that lacked the extension.
-            column.resize(self.len, NO_TEXT);
-            column.push(value);
+            column.pad(self.len, NO_TEXT, self.room);
+            column.push(value, self.room);
         }
         for (column, value) in [
             (Word::Account, account),
@@ -424,13 +516,13 @@ impl<'a> ColumnsBuilder<'a> {
         self.extensions.sort_by_key(|(name, ..)| *name);
         for (_, _, values) in &mut self.extensions {
             // Records after the last that had the extension.
-            values.resize(len, NO_TEXT);
+            values.pad(len, NO_TEXT, len);
         }
         let word_values: Vec<&[u32]> = self
             .words
             .iter()
             .chain(self.extensions.iter().map(|(_, _, values)| values))
-            .map(Vec::as_slice)
+            .map(Values::values)
             .collect();
         let (words, columns) = lay_out(&self.texts.ends, &word_values);
         let mut word_columns = [Column::default(); WORDS];
@@ -441,7 +533,7 @@ impl<'a> ColumnsBuilder<'a> {
             .zip(&columns[WORDS..])
             .map(|((name, ..), column)| (*name, *column))
             .collect();
-        let int_values: Vec<&[i64]> = self.ints.iter().map(Vec::as_slice).collect();
+        let int_values: Vec<&[i64]> = self.ints.iter().map(Values::values).collect();
         let (ints, columns) = lay_out(&[], &int_values);
         let mut int_columns = [Column::default(); INTS];
         int_columns.copy_from_slice(&columns);
@@ -466,39 +558,51 @@ impl<'a> ColumnsBuilder<'a> {
     }
 }
 
-/// `head`, then each column's values: once when every record has the same value (or there are none),
-/// else one per record. Allocated once, to its length.
+/// `head`, then each column's values: once when every record has the same value (the builder's
+/// [`Values`] say so), else one per record. A column whose values an earlier column holds already
+/// shares them: a team record's original amount is its billed nanos, its consumed unit its
+/// dimension. Allocated once, to its length.
 fn lay_out<T: Copy + PartialEq>(head: &[T], columns: &[&[T]]) -> (Box<[T]>, Vec<Column>) {
-    let per_record: Vec<bool> = columns
-        .iter()
-        .map(|values| {
-            values
-                .first()
-                .is_some_and(|first| values.iter().any(|value| value != first))
-        })
-        .collect();
-    let total = head.len()
-        + columns
-            .iter()
-            .zip(&per_record)
-            .map(|(values, per_record)| match per_record {
-                true => values.len(),
-                false => usize::from(!values.is_empty()),
-            })
-            .sum::<usize>();
+    let mut placed: Vec<Column> = Vec::with_capacity(columns.len());
+    // Which earlier column each shares, if any.
+    let mut shares: Vec<Option<usize>> = Vec::with_capacity(columns.len());
+    let mut total = head.len();
+    for (at, values) in columns.iter().enumerate() {
+        let earlier = columns[..at].iter().position(|other| other == values);
+        shares.push(earlier);
+        placed.push(match earlier {
+            Some(earlier) => placed[earlier],
+            None => {
+                let column = Column::new(total, values.len() > 1);
+                total += values.len();
+                column
+            }
+        });
+    }
     let mut array = Vec::with_capacity(total);
     array.extend_from_slice(head);
-    let columns = columns
-        .iter()
-        .zip(per_record)
-        .map(|(values, per_record)| {
-            let column = Column::new(array.len(), per_record);
-            match per_record {
-                true => array.extend_from_slice(values),
-                false => array.extend(values.first().copied()),
-            }
-            column
-        })
-        .collect();
-    (array.into_boxed_slice(), columns)
+    for (values, earlier) in columns.iter().zip(shares) {
+        if earlier.is_none() {
+            array.extend_from_slice(values);
+        }
+    }
+    (array.into_boxed_slice(), placed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// The inline comparison says what `==` says, at every length around its word sizes.
+        #[test]
+        fn texts_are_the_same_exactly_when_their_bytes_are(
+            a in "[ab]{0,20}",
+            b in "[ab]{0,20}",
+        ) {
+            prop_assert_eq!(same_text(&a, &b), a == b);
+            prop_assert!(same_text(&a, &a.clone()));
+        }
+    }
 }
