@@ -116,13 +116,20 @@ fn hash(text: &str) -> u64 {
 impl<'a> Dictionary<'a> {
     /// The id of `text`, added when new. `last` is what this column interned last: consecutive
     /// records repeat most of their texts.
-    #[inline]
+    #[inline(always)]
     fn intern(&mut self, last: &mut Option<Last<'a>>, text: &'a str) -> TextId {
         if let Some(known) = last
             && known.is(text)
         {
             return known.id;
         }
+        self.intern_other(last, text)
+    }
+
+    /// [`Dictionary::intern`] of a text its column did not intern last: out of line, so the common
+    /// case stays a comparison inlined in the push.
+    #[inline(never)]
+    fn intern_other(&mut self, last: &mut Option<Last<'a>>, text: &'a str) -> TextId {
         let id = match self.previous {
             Some(previous) if previous.is(text) => previous.id,
             _ => self.lookup(text),
@@ -155,67 +162,69 @@ impl<'a> Dictionary<'a> {
 /// One column's values as records are pushed: a single value while every record so far has it, one
 /// per record from the first record that differs. Most of a chunk's columns have one value (its
 /// account, period, currency, an absent sub-account), and those are never written per record nor
-/// scanned again when the chunk is laid out.
+/// scanned again when the chunk is laid out. How many records it holds is the builder's to know.
+#[derive(Default)]
 struct Values<T> {
-    len: usize,
     one: T,
     each: Vec<T>,
 }
 
-impl<T: Default> Default for Values<T> {
-    fn default() -> Self {
-        Values {
-            len: 0,
-            one: T::default(),
-            each: Vec::new(),
-        }
-    }
-}
-
 impl<T: Copy + PartialEq> Values<T> {
-    /// Adds the next record's value; `room` is how many records the chunk is expected to have.
-    #[inline]
-    fn push(&mut self, value: T, room: usize) {
+    /// Sets record `at`'s value, the column holding the records before it; `room` is how many
+    /// records the chunk is expected to have.
+    #[inline(always)]
+    fn push(&mut self, at: usize, value: T, room: usize) {
         if self.each.is_empty() {
-            if self.len == 0 || value == self.one {
+            if at == 0 || value == self.one {
                 self.one = value;
-                self.len += 1;
                 return;
             }
-            self.spill(room);
+            self.spill(at, room);
         }
         self.each.push(value);
-        self.len += 1;
     }
 
     /// The first record whose value differs: every record before it gets its value written.
     #[cold]
     #[inline(never)]
-    fn spill(&mut self, room: usize) {
-        self.each.reserve_exact(room.max(self.len + 1));
-        self.each.resize(self.len, self.one);
+    fn spill(&mut self, at: usize, room: usize) {
+        self.each.reserve_exact(room.max(at + 1));
+        self.each.resize(at, self.one);
     }
 
-    /// `value` for the records from this column's last to `len`.
-    fn pad(&mut self, len: usize, value: T, room: usize) {
-        while self.len < len {
-            self.push(value, room);
-        }
-    }
-
-    fn last(&self) -> Option<T> {
+    /// The last record's value, the column holding `len` records.
+    fn last(&self, len: usize) -> Option<T> {
         match self.each.last() {
             Some(last) => Some(*last),
-            None => (self.len > 0).then_some(self.one),
+            None => (len > 0).then_some(self.one),
         }
     }
 
-    /// Its values: none, one for every record, or one per record.
-    fn values(&self) -> &[T] {
-        match (self.len, self.each.is_empty()) {
+    /// Its values, the column holding `len` records: none, one for every record, or one per record.
+    fn values(&self, len: usize) -> &[T] {
+        match (len, self.each.is_empty()) {
             (0, _) => &[],
             (_, true) => std::slice::from_ref(&self.one),
             (_, false) => &self.each,
+        }
+    }
+}
+
+/// An extension's column: its name, the text it interned last, its values, and how many records
+/// they cover (the records after that lack it so far).
+struct Extension<'a> {
+    name: &'static str,
+    last: Option<Last<'a>>,
+    values: Values<TextId>,
+    len: usize,
+}
+
+impl Extension<'_> {
+    /// `NO_TEXT` for the records from this one's last to `len`.
+    fn pad(&mut self, len: usize, room: usize) {
+        while self.len < len {
+            self.values.push(self.len, NO_TEXT, room);
+            self.len += 1;
         }
     }
 }
@@ -239,7 +248,7 @@ pub struct ColumnsBuilder<'a> {
     account_ids: FxHashMap<ProviderAccountId, u32>,
     currencies: Vec<Currency>,
     /// Each extension seen: its name, the text it interned last, and its values so far.
-    extensions: Vec<(&'static str, Option<Last<'a>>, Values<TextId>)>,
+    extensions: Vec<Extension<'a>>,
 }
 
 impl Default for ColumnsBuilder<'_> {
@@ -280,12 +289,12 @@ impl<'a> ColumnsBuilder<'a> {
         self.len == 0
     }
 
-    #[inline]
+    #[inline(always)]
     fn text(&mut self, column: Word, text: &'a str) -> TextId {
         self.texts.intern(&mut self.last[column as usize], text)
     }
 
-    #[inline]
+    #[inline(always)]
     fn text_option(&mut self, column: Word, text: Option<&'a str>) -> TextId {
         text.map_or(NO_TEXT, |text| self.text(column, text))
     }
@@ -302,7 +311,7 @@ impl<'a> ColumnsBuilder<'a> {
 
     /// The index of `account`: the one of the record before, most often.
     fn account(&mut self, kind: ProviderKind, account: &ProviderAccountId) -> u32 {
-        let last = self.words[Word::Account as usize].last();
+        let last = self.words[Word::Account as usize].last(self.len);
         if let Some(last) = last
             && self.accounts[last as usize].1 == *account
         {
@@ -321,7 +330,7 @@ impl<'a> ColumnsBuilder<'a> {
 
     /// The index of `period`: the one of the record before, most often.
     fn period(&mut self, period: Period) -> u32 {
-        let last = self.words[Word::Period as usize].last();
+        let last = self.words[Word::Period as usize].last(self.len);
         if let Some(last) = last
             && self.periods[last as usize] == period
         {
@@ -338,13 +347,13 @@ impl<'a> ColumnsBuilder<'a> {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     fn word(&mut self, column: Word, value: u32) {
-        self.words[column as usize].push(value, self.room);
+        self.words[column as usize].push(self.len, value, self.room);
     }
 
     /// An `i64` value, or the [`WIDE`] marker with the whole value beside it.
-    #[inline]
+    #[inline(always)]
     fn int(&mut self, column: Int, narrow: Option<i64>, whole: WideValue) {
         let value = match narrow.filter(|value| *value != WIDE) {
             Some(value) => value,
@@ -353,12 +362,12 @@ impl<'a> ColumnsBuilder<'a> {
                 WIDE
             }
         };
-        self.ints[column as usize].push(value, self.room);
+        self.ints[column as usize].push(self.len, value, self.room);
     }
 
     /// A decimal as mantissa and scale, kept whole when the mantissa is wider than `i64` or the
     /// value is a negative zero (which a mantissa cannot tell from zero).
-    #[inline]
+    #[inline(always)]
     fn decimal(&mut self, mantissa: Int, scale: Word, value: Decimal) {
         let narrow = i64::try_from(value.mantissa())
             .ok()
@@ -406,42 +415,46 @@ impl<'a> ColumnsBuilder<'a> {
             let at = match self
                 .extensions
                 .iter()
-                .position(|(known, ..)| same_text(known, name))
+                .position(|known| same_text(known.name, name))
             {
                 Some(at) => at,
                 None => {
-                    self.extensions.push((name, None, Values::default()));
+                    self.extensions.push(Extension {
+                        name,
+                        last: None,
+                        values: Values::default(),
+                        len: 0,
+                    });
                     self.extensions.len() - 1
                 }
             };
-            let (_, last, column) = &mut self.extensions[at];
-            let value = self.texts.intern(last, value);
+            let extension = &mut self.extensions[at];
+            let value = self.texts.intern(&mut extension.last, value);
             // Records before this one that lacked the extension.
-            column.pad(self.len, NO_TEXT, self.room);
-            column.push(value, self.room);
+            extension.pad(self.len, self.room);
+            extension.values.push(extension.len, value, self.room);
+            extension.len += 1;
         }
-        for (column, value) in [
-            (Word::Account, account),
-            (Word::BillingId, billing_id),
-            (Word::BillingName, billing_name),
-            (Word::SubId, sub_id),
-            (Word::SubName, sub_name),
-            (Word::ResourceId, resource_id),
-            (Word::ResourceName, resource_name),
-            (Word::ResourceKind, resource_kind),
-            (Word::Service, service),
-            (Word::Sku, sku),
-            (Word::Dimension, dimension),
-            (Word::Invoice, invoice),
-            (Word::Category, record.charge_category as u32),
-            (Word::Period, period),
-            (Word::BilledCurrency, billed_currency),
-            (Word::OriginalUnit, original_unit),
-            (Word::ConsumedUnit, consumed_unit),
-            (Word::PriceCurrency, price_currency),
-        ] {
-            self.word(column, value);
-        }
+        // One call each rather than a loop over pairs: each inlines to a comparison with the
+        // column's one value.
+        self.word(Word::Account, account);
+        self.word(Word::BillingId, billing_id);
+        self.word(Word::BillingName, billing_name);
+        self.word(Word::SubId, sub_id);
+        self.word(Word::SubName, sub_name);
+        self.word(Word::ResourceId, resource_id);
+        self.word(Word::ResourceName, resource_name);
+        self.word(Word::ResourceKind, resource_kind);
+        self.word(Word::Service, service);
+        self.word(Word::Sku, sku);
+        self.word(Word::Dimension, dimension);
+        self.word(Word::Invoice, invoice);
+        self.word(Word::Category, record.charge_category as u32);
+        self.word(Word::Period, period);
+        self.word(Word::BilledCurrency, billed_currency);
+        self.word(Word::OriginalUnit, original_unit);
+        self.word(Word::ConsumedUnit, consumed_unit);
+        self.word(Word::PriceCurrency, price_currency);
         let nanos = record.billed_cost.nanos();
         self.int(
             Int::BilledNanos,
@@ -513,16 +526,16 @@ impl<'a> ColumnsBuilder<'a> {
     pub fn finish(mut self) -> RecordColumns {
         let len = self.len;
         let text_count = self.texts.ends.len() as u32;
-        self.extensions.sort_by_key(|(name, ..)| *name);
-        for (_, _, values) in &mut self.extensions {
+        self.extensions.sort_by_key(|extension| extension.name);
+        for extension in &mut self.extensions {
             // Records after the last that had the extension.
-            values.pad(len, NO_TEXT, len);
+            extension.pad(len, len);
         }
         let word_values: Vec<&[u32]> = self
             .words
             .iter()
-            .chain(self.extensions.iter().map(|(_, _, values)| values))
-            .map(Values::values)
+            .chain(self.extensions.iter().map(|extension| &extension.values))
+            .map(|values| values.values(len))
             .collect();
         let (words, columns) = lay_out(&self.texts.ends, &word_values);
         let mut word_columns = [Column::default(); WORDS];
@@ -531,9 +544,9 @@ impl<'a> ColumnsBuilder<'a> {
             .extensions
             .iter()
             .zip(&columns[WORDS..])
-            .map(|((name, ..), column)| (*name, *column))
+            .map(|(extension, column)| (extension.name, *column))
             .collect();
-        let int_values: Vec<&[i64]> = self.ints.iter().map(Values::values).collect();
+        let int_values: Vec<&[i64]> = self.ints.iter().map(|values| values.values(len)).collect();
         let (ints, columns) = lay_out(&[], &int_values);
         let mut int_columns = [Column::default(); INTS];
         int_columns.copy_from_slice(&columns);
