@@ -67,11 +67,36 @@ struct Last<'a> {
 }
 
 impl Last<'_> {
-    /// Whether `text` is this one: the same borrowed text, or the same bytes.
+    /// Whether `text` is this one.
     #[inline]
     fn is(&self, text: &str) -> bool {
-        (std::ptr::eq(self.text.as_ptr(), text.as_ptr()) && self.text.len() == text.len())
-            || self.text == text
+        same_text(self.text, text)
+    }
+}
+
+/// Whether two texts are the same: the same borrowed text, or the same bytes. The texts compared are
+/// mostly short names of one length (`dimension_3`, `dimension_4`), so they are compared inline in
+/// words rather than by a call to `memcmp`, which cost more than the rest of interning.
+#[inline]
+fn same_text(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    if a.len() != b.len() {
+        return false;
+    }
+    if std::ptr::eq(a.as_ptr(), b.as_ptr()) {
+        return true;
+    }
+    let word = |bytes: &[u8], at: usize| {
+        bytes
+            .get(at..at + 8)
+            .and_then(|word| <[u8; 8]>::try_from(word).ok())
+            .map(u64::from_ne_bytes)
+    };
+    match a.len() {
+        // Two words that overlap cover every byte.
+        8..=16 => word(a, 0) == word(b, 0) && word(a, a.len() - 8) == word(b, b.len() - 8),
+        0..8 => a.iter().zip(b).all(|(x, y)| x == y),
+        _ => a == b,
     }
 }
 
@@ -91,13 +116,20 @@ fn hash(text: &str) -> u64 {
 impl<'a> Dictionary<'a> {
     /// The id of `text`, added when new. `last` is what this column interned last: consecutive
     /// records repeat most of their texts.
-    #[inline]
+    #[inline(always)]
     fn intern(&mut self, last: &mut Option<Last<'a>>, text: &'a str) -> TextId {
         if let Some(known) = last
             && known.is(text)
         {
             return known.id;
         }
+        self.intern_other(last, text)
+    }
+
+    /// [`Dictionary::intern`] of a text its column did not intern last: out of line, so the common
+    /// case stays a comparison inlined in the push.
+    #[inline(never)]
+    fn intern_other(&mut self, last: &mut Option<Last<'a>>, text: &'a str) -> TextId {
         let id = match self.previous {
             Some(previous) if previous.is(text) => previous.id,
             _ => self.lookup(text),
@@ -113,7 +145,7 @@ impl<'a> Dictionary<'a> {
         let (bytes, ends) = (&self.bytes, &self.ends);
         if let Some(id) = self
             .ids
-            .find(hashed, |id| text_at(bytes, ends, *id) == text)
+            .find(hashed, |id| same_text(text_at(bytes, ends, *id), text))
         {
             return *id;
         }
@@ -127,15 +159,88 @@ impl<'a> Dictionary<'a> {
     }
 }
 
+/// One column's values as records are pushed: a single value while every record so far has it, one
+/// per record from the first record that differs. Most of a chunk's columns have one value (its
+/// account, period, currency, an absent sub-account), and those are never written per record nor
+/// scanned again when the chunk is laid out. How many records it holds is the builder's to know.
+#[derive(Default)]
+struct Values<T> {
+    one: T,
+    each: Vec<T>,
+}
+
+impl<T: Copy + PartialEq> Values<T> {
+    /// Sets record `at`'s value, the column holding the records before it; `room` is how many
+    /// records the chunk is expected to have.
+    #[inline(always)]
+    fn push(&mut self, at: usize, value: T, room: usize) {
+        if self.each.is_empty() {
+            if at == 0 || value == self.one {
+                self.one = value;
+                return;
+            }
+            self.spill(at, room);
+        }
+        self.each.push(value);
+    }
+
+    /// The first record whose value differs: every record before it gets its value written.
+    #[cold]
+    #[inline(never)]
+    fn spill(&mut self, at: usize, room: usize) {
+        self.each.reserve_exact(room.max(at + 1));
+        self.each.resize(at, self.one);
+    }
+
+    /// The last record's value, the column holding `len` records.
+    fn last(&self, len: usize) -> Option<T> {
+        match self.each.last() {
+            Some(last) => Some(*last),
+            None => (len > 0).then_some(self.one),
+        }
+    }
+
+    /// Its values, the column holding `len` records: none, one for every record, or one per record.
+    fn values(&self, len: usize) -> &[T] {
+        match (len, self.each.is_empty()) {
+            (0, _) => &[],
+            (_, true) => std::slice::from_ref(&self.one),
+            (_, false) => &self.each,
+        }
+    }
+}
+
+/// An extension's column: its name, the text it interned last, its values, and how many records
+/// they cover (the records after that lack it so far).
+struct Extension<'a> {
+    name: &'static str,
+    last: Option<Last<'a>>,
+    values: Values<TextId>,
+    len: usize,
+}
+
+impl Extension<'_> {
+    /// `NO_TEXT` for the records from this one's last to `len`.
+    fn pad(&mut self, len: usize, room: usize) {
+        while self.len < len {
+            self.values.push(self.len, NO_TEXT, room);
+            self.len += 1;
+        }
+    }
+}
+
 /// Builds one chunk's [`RecordColumns`]: [`ColumnsBuilder::push`] each record, then
 /// [`ColumnsBuilder::finish`].
 pub struct ColumnsBuilder<'a> {
     len: usize,
     texts: Dictionary<'a>,
+    /// How many records the chunk is expected to hold: a column of one value per record is
+    /// allocated for them at once.
+    room: usize,
     /// Per `u32` column, the text it interned last.
     last: [Option<Last<'a>>; WORDS],
-    words: [Vec<u32>; WORDS],
-    ints: [Vec<i64>; INTS],
+    words: [Values<u32>; WORDS],
+    ints: [Values<i64>; INTS],
     wide: Vec<(u8, u32, WideValue)>,
     periods: Vec<Period>,
     period_ids: FxHashMap<Period, u32>,
@@ -143,13 +248,14 @@ pub struct ColumnsBuilder<'a> {
     account_ids: FxHashMap<ProviderAccountId, u32>,
     currencies: Vec<Currency>,
     /// Each extension seen: its name, the text it interned last, and its values so far.
-    extensions: Vec<(&'static str, Option<Last<'a>>, Vec<TextId>)>,
+    extensions: Vec<Extension<'a>>,
 }
 
 impl Default for ColumnsBuilder<'_> {
     fn default() -> Self {
         ColumnsBuilder {
             len: 0,
+            room: 0,
             texts: Dictionary::default(),
             last: [None; WORDS],
             words: Default::default(),
@@ -172,12 +278,7 @@ impl<'a> ColumnsBuilder<'a> {
 
     /// Room for `records` more records in every column.
     pub fn reserve(&mut self, records: usize) {
-        for column in &mut self.words {
-            column.reserve(records);
-        }
-        for column in &mut self.ints {
-            column.reserve(records);
-        }
+        self.room = self.len + records;
     }
 
     pub fn len(&self) -> usize {
@@ -188,12 +289,12 @@ impl<'a> ColumnsBuilder<'a> {
         self.len == 0
     }
 
-    #[inline]
+    #[inline(always)]
     fn text(&mut self, column: Word, text: &'a str) -> TextId {
         self.texts.intern(&mut self.last[column as usize], text)
     }
 
-    #[inline]
+    #[inline(always)]
     fn text_option(&mut self, column: Word, text: Option<&'a str>) -> TextId {
         text.map_or(NO_TEXT, |text| self.text(column, text))
     }
@@ -210,7 +311,7 @@ impl<'a> ColumnsBuilder<'a> {
 
     /// The index of `account`: the one of the record before, most often.
     fn account(&mut self, kind: ProviderKind, account: &ProviderAccountId) -> u32 {
-        let last = self.words[Word::Account as usize].last().copied();
+        let last = self.words[Word::Account as usize].last(self.len);
         if let Some(last) = last
             && self.accounts[last as usize].1 == *account
         {
@@ -229,7 +330,7 @@ impl<'a> ColumnsBuilder<'a> {
 
     /// The index of `period`: the one of the record before, most often.
     fn period(&mut self, period: Period) -> u32 {
-        let last = self.words[Word::Period as usize].last().copied();
+        let last = self.words[Word::Period as usize].last(self.len);
         if let Some(last) = last
             && self.periods[last as usize] == period
         {
@@ -246,13 +347,13 @@ impl<'a> ColumnsBuilder<'a> {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     fn word(&mut self, column: Word, value: u32) {
-        self.words[column as usize].push(value);
+        self.words[column as usize].push(self.len, value, self.room);
     }
 
     /// An `i64` value, or the [`WIDE`] marker with the whole value beside it.
-    #[inline]
+    #[inline(always)]
     fn int(&mut self, column: Int, narrow: Option<i64>, whole: WideValue) {
         let value = match narrow.filter(|value| *value != WIDE) {
             Some(value) => value,
@@ -261,12 +362,12 @@ impl<'a> ColumnsBuilder<'a> {
                 WIDE
             }
         };
-        self.ints[column as usize].push(value);
+        self.ints[column as usize].push(self.len, value, self.room);
     }
 
     /// A decimal as mantissa and scale, kept whole when the mantissa is wider than `i64` or the
     /// value is a negative zero (which a mantissa cannot tell from zero).
-    #[inline]
+    #[inline(always)]
     fn decimal(&mut self, mantissa: Int, scale: Word, value: Decimal) {
         let narrow = i64::try_from(value.mantissa())
             .ok()
@@ -314,42 +415,46 @@ impl<'a> ColumnsBuilder<'a> {
             let at = match self
                 .extensions
                 .iter()
-                .position(|(known, ..)| *known == name)
+                .position(|known| same_text(known.name, name))
             {
                 Some(at) => at,
                 None => {
-                    self.extensions.push((name, None, Vec::new()));
+                    self.extensions.push(Extension {
+                        name,
+                        last: None,
+                        values: Values::default(),
+                        len: 0,
+                    });
                     self.extensions.len() - 1
                 }
             };
-            let (_, last, column) = &mut self.extensions[at];
-            let value = self.texts.intern(last, value);
+            let extension = &mut self.extensions[at];
+            let value = self.texts.intern(&mut extension.last, value);
             // Records before this one that lacked the extension.
-            column.resize(self.len, NO_TEXT);
-            column.push(value);
+            extension.pad(self.len, self.room);
+            extension.values.push(extension.len, value, self.room);
+            extension.len += 1;
         }
-        for (column, value) in [
-            (Word::Account, account),
-            (Word::BillingId, billing_id),
-            (Word::BillingName, billing_name),
-            (Word::SubId, sub_id),
-            (Word::SubName, sub_name),
-            (Word::ResourceId, resource_id),
-            (Word::ResourceName, resource_name),
-            (Word::ResourceKind, resource_kind),
-            (Word::Service, service),
-            (Word::Sku, sku),
-            (Word::Dimension, dimension),
-            (Word::Invoice, invoice),
-            (Word::Category, record.charge_category as u32),
-            (Word::Period, period),
-            (Word::BilledCurrency, billed_currency),
-            (Word::OriginalUnit, original_unit),
-            (Word::ConsumedUnit, consumed_unit),
-            (Word::PriceCurrency, price_currency),
-        ] {
-            self.word(column, value);
-        }
+        // One call each rather than a loop over pairs: each inlines to a comparison with the
+        // column's one value.
+        self.word(Word::Account, account);
+        self.word(Word::BillingId, billing_id);
+        self.word(Word::BillingName, billing_name);
+        self.word(Word::SubId, sub_id);
+        self.word(Word::SubName, sub_name);
+        self.word(Word::ResourceId, resource_id);
+        self.word(Word::ResourceName, resource_name);
+        self.word(Word::ResourceKind, resource_kind);
+        self.word(Word::Service, service);
+        self.word(Word::Sku, sku);
+        self.word(Word::Dimension, dimension);
+        self.word(Word::Invoice, invoice);
+        self.word(Word::Category, record.charge_category as u32);
+        self.word(Word::Period, period);
+        self.word(Word::BilledCurrency, billed_currency);
+        self.word(Word::OriginalUnit, original_unit);
+        self.word(Word::ConsumedUnit, consumed_unit);
+        self.word(Word::PriceCurrency, price_currency);
         let nanos = record.billed_cost.nanos();
         self.int(
             Int::BilledNanos,
@@ -421,16 +526,16 @@ impl<'a> ColumnsBuilder<'a> {
     pub fn finish(mut self) -> RecordColumns {
         let len = self.len;
         let text_count = self.texts.ends.len() as u32;
-        self.extensions.sort_by_key(|(name, ..)| *name);
-        for (_, _, values) in &mut self.extensions {
+        self.extensions.sort_by_key(|extension| extension.name);
+        for extension in &mut self.extensions {
             // Records after the last that had the extension.
-            values.resize(len, NO_TEXT);
+            extension.pad(len, len);
         }
         let word_values: Vec<&[u32]> = self
             .words
             .iter()
-            .chain(self.extensions.iter().map(|(_, _, values)| values))
-            .map(Vec::as_slice)
+            .chain(self.extensions.iter().map(|extension| &extension.values))
+            .map(|values| values.values(len))
             .collect();
         let (words, columns) = lay_out(&self.texts.ends, &word_values);
         let mut word_columns = [Column::default(); WORDS];
@@ -439,9 +544,9 @@ impl<'a> ColumnsBuilder<'a> {
             .extensions
             .iter()
             .zip(&columns[WORDS..])
-            .map(|((name, ..), column)| (*name, *column))
+            .map(|(extension, column)| (extension.name, *column))
             .collect();
-        let int_values: Vec<&[i64]> = self.ints.iter().map(Vec::as_slice).collect();
+        let int_values: Vec<&[i64]> = self.ints.iter().map(|values| values.values(len)).collect();
         let (ints, columns) = lay_out(&[], &int_values);
         let mut int_columns = [Column::default(); INTS];
         int_columns.copy_from_slice(&columns);
@@ -466,39 +571,51 @@ impl<'a> ColumnsBuilder<'a> {
     }
 }
 
-/// `head`, then each column's values: once when every record has the same value (or there are none),
-/// else one per record. Allocated once, to its length.
+/// `head`, then each column's values: once when every record has the same value (the builder's
+/// [`Values`] say so), else one per record. A column whose values an earlier column holds already
+/// shares them: a team record's original amount is its billed nanos, its consumed unit its
+/// dimension. Allocated once, to its length.
 fn lay_out<T: Copy + PartialEq>(head: &[T], columns: &[&[T]]) -> (Box<[T]>, Vec<Column>) {
-    let per_record: Vec<bool> = columns
-        .iter()
-        .map(|values| {
-            values
-                .first()
-                .is_some_and(|first| values.iter().any(|value| value != first))
-        })
-        .collect();
-    let total = head.len()
-        + columns
-            .iter()
-            .zip(&per_record)
-            .map(|(values, per_record)| match per_record {
-                true => values.len(),
-                false => usize::from(!values.is_empty()),
-            })
-            .sum::<usize>();
+    let mut placed: Vec<Column> = Vec::with_capacity(columns.len());
+    // Which earlier column each shares, if any.
+    let mut shares: Vec<Option<usize>> = Vec::with_capacity(columns.len());
+    let mut total = head.len();
+    for (at, values) in columns.iter().enumerate() {
+        let earlier = columns[..at].iter().position(|other| other == values);
+        shares.push(earlier);
+        placed.push(match earlier {
+            Some(earlier) => placed[earlier],
+            None => {
+                let column = Column::new(total, values.len() > 1);
+                total += values.len();
+                column
+            }
+        });
+    }
     let mut array = Vec::with_capacity(total);
     array.extend_from_slice(head);
-    let columns = columns
-        .iter()
-        .zip(per_record)
-        .map(|(values, per_record)| {
-            let column = Column::new(array.len(), per_record);
-            match per_record {
-                true => array.extend_from_slice(values),
-                false => array.extend(values.first().copied()),
-            }
-            column
-        })
-        .collect();
-    (array.into_boxed_slice(), columns)
+    for (values, earlier) in columns.iter().zip(shares) {
+        if earlier.is_none() {
+            array.extend_from_slice(values);
+        }
+    }
+    (array.into_boxed_slice(), placed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// The inline comparison says what `==` says, at every length around its word sizes.
+        #[test]
+        fn texts_are_the_same_exactly_when_their_bytes_are(
+            a in "[ab]{0,20}",
+            b in "[ab]{0,20}",
+        ) {
+            prop_assert_eq!(same_text(&a, &b), a == b);
+            prop_assert!(same_text(&a, &a.clone()));
+        }
+    }
 }

@@ -430,6 +430,31 @@ impl RecordColumns {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::testing::any_record;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Runs of one record (a column of one value until some record differs, at any point),
+        /// columns equal to others (held once), extensions some records lack: every record comes
+        /// back as it went in, decimals with their scale and sign (`Debug` shows both).
+        #[test]
+        fn columns_give_back_each_record_as_it_went_in(
+            pool in proptest::collection::vec(any_record(), 1..4),
+            runs in proptest::collection::vec((0usize..4, 1usize..40), 0..6),
+        ) {
+            let records: Vec<CostRecord> = runs
+                .iter()
+                .flat_map(|(which, length)| std::iter::repeat_n(pool[which % pool.len()].clone(), *length))
+                .collect();
+            let columns = RecordColumns::from_records(records.clone());
+            prop_assert_eq!(columns.len(), records.len());
+            for (index, record) in records.iter().enumerate() {
+                prop_assert_eq!(format!("{:?}", columns.record(index)), format!("{record:?}"));
+            }
+            let back: Vec<CostRecord> = columns.records().collect();
+            prop_assert_eq!(format!("{back:?}"), format!("{records:?}"));
+        }
+    }
 
     #[test]
     fn every_chunk_names_each_charge_category_and_provider_kind_without_holding_them() {

@@ -166,18 +166,26 @@ fn whole_nanos(field: impl Fn() -> String, value: Decimal) -> Result<i128, Strin
 
 /// Nanodollars as exact dollars.
 fn nanos_to_units(field: impl Fn() -> String, nanos: Decimal) -> Result<Decimal, String> {
-    // The common case, a whole amount: its trailing zeros stripped in integers, as
-    // `Decimal::normalize` would.
-    if nanos.scale() == 0 {
-        let (mut mantissa, mut scale) = (nanos.mantissa(), 9);
-        if mantissa == 0 {
+    // The common case, a whole amount within 64 bits: its trailing zeros stripped in a `u64`, as
+    // `Decimal::normalize` would (a `u128` division is a library call).
+    if nanos.scale() == 0
+        && let Ok(mut magnitude) = u64::try_from(nanos.mantissa().unsigned_abs())
+    {
+        if magnitude == 0 {
             return Ok(Decimal::ZERO);
         }
-        while scale > 0 && mantissa % 10 == 0 {
-            mantissa /= 10;
+        let mut scale = 9;
+        while scale > 0 && magnitude % 10 == 0 {
+            magnitude /= 10;
             scale -= 1;
         }
-        return Ok(Decimal::from_i128_with_scale(mantissa, scale));
+        return Ok(Decimal::from_parts(
+            magnitude as u32,
+            (magnitude >> 32) as u32,
+            0,
+            nanos.is_sign_negative(),
+            scale,
+        ));
     }
     let mut units = nanos;
     units
@@ -236,31 +244,56 @@ fn usd_disagrees_in_decimals(usd: Decimal, nanos: i128) -> bool {
     }
 }
 
-/// [`usd_disagrees_in_decimals`] in `i128`, when each of its steps is exact (every intermediate fits
-/// a decimal's 96-bit mantissa), so the answer is the same; `None` when one might round. The
-/// decimal steps cost more than the rest of a record's normalizing.
+/// Every power of ten a decimal's scale can ask for.
+const POWERS_OF_TEN: [u128; 29] = {
+    let mut powers = [1u128; 29];
+    let mut at = 1;
+    while at < powers.len() {
+        powers[at] = powers[at - 1] * 10;
+        at += 1;
+    }
+    powers
+};
+
+/// [`usd_disagrees_in_decimals`] in integers, when each of its steps is exact (every intermediate
+/// fits a decimal's 96-bit mantissa), so the answer is the same; `None` when one might round. The
+/// decimal steps cost more than the rest of a record's normalizing; magnitudes in `u128` with powers
+/// from a table, since signed `i128` overflow checks and `checked_pow` cost most of what is left.
 fn usd_disagrees_in_integers(usd: Decimal, nanos: i128) -> Option<bool> {
-    const MANTISSA: i128 = 1 << 96;
-    let power = 10i128.checked_pow(usd.scale())?;
+    const MANTISSA: u128 = 1 << 96;
+    let scale = usd.scale() as usize;
+    let power = *POWERS_OF_TEN.get(scale)?;
     // The decimal steps' values, each as a mantissa: `usd` in nanos and `nanos` at `usd`'s scale,
-    // their difference, and the tolerance at scale 12.
-    let usd_in_nanos = usd.mantissa().checked_mul(1_000_000_000)?;
-    let nanos_scaled = nanos.checked_mul(power)?;
-    let difference = usd_in_nanos.checked_sub(nanos_scaled)?.checked_abs()?;
-    let tolerance = nanos.checked_abs()?.checked_add(1_000_000_000_000)?;
-    if [
-        usd_in_nanos.abs(),
-        nanos_scaled.abs(),
-        difference,
-        tolerance,
-    ]
-    .iter()
-    .any(|mantissa| *mantissa >= MANTISSA)
+    // their difference, and the tolerance at scale 12. A mantissa is below 2^96, so `usd` in nanos
+    // is below 2^126.
+    let usd_in_nanos = usd.mantissa() * 1_000_000_000;
+    let nanos_magnitude = nanos.unsigned_abs();
+    let nanos_scaled = nanos_magnitude.checked_mul(power)?;
+    let tolerance = nanos_magnitude + 1_000_000_000_000;
+    if usd_in_nanos.unsigned_abs() >= MANTISSA || nanos_scaled >= MANTISSA || tolerance >= MANTISSA
     {
         return None;
     }
-    // difference / 10^scale > tolerance / 10^12, both sides multiplied out.
-    Some(difference.checked_mul(1_000_000_000_000)? > tolerance.checked_mul(power)?)
+    // Both below 2^96, so neither the sign nor the difference overflows.
+    let nanos_scaled = if nanos < 0 {
+        -(nanos_scaled as i128)
+    } else {
+        nanos_scaled as i128
+    };
+    let difference = (usd_in_nanos - nanos_scaled).unsigned_abs();
+    if difference >= MANTISSA {
+        return None;
+    }
+    // difference / 10^scale > tolerance / 10^12, the smaller power divided out of both sides; a
+    // product past `u128` is past the other side, which is below 2^96.
+    Some(match scale.checked_sub(12) {
+        None => difference
+            .checked_mul(POWERS_OF_TEN[12 - scale])
+            .is_none_or(|difference| difference > tolerance),
+        Some(over) => tolerance
+            .checked_mul(POWERS_OF_TEN[over])
+            .is_some_and(|tolerance| difference > tolerance),
+    })
 }
 
 #[cfg(test)]
@@ -386,6 +419,18 @@ mod tests {
         assert_eq!(usd_disagrees_in_integers(usd, 99_100), Some(false));
         assert_eq!(usd_disagrees_in_integers(usd, 99_101), Some(true));
         assert_eq!(usd_disagrees_in_integers(-usd, 99_099), Some(true));
+        // A cent at any of the scales a float's rendering has, and the widest `i64` amounts.
+        for scale in 0..=20 {
+            let usd = Decimal::new(10i64.pow(scale.min(18)), scale + 2);
+            assert!(usd_disagrees_in_integers(usd, 0).is_some(), "{usd}");
+        }
+        assert!(
+            usd_disagrees_in_integers(
+                Decimal::from(i64::MAX / 1_000_000_000),
+                i128::from(i64::MAX)
+            )
+            .is_some()
+        );
         assert!(!usd_disagrees_in_decimals(usd, 99_100));
         assert!(usd_disagrees_in_decimals(usd, 99_101));
     }
@@ -412,7 +457,7 @@ mod tests {
                 (any::<i64>(), 0u32..20).prop_map(|(m, s)| Decimal::new(m, s)),
             ],
             near in -3i128..3,
-            far in any::<i64>(),
+            far in prop_oneof![any::<i64>().prop_map(i128::from), any::<i128>(), any::<i128>().prop_map(|n| n >> 30)],
             choice in 0..3,
         ) {
             // Amounts on both sides of the tolerance, and anywhere.
@@ -420,7 +465,7 @@ mod tests {
             let nanos = match choice {
                 0 => i128::try_from(close).unwrap_or(0) + near,
                 1 => i128::try_from(close).unwrap_or(0) + near * (i128::try_from(close).unwrap_or(0) / 1_000_000_000_000),
-                _ => i128::from(far),
+                _ => far,
             };
             if let Some(integers) = usd_disagrees_in_integers(usd, nanos) {
                 prop_assert_eq!(integers, usd_disagrees_in_decimals(usd, nanos));
