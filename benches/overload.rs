@@ -10,8 +10,8 @@
 //!    delay as each of `QUEUE_DELAYS_US` says (or `OVERLOAD_BENCH_QUEUE_DELAYS_US`), and `2 × limit`
 //!    callers send cached GetCosts back to back; then the same callers at the server as it ships
 //!    (limit 1,000, shedding past 10 ms for 100 ms). Each first retrying a refused call at once (the
-//!    worst caller there is), then waiting the RetryInfo delay (a well-behaved one). Accepted calls' p99 /
-//!    the p99 of one caller alone (goal <= 3), the refusals' p99 latency (goal < 10 ms), and
+//!    worst caller there is), then waiting the RetryInfo delay (a well-behaved one). Accepted calls'
+//!    p99 / the p99 of one caller alone (goal <= 3), the refusals' p99 latency (goal < 10 ms), and
 //!    Health/Check's p99 from one more caller meanwhile (goal < 100 ms). The callers share the
 //!    machine's two cores with the server. `OVERLOAD_BENCH_LIMITS=16` gives the figures at 32
 //!    callers, far past saturation, that earlier closing notes quoted;
@@ -297,11 +297,13 @@ async fn at_twice_saturation(
         true => println!(
             "at 2x saturation ({caller:?}, {mode:?}, limit {limit}, {shedding:?}): no call refused"
         ),
-        false => println!(
-            "at 2x saturation ({caller:?}, {mode:?}, limit {limit}, {shedding:?}): refusal p99 {:.2} ms (goal < 10 ms), in {} rounds of {ROUNDS}",
-            median(refusals.clone()),
-            refusals.len()
-        ),
+        false => {
+            let rounds = refusals.len();
+            println!(
+                "at 2x saturation ({caller:?}, {mode:?}, limit {limit}, {shedding:?}): refusal p99 {:.2} ms (goal < 10 ms), in {rounds} rounds of {ROUNDS}",
+                median(refusals)
+            )
+        }
     }
     println!(
         "at 2x saturation ({caller:?}, {mode:?}, limit {limit}, {shedding:?}): Health/Check p99 {:.2} ms (goal < 100 ms)",

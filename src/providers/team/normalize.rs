@@ -419,7 +419,8 @@ mod tests {
         assert_eq!(usd_disagrees_in_integers(usd, 99_100), Some(false));
         assert_eq!(usd_disagrees_in_integers(usd, 99_101), Some(true));
         assert_eq!(usd_disagrees_in_integers(-usd, 99_099), Some(true));
-        // A cent at any of the scales a float's rendering has, and the widest `i64` amounts.
+        // A cent written at scales 2 to 20 (past 18, a smaller amount: `i64` ends there), and the
+        // widest `i64` amounts: the integer path answers each.
         for scale in 0..=20 {
             let usd = Decimal::new(10i64.pow(scale.min(18)), scale + 2);
             assert!(usd_disagrees_in_integers(usd, 0).is_some(), "{usd}");
