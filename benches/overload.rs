@@ -13,10 +13,14 @@
 //!    worst caller there is), then waiting the RetryInfo delay (a well-behaved one). Accepted calls'
 //!    p99 / the p99 of one caller alone (goal <= 3), the refusals' p99 latency (goal < 10 ms), and
 //!    Health/Check's p99 from one more caller meanwhile (goal < 100 ms). The callers share the
-//!    machine's two cores with the server. `OVERLOAD_BENCH_LIMITS=16` gives the figures at 32
-//!    callers, far past saturation, that earlier closing notes quoted;
-//! 3. RSS after 5,000 idle connections (TCP only, never an HTTP/2 preface, as the issue's) came and
-//!    were closed by the handshake timeout / RSS before (goal <= 1.2), three rounds;
+//!    machine's two cores with the server, on one runtime (with `OVERLOAD_BENCH_SERVER_PROCESS` set,
+//!    the server runs in a process of its own: then the OS, not tokio, shares the cores between it
+//!    and the callers, and greedy callers' threads take whole time slices from it).
+//!    `OVERLOAD_BENCH_LIMITS=16` gives the figures at 32 callers, far past saturation, that earlier
+//!    closing notes quoted;
+//! 3. the server's RSS after 5,000 idle connections (TCP only, never an HTTP/2 preface, as the
+//!    issue's) came and were closed by the handshake timeout / its RSS before (goal <= 1.2), three
+//!    rounds, so the callers' sockets are not counted (alone with `-- idle`);
 //! 4. the drain, with one call that never finishes: how long after the stop Health answers NOT_SERVING
 //!    on an open connection and on a new one (goal < 100 ms), and the time to exit / the drain timeout
 //!    (goal <= 1.1).
@@ -29,9 +33,13 @@ use costd::{
 use hdrhistogram::Histogram;
 use std::{
     net::SocketAddr,
+    process::Stdio,
     time::{Duration, Instant},
 };
-use tokio::io::AsyncReadExt;
+use tokio::{
+    io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader, Lines},
+    process::{Child, ChildStdin, ChildStdout, Command},
+};
 use tonic::transport::Channel;
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
@@ -311,17 +319,118 @@ async fn at_twice_saturation(
     );
 }
 
-/// Opens IDLE_CONNECTIONS connections that send nothing and waits until the server closed each.
-async fn idle_connections_come_and_go(addr: SocketAddr) -> u64 {
+/// Set in a child's environment ("limit delay_us interval_ms"): it serves as [`start`] does, prints
+/// its address, and answers each line on its stdin with its own RSS, so the server's RSS is read
+/// without the callers' sockets in it.
+const SERVER_CHILD: &str = "OVERLOAD_BENCH_SERVER_CHILD";
+/// Set (to anything): the servers of part 2 run in processes of their own too.
+const SERVER_PROCESS: &str = "OVERLOAD_BENCH_SERVER_PROCESS";
+
+async fn serve_as_child(spec: &str) {
+    let numbers: Vec<u64> = spec
+        .split(' ')
+        .map(|n| n.parse().expect("a number"))
+        .collect();
+    let [limit, delay_us, interval_ms] = numbers[..] else {
+        panic!("{SERVER_CHILD} is \"limit delay_us interval_ms\"");
+    };
+    let shedding = Shedding {
+        delay_us,
+        interval_ms,
+    };
+    let addr = start(limit as u32, shedding).await;
+    println!("ADDR {addr}");
+    let mut lines = BufReader::new(tokio::io::stdin()).lines();
+    while let Ok(Some(_)) = lines.next_line().await {
+        println!("RSS {}", rss_bytes());
+    }
+}
+
+/// A server measured: in this process, or in one of its own (this binary again, as
+/// [`serve_as_child`]).
+struct Server {
+    addr: SocketAddr,
+    process: Option<ServerProcess>,
+}
+
+struct ServerProcess {
+    stdin: ChildStdin,
+    lines: Lines<BufReader<ChildStdout>>,
+    _child: Child,
+}
+
+impl Server {
+    /// In a process of its own when `own_process` or [`SERVER_PROCESS`] says so.
+    async fn start(limit: u32, shedding: Shedding, own_process: bool) -> Self {
+        if !own_process && std::env::var_os(SERVER_PROCESS).is_none() {
+            return Server {
+                addr: start(limit, shedding).await,
+                process: None,
+            };
+        }
+        let mut child = Command::new(std::env::current_exe().expect("this binary"))
+            .env(
+                SERVER_CHILD,
+                format!("{limit} {} {}", shedding.delay_us, shedding.interval_ms),
+            )
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("the server process starts");
+        let stdin = child.stdin.take().expect("piped");
+        let mut lines = BufReader::new(child.stdout.take().expect("piped")).lines();
+        let addr = answer(&mut lines, "ADDR ").await;
+        Server {
+            addr,
+            process: Some(ServerProcess {
+                stdin,
+                lines,
+                _child: child,
+            }),
+        }
+    }
+
+    /// The server's RSS (this process's when it runs here).
+    async fn rss(&mut self) -> u64 {
+        let Some(process) = &mut self.process else {
+            return rss_bytes();
+        };
+        process.stdin.write_all(b"rss\n").await.expect("asks");
+        answer(&mut process.lines, "RSS ").await
+    }
+}
+
+/// The next line of the server process's that starts with `prefix`, the rest parsed.
+async fn answer<T: std::str::FromStr>(
+    lines: &mut Lines<BufReader<ChildStdout>>,
+    prefix: &str,
+) -> T {
+    loop {
+        let line = lines
+            .next_line()
+            .await
+            .expect("reads")
+            .expect("the server process answers");
+        if let Some(value) = line.strip_prefix(prefix) {
+            return value.parse().ok().expect("a value");
+        }
+    }
+}
+
+/// Opens IDLE_CONNECTIONS connections that send nothing and waits until the server closed each; the
+/// server's RSS while they were open.
+async fn idle_connections_come_and_go(server: &mut Server) -> u64 {
     let mut open = Vec::with_capacity(IDLE_CONNECTIONS);
     for _ in 0..IDLE_CONNECTIONS {
         open.push(
-            tokio::net::TcpStream::connect(addr)
+            tokio::net::TcpStream::connect(server.addr)
                 .await
                 .expect("connects"),
         );
     }
-    let peak = rss_bytes();
+    let peak = server.rss().await;
     let closed = open.into_iter().map(|mut stream| async move {
         let mut sink = Vec::new();
         // Ends when the server closes it (EOF or reset).
@@ -333,24 +442,32 @@ async fn idle_connections_come_and_go(addr: SocketAddr) -> u64 {
     peak
 }
 
-async fn idle_connections(addr: SocketAddr) {
-    let before = rss_bytes();
+async fn idle_connections() {
+    let mut server = Server::start(LIMIT, shipped_shedding(), true).await;
+    // One cached call first, so the baseline is a server that has answered, not one just started.
+    let mut client = CostServiceClient::new(channel(server.addr).await);
+    client.get_costs(cached_query()).await.expect("answers");
+    let before = server.rss().await;
     let mut ratios = Vec::new();
     for round in 1..=ROUNDS {
-        let peak = idle_connections_come_and_go(addr).await;
-        let after = rss_bytes();
+        let peak = idle_connections_come_and_go(&mut server).await;
+        let after = server.rss().await;
         println!(
-            "round {round}: RSS before {} MiB, with {IDLE_CONNECTIONS} idle connections {} MiB, after {} MiB",
-            before / (1024 * 1024),
-            peak / (1024 * 1024),
-            after / (1024 * 1024)
+            "round {round}: the server's RSS before {:.1} MiB, with {IDLE_CONNECTIONS} idle connections {:.1} MiB, after {:.1} MiB",
+            mib(before),
+            mib(peak),
+            mib(after)
         );
         ratios.push(after as f64 / before as f64);
     }
     println!(
-        "RSS after {IDLE_CONNECTIONS} idle connections came and went / before: {:.2} (goal <= 1.2)",
+        "the server's RSS after {IDLE_CONNECTIONS} idle connections came and went / before: {:.2} (goal <= 1.2)",
         median(ratios)
     );
+}
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
 }
 
 /// A server with `drain` as its drain timeout, and the sender that stops it.
@@ -470,21 +587,31 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
+    if let Ok(spec) = std::env::var(SERVER_CHILD) {
+        runtime.block_on(serve_as_child(&spec));
+        return;
+    }
+    // `cargo bench --bench overload -- idle`: the idle connections alone.
+    if std::env::args().any(|arg| arg == "idle") {
+        runtime.block_on(idle_connections());
+        return;
+    }
     let limits = numbers::<u32>("OVERLOAD_BENCH_LIMITS", &[]);
     let delays = numbers("OVERLOAD_BENCH_QUEUE_DELAYS_US", &QUEUE_DELAYS_US);
     let interval_ms = numbers("OVERLOAD_BENCH_QUEUE_INTERVAL_MS", &[QUEUE_INTERVAL_MS])[0];
     runtime.block_on(async {
         // As many calls in progress as the curve's callers could ever make: none refused.
-        let unlimited = start(
+        let unlimited = Server::start(
             CURVE[CURVE.len() - 1] as u32 * 4,
             Shedding {
                 delay_us: 0,
                 interval_ms,
             },
+            false,
         )
         .await;
         for mode in [Connections::Shared, Connections::PerCaller] {
-            let point = saturation(unlimited, mode).await;
+            let point = saturation(unlimited.addr, mode).await;
             // The limit at the saturation point, or each the variable names (with twice as many
             // callers as each).
             let limits = match limits.is_empty() {
@@ -497,10 +624,10 @@ fn main() {
                         delay_us,
                         interval_ms,
                     };
-                    let addr = start(limit, shedding).await;
+                    let server = Server::start(limit, shedding, false).await;
                     for caller in [Caller::Greedy, Caller::Polite] {
                         at_twice_saturation(
-                            addr,
+                            server.addr,
                             2 * limit as usize,
                             limit,
                             shedding,
@@ -513,10 +640,10 @@ fn main() {
             }
             // What the server ships with, at the same twice the saturation point.
             let shipped = ServerConfig::default().max_concurrent_requests;
-            let addr = start(shipped, shipped_shedding()).await;
+            let server = Server::start(shipped, shipped_shedding(), false).await;
             for caller in [Caller::Greedy, Caller::Polite] {
                 at_twice_saturation(
-                    addr,
+                    server.addr,
                     2 * point as usize,
                     shipped,
                     shipped_shedding(),
@@ -526,8 +653,7 @@ fn main() {
                 .await;
             }
         }
-        let addr = start(LIMIT, shipped_shedding()).await;
-        idle_connections(addr).await;
+        idle_connections().await;
         drain().await;
     });
 }
