@@ -280,6 +280,7 @@ impl RecordColumns {
         self.words[self.word_columns[column as usize].at(record)]
     }
 
+    #[inline]
     pub fn period_index(&self, record: usize) -> usize {
         self.word(Word::Period, record) as usize
     }
@@ -293,10 +294,12 @@ impl RecordColumns {
         self.accounts.iter().map(|(_, id)| id)
     }
 
+    #[inline]
     pub fn account_index(&self, record: usize) -> usize {
         self.word(Word::Account, record) as usize
     }
 
+    #[inline]
     pub fn billed_currency(&self, record: usize) -> Currency {
         self.currencies[self.word(Word::BilledCurrency, record) as usize]
     }
@@ -305,16 +308,22 @@ impl RecordColumns {
     #[inline]
     fn int(&self, column: Int, record: usize) -> Result<i64, WideValue> {
         match self.ints[self.int_columns[column as usize].at(record)] {
-            WIDE => {
-                let key = (column as u8, record as u32);
-                let at = self.wide.binary_search_by_key(&key, |(c, r, _)| (*c, *r));
-                // Every marked value has its entry (the builder writes both); 0 is never read.
-                Err(at.map_or(WideValue::Nanos(0), |at| self.wide[at].2))
-            }
+            WIDE => Err(self.wide_value(column, record)),
             value => Ok(value),
         }
     }
 
+    /// Out of line: wide values are rare, and the reads that find none stay small enough to inline.
+    #[cold]
+    #[inline(never)]
+    fn wide_value(&self, column: Int, record: usize) -> WideValue {
+        let key = (column as u8, record as u32);
+        let at = self.wide.binary_search_by_key(&key, |(c, r, _)| (*c, *r));
+        // Every marked value has its entry (the builder writes both); 0 is never read.
+        at.map_or(WideValue::Nanos(0), |at| self.wide[at].2)
+    }
+
+    #[inline]
     pub fn billed_nanos(&self, record: usize) -> i128 {
         match self.int(Int::BilledNanos, record) {
             Ok(nanos) => i128::from(nanos),
@@ -341,20 +350,21 @@ impl RecordColumns {
 
     /// The consumed quantity's value and unit, when the record has one.
     pub fn consumed(&self, record: usize) -> Option<(Decimal, TextId)> {
-        self.consumed_held(record)
-            .map(|(value, unit)| (value.to_decimal(), unit))
+        let unit = self.consumed_unit(record);
+        (unit != NO_TEXT).then(|| (self.consumed_value(record).to_decimal(), unit))
     }
 
-    /// [`RecordColumns::consumed`] as held: a sum of quantities of one scale can add mantissas.
+    /// The consumed quantity's unit; [`NO_TEXT`] when the record has none.
     #[inline]
-    pub fn consumed_held(&self, record: usize) -> Option<(HeldDecimal, TextId)> {
-        let unit = self.word(Word::ConsumedUnit, record);
-        (unit != NO_TEXT).then(|| {
-            (
-                self.held_decimal(Int::ConsumedMantissa, Word::ConsumedScale, record),
-                unit,
-            )
-        })
+    pub fn consumed_unit(&self, record: usize) -> TextId {
+        self.word(Word::ConsumedUnit, record)
+    }
+
+    /// The consumed quantity's value as held (a sum of quantities of one scale can add mantissas),
+    /// read where [`RecordColumns::consumed_unit`] says the record has one.
+    #[inline]
+    pub fn consumed_value(&self, record: usize) -> HeldDecimal {
+        self.held_decimal(Int::ConsumedMantissa, Word::ConsumedScale, record)
     }
 
     /// The chunk's currencies (billed and list prices'), each once.
@@ -362,14 +372,17 @@ impl RecordColumns {
         &self.currencies
     }
 
+    #[inline]
     pub fn service(&self, record: usize) -> TextId {
         self.word(Word::Service, record)
     }
 
+    #[inline]
     pub fn sub_account(&self, record: usize) -> TextId {
         self.word(Word::SubId, record)
     }
 
+    #[inline]
     pub fn resource(&self, record: usize) -> TextId {
         self.word(Word::ResourceId, record)
     }

@@ -60,16 +60,21 @@ pub fn aggregate<'a>(
     chunks: impl IntoIterator<Item = (&'a RecordColumns, bool)>,
     query: &CostQuery,
 ) -> Result<Aggregation, MoneyError> {
+    // The chunks as a trait object: the loop is compiled here, once, not in each caller's crate
+    // (where the columns' reads could not be inlined).
+    let mut chunks = chunks.into_iter();
     if query.group_by.len() <= PackedKey::DIMENSIONS {
-        aggregate_keyed::<PackedKey>(chunks, query)
+        aggregate_keyed::<PackedKey>(&mut chunks, query)
     } else {
-        aggregate_keyed::<WideKey>(chunks, query)
+        aggregate_keyed::<WideKey>(&mut chunks, query)
     }
 }
 
+type Chunks<'c, 'a> = &'c mut dyn Iterator<Item = (&'a RecordColumns, bool)>;
+
 /// [`aggregate`] with rows keyed by `K`.
-fn aggregate_keyed<'a, K: RowKey>(
-    chunks: impl IntoIterator<Item = (&'a RecordColumns, bool)>,
+fn aggregate_keyed<K: RowKey>(
+    chunks: Chunks<'_, '_>,
     query: &CostQuery,
 ) -> Result<Aggregation, MoneyError> {
     let mut texts = Interner::default();
@@ -133,9 +138,9 @@ fn aggregate_keyed<'a, K: RowKey>(
             for (slot, column) in &varying {
                 ids[*slot] = texts.map(chunk, &mut global, column.get(index));
             }
-            let consumed = chunk
-                .consumed_held(index)
-                .map(|(value, unit)| (value, texts.map(chunk, &mut global, unit)));
+            // Read as plain integers (a record without a quantity has no unit, which maps to none):
+            // a tuple of them built here and copied into the row cost more than the sums.
+            let unit = texts.map(chunk, &mut global, chunk.consumed_unit(index));
             let row = rows.entry(K::new(bucket, &ids)).or_insert_with(|| {
                 let mut names = [NO_TEXT; GroupBy::ALL.len()];
                 for (name, group_by) in names.iter_mut().zip(&query.group_by) {
@@ -145,7 +150,8 @@ fn aggregate_keyed<'a, K: RowKey>(
                 RowSums {
                     names: (row_names.len() - 1) as u32,
                     billed_nanos: 0,
-                    quantity: consumed.map(|(_, unit)| (QuantitySum::ZERO, unit)),
+                    quantity: QuantitySum::ZERO,
+                    quantity_unit: unit,
                     record_count: 0,
                     estimated: false,
                 }
@@ -156,12 +162,16 @@ fn aggregate_keyed<'a, K: RowKey>(
                 .checked_add(nanos)
                 .ok_or(MoneyError::Overflow)?;
             // A row has a quantity while every record of it has one, all in one unit.
-            row.quantity = match (row.quantity, consumed) {
-                (Some((sum, unit)), Some((value, same))) if unit == same => {
-                    sum.add(value).map(|sum| (sum, unit))
+            if row.quantity_unit != NO_TEXT {
+                let sum = match unit == row.quantity_unit {
+                    true => row.quantity.add(chunk.consumed_value(index)),
+                    false => None,
+                };
+                match sum {
+                    Some(sum) => row.quantity = sum,
+                    None => row.quantity_unit = NO_TEXT,
                 }
-                _ => None,
-            };
+            }
             row.record_count += 1;
             row.estimated |= estimated;
             account.nanos = account
@@ -215,11 +225,9 @@ fn aggregate_keyed<'a, K: RowKey>(
                 .collect(),
             period: buckets[key.bucket() as usize],
             billed_cost: Money::from_nanos(Currency::USD, row.billed_nanos),
-            consumed_quantity: row.quantity.and_then(|(sum, unit)| {
-                Some(Quantity {
-                    value: sum.to_decimal(),
-                    unit: text(unit)?.clone(),
-                })
+            consumed_quantity: text(row.quantity_unit).map(|unit| Quantity {
+                value: row.quantity.to_decimal(),
+                unit: unit.clone(),
             }),
             record_count: row.record_count,
             estimated: row.estimated,
@@ -298,25 +306,31 @@ struct Interner {
 
 impl Interner {
     /// The answer's id of `chunk`'s text `id`, through the chunk's own mapping `global`.
+    #[inline]
     fn map(&mut self, chunk: &RecordColumns, global: &mut [u32], id: TextId) -> u32 {
         let Some(slot) = global.get_mut(id as usize) else {
             return NO_TEXT;
         };
         if *slot == UNMAPPED {
-            let text = chunk.text(id).unwrap_or_default();
-            *slot = match self.ids.get(text) {
-                Some(known) => *known,
-                None => {
-                    // The answer's own copy: the chunk's texts live in its arena.
-                    let text = Text::from(text);
-                    let new = self.texts.len() as u32;
-                    self.texts.push(text.clone());
-                    self.ids.insert(text, new);
-                    new
-                }
-            };
+            *slot = self.intern(chunk.text(id).unwrap_or_default());
         }
         *slot
+    }
+
+    /// A text's id, added when new: once per text of a chunk, out of line.
+    #[inline(never)]
+    fn intern(&mut self, text: &str) -> u32 {
+        match self.ids.get(text) {
+            Some(known) => *known,
+            None => {
+                // The answer's own copy: the chunk's texts live in its arena.
+                let text = Text::from(text);
+                let new = self.texts.len() as u32;
+                self.texts.push(text.clone());
+                self.ids.insert(text, new);
+                new
+            }
+        }
     }
 
     fn text(&self, id: u32) -> Option<&Text> {
@@ -394,8 +408,10 @@ struct RowSums {
     /// Where the row's display names are (the first seen for each id).
     names: u32,
     billed_nanos: i128,
-    /// The quantity's sum and unit, while every record has one in that unit.
-    quantity: Option<(QuantitySum, u32)>,
+    /// The quantity's sum, while every record has one in the row's unit.
+    quantity: QuantitySum,
+    /// [`NO_TEXT`] once a record has none or another.
+    quantity_unit: u32,
     record_count: u64,
     estimated: bool,
 }
@@ -443,6 +459,13 @@ impl QuantitySum {
                 return Some(QuantitySum::Parts { sum: added, scale });
             }
         }
+        self.add_decimal(value)
+    }
+
+    /// [`QuantitySum::add`] as decimals: out of line, so the integer path inlines.
+    #[cold]
+    #[inline(never)]
+    fn add_decimal(self, value: HeldDecimal) -> Option<QuantitySum> {
         self.to_decimal()
             .checked_add(value.to_decimal())
             .map(QuantitySum::from_decimal)

@@ -455,8 +455,8 @@ proptest! {
             RecordColumns::from_records(records[cut..].to_vec()),
         ];
         let chunks = || chunks.iter().enumerate().map(|(i, c)| (c, i == 1));
-        let packed = aggregate_keyed::<PackedKey>(chunks(), &query);
-        let wide = aggregate_keyed::<WideKey>(chunks(), &query);
+        let packed = aggregate_keyed::<PackedKey>(&mut chunks(), &query);
+        let wide = aggregate_keyed::<WideKey>(&mut chunks(), &query);
         prop_assert_eq!(format!("{packed:?}"), format!("{wide:?}"));
     }
 }
