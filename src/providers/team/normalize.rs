@@ -64,7 +64,7 @@ pub fn normalize(
         billed_cost: Money::from_nanos(Currency::USD, 0),
         original_amount: (Decimal::ZERO, "nanodollar"),
         consumed_quantity: None,
-        list_unit_price: None,
+        list_unit_price: Some((Decimal::ZERO, Currency::USD)),
         invoice_id: None,
     };
     let mut extensions = [
@@ -96,7 +96,10 @@ pub fn normalize(
             record.billed_cost = Money::from_nanos(Currency::USD, nanos);
             record.original_amount.0 = dimension.cost_nanodollars.0;
             record.consumed_quantity = Some((dimension.units.0, &dimension.dimension));
-            record.list_unit_price = Some((unit_price, Currency::USD));
+            // The price alone: its currency written anew was read back before the write was done.
+            if let Some((price, _)) = &mut record.list_unit_price {
+                *price = unit_price;
+            }
             extensions[0].1 = &dimension.pricing_rule_id;
             records.push(&record, &extensions);
         }
