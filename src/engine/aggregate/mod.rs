@@ -55,7 +55,7 @@ pub struct AccountTotal {
 ///
 /// Keys are small integers: each chunk's texts are mapped once to ids shared by the whole answer, so a
 /// record costs a few array lookups and one hash of integers, never a string comparison. A key of at
-/// most three dimensions is one `u128` with its bucket, hashed in two words.
+/// most three dimensions is two words with its bucket.
 pub fn aggregate<'a>(
     chunks: impl IntoIterator<Item = (&'a RecordColumns, bool)>,
     query: &CostQuery,
@@ -80,9 +80,12 @@ fn aggregate_keyed<K: RowKey>(
     let mut texts = Interner::default();
     let mut buckets: Vec<Period> = Vec::new();
     let mut bucket_ids: FxHashMap<Period, u32> = FxHashMap::default();
-    let mut rows: FxHashMap<K, RowSums> = FxHashMap::default();
-    // Apart from the sums each record adds to: written once per row.
-    let mut row_names: Vec<Ids> = Vec::new();
+    // Each row's place in `sums`: the map's entries stay small, and a chunk's records, which come
+    // in the order its rows were made, add to them in order.
+    let mut rows: FxHashMap<K, u32> = FxHashMap::default();
+    let mut sums: Vec<RowSums> = Vec::new();
+    // Apart from the sums each record adds to, written once per row: its key and display names.
+    let mut row_keys: Vec<(K, Ids)> = Vec::new();
     let mut accounts: BTreeMap<ProviderAccountId, AccountSums> = BTreeMap::new();
     let mut total_nanos: i128 = 0;
     let mut record_count = 0u64;
@@ -141,21 +144,23 @@ fn aggregate_keyed<K: RowKey>(
             // Read as plain integers (a record without a quantity has no unit, which maps to none):
             // a tuple of them built here and copied into the row cost more than the sums.
             let unit = texts.map(chunk, &mut global, chunk.consumed_unit(index));
-            let row = rows.entry(K::new(bucket, &ids)).or_insert_with(|| {
+            let key = K::new(bucket, &ids);
+            let at = *rows.entry(key).or_insert_with(|| {
                 let mut names = [NO_TEXT; GroupBy::ALL.len()];
                 for (name, group_by) in names.iter_mut().zip(&query.group_by) {
                     *name = texts.map(chunk, &mut global, chunk.key(index, *group_by).1);
                 }
-                row_names.push(names);
-                RowSums {
-                    names: (row_names.len() - 1) as u32,
+                row_keys.push((key, names));
+                sums.push(RowSums {
                     billed_nanos: 0,
                     quantity: QuantitySum::ZERO,
                     quantity_unit: unit,
                     record_count: 0,
                     estimated: false,
-                }
+                });
+                (sums.len() - 1) as u32
             });
+            let row = &mut sums[at as usize];
             let nanos = chunk.billed_nanos(index);
             row.billed_nanos = row
                 .billed_nanos
@@ -196,9 +201,9 @@ fn aggregate_keyed<K: RowKey>(
     }
     let text = |id: u32| texts.text(id);
     let dimensions = query.group_by.len().min(GroupBy::ALL.len());
-    let mut keyed: Vec<(K, RowSums)> = rows.into_iter().collect();
+    let mut keyed: Vec<((K, Ids), RowSums)> = row_keys.into_iter().zip(sums).collect();
     // Buckets in time, then rows by their ids as texts (an absent id first): the order of the answer.
-    keyed.sort_by(|(a, _), (b, _)| {
+    keyed.sort_by(|((a, _), _), ((b, _), _)| {
         buckets[a.bucket() as usize]
             .start()
             .cmp(&buckets[b.bucket() as usize].start())
@@ -209,7 +214,7 @@ fn aggregate_keyed<K: RowKey>(
     });
     let rows = keyed
         .into_iter()
-        .map(|(key, row)| Row {
+        .map(|((key, names), row)| Row {
             group_values: query
                 .group_by
                 .iter()
@@ -217,10 +222,7 @@ fn aggregate_keyed<K: RowKey>(
                 .map(|(slot, group_by)| GroupValue {
                     group_by: *group_by,
                     id: text(key.id(slot)).cloned(),
-                    display_name: row_names
-                        .get(row.names as usize)
-                        .and_then(|names| text(*names.get(slot)?))
-                        .cloned(),
+                    display_name: names.get(slot).and_then(|name| text(*name)).cloned(),
                 })
                 .collect(),
             period: buckets[key.bucket() as usize],
@@ -370,9 +372,13 @@ impl RowKey for WideKey {
     }
 }
 
-/// Up to three dimensions: the bucket and the ids in one integer, the bucket in the top word.
+/// Up to three dimensions: the bucket and the ids in two words, hashed as two. Two `u64`s rather than
+/// a `u128`, whose alignment of 16 would pad each entry of the map by half.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
-struct PackedKey(u128);
+struct PackedKey {
+    bucket_and_first: u64,
+    second_and_third: u64,
+}
 
 impl PackedKey {
     const DIMENSIONS: usize = 3;
@@ -381,23 +387,21 @@ impl PackedKey {
 impl RowKey for PackedKey {
     #[inline]
     fn new(bucket: u32, ids: &Ids) -> Self {
-        PackedKey(
-            u128::from(bucket) << 96
-                | u128::from(ids[0]) << 64
-                | u128::from(ids[1]) << 32
-                | u128::from(ids[2]),
-        )
+        PackedKey {
+            bucket_and_first: u64::from(bucket) << 32 | u64::from(ids[0]),
+            second_and_third: u64::from(ids[1]) << 32 | u64::from(ids[2]),
+        }
     }
 
     fn bucket(self) -> u32 {
-        (self.0 >> 96) as u32
+        (self.bucket_and_first >> 32) as u32
     }
 
     fn id(self, slot: usize) -> u32 {
         match slot {
-            0 => (self.0 >> 64) as u32,
-            1 => (self.0 >> 32) as u32,
-            2 => self.0 as u32,
+            0 => self.bucket_and_first as u32,
+            1 => (self.second_and_third >> 32) as u32,
+            2 => self.second_and_third as u32,
             _ => NO_TEXT,
         }
     }
@@ -405,8 +409,6 @@ impl RowKey for PackedKey {
 
 /// What the records of one row add up to.
 struct RowSums {
-    /// Where the row's display names are (the first seen for each id).
-    names: u32,
     billed_nanos: i128,
     /// The quantity's sum, while every record has one in the row's unit.
     quantity: QuantitySum,
