@@ -1,8 +1,8 @@
 //! Pure aggregation of normalized records into report rows: ordered group keys, time buckets, exact sums.
 
 use crate::domain::{
-    CostFilter, CostQuery, Currency, Granularity, GroupBy, HeldDecimal, KeyIds, Money, MoneyError,
-    NO_TEXT, Period, ProviderAccountId, Quantity, RecordColumns, Text, TextId,
+    CostFilter, CostQuery, Currency, Granularity, GroupBy, HeldDecimal, Money, MoneyError, NO_TEXT,
+    Period, ProviderAccountId, Quantity, RecordColumns, Text, TextId,
 };
 use rust_decimal::Decimal;
 use rustc_hash::FxHashMap;
@@ -109,11 +109,15 @@ fn aggregate_keyed<K: RowKey>(
             .collect();
         // A dimension with one id for the whole chunk (its team, its day's SKU) is mapped once.
         let mut chunk_ids: Ids = [NO_TEXT; GroupBy::ALL.len()];
-        let mut varying: Vec<(usize, KeyIds<'_>)> = Vec::new();
+        // The others, in an array: most chunks are a day of ten records, and an allocation each
+        // would cost about what their records do.
+        let mut varying = [(0, chunk.key_ids(GroupBy::Provider)); GroupBy::ALL.len()];
+        let mut varying_count = 0;
         for (slot, group_by) in query.group_by.iter().take(GroupBy::ALL.len()).enumerate() {
             let ids = chunk.key_ids(*group_by);
             if !ids.is_constant() {
-                varying.push((slot, ids));
+                varying[varying_count] = (slot, ids);
+                varying_count += 1;
             } else if !chunk.is_empty() {
                 chunk_ids[slot] = texts.map(chunk, &mut global, ids.get(0));
             }
@@ -138,7 +142,7 @@ fn aggregate_keyed<K: RowKey>(
                 continue;
             };
             let mut ids = chunk_ids;
-            for (slot, column) in &varying {
+            for (slot, column) in &varying[..varying_count] {
                 ids[*slot] = texts.map(chunk, &mut global, column.get(index));
             }
             // Read as plain integers (a record without a quantity has no unit, which maps to none):
