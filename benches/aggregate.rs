@@ -157,7 +157,11 @@ fn main() {
                 .records
         })
         .collect();
-    let rounds = 7;
+    // More rounds when profiling the measured loop (`AGGREGATE_ROUNDS=100 perf record ...`).
+    let rounds = std::env::var("AGGREGATE_ROUNDS")
+        .ok()
+        .and_then(|rounds| rounds.parse().ok())
+        .unwrap_or(7);
     let (mut full, mut cached, mut bare) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..rounds {
         let started = Instant::now();

@@ -13,7 +13,9 @@ mod stored;
 pub(crate) mod testing;
 mod upstream;
 
-pub use columns::{ColumnsBuilder, NO_TEXT, RecordColumns, RecordRef, ResourceRef, TextId};
+pub use columns::{
+    ColumnsBuilder, HeldDecimal, KeyIds, NO_TEXT, RecordColumns, RecordRef, ResourceRef, TextId,
+};
 pub use decimal::{DecimalError, format_decimal, parse_decimal};
 pub use ids::{AtlasId, IdError, ProviderAccountId, ProviderKind, UpstreamId};
 pub use money::{Currency, Money, MoneyError, NANOS_PER_UNIT};

@@ -46,6 +46,11 @@ impl Column {
         })
     }
 
+    /// Whether the column holds a value per record, rather than one for all.
+    fn per_record(self) -> bool {
+        self.0 & PER_RECORD != 0
+    }
+
     #[inline]
     fn at(self, record: usize) -> usize {
         // Branch-free: the step is 1 or 0.
@@ -102,6 +107,54 @@ const INTS: usize = Int::PriceMantissa as usize + 1;
 enum WideValue {
     Nanos(i128),
     Decimal(Decimal),
+}
+
+/// A decimal as a chunk holds it: mantissa and scale when the mantissa fits an `i64` (never a
+/// negative zero, which a mantissa cannot tell from zero), else whole.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum HeldDecimal {
+    Parts { mantissa: i64, scale: u32 },
+    Whole(Decimal),
+}
+
+impl HeldDecimal {
+    pub fn to_decimal(self) -> Decimal {
+        match self {
+            // A scale taken from a `Decimal` is at most 28, so this never fails.
+            HeldDecimal::Parts { mantissa, scale } => {
+                Decimal::try_new(mantissa, scale).unwrap_or_default()
+            }
+            HeldDecimal::Whole(value) => value,
+        }
+    }
+}
+
+/// One grouping dimension's ids in a chunk ([`RecordColumns::key_ids`]).
+#[derive(Clone, Copy)]
+pub struct KeyIds<'a> {
+    chunk: &'a RecordColumns,
+    group_by: super::GroupBy,
+    /// The column the ids come from: the texts themselves, or (provider, charge category) what
+    /// they are derived from.
+    column: Column,
+    is_text: bool,
+}
+
+impl KeyIds<'_> {
+    /// Whether every record of the chunk has the same id.
+    pub fn is_constant(&self) -> bool {
+        !self.column.per_record()
+    }
+
+    /// Record `record`'s id, as [`RecordColumns::key`] gives it.
+    #[inline]
+    pub fn get(&self, record: usize) -> TextId {
+        if self.is_text {
+            self.chunk.words[self.column.at(record)]
+        } else {
+            self.chunk.key(record, self.group_by).0
+        }
+    }
 }
 
 /// The chunk's texts: one arena and where each ends, then the names every chunk may group by
@@ -227,6 +280,7 @@ impl RecordColumns {
         self.words[self.word_columns[column as usize].at(record)]
     }
 
+    #[inline]
     pub fn period_index(&self, record: usize) -> usize {
         self.word(Word::Period, record) as usize
     }
@@ -240,10 +294,12 @@ impl RecordColumns {
         self.accounts.iter().map(|(_, id)| id)
     }
 
+    #[inline]
     pub fn account_index(&self, record: usize) -> usize {
         self.word(Word::Account, record) as usize
     }
 
+    #[inline]
     pub fn billed_currency(&self, record: usize) -> Currency {
         self.currencies[self.word(Word::BilledCurrency, record) as usize]
     }
@@ -252,16 +308,22 @@ impl RecordColumns {
     #[inline]
     fn int(&self, column: Int, record: usize) -> Result<i64, WideValue> {
         match self.ints[self.int_columns[column as usize].at(record)] {
-            WIDE => {
-                let key = (column as u8, record as u32);
-                let at = self.wide.binary_search_by_key(&key, |(c, r, _)| (*c, *r));
-                // Every marked value has its entry (the builder writes both); 0 is never read.
-                Err(at.map_or(WideValue::Nanos(0), |at| self.wide[at].2))
-            }
+            WIDE => Err(self.wide_value(column, record)),
             value => Ok(value),
         }
     }
 
+    /// Out of line: wide values are rare, and the reads that find none stay small enough to inline.
+    #[cold]
+    #[inline(never)]
+    fn wide_value(&self, column: Int, record: usize) -> WideValue {
+        let key = (column as u8, record as u32);
+        let at = self.wide.binary_search_by_key(&key, |(c, r, _)| (*c, *r));
+        // Every marked value has its entry (the builder writes both); 0 is never read.
+        at.map_or(WideValue::Nanos(0), |at| self.wide[at].2)
+    }
+
+    #[inline]
     pub fn billed_nanos(&self, record: usize) -> i128 {
         match self.int(Int::BilledNanos, record) {
             Ok(nanos) => i128::from(nanos),
@@ -271,35 +333,56 @@ impl RecordColumns {
     }
 
     fn decimal(&self, mantissa: Int, scale: Word, record: usize) -> Decimal {
+        self.held_decimal(mantissa, scale, record).to_decimal()
+    }
+
+    #[inline]
+    fn held_decimal(&self, mantissa: Int, scale: Word, record: usize) -> HeldDecimal {
         match self.int(mantissa, record) {
-            // A scale taken from a `Decimal` is at most 28, so this never fails.
-            Ok(mantissa) => {
-                Decimal::try_new(mantissa, self.word(scale, record)).unwrap_or_default()
-            }
-            Err(WideValue::Decimal(value)) => value,
-            Err(WideValue::Nanos(_)) => Decimal::ZERO,
+            Ok(mantissa) => HeldDecimal::Parts {
+                mantissa,
+                scale: self.word(scale, record),
+            },
+            Err(WideValue::Decimal(value)) => HeldDecimal::Whole(value),
+            Err(WideValue::Nanos(_)) => HeldDecimal::Whole(Decimal::ZERO),
         }
     }
 
     /// The consumed quantity's value and unit, when the record has one.
     pub fn consumed(&self, record: usize) -> Option<(Decimal, TextId)> {
-        let unit = self.word(Word::ConsumedUnit, record);
-        (unit != NO_TEXT).then(|| {
-            (
-                self.decimal(Int::ConsumedMantissa, Word::ConsumedScale, record),
-                unit,
-            )
-        })
+        let unit = self.consumed_unit(record);
+        (unit != NO_TEXT).then(|| (self.consumed_value(record).to_decimal(), unit))
     }
 
+    /// The consumed quantity's unit; [`NO_TEXT`] when the record has none.
+    #[inline]
+    pub fn consumed_unit(&self, record: usize) -> TextId {
+        self.word(Word::ConsumedUnit, record)
+    }
+
+    /// The consumed quantity's value as held (a sum of quantities of one scale can add mantissas),
+    /// read where [`RecordColumns::consumed_unit`] says the record has one.
+    #[inline]
+    pub fn consumed_value(&self, record: usize) -> HeldDecimal {
+        self.held_decimal(Int::ConsumedMantissa, Word::ConsumedScale, record)
+    }
+
+    /// The chunk's currencies (billed and list prices'), each once.
+    pub fn currencies(&self) -> &[Currency] {
+        &self.currencies
+    }
+
+    #[inline]
     pub fn service(&self, record: usize) -> TextId {
         self.word(Word::Service, record)
     }
 
+    #[inline]
     pub fn sub_account(&self, record: usize) -> TextId {
         self.word(Word::SubId, record)
     }
 
+    #[inline]
     pub fn resource(&self, record: usize) -> TextId {
         self.word(Word::ResourceId, record)
     }
@@ -328,6 +411,28 @@ impl RecordColumns {
             GroupBy::Sku => (self.word(Word::Sku, record), NO_TEXT),
             GroupBy::ChargeDimension => (self.word(Word::Dimension, record), NO_TEXT),
             GroupBy::ChargeCategory => (self.texts().category(self.category(record)), NO_TEXT),
+        }
+    }
+
+    /// One grouping dimension's ids over the chunk's records: what [`RecordColumns::key`] says of
+    /// each, read from its column without choosing the column per record.
+    pub fn key_ids(&self, group_by: super::GroupBy) -> KeyIds<'_> {
+        use super::GroupBy;
+        let (word, is_text) = match group_by {
+            GroupBy::Provider => (Word::Account, false),
+            GroupBy::BillingAccount => (Word::BillingId, true),
+            GroupBy::SubAccount => (Word::SubId, true),
+            GroupBy::Resource => (Word::ResourceId, true),
+            GroupBy::Service => (Word::Service, true),
+            GroupBy::Sku => (Word::Sku, true),
+            GroupBy::ChargeDimension => (Word::Dimension, true),
+            GroupBy::ChargeCategory => (Word::Category, false),
+        };
+        KeyIds {
+            chunk: self,
+            group_by,
+            column: self.word_columns[word as usize],
+            is_text,
         }
     }
 
@@ -453,6 +558,16 @@ mod tests {
             }
             let back: Vec<CostRecord> = columns.records().collect();
             prop_assert_eq!(format!("{back:?}"), format!("{records:?}"));
+            // Each grouping dimension read down its column says what `key` says, record by record.
+            for group_by in super::super::GroupBy::ALL {
+                let ids = columns.key_ids(group_by);
+                for index in 0..columns.len() {
+                    prop_assert_eq!(ids.get(index), columns.key(index, group_by).0);
+                    if ids.is_constant() {
+                        prop_assert_eq!(ids.get(index), ids.get(0));
+                    }
+                }
+            }
         }
     }
 

@@ -410,3 +410,53 @@ proptest! {
         prop_assert_eq!(back, records);
     }
 }
+
+/// A quantity as a chunk may hold it: small or wide mantissas, scales that agree or differ, zeros
+/// of either sign, values that cancel.
+fn any_held_decimal() -> impl Strategy<Value = HeldDecimal> {
+    prop_oneof![
+        4 => (-3i64..4, 0u32..3).prop_map(|(mantissa, scale)| HeldDecimal::Parts { mantissa, scale }),
+        2 => (any::<i64>(), 0u32..29).prop_map(|(mantissa, scale)| HeldDecimal::Parts { mantissa, scale }),
+        1 => (any::<u32>(), any::<u32>(), any::<u32>(), any::<bool>(), 0u32..29)
+            .prop_map(|(lo, mid, hi, negative, scale)| {
+                HeldDecimal::Whole(Decimal::from_parts(lo, mid, hi, negative, scale))
+            }),
+        1 => Just(HeldDecimal::Whole(-Decimal::ZERO)),
+    ]
+}
+
+proptest! {
+    #[test]
+    fn quantities_add_as_decimals_do(values in proptest::collection::vec(any_held_decimal(), 0..40)) {
+        let mut decimal = Some(Decimal::ZERO);
+        let mut parts = Some(QuantitySum::ZERO);
+        for value in values {
+            decimal = decimal.and_then(|sum| sum.checked_add(value.to_decimal()));
+            parts = parts.and_then(|sum| sum.add(value));
+            // Debug: `Decimal`'s equality ignores its scale and a zero's sign, its text does not.
+            prop_assert_eq!(
+                format!("{:?}", parts.map(QuantitySum::to_decimal)),
+                format!("{decimal:?}")
+            );
+        }
+    }
+
+    #[test]
+    fn packed_keys_answer_as_wide_keys(
+        records in proptest::collection::vec(any_record(), 0..200),
+        cut in 0usize..200,
+        query in any_query(),
+    ) {
+        let mut query = query;
+        query.group_by.truncate(PackedKey::DIMENSIONS);
+        let cut = cut.min(records.len());
+        let chunks = [
+            RecordColumns::from_records(records[..cut].to_vec()),
+            RecordColumns::from_records(records[cut..].to_vec()),
+        ];
+        let chunks = || chunks.iter().enumerate().map(|(i, c)| (c, i == 1));
+        let packed = aggregate_keyed::<PackedKey>(&mut chunks(), &query);
+        let wide = aggregate_keyed::<WideKey>(&mut chunks(), &query);
+        prop_assert_eq!(format!("{packed:?}"), format!("{wide:?}"));
+    }
+}

@@ -47,9 +47,34 @@ pub fn normalize(
             .map(|o| o.dimensions.len())
             .sum(),
     );
+    // One record and its extensions, only the fields that differ rewritten per dimension: built
+    // afresh for each, its many small fields were written and read back at once, and the reads
+    // waited on the writes.
+    let mut record = RecordRef {
+        provider: account.kind,
+        provider_account: &account.id,
+        billing_account: (&body.team_id, Some(&account.display_name)),
+        sub_account: None,
+        resource: None,
+        service_name: "",
+        sku_id: None,
+        charge_dimension: None,
+        charge_category: ChargeCategory::Usage,
+        charge_period: period,
+        billed_cost: Money::from_nanos(Currency::USD, 0),
+        original_amount: (Decimal::ZERO, "nanodollar"),
+        consumed_quantity: None,
+        list_unit_price: Some((Decimal::ZERO, Currency::USD)),
+        invoice_id: None,
+    };
+    let mut extensions = [
+        ("x_pricing_rule_id", ""),
+        ("x_pricing_sheet_id", body.pricing_sheet_id.as_str()),
+    ];
     let mut operations_sum: i128 = 0;
     for operation in &body.operation_costs {
         let mut dimensions_sum: i128 = 0;
+        record.service_name = &operation.operation_type;
         for dimension in &operation.dimensions {
             // Field names are only spelled out when something is wrong with the field.
             let field = |name: &'static str| {
@@ -67,29 +92,16 @@ pub fn normalize(
                 field("unitPriceNanodollars"),
                 dimension.unit_price_nanodollars.0,
             )?;
-            records.push(
-                &RecordRef {
-                    provider: account.kind,
-                    provider_account: &account.id,
-                    billing_account: (&body.team_id, Some(&account.display_name)),
-                    sub_account: None,
-                    resource: None,
-                    service_name: &operation.operation_type,
-                    sku_id: None,
-                    charge_dimension: Some(&dimension.dimension),
-                    charge_category: ChargeCategory::Usage,
-                    charge_period: period,
-                    billed_cost: Money::from_nanos(Currency::USD, nanos),
-                    original_amount: (dimension.cost_nanodollars.0, "nanodollar"),
-                    consumed_quantity: Some((dimension.units.0, &dimension.dimension)),
-                    list_unit_price: Some((unit_price, Currency::USD)),
-                    invoice_id: None,
-                },
-                &[
-                    ("x_pricing_rule_id", &dimension.pricing_rule_id),
-                    ("x_pricing_sheet_id", &body.pricing_sheet_id),
-                ],
-            );
+            record.charge_dimension = Some(&dimension.dimension);
+            record.billed_cost = Money::from_nanos(Currency::USD, nanos);
+            record.original_amount.0 = dimension.cost_nanodollars.0;
+            record.consumed_quantity = Some((dimension.units.0, &dimension.dimension));
+            // The price alone: its currency written anew was read back before the write was done.
+            if let Some((price, _)) = &mut record.list_unit_price {
+                *price = unit_price;
+            }
+            extensions[0].1 = &dimension.pricing_rule_id;
+            records.push(&record, &extensions);
         }
         let operation_field = |name: &'static str| {
             move || format!("operationCosts[{}].{name}", operation.operation_type)
