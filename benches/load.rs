@@ -263,10 +263,10 @@ const GET_COSTS_PATH: &str = "/costd.v1.CostService/GetCosts";
 const HEALTH_CHECK_PATH: &str = "/grpc.health.v1.Health/Check";
 
 /// Requests per h2load run (a fixed count), and the longest one run may take before the harness fails.
-const H2LOAD_REQUESTS: usize = 20_000;
+const H2LOAD_REQUESTS: usize = 100_000;
 const H2LOAD_LIMIT: Duration = Duration::from_secs(60);
 /// h2load rounds, each Health/Check then GetCosts 10 rows then GetCosts 50 rows, after one warm-up.
-const H2LOAD_ROUNDS: usize = 3;
+const H2LOAD_ROUNDS: usize = 5;
 
 /// A 50-row answer: the three teams' January–May 2026 by team and service, monthly (5 months × the
 /// 10 team × service pairs of one month).
