@@ -346,28 +346,38 @@ async fn serve_as_child(spec: &str) {
     }
 }
 
-/// A server measured: in this process, or in one of its own (this binary again, as
-/// [`serve_as_child`]).
+/// A server of part 2: in this process, or with [`SERVER_PROCESS`] in one of its own.
 struct Server {
     addr: SocketAddr,
-    process: Option<ServerProcess>,
+    _process: Option<ServerProcess>,
 }
 
+impl Server {
+    async fn start(limit: u32, shedding: Shedding) -> Self {
+        if std::env::var_os(SERVER_PROCESS).is_none() {
+            return Server {
+                addr: start(limit, shedding).await,
+                _process: None,
+            };
+        }
+        let process = ServerProcess::start(limit, shedding).await;
+        Server {
+            addr: process.addr,
+            _process: Some(process),
+        }
+    }
+}
+
+/// A server in a process of its own: this binary again, as [`serve_as_child`].
 struct ServerProcess {
+    addr: SocketAddr,
     stdin: ChildStdin,
     lines: Lines<BufReader<ChildStdout>>,
     _child: Child,
 }
 
-impl Server {
-    /// In a process of its own when `own_process` or [`SERVER_PROCESS`] says so.
-    async fn start(limit: u32, shedding: Shedding, own_process: bool) -> Self {
-        if !own_process && std::env::var_os(SERVER_PROCESS).is_none() {
-            return Server {
-                addr: start(limit, shedding).await,
-                process: None,
-            };
-        }
+impl ServerProcess {
+    async fn start(limit: u32, shedding: Shedding) -> Self {
         let mut child = Command::new(std::env::current_exe().expect("this binary"))
             .env(
                 SERVER_CHILD,
@@ -382,23 +392,17 @@ impl Server {
         let stdin = child.stdin.take().expect("piped");
         let mut lines = BufReader::new(child.stdout.take().expect("piped")).lines();
         let addr = answer(&mut lines, "ADDR ").await;
-        Server {
+        ServerProcess {
             addr,
-            process: Some(ServerProcess {
-                stdin,
-                lines,
-                _child: child,
-            }),
+            stdin,
+            lines,
+            _child: child,
         }
     }
 
-    /// The server's RSS (this process's when it runs here).
     async fn rss(&mut self) -> u64 {
-        let Some(process) = &mut self.process else {
-            return rss_bytes();
-        };
-        process.stdin.write_all(b"rss\n").await.expect("asks");
-        answer(&mut process.lines, "RSS ").await
+        self.stdin.write_all(b"rss\n").await.expect("asks");
+        answer(&mut self.lines, "RSS ").await
     }
 }
 
@@ -421,7 +425,7 @@ async fn answer<T: std::str::FromStr>(
 
 /// Opens IDLE_CONNECTIONS connections that send nothing and waits until the server closed each; the
 /// server's RSS while they were open.
-async fn idle_connections_come_and_go(server: &mut Server) -> u64 {
+async fn idle_connections_come_and_go(server: &mut ServerProcess) -> u64 {
     let mut open = Vec::with_capacity(IDLE_CONNECTIONS);
     for _ in 0..IDLE_CONNECTIONS {
         open.push(
@@ -443,7 +447,7 @@ async fn idle_connections_come_and_go(server: &mut Server) -> u64 {
 }
 
 async fn idle_connections() {
-    let mut server = Server::start(LIMIT, shipped_shedding(), true).await;
+    let mut server = ServerProcess::start(LIMIT, shipped_shedding()).await;
     // One cached call first, so the baseline is a server that has answered, not one just started.
     let mut client = CostServiceClient::new(channel(server.addr).await);
     client.get_costs(cached_query()).await.expect("answers");
@@ -607,7 +611,6 @@ fn main() {
                 delay_us: 0,
                 interval_ms,
             },
-            false,
         )
         .await;
         for mode in [Connections::Shared, Connections::PerCaller] {
@@ -624,7 +627,7 @@ fn main() {
                         delay_us,
                         interval_ms,
                     };
-                    let server = Server::start(limit, shedding, false).await;
+                    let server = Server::start(limit, shedding).await;
                     for caller in [Caller::Greedy, Caller::Polite] {
                         at_twice_saturation(
                             server.addr,
@@ -640,7 +643,7 @@ fn main() {
             }
             // What the server ships with, at the same twice the saturation point.
             let shipped = ServerConfig::default().max_concurrent_requests;
-            let server = Server::start(shipped, shipped_shedding(), false).await;
+            let server = Server::start(shipped, shipped_shedding()).await;
             for caller in [Caller::Greedy, Caller::Polite] {
                 at_twice_saturation(
                     server.addr,
