@@ -27,18 +27,42 @@ const OVERLOAD_RETRY_AFTER: std::time::Duration = std::time::Duration::from_mill
 /// restarted): about the time a rolling update takes to replace it.
 const STOPPING_RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
 
+/// How many RetryInfo delays an overload refusal chooses from.
+const OVERLOAD_RETRY_STEPS: u32 = 8;
+
+/// The RetryInfo delays of overload refusals: half to one and a half times
+/// [`OVERLOAD_RETRY_AFTER`], in even steps, so callers turned away together come back apart. Few
+/// enough that a layer refusing many calls can make each refusal once (`server::admission`), so that
+/// HPACK finds its headers in the connection's table rather than coding a new value every time.
+pub fn overload_retry_delays() -> impl Iterator<Item = std::time::Duration> {
+    (0..OVERLOAD_RETRY_STEPS).map(overload_retry_delay)
+}
+
+fn overload_retry_delay(step: u32) -> std::time::Duration {
+    let steps = f64::from(OVERLOAD_RETRY_STEPS);
+    OVERLOAD_RETRY_AFTER.mul_f64(0.5 + (f64::from(step) + 0.5) / steps)
+}
+
 /// `RESOURCE_EXHAUSTED` with RetryInfo: a server-wide limit (`limit`, its config key) is reached.
 pub fn overloaded(limit: &str, allowed: u64) -> Status {
+    let step = rand::random_range(0..OVERLOAD_RETRY_STEPS);
+    overloaded_after(limit, allowed, overload_retry_delay(step))
+}
+
+/// [`overloaded`], naming `retry_after` (one of [`overload_retry_delays`]).
+pub fn overloaded_after(limit: &str, allowed: u64, retry_after: std::time::Duration) -> Status {
     over_limit(
         limit,
         allowed,
         format!("the server is at its limit of {allowed} ({limit}); try again shortly"),
+        retry_after,
     )
 }
 
-/// `RESOURCE_EXHAUSTED` with RetryInfo: ready work has waited longer than `target`
-/// (`server.max_queue_delay_us`) for the runtime for a whole interval.
-pub fn delayed(target: std::time::Duration) -> Status {
+/// `RESOURCE_EXHAUSTED` with RetryInfo `retry_after` (one of [`overload_retry_delays`]): ready work
+/// has waited longer than `target` (`server.max_queue_delay_us`) for the runtime for a whole
+/// interval.
+pub fn delayed_after(target: std::time::Duration, retry_after: std::time::Duration) -> Status {
     let limit = "server.max_queue_delay_us";
     let allowed = u64::try_from(target.as_micros()).unwrap_or(u64::MAX);
     over_limit(
@@ -48,10 +72,16 @@ pub fn delayed(target: std::time::Duration) -> Status {
             "the server is busy: calls have waited over {allowed} microseconds for a CPU ({limit}); \
              try again shortly"
         ),
+        retry_after,
     )
 }
 
-fn over_limit(limit: &str, allowed: u64, message: String) -> Status {
+fn over_limit(
+    limit: &str,
+    allowed: u64,
+    message: String,
+    retry_after: std::time::Duration,
+) -> Status {
     let mut details = ErrorDetails::with_error_info(
         "SERVER_OVERLOADED",
         COSTD_DOMAIN,
@@ -60,10 +90,7 @@ fn over_limit(limit: &str, allowed: u64, message: String) -> Status {
             ("allowed".to_string(), allowed.to_string()),
         ]),
     );
-    // Half to one and a half times the delay: callers turned away together come back apart.
-    details.set_retry_info(Some(
-        OVERLOAD_RETRY_AFTER.mul_f64(rand::random_range(0.5..1.5)),
-    ));
+    details.set_retry_info(Some(retry_after));
     Status::with_error_details(Code::ResourceExhausted, message, details)
 }
 

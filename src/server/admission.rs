@@ -21,10 +21,57 @@ use std::{
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
+/// The refusals this layer answers, each made once. Building a refusal (its details encoded, its
+/// message escaped) costs about what a cached call does, and a RetryInfo delay new each time would
+/// make HPACK code a new header value for every refusal; so each refusal is one of a few
+/// ready-made header sets (one per RetryInfo delay), cloned.
+struct Refusals {
+    overloaded: Vec<http::HeaderMap>,
+    /// Empty when the server does not shed on the queue delay.
+    delayed: Vec<http::HeaderMap>,
+    stopping: http::HeaderMap,
+}
+
+impl Refusals {
+    fn new(max_calls: u32, delay: Option<&QueueDelay>) -> Self {
+        let overloaded = status::overload_retry_delays()
+            .map(|after| {
+                headers_of(status::overloaded_after(
+                    "server.max_concurrent_requests",
+                    u64::from(max_calls),
+                    after,
+                ))
+            })
+            .collect();
+        let delayed = match delay {
+            Some(delay) => status::overload_retry_delays()
+                .map(|after| headers_of(status::delayed_after(delay.target(), after)))
+                .collect(),
+            None => Vec::new(),
+        };
+        Refusals {
+            overloaded,
+            delayed,
+            stopping: headers_of(status::stopping()),
+        }
+    }
+}
+
+/// The headers of `status`'s trailers-only answer.
+fn headers_of(status: tonic::Status) -> http::HeaderMap {
+    status.into_http::<()>().into_parts().0.headers
+}
+
+/// One of `refusals`, at random: callers refused together are told different delays.
+fn any_of(refusals: &[http::HeaderMap]) -> &http::HeaderMap {
+    &refusals[rand::random_range(0..refusals.len())]
+}
+
 /// The server's admission state, shared by every connection.
 pub struct Admission {
     calls: Arc<Semaphore>,
     max_calls: u32,
+    refusals: Refusals,
     /// `None` when `server.max_queue_delay_us` is 0: calls are shed by count only.
     delay: Option<Arc<QueueDelay>>,
     /// `package.Service/Method` of every streaming method: ended when the drain starts.
@@ -42,6 +89,7 @@ impl Admission {
         Arc::new(Admission {
             calls: Arc::new(Semaphore::new(max_calls as usize)),
             max_calls,
+            refusals: Refusals::new(max_calls, delay.as_deref()),
             delay,
             streaming,
             draining: CancellationToken::new(),
@@ -124,22 +172,17 @@ where
             let ends = streaming.then(|| admission.closing.clone());
             return admitted(self.inner.call(request), None, ends);
         }
+        let refusals = &admission.refusals;
         if admission.draining.is_cancelled() {
-            return refused(request, status::stopping());
+            return refused(request, &refusals.stopping);
         }
         if let Some(delay) = &admission.delay
             && delay.refuses()
         {
-            return refused(request, status::delayed(delay.target()));
+            return refused(request, any_of(&refusals.delayed));
         }
         let Ok(permit) = admission.calls.clone().try_acquire_owned() else {
-            return refused(
-                request,
-                status::overloaded(
-                    "server.max_concurrent_requests",
-                    u64::from(admission.max_calls),
-                ),
-            );
+            return refused(request, any_of(&refusals.overloaded));
         };
         let ends = streaming.then(|| admission.draining.clone());
         admitted(self.inner.call(request), Some(permit), ends)
@@ -168,18 +211,19 @@ where
 /// sends of the request is in (see [`refusal`]).
 fn refused<ReqBody, B, E>(
     request: http::Request<ReqBody>,
-    refusal: tonic::Status,
+    refusal: &http::HeaderMap,
 ) -> BoxFuture<'static, Result<http::Response<AdmittedBody<B>>, E>>
 where
     ReqBody: Body + Send + Unpin + 'static,
     B: Send + 'static,
     E: Send + 'static,
 {
-    let response = refusal.into_http::<()>().map(|()| AdmittedBody {
+    let mut response = http::Response::new(AdmittedBody {
         inner: None,
         permit: None,
         ends: None,
     });
+    *response.headers_mut() = refusal.clone();
     Box::pin(async move {
         refusal::read_to_end(request.into_body()).await;
         Ok(response)

@@ -38,9 +38,13 @@ fn assert_over_limit(refused: &tonic::Status, limit: &str, allowed: &str) {
         tonic::Code::ResourceExhausted,
         "{refused:?}"
     );
+    let retry_after = refused
+        .get_details_retry_info()
+        .and_then(|info| info.retry_delay)
+        .expect("RetryInfo tells the caller when to come back");
     assert!(
-        refused.get_details_retry_info().is_some(),
-        "RetryInfo tells the caller when to come back: {refused:?}"
+        (Duration::from_millis(50)..=Duration::from_millis(150)).contains(&retry_after),
+        "half to one and a half times 100 ms: {retry_after:?}"
     );
     let info = refused.get_details_error_info().expect("ErrorInfo");
     assert_eq!(info.reason, "SERVER_OVERLOADED");
@@ -70,6 +74,16 @@ async fn beyond_the_call_limit_a_call_is_resource_exhausted_with_retry_info_and_
 
     assert_over_limit(&refused, "server.max_concurrent_requests", "2");
     assert_eq!(health, ServingStatus::Serving);
+    // Callers refused together are told to come back at different times.
+    let mut delays = std::collections::BTreeSet::new();
+    for _ in 0..40 {
+        let refused = within(app.costs.clone().get_costs(patient_month(3)))
+            .await
+            .expect_err("over the limit");
+        assert_over_limit(&refused, "server.max_concurrent_requests", "2");
+        delays.extend(refused.get_details_retry_info().and_then(|i| i.retry_delay));
+    }
+    assert!(delays.len() > 1, "one delay for every refusal: {delays:?}");
     assert_eq!(
         app.sandbox.request_count(&acme),
         2,
