@@ -33,7 +33,7 @@ use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 #[path = "support/mod.rs"]
 mod support;
 
-use support::{channel, drive, median, rss_bytes, team_settings, timestamp};
+use support::{channel, cpu_ns, drive, median, rss_bytes, team_settings, timestamp};
 
 /// The allocator the costd binary ships with, so the harness measures what runs.
 #[global_allocator]
@@ -294,6 +294,29 @@ fn grpc_frame(message: &impl prost::Message) -> Vec<u8> {
 struct H2loadRun {
     per_second: f64,
     mean_latency: Duration,
+    /// This process's (the server's) on-CPU time per request, ns.
+    server_cpu_per_call: f64,
+    /// h2load's CPU time per request (user + system), ns.
+    client_cpu_per_call: f64,
+}
+
+/// CPU time of this process's waited-for children so far (h2load's runs), ns: /proc/self/stat's
+/// `cutime` + `cstime`, in clock ticks of 10 ms (USER_HZ is 100 on Linux).
+fn children_cpu_ns() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").expect("procfs");
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .expect("a stat line")
+        .1
+        .split_whitespace()
+        .collect();
+    // cutime and cstime are fields 16 and 17 of the line, 14 and 15 after the name.
+    let ticks: f64 = fields[13..15]
+        .iter()
+        .map(|t| t.parse::<f64>().expect("ticks"))
+        .sum();
+    ticks * 1e7
 }
 
 /// h2load's `123us`, `1.23ms`, `1.02s`.
@@ -312,7 +335,7 @@ fn h2load_duration(text: &str) -> Option<Duration> {
 }
 
 /// Reads h2load's report; fails unless every one of `requests` was answered with HTTP 200.
-fn parse_h2load(report: &str, requests: usize) -> H2loadRun {
+fn parse_h2load(report: &str, requests: usize) -> (f64, Duration) {
     let line = |prefix: &str| {
         report
             .lines()
@@ -346,14 +369,12 @@ fn parse_h2load(report: &str, requests: usize) -> H2loadRun {
         .nth(5)
         .and_then(h2load_duration)
         .unwrap_or_else(|| panic!("no mean request time in h2load's report:\n{report}"));
-    H2loadRun {
-        per_second,
-        mean_latency,
-    }
+    (per_second, mean_latency)
 }
 
 /// One h2load run of `requests` POSTs of `frame` to `path`, 100 streams in flight.
 async fn h2load(addr: SocketAddr, path: &str, frame: &Path, requests: usize) -> H2loadRun {
+    let (server_before, client_before) = (cpu_ns(), children_cpu_ns());
     let run = tokio::process::Command::new("h2load")
         .args(["-n", &requests.to_string(), "-c", "4", "-m", "25"])
         .args(["-H", "content-type: application/grpc", "-H", "te: trailers"])
@@ -371,7 +392,16 @@ async fn h2load(addr: SocketAddr, path: &str, frame: &Path, requests: usize) -> 
         "h2load failed: {report}{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    parse_h2load(&report, requests)
+    let calls = requests as f64;
+    let server_cpu_per_call = (cpu_ns() - server_before) / calls;
+    let client_cpu_per_call = (children_cpu_ns() - client_before) / calls;
+    let (per_second, mean_latency) = parse_h2load(&report, requests);
+    H2loadRun {
+        per_second,
+        mean_latency,
+        server_cpu_per_call,
+        client_cpu_per_call,
+    }
 }
 
 /// Health/Check and cached GetCosts (10 and 50 rows) driven by h2load from outside the process.
@@ -416,7 +446,10 @@ async fn h2load_vs_health(server: &Server) {
     }
     h2load(server.addr, HEALTH_CHECK_PATH, &health_frame, 2_000).await;
     let (mut throughput, mut latency) = (vec![Vec::new(); 2], vec![Vec::new(); 2]);
-    let mut health_per_second = Vec::new();
+    // Each call's CPU in the server and in h2load, over Health's, so what the throughput ratio
+    // holds of each side shows: the two share the machine's cores.
+    let (mut server_cpu, mut client_cpu) = (vec![Vec::new(); 2], vec![Vec::new(); 2]);
+    let (mut health_per_second, mut health_cpu) = (Vec::new(), Vec::new());
     for _ in 0..H2LOAD_ROUNDS {
         let health = h2load(
             server.addr,
@@ -426,23 +459,33 @@ async fn h2load_vs_health(server: &Server) {
         )
         .await;
         health_per_second.push(health.per_second);
+        health_cpu.push((health.server_cpu_per_call, health.client_cpu_per_call));
         for (i, (_, _, frame)) in answers.iter().enumerate() {
             let costs = h2load(server.addr, GET_COSTS_PATH, frame, H2LOAD_REQUESTS).await;
             throughput[i].push(costs.per_second / health.per_second);
             latency[i].push(
                 costs.mean_latency.as_secs_f64() / health.mean_latency.as_secs_f64().max(1e-9),
             );
+            server_cpu[i].push(costs.server_cpu_per_call / health.server_cpu_per_call);
+            client_cpu[i].push(costs.client_cpu_per_call / health.client_cpu_per_call.max(1.0));
         }
     }
     println!(
         "h2load, Health/Check at 100 in flight: {:.0} req/s (median of {H2LOAD_ROUNDS} rounds of {H2LOAD_REQUESTS})",
         median(health_per_second)
     );
+    println!(
+        "h2load, Health/Check: {:.1} µs of server CPU and {:.1} µs of h2load's per call (medians)",
+        median(health_cpu.iter().map(|c| c.0 / 1e3).collect()),
+        median(health_cpu.iter().map(|c| c.1 / 1e3).collect())
+    );
     for (i, (rows, bytes, _)) in answers.iter().enumerate() {
         println!(
-            "h2load, cached GetCosts ({rows} rows, {bytes} bytes) vs Health/Check at 100 in flight: throughput ratio {:.2} (goal >= 0.8), mean latency ratio {:.2}",
+            "h2load, cached GetCosts ({rows} rows, {bytes} bytes) vs Health/Check at 100 in flight: throughput ratio {:.2} (goal >= 0.8), mean latency ratio {:.2}; CPU per call / Health's: server {:.2}, h2load {:.2}",
             median(throughput[i].clone()),
-            median(latency[i].clone())
+            median(latency[i].clone()),
+            median(server_cpu[i].clone()),
+            median(client_cpu[i].clone())
         );
     }
 }
