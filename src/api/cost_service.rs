@@ -4,7 +4,7 @@
 use super::{
     QueryRules, convert, guard,
     page_token::{self, PageRequest, PageSizes},
-    status,
+    status, unary_frame,
 };
 use crate::{
     deadline::Deadline,
@@ -42,9 +42,10 @@ const RECORD_PAGES: PageSizes = PageSizes {
 /// The path [`CostServer`] answers itself; every other goes to the generated server.
 const GET_COSTS_PATH: &str = "/costd.v1.CostService/GetCosts";
 
-/// A remembered answer: the encoded `GetCostsResponse`, and until when the same query gets it.
+/// A remembered answer: the encoded `GetCostsResponse` as one gRPC frame (so it can go out as it is),
+/// and until when the same query gets it.
 struct Remembered {
-    encoded: Bytes,
+    frame: Bytes,
     until: DateTime<Utc>,
     /// The accounts it covers, for the audit line of a call it answers.
     touched: String,
@@ -99,7 +100,7 @@ impl CostApi {
                     |(_, request): &(Option<usize>, Bytes), answer: &Arc<Remembered>| {
                         u32::try_from(
                             request.len()
-                                + answer.encoded.len()
+                                + answer.frame.len()
                                 + answer.touched.len()
                                 + size_of::<Remembered>(),
                         )
@@ -111,17 +112,23 @@ impl CostApi {
         }
     }
 
-    /// GetCosts as [`CostServer`] receives it, the request still encoded: a remembered answer for
-    /// these very bytes goes out at once, else the request is decoded and answered as usual.
+    /// The frame of the answer remembered for a request of these very bytes from this caller's grant,
+    /// while it is unchanged.
+    fn remembered_frame(&self, extensions: &tonic::Extensions, request: Bytes) -> Option<Bytes> {
+        // No access attached: the call is refused on the way through tonic (deny by default).
+        let scope = extensions.get::<crate::auth::Access>()?.scope();
+        let answer = self.answers_by_request.get(&(scope, request))?;
+        (self.engine.cache().now() < answer.until).then(|| {
+            guard::Note::of(extensions).accounts(answer.touched.clone());
+            answer.frame.clone()
+        })
+    }
+
+    /// GetCosts as [`CostServer`] hands it on (no answer remembered for its bytes), the request
+    /// still encoded: decoded and answered as usual, and remembered by its bytes when it may be.
     async fn answer_encoded(&self, request: Request<Bytes>) -> Result<Response<Answer>, Status> {
         let (metadata, extensions, encoded) = request.into_parts();
         let key = (guard::access(&extensions)?.scope(), encoded);
-        if let Some(answer) = self.answers_by_request.get(&key)
-            && self.engine.cache().now() < answer.until
-        {
-            guard::Note::of(&extensions).accounts(answer.touched.clone());
-            return Ok(Response::new(Answer::Encoded(answer.encoded.clone())));
-        }
         let message =
             pb::GetCostsRequest::decode(key.1.clone()).map_err(status::undecodable_request)?;
         let (answer, remembered) = self
@@ -149,7 +156,10 @@ impl CostApi {
         if let Some(answer) = self.answers.get(&query)
             && self.engine.cache().now() < answer.until
         {
-            return Ok((Answer::Encoded(answer.encoded.clone()), Some(answer)));
+            return Ok((
+                Answer::Encoded(unary_frame::message_of(&answer.frame)),
+                Some(answer),
+            ));
         }
         // Another replica's job for this very query polls what the engine would ask again: join it
         // for the asynchronous accounts, and answer the others here.
@@ -191,14 +201,16 @@ impl CostApi {
         let Some(until) = report.unchanged_until else {
             return Ok((Answer::Message(Box::new(answer)), None));
         };
-        // `encode_to_vec` allocates exactly the encoded length: the weigher counts what is held.
-        let encoded = Bytes::from(answer.encode_to_vec());
+        let Some(frame) = unary_frame::framed(&answer) else {
+            return Ok((Answer::Message(Box::new(answer)), None));
+        };
         let remembered = Arc::new(Remembered {
-            encoded: encoded.clone(),
+            frame,
             until,
             touched,
         });
         self.answers.insert(query, remembered.clone());
+        let encoded = unary_frame::message_of(&remembered.frame);
         Ok((Answer::Encoded(encoded), Some(remembered)))
     }
 }
@@ -249,7 +261,7 @@ fn remembered_bytes(query: &CostQuery, answer: &Remembered) -> usize {
         .iter()
         .map(|id| id.as_str().len() + size_of::<crate::domain::ProviderAccountId>())
         .sum::<usize>();
-    answer.encoded.len()
+    answer.frame.len()
         + answer.touched.len()
         + size_of::<CostQuery>()
         + size_of::<Remembered>()
@@ -259,10 +271,12 @@ fn remembered_bytes(query: &CostQuery, answer: &Remembered) -> usize {
         + query.group_by.capacity() * size_of::<crate::domain::GroupBy>()
 }
 
-/// CostService as served: the generated server for every method but GetCosts, which is answered here
-/// through [`AnswerCodec`], so a remembered answer is written without being encoded again. Same
-/// name, same decoding, the same `tonic::server::Grpc` (default compression and size limits, as the
-/// generated server is configured), so callers, reflection and the RPC layers see no difference.
+/// CostService as served: the generated server for every method but GetCosts, which is answered here.
+/// A request whose bytes have an answer remembered gets that answer's stored frame as it is
+/// ([`unary_frame`]); any other goes through [`AnswerCodec`], so an answer stored is written without
+/// being encoded again. Same name, same decoding, the same `tonic::server::Grpc` (default
+/// compression and size limits, as the generated server is configured), so callers, reflection and
+/// the RPC layers see no difference.
 #[derive(Clone)]
 pub struct CostServer {
     api: Arc<CostApi>,
@@ -289,7 +303,7 @@ impl NamedService for CostServer {
 
 impl<B> tower::Service<http::Request<B>> for CostServer
 where
-    B: http_body::Body + Send + 'static,
+    B: http_body::Body + Send + Unpin + 'static,
     B::Error: Into<StdError> + Send + 'static,
 {
     type Response = http::Response<tonic::body::Body>;
@@ -305,9 +319,30 @@ where
             return self.generated.call(request);
         }
         let api = self.api.clone();
-        let mut grpc = Grpc::new(AnswerCodec).max_decoding_message_size(self.max_request_bytes);
-        Box::pin(async move { Ok(grpc.unary(GetCosts(api), request).await) })
+        let max_request_bytes = self.max_request_bytes;
+        Box::pin(async move {
+            let (parts, body) = request.into_parts();
+            let (message, body) = unary_frame::read_message(body, max_request_bytes).await;
+            if let Some(frame) = message.and_then(|m| api.remembered_frame(&parts.extensions, m)) {
+                return Ok(stored_answer(frame));
+            }
+            let request = http::Request::from_parts(parts, body);
+            let mut grpc = Grpc::new(AnswerCodec).max_decoding_message_size(max_request_bytes);
+            Ok(grpc.unary(GetCosts(api), request).await)
+        })
     }
+}
+
+/// The response of a remembered answer, as tonic would write it: gRPC's content type, the frame,
+/// trailers saying OK.
+fn stored_answer(frame: Bytes) -> http::Response<tonic::body::Body> {
+    let body = tonic::body::Body::new(unary_frame::StoredAnswer::new(frame));
+    let mut response = http::Response::new(body);
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/grpc"),
+    );
+    response
 }
 
 /// GetCosts as a unary service of [`AnswerCodec`].

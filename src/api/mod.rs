@@ -11,6 +11,7 @@ pub mod page_token;
 mod query_job_service;
 pub mod refusal;
 pub mod status;
+mod unary_frame;
 
 pub use codec::RequestCodec;
 pub use convert::QueryRules;

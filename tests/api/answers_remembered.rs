@@ -256,3 +256,109 @@ async fn bytes_that_are_no_get_costs_request_are_an_invalid_argument() {
     }
     assert!(app.sandbox.requests().is_empty(), "nothing went upstream");
 }
+
+/// A request body sent as these DATA frames, one by one.
+struct Pieces(std::collections::VecDeque<Bytes>);
+
+impl http_body::Body for Pieces {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        std::task::Poll::Ready(
+            self.0
+                .pop_front()
+                .map(|piece| Ok(http_body::Frame::data(piece))),
+        )
+    }
+}
+
+/// What came back for a GetCosts request of `pieces` (with `headers` besides gRPC's own): the data,
+/// and the grpc-status of the trailers (or of the headers, for a trailers-only answer).
+async fn get_costs_in_pieces(
+    app: &TestApp,
+    pieces: Vec<Bytes>,
+    headers: &[(&'static str, &'static str)],
+) -> (Vec<u8>, String) {
+    use http_body::Body;
+    use tower::{Service, ServiceExt};
+    let mut request = http::Request::builder()
+        .method("POST")
+        .uri(format!("http://{}{GET_COSTS_PATH}", app.addr))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers");
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let request = request
+        .body(tonic::body::Body::new(Pieces(pieces.into())))
+        .expect("a request");
+    let mut channel = app.channel.clone();
+    let response = within(channel.ready()).await.expect("ready").call(request);
+    let response = within(response).await.expect("an HTTP answer");
+    assert_eq!(response.status(), StatusCode::OK);
+    let head_status = response.headers().get("grpc-status").cloned();
+    let mut body = response.into_body();
+    let (mut data, mut trailer_status) = (Vec::new(), None);
+    while let Some(frame) = within(std::future::poll_fn(|cx| {
+        std::pin::Pin::new(&mut body).poll_frame(cx)
+    }))
+    .await
+    {
+        let frame = frame.expect("a frame");
+        if let Some(piece) = frame.data_ref() {
+            data.extend_from_slice(piece);
+        }
+        if let Some(trailers) = frame.trailers_ref() {
+            trailer_status = trailers.get("grpc-status").cloned();
+        }
+    }
+    let status = trailer_status.or(head_status).expect("a grpc-status");
+    (data, status.to_str().expect("text").to_string())
+}
+
+/// `message` as gRPC frames it, `compressed` or not.
+fn grpc_frame(message: &[u8], compressed: bool) -> Bytes {
+    let mut frame = vec![u8::from(compressed)];
+    frame.extend_from_slice(&u32::try_from(message.len()).expect("small").to_be_bytes());
+    frame.extend_from_slice(message);
+    Bytes::from(frame)
+}
+
+#[tokio::test]
+async fn a_remembered_answer_goes_out_for_a_request_in_pieces_and_never_for_a_compressed_one() {
+    let app = spawn_app_on(Arc::new(november_20()), |_| {}).await;
+    let asked = settled_month();
+    within(app.get_costs(asked.clone())).await.expect("fetched");
+    raw_get_costs(&app, &asked).await;
+    let stored = raw_get_costs(&app, &asked).await;
+    let lookups = chunk_lookups(&app).await;
+    let message = pb::GetCostsRequest { query: Some(asked) }.encode_to_vec();
+    let frame = grpc_frame(&message, false);
+
+    // The prefix split, and the message in two pieces after it.
+    let pieces = vec![frame.slice(..2), frame.slice(2..7), frame.slice(7..)];
+    let (answer, status) = get_costs_in_pieces(&app, pieces, &[]).await;
+    assert_eq!(status, "0");
+    assert_eq!(
+        answer,
+        grpc_frame(&stored, false),
+        "the stored answer, framed"
+    );
+    assert_eq!(
+        chunk_lookups(&app).await,
+        lookups,
+        "remembered, not computed"
+    );
+
+    // The same message marked compressed: costd accepts no compression, so it is refused as before,
+    // not answered from memory because its bytes match.
+    let compressed = grpc_frame(&message, true);
+    let (answer, status) =
+        get_costs_in_pieces(&app, vec![compressed], &[("grpc-encoding", "gzip")]).await;
+    assert_eq!(status, (tonic::Code::Unimplemented as i32).to_string());
+    assert!(answer.is_empty(), "no answer: {} bytes", answer.len());
+}
