@@ -116,7 +116,7 @@ impl CostApi {
     /// while it is unchanged.
     fn remembered_frame(&self, extensions: &tonic::Extensions, request: Bytes) -> Option<Bytes> {
         // No access attached: the call is refused on the way through tonic (deny by default).
-        let scope = extensions.get::<crate::auth::Access>()?.scope();
+        let scope = guard::attached(extensions)?.scope();
         let answer = self.answers_by_request.get(&(scope, request))?;
         (self.engine.cache().now() < answer.until).then(|| {
             guard::Note::of(extensions).accounts(answer.touched.clone());

@@ -119,10 +119,12 @@ where
 
 /// The access the guard attached to a call; none attached is refused (deny by default).
 pub fn access(extensions: &tonic::Extensions) -> Result<Access, tonic::Status> {
-    extensions
-        .get::<Access>()
-        .cloned()
-        .ok_or_else(status::no_access)
+    attached(extensions).cloned().ok_or_else(status::no_access)
+}
+
+/// The access the guard attached to a call, if any (none is refused: see [`access`]).
+pub fn attached(extensions: &tonic::Extensions) -> Option<&Access> {
+    extensions.get::<Access>()
 }
 
 /// The call's note for its audit line, when the RPC layer attached one.

@@ -29,6 +29,8 @@ const STOPPING_RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs
 
 /// How many RetryInfo delays an overload refusal chooses from.
 const OVERLOAD_RETRY_STEPS: u32 = 8;
+// A refusal picks one of them at random: there must be one.
+const _: () = assert!(OVERLOAD_RETRY_STEPS > 0);
 
 /// The RetryInfo delays of overload refusals: half to one and a half times
 /// [`OVERLOAD_RETRY_AFTER`], in even steps, so callers turned away together come back apart. Few

@@ -124,19 +124,19 @@ fn whole_message<E>(
     had: usize,
     max_bytes: usize,
 ) -> Option<Bytes> {
-    let data = frames
+    let mut data = frames
         .iter()
         .filter_map(|frame| frame.as_ref().ok().and_then(Frame::data_ref))
         .filter(|data| !data.is_empty());
-    let mut data: Vec<&Bytes> = data.collect();
-    let all = match data.len() {
-        0 => return None,
-        1 => data.pop()?.clone(),
+    let first = data.next()?;
+    let all = match data.next() {
+        None => first.clone(),
         // A message in several DATA frames: rare, so copied together.
-        _ => {
+        Some(second) => {
             let mut joined = BytesMut::with_capacity(had);
-            data.into_iter()
-                .for_each(|part| joined.extend_from_slice(part));
+            for part in [first, second].into_iter().chain(data) {
+                joined.extend_from_slice(part);
+            }
             joined.freeze()
         }
     };

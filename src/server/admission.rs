@@ -17,44 +17,21 @@ use std::{
     pin::Pin,
     sync::Arc,
     task::{Context, Poll},
+    time::Duration,
 };
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
-/// The refusals this layer answers, each made once. Building a refusal (its details encoded, its
-/// message escaped) costs about what a cached call does, and a RetryInfo delay new each time would
-/// make HPACK code a new header value for every refusal; so each refusal is one of a few
-/// ready-made header sets (one per RetryInfo delay), cloned.
-struct Refusals {
-    overloaded: Vec<http::HeaderMap>,
-    /// Empty when the server does not shed on the queue delay.
-    delayed: Vec<http::HeaderMap>,
-    stopping: http::HeaderMap,
-}
+// Refusals are made once, so that none encodes its details or escapes its message again, and
+// so that HPACK finds their headers in the connection's table (a RetryInfo delay drawn anew for
+// each would be a new header value every time): one ready-made header set per RetryInfo delay,
+// cloned.
 
-impl Refusals {
-    fn new(max_calls: u32, delay: Option<&QueueDelay>) -> Self {
-        let overloaded = status::overload_retry_delays()
-            .map(|after| {
-                headers_of(status::overloaded_after(
-                    "server.max_concurrent_requests",
-                    u64::from(max_calls),
-                    after,
-                ))
-            })
-            .collect();
-        let delayed = match delay {
-            Some(delay) => status::overload_retry_delays()
-                .map(|after| headers_of(status::delayed_after(delay.target(), after)))
-                .collect(),
-            None => Vec::new(),
-        };
-        Refusals {
-            overloaded,
-            delayed,
-            stopping: headers_of(status::stopping()),
-        }
-    }
+/// The overload refusals of one limit, one per RetryInfo delay.
+fn over_limit_refusals(refusal: impl Fn(Duration) -> tonic::Status) -> Vec<http::HeaderMap> {
+    status::overload_retry_delays()
+        .map(|after| headers_of(refusal(after)))
+        .collect()
 }
 
 /// The headers of `status`'s trailers-only answer.
@@ -62,18 +39,28 @@ fn headers_of(status: tonic::Status) -> http::HeaderMap {
     status.into_http::<()>().into_parts().0.headers
 }
 
-/// One of `refusals`, at random: callers refused together are told different delays.
+/// One of `refusals` (one per RetryInfo delay, never none), at random: callers refused together are
+/// told different delays.
 fn any_of(refusals: &[http::HeaderMap]) -> &http::HeaderMap {
     &refusals[rand::random_range(0..refusals.len())]
+}
+
+/// Shedding on the queue delay: the probe, and its refusals.
+struct DelayShedding {
+    probe: Arc<QueueDelay>,
+    refusals: Vec<http::HeaderMap>,
 }
 
 /// The server's admission state, shared by every connection.
 pub struct Admission {
     calls: Arc<Semaphore>,
     max_calls: u32,
-    refusals: Refusals,
+    /// Beyond `max_calls`.
+    overloaded: Vec<http::HeaderMap>,
     /// `None` when `server.max_queue_delay_us` is 0: calls are shed by count only.
-    delay: Option<Arc<QueueDelay>>,
+    delay: Option<DelayShedding>,
+    /// While draining.
+    stopping: http::HeaderMap,
     /// `package.Service/Method` of every streaming method: ended when the drain starts.
     streaming: &'static [&'static str],
     draining: CancellationToken,
@@ -86,11 +73,23 @@ impl Admission {
         delay: Option<Arc<QueueDelay>>,
         streaming: &'static [&'static str],
     ) -> Arc<Self> {
+        let overloaded = over_limit_refusals(|after| {
+            status::overloaded_after(
+                "server.max_concurrent_requests",
+                u64::from(max_calls),
+                after,
+            )
+        });
+        let delay = delay.map(|probe| DelayShedding {
+            refusals: over_limit_refusals(|after| status::delayed_after(probe.target(), after)),
+            probe,
+        });
         Arc::new(Admission {
             calls: Arc::new(Semaphore::new(max_calls as usize)),
             max_calls,
-            refusals: Refusals::new(max_calls, delay.as_deref()),
+            overloaded,
             delay,
+            stopping: headers_of(status::stopping()),
             streaming,
             draining: CancellationToken::new(),
             closing: CancellationToken::new(),
@@ -172,17 +171,16 @@ where
             let ends = streaming.then(|| admission.closing.clone());
             return admitted(self.inner.call(request), None, ends);
         }
-        let refusals = &admission.refusals;
         if admission.draining.is_cancelled() {
-            return refused(request, &refusals.stopping);
+            return refused(request, &admission.stopping);
         }
         if let Some(delay) = &admission.delay
-            && delay.refuses()
+            && delay.probe.refuses()
         {
-            return refused(request, any_of(&refusals.delayed));
+            return refused(request, any_of(&delay.refusals));
         }
         let Ok(permit) = admission.calls.clone().try_acquire_owned() else {
-            return refused(request, any_of(&refusals.overloaded));
+            return refused(request, any_of(&admission.overloaded));
         };
         let ends = streaming.then(|| admission.draining.clone());
         admitted(self.inner.call(request), Some(permit), ends)
