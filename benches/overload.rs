@@ -9,7 +9,9 @@
 //!    each of `OVERLOAD_BENCH_LIMITS`, a comma list, for both connection modes) and sheds on the queue
 //!    delay as each of `QUEUE_DELAYS_US` says (or `OVERLOAD_BENCH_QUEUE_DELAYS_US`), and `2 × limit`
 //!    callers send cached GetCosts back to back; then the same callers at the server as it ships
-//!    (limit 1,000, shedding past 10 ms for 100 ms). Each first retrying a refused call at once (the
+//!    (limit 1,000, shedding past 10 ms for 100 ms). Each limited server twice: with no hold on a
+//!    connection back before its RetryInfo delay, and with the hold it ships with (or each of
+//!    `OVERLOAD_BENCH_HOLDS_MS`). Each first retrying a refused call at once (the
 //!    worst caller there is), then waiting the RetryInfo delay (a well-behaved one). Accepted calls'
 //!    p99 / the p99 of one caller alone (goal <= 3), the refusals' p99 latency (goal < 10 ms), and
 //!    Health/Check's p99 from one more caller meanwhile (goal < 100 ms). The callers share the
@@ -67,11 +69,13 @@ const IDLE_CONNECTIONS: usize = 5_000;
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// Shedding on the queue delay, as `server.max_queue_delay_us` (0: by count only) and
-/// `server.queue_delay_interval_ms`.
+/// `server.queue_delay_interval_ms`, and how long a connection back too soon waits for its refusal
+/// (`server.early_retry_hold_ms`, 0: never).
 #[derive(Debug, Clone, Copy)]
 struct Shedding {
     delay_us: u64,
     interval_ms: u64,
+    hold_ms: u64,
 }
 
 /// The shedding the server ships with.
@@ -80,6 +84,7 @@ fn shipped_shedding() -> Shedding {
     Shedding {
         delay_us: shipped.max_queue_delay_us,
         interval_ms: shipped.queue_delay_interval_ms,
+        hold_ms: shipped.early_retry_hold_ms,
     }
 }
 
@@ -91,6 +96,7 @@ async fn start(limit: u32, shedding: Shedding) -> SocketAddr {
     settings.server.max_concurrent_requests = limit;
     settings.server.max_queue_delay_us = shedding.delay_us;
     settings.server.queue_delay_interval_ms = shedding.interval_ms;
+    settings.server.early_retry_hold_ms = shedding.hold_ms;
     settings.server.max_connections = 2 * IDLE_CONNECTIONS as u32;
     settings.server.handshake_timeout_ms = HANDSHAKE_TIMEOUT.as_millis() as u64;
     settings.metrics.enabled = false;
@@ -319,7 +325,7 @@ async fn at_twice_saturation(
     );
 }
 
-/// Set in a child's environment ("limit delay_us interval_ms"): it serves as [`start`] does, prints
+/// Set in a child's environment ("limit delay_us interval_ms hold_ms"): it serves as [`start`] does, prints
 /// its address, and answers each line on its stdin with its own RSS, so the server's RSS is read
 /// without the callers' sockets in it.
 const SERVER_CHILD: &str = "OVERLOAD_BENCH_SERVER_CHILD";
@@ -331,12 +337,13 @@ async fn serve_as_child(spec: &str) {
         .split(' ')
         .map(|n| n.parse().expect("a number"))
         .collect();
-    let [limit, delay_us, interval_ms] = numbers[..] else {
-        panic!("{SERVER_CHILD} is \"limit delay_us interval_ms\"");
+    let [limit, delay_us, interval_ms, hold_ms] = numbers[..] else {
+        panic!("{SERVER_CHILD} is \"limit delay_us interval_ms hold_ms\"");
     };
     let shedding = Shedding {
         delay_us,
         interval_ms,
+        hold_ms,
     };
     let addr = start(limit as u32, shedding).await;
     println!("ADDR {addr}");
@@ -381,7 +388,10 @@ impl ServerProcess {
         let mut child = Command::new(std::env::current_exe().expect("this binary"))
             .env(
                 SERVER_CHILD,
-                format!("{limit} {} {}", shedding.delay_us, shedding.interval_ms),
+                format!(
+                    "{limit} {} {} {}",
+                    shedding.delay_us, shedding.interval_ms, shedding.hold_ms
+                ),
             )
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -603,6 +613,10 @@ fn main() {
     let limits = numbers::<u32>("OVERLOAD_BENCH_LIMITS", &[]);
     let delays = numbers("OVERLOAD_BENCH_QUEUE_DELAYS_US", &QUEUE_DELAYS_US);
     let interval_ms = numbers("OVERLOAD_BENCH_QUEUE_INTERVAL_MS", &[QUEUE_INTERVAL_MS])[0];
+    let holds = numbers(
+        "OVERLOAD_BENCH_HOLDS_MS",
+        &[0, ServerConfig::default().early_retry_hold_ms],
+    );
     runtime.block_on(async {
         // As many calls in progress as the curve's callers could ever make: none refused.
         let unlimited = Server::start(
@@ -610,6 +624,7 @@ fn main() {
             Shedding {
                 delay_us: 0,
                 interval_ms,
+                hold_ms: 0,
             },
         )
         .await;
@@ -623,21 +638,24 @@ fn main() {
             };
             for &limit in &limits {
                 for &delay_us in &delays {
-                    let shedding = Shedding {
-                        delay_us,
-                        interval_ms,
-                    };
-                    let server = Server::start(limit, shedding).await;
-                    for caller in [Caller::Greedy, Caller::Polite] {
-                        at_twice_saturation(
-                            server.addr,
-                            2 * limit as usize,
-                            limit,
-                            shedding,
-                            caller,
-                            mode,
-                        )
-                        .await;
+                    for &hold_ms in &holds {
+                        let shedding = Shedding {
+                            delay_us,
+                            interval_ms,
+                            hold_ms,
+                        };
+                        let server = Server::start(limit, shedding).await;
+                        for caller in [Caller::Greedy, Caller::Polite] {
+                            at_twice_saturation(
+                                server.addr,
+                                2 * limit as usize,
+                                limit,
+                                shedding,
+                                caller,
+                                mode,
+                            )
+                            .await;
+                        }
                     }
                 }
             }

@@ -276,7 +276,9 @@ impl App {
         let admission = Admission::new(
             server_settings.max_concurrent_requests,
             queue_delay,
+            Duration::from_millis(server_settings.early_retry_hold_ms),
             streaming_methods(),
+            self.metrics.clone(),
         );
         let limits = ConnectionLimits {
             max_connections: server_settings.max_connections,

@@ -143,6 +143,7 @@ pub struct Metrics {
     export_writers_blocked: Gauge,
     queue_delay_microseconds: Gauge,
     queue_delayed: Gauge,
+    early_retries_held: Counter,
 }
 
 /// An Atlas request held by its bucket; uncounted when dropped.
@@ -190,6 +191,7 @@ impl Metrics {
             export_writers_blocked: Gauge::default(),
             queue_delay_microseconds: Gauge::default(),
             queue_delayed: Gauge::default(),
+            early_retries_held: Counter::default(),
         };
         let registry = &mut metrics.registry;
         registry.register(
@@ -321,7 +323,17 @@ impl Metrics {
             "1 while the probe's wait has stayed above server.max_queue_delay_us for a whole interval and calls are shed",
             metrics.queue_delayed.clone(),
         );
+        registry.register(
+            "early_retries_held",
+            "Overload refusals held for server.early_retry_hold_ms: their connection had been refused less than the shortest RetryInfo delay before",
+            metrics.early_retries_held.clone(),
+        );
         metrics
+    }
+
+    /// An overload refusal held: its connection came back before any RetryInfo delay had passed.
+    pub fn early_retry_held(&self) {
+        self.early_retries_held.inc();
     }
 
     /// The queue-delay probe's last sample, and whether calls are shed for it.

@@ -4,20 +4,29 @@
 //! UNAVAILABLE at once and streams ended with UNAVAILABLE. A call is in progress until its response
 //! body ends, so a stream counts for as long as it is open.
 //!
+//! A connection refused again sooner than any RetryInfo delay it was told has that refusal held for
+//! `early_retry_hold_ms` (still well under the 10 ms a refusal may take): a caller that retries at
+//! once otherwise keeps the cores as busy with refusals as its calls would, and the calls admitted
+//! gain nothing from the limit. Callers that honour RetryInfo are never held.
+//!
 //! Not tower's `ConcurrencyLimit` + `LoadShed`: those decide in `poll_ready`, before the request's
 //! path is known, so Health could not be excluded, and their permit goes with the response head, so an
 //! open stream would not count.
 
 use super::queue_delay::QueueDelay;
-use crate::api::{HEALTH_PREFIX, refusal, status};
+use crate::{
+    api::{HEALTH_PREFIX, refusal, status},
+    metrics::Metrics,
+    sync::lock,
+};
 use futures::future::BoxFuture;
 use http_body::{Body, Frame};
 use std::{
     future::Future,
     pin::Pin,
-    sync::Arc,
+    sync::{Arc, Mutex},
     task::{Context, Poll},
-    time::Duration,
+    time::{Duration, Instant},
 };
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
@@ -59,6 +68,11 @@ pub struct Admission {
     overloaded: Vec<http::HeaderMap>,
     /// `None` when `server.max_queue_delay_us` is 0: calls are shed by count only.
     delay: Option<DelayShedding>,
+    /// How long an overload refusal is held when its connection comes back too soon; zero: never.
+    early_retry_hold: Duration,
+    /// How soon after a refusal its connection's next one is too soon: the shortest RetryInfo delay.
+    shortest_retry_delay: Duration,
+    metrics: Arc<Metrics>,
     /// While draining.
     stopping: http::HeaderMap,
     /// `package.Service/Method` of every streaming method: ended when the drain starts.
@@ -71,7 +85,9 @@ impl Admission {
     pub fn new(
         max_calls: u32,
         delay: Option<Arc<QueueDelay>>,
+        early_retry_hold: Duration,
         streaming: &'static [&'static str],
+        metrics: Arc<Metrics>,
     ) -> Arc<Self> {
         let overloaded = over_limit_refusals(|after| {
             status::overloaded_after(
@@ -89,6 +105,9 @@ impl Admission {
             max_calls,
             overloaded,
             delay,
+            early_retry_hold,
+            shortest_retry_delay: shortest_retry_delay(),
+            metrics,
             stopping: headers_of(status::stopping()),
             streaming,
             draining: CancellationToken::new(),
@@ -133,10 +152,13 @@ pub struct AdmissionLayer {
 impl<S> tower::Layer<S> for AdmissionLayer {
     type Service = AdmissionService<S>;
 
+    /// Once per connection: `server::serve` serves each connection on its own, so the service made
+    /// here, and what it remembers of refusals, is that connection's.
     fn layer(&self, inner: S) -> Self::Service {
         AdmissionService {
             inner,
             admission: self.admission.clone(),
+            last_refused: Arc::default(),
         }
     }
 }
@@ -145,6 +167,46 @@ impl<S> tower::Layer<S> for AdmissionLayer {
 pub struct AdmissionService<S> {
     inner: S,
     admission: Arc<Admission>,
+    /// When this connection was last refused for overload.
+    last_refused: Arc<Mutex<Option<Instant>>>,
+}
+
+/// The shortest RetryInfo delay an overload refusal names: a caller back sooner did not wait for it.
+fn shortest_retry_delay() -> Duration {
+    status::overload_retry_delays()
+        .min()
+        .unwrap_or(Duration::ZERO)
+}
+
+/// Whether a refusal at `now` comes sooner after the connection's `last` one than `shortest` (the
+/// shortest RetryInfo delay), so sooner than any caller told to wait would be back.
+fn too_soon(last: Option<Instant>, now: Instant, shortest: Duration) -> bool {
+    last.is_some_and(|last| now.saturating_duration_since(last) < shortest)
+}
+
+impl<S> AdmissionService<S> {
+    /// An overload refusal: held for `early_retry_hold` if this connection was refused too recently.
+    fn over_limit<ReqBody, B, E>(
+        &self,
+        request: http::Request<ReqBody>,
+        refusal: &http::HeaderMap,
+    ) -> BoxFuture<'static, Result<http::Response<AdmittedBody<B>>, E>>
+    where
+        ReqBody: Body + Send + Unpin + 'static,
+        B: Send + 'static,
+        E: Send + 'static,
+    {
+        let admission = &self.admission;
+        let now = Instant::now();
+        let last = lock(&self.last_refused).replace(now);
+        if admission.early_retry_hold.is_zero()
+            || !too_soon(last, now, admission.shortest_retry_delay)
+        {
+            return refused(request, refusal, Duration::ZERO);
+        }
+        admission.metrics.early_retry_held();
+        refused(request, refusal, admission.early_retry_hold)
+    }
 }
 
 impl<S, ReqBody, ResBody> tower::Service<http::Request<ReqBody>> for AdmissionService<S>
@@ -172,15 +234,15 @@ where
             return admitted(self.inner.call(request), None, ends);
         }
         if admission.draining.is_cancelled() {
-            return refused(request, &admission.stopping);
+            return refused(request, &admission.stopping, Duration::ZERO);
         }
         if let Some(delay) = &admission.delay
             && delay.probe.refuses()
         {
-            return refused(request, any_of(&delay.refusals));
+            return self.over_limit(request, any_of(&delay.refusals));
         }
         let Ok(permit) = admission.calls.clone().try_acquire_owned() else {
-            return refused(request, any_of(&admission.overloaded));
+            return self.over_limit(request, any_of(&admission.overloaded));
         };
         let ends = streaming.then(|| admission.draining.clone());
         admitted(self.inner.call(request), Some(permit), ends)
@@ -206,10 +268,11 @@ where
 }
 
 /// A trailers-only answer (the status in the response headers, no body), once what the caller still
-/// sends of the request is in (see [`refusal`]).
+/// sends of the request is in (see [`refusal`]) and `hold` has passed.
 fn refused<ReqBody, B, E>(
     request: http::Request<ReqBody>,
     refusal: &http::HeaderMap,
+    hold: Duration,
 ) -> BoxFuture<'static, Result<http::Response<AdmittedBody<B>>, E>>
 where
     ReqBody: Body + Send + Unpin + 'static,
@@ -223,7 +286,12 @@ where
     });
     *response.headers_mut() = refusal.clone();
     Box::pin(async move {
-        refusal::read_to_end(request.into_body()).await;
+        let held = async {
+            if !hold.is_zero() {
+                tokio::time::sleep(hold).await;
+            }
+        };
+        tokio::join!(refusal::read_to_end(request.into_body()), held);
         Ok(response)
     })
 }
@@ -287,5 +355,32 @@ where
         self.inner
             .as_ref()
             .map_or_else(|| http_body::SizeHint::with_exact(0), Body::size_hint)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refusal_is_too_soon_until_the_shortest_retry_delay_has_passed_since_the_last() {
+        let start = Instant::now();
+        let shortest = shortest_retry_delay();
+        assert!(shortest >= Duration::from_millis(50), "{shortest:?}");
+
+        assert!(
+            !too_soon(None, start, shortest),
+            "a first refusal is never held"
+        );
+        assert!(too_soon(Some(start), start, shortest));
+        let just_before = start + shortest - Duration::from_micros(1);
+        assert!(too_soon(Some(start), just_before, shortest));
+        assert!(
+            !too_soon(Some(start), start + shortest, shortest),
+            "it waited"
+        );
+        // Two streams' refusals read the clock before taking the lock in either order.
+        let a_little_later = start + Duration::from_millis(1);
+        assert!(too_soon(Some(a_little_later), start, shortest));
     }
 }

@@ -46,7 +46,7 @@ fn allowed(module: &str) -> Option<&'static [&'static str]> {
         "export" => &["domain"],
         "sandbox" => &["sync"],
         // Between the network and the services: it builds its refusals in the api's status.rs.
-        "server" => &["api", "metrics"],
+        "server" => &["api", "metrics", "sync"],
         // The CLI is a gRPC client; it shares the api's wire conversions of domain values, and the
         // name of the token variable the server leaves alone.
         "cli" => &["api", "config", "domain", "proto"],

@@ -1,6 +1,7 @@
 //! Load shedding through the real server: beyond `server.max_concurrent_requests` calls in progress,
 //! or while ready work has waited longer than `server.max_queue_delay_us` for the runtime, a call is
-//! answered RESOURCE_EXHAUSTED with RetryInfo without going upstream, and Health still answers.
+//! answered RESOURCE_EXHAUSTED with RetryInfo without going upstream, and Health still answers; a
+//! connection back before any RetryInfo delay passed waits `server.early_retry_hold_ms` for it.
 
 use crate::{helpers::*, metrics::scrape};
 use costd::{proto as pb, sandbox::Fault};
@@ -104,6 +105,59 @@ async fn a_call_gives_its_place_back_when_it_ends() {
             .await
             .expect("admitted");
     }
+}
+
+#[tokio::test]
+async fn a_connection_refused_again_before_any_retry_delay_waits_for_that_refusal_and_no_other_connection_does()
+ {
+    let app = spawn_app_with(|settings| {
+        settings.server.max_concurrent_requests = 1;
+        // Far longer than any wait below: a held refusal cannot pass for a prompt one.
+        settings.server.early_retry_hold_ms = 600_000;
+    })
+    .await;
+    let acme = team_scope("team_acme");
+    app.sandbox.set_persistent_fault(&acme, Fault::Hang);
+    let mut client = app.costs.clone();
+    let in_progress = tokio::spawn(async move { client.get_costs(patient_month(1)).await });
+    within(app.sandbox.wait_for_requests(&acme, 1)).await;
+
+    let first = within(app.costs.clone().get_costs(patient_month(2)))
+        .await
+        .expect_err("over the limit");
+    // At once again on the same connection, as a caller that ignores RetryInfo would.
+    let again = tokio::time::timeout(
+        Duration::from_millis(500),
+        app.costs.clone().get_costs(patient_month(2)),
+    )
+    .await;
+    let other_connection = tonic::transport::Channel::from_shared(format!("http://{}", app.addr))
+        .expect("valid uri")
+        .connect_lazy();
+    let elsewhere = within(
+        pb::cost_service_client::CostServiceClient::new(other_connection)
+            .get_costs(patient_month(2)),
+    )
+    .await
+    .expect_err("over the limit");
+    let scraped = scrape(&app).await;
+
+    assert_over_limit(&first, "server.max_concurrent_requests", "1");
+    assert!(
+        again.is_err(),
+        "the early retry's refusal is held: {again:?}"
+    );
+    assert_over_limit(&elsewhere, "server.max_concurrent_requests", "1");
+    assert_eq!(
+        scraped["costd_early_retries_held_total"], 1.0,
+        "{scraped:?}"
+    );
+    assert_eq!(
+        app.sandbox.request_count(&acme),
+        1,
+        "no refused call went upstream"
+    );
+    in_progress.abort();
 }
 
 /// Tasks that keep the runtime's run queue long, as a flood of cheap calls would: each works for a
