@@ -59,8 +59,8 @@ pub struct ServerConfig {
     /// How long the wait must stay above `max_queue_delay_us` before calls are shed, in milliseconds.
     pub queue_delay_interval_ms: u64,
     /// How long an overload refusal is held when its connection was refused before, sooner than any
-    /// RetryInfo delay: a caller that retries at once then costs the cores little. In milliseconds,
-    /// 0 for never.
+    /// RetryInfo delay: a caller that retries at once waits in its refusal rather than ahead of the
+    /// calls admitted. In milliseconds, 0 for never.
     pub early_retry_hold_ms: u64,
     /// HTTP/2 streams one connection may have open at once (`SETTINGS_MAX_CONCURRENT_STREAMS`).
     pub max_concurrent_streams: u32,
@@ -94,8 +94,8 @@ impl Default for ServerConfig {
             // millisecond, so callers are by then waiting tens of times longer than the work.
             max_queue_delay_us: 10_000,
             queue_delay_interval_ms: 100,
-            // A refused caller retrying at once costs a refusal's CPU, tens of microseconds, every 2 ms
-            // instead of back to back; still well inside the 10 ms a refusal may take.
+            // Refusals of callers that retry at once every 2 ms, not back to back; the refusal's p99
+            // stays near 3 ms, well inside the 10 ms it may take (benches/overload.rs).
             early_retry_hold_ms: 2,
             max_concurrent_streams: 200,
             max_connections: 5_000,

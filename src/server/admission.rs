@@ -6,8 +6,8 @@
 //!
 //! A connection refused again sooner than any RetryInfo delay it was told has that refusal held for
 //! `early_retry_hold_ms` (still well under the 10 ms a refusal may take): a caller that retries at
-//! once otherwise keeps the cores as busy with refusals as its calls would, and the calls admitted
-//! gain nothing from the limit. Callers that honour RetryInfo are never held.
+//! once otherwise comes straight back, and is queued ahead of the calls admitted rather than parked
+//! in its refusal. Callers that honour RetryInfo are never held.
 //!
 //! Not tower's `ConcurrencyLimit` + `LoadShed`: those decide in `poll_ready`, before the request's
 //! path is known, so Health could not be excluded, and their permit goes with the response head, so an
