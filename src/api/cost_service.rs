@@ -11,7 +11,7 @@ use crate::{
     domain::{CircuitReading, CostQuery},
     engine::{Engine, EngineError, Jobs, Report},
     jobs::StartError,
-    metrics::Metrics,
+    metrics::{AnswerFound, Metrics},
     proto::{self as pb, cost_service_server::CostServiceServer},
 };
 use bytes::{Buf, BufMut, Bytes};
@@ -119,6 +119,7 @@ impl CostApi {
         let scope = guard::attached(extensions)?.scope();
         let answer = self.answers_by_request.get(&(scope, request))?;
         (self.engine.cache().now() < answer.until).then(|| {
+            self.metrics.answer_remembered(AnswerFound::ByRequest);
             guard::Note::of(extensions).accounts(answer.touched.clone());
             answer.frame.clone()
         })
@@ -156,6 +157,7 @@ impl CostApi {
         if let Some(answer) = self.answers.get(&query)
             && self.engine.cache().now() < answer.until
         {
+            self.metrics.answer_remembered(AnswerFound::ByQuery);
             return Ok((
                 Answer::Encoded(unary_frame::message_of(&answer.frame)),
                 Some(answer),

@@ -73,6 +73,11 @@ struct ReasonLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FoundLabels {
+    by: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PollLabels {
     outcome: &'static str,
 }
@@ -102,6 +107,15 @@ pub enum CacheLookup {
     Miss,
     /// Not fresh: this caller joined a fetch already running (counted as a miss too).
     Coalesced,
+}
+
+/// What found a remembered GetCosts answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AnswerFound {
+    /// The request's own bytes, before it was decoded: the answer went out as its stored frame.
+    ByRequest,
+    /// The request's parsed query (its bytes were new).
+    ByQuery,
 }
 
 /// What one Atlas poll answered.
@@ -144,6 +158,10 @@ pub struct Metrics {
     queue_delay_microseconds: Gauge,
     queue_delayed: Gauge,
     early_retries_held: Counter,
+    answers_remembered: Family<FoundLabels, Counter>,
+    /// `answers_remembered`'s two series, taken once: counted on the cached call's hot path.
+    answers_by_request: Counter,
+    answers_by_query: Counter,
 }
 
 /// An Atlas request held by its bucket; uncounted when dropped.
@@ -192,7 +210,20 @@ impl Metrics {
             queue_delay_microseconds: Gauge::default(),
             queue_delayed: Gauge::default(),
             early_retries_held: Counter::default(),
+            answers_remembered: Family::default(),
+            answers_by_request: Counter::default(),
+            answers_by_query: Counter::default(),
         };
+        metrics.answers_by_request = metrics
+            .answers_remembered
+            .get_or_create(&FoundLabels {
+                by: "request_bytes",
+            })
+            .clone();
+        metrics.answers_by_query = metrics
+            .answers_remembered
+            .get_or_create(&FoundLabels { by: "query" })
+            .clone();
         let registry = &mut metrics.registry;
         registry.register(
             "rpc_requests",
@@ -324,11 +355,24 @@ impl Metrics {
             metrics.queue_delayed.clone(),
         );
         registry.register(
+            "answers_remembered",
+            "GetCosts calls answered with a remembered answer, by what found it: the request's own bytes (sent as the stored frame, undecoded) or its parsed query",
+            metrics.answers_remembered.clone(),
+        );
+        registry.register(
             "early_retries_held",
             "Overload refusals held for server.early_retry_hold_ms: their connection had been refused less than the shortest RetryInfo delay before",
             metrics.early_retries_held.clone(),
         );
         metrics
+    }
+
+    /// A GetCosts call answered with a remembered answer.
+    pub fn answer_remembered(&self, found: AnswerFound) {
+        match found {
+            AnswerFound::ByRequest => self.answers_by_request.inc(),
+            AnswerFound::ByQuery => self.answers_by_query.inc(),
+        };
     }
 
     /// An overload refusal held: its connection came back before any RetryInfo delay had passed.

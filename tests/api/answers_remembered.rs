@@ -35,19 +35,40 @@ async fn chunk_lookups(app: &TestApp) -> f64 {
 
 /// GetCosts with the answer's bytes as the server wrote them.
 async fn raw_get_costs(app: &TestApp, query: &pb::CostQuery) -> Bytes {
-    let mut grpc = tonic::client::Grpc::new(app.channel.clone());
-    within(grpc.ready()).await.expect("ready");
+    raw_get_costs_of(app, request_bytes(query)).await
+}
+
+fn request_bytes(query: &pb::CostQuery) -> Bytes {
     let request = pb::GetCostsRequest {
         query: Some(query.clone()),
     };
+    Bytes::from(request.encode_to_vec())
+}
+
+/// GetCosts of a request's bytes as given, with the answer's bytes as the server wrote them.
+async fn raw_get_costs_of(app: &TestApp, request: Bytes) -> Bytes {
+    let mut grpc = tonic::client::Grpc::new(app.channel.clone());
+    within(grpc.ready()).await.expect("ready");
     within(grpc.unary(
-        tonic::Request::new(Bytes::from(request.encode_to_vec())),
+        tonic::Request::new(request),
         http::uri::PathAndQuery::from_static(GET_COSTS_PATH),
         RawCodec,
     ))
     .await
     .expect("answer")
     .into_inner()
+}
+
+/// `costd_answers_remembered_total` by what found the answer: (request bytes, query).
+async fn remembered_found(app: &TestApp) -> (f64, f64) {
+    let scraped = scrape(app).await;
+    let by = |found: &str| {
+        scraped
+            .get(&format!("costd_answers_remembered_total{{by=\"{found}\"}}"))
+            .copied()
+            .unwrap_or(0.0)
+    };
+    (by("request_bytes"), by("query"))
 }
 
 fn report_of(bytes: &Bytes) -> pb::CostReport {
@@ -127,6 +148,39 @@ async fn a_repeated_query_is_answered_from_the_stored_bytes_until_it_could_chang
         "the chunks were fetched again"
     );
     assert!(refreshed.provider_results.iter().all(|r| !r.from_cache));
+}
+
+#[tokio::test]
+async fn a_remembered_answer_is_found_by_the_request_bytes_before_decoding_and_else_by_the_query() {
+    let app = spawn_app_on(Arc::new(november_20()), |_| {}).await;
+    let asked = settled_month();
+    within(app.get_costs(asked.clone())).await.expect("answer");
+    let computed = raw_get_costs(&app, &asked).await;
+    assert_eq!(
+        remembered_found(&app).await,
+        (0.0, 0.0),
+        "fetched, then computed"
+    );
+    let fetches = app.sandbox.total_requests();
+
+    // The same bytes: the stored frame, found before the request is decoded.
+    assert_eq!(raw_get_costs(&app, &asked).await, computed);
+    assert_eq!(remembered_found(&app).await, (1.0, 0.0));
+
+    // Other bytes for the same question (a field this build does not know, which decoding skips):
+    // found by the parsed query, then remembered by these bytes too.
+    let mut other_bytes = request_bytes(&asked).to_vec();
+    other_bytes.extend_from_slice(&[0xC0, 0x3E, 0x01]); // field 1000, varint 1
+    let other_bytes = Bytes::from(other_bytes);
+    assert_eq!(raw_get_costs_of(&app, other_bytes.clone()).await, computed);
+    assert_eq!(remembered_found(&app).await, (1.0, 1.0));
+    assert_eq!(raw_get_costs_of(&app, other_bytes).await, computed);
+    assert_eq!(remembered_found(&app).await, (2.0, 1.0));
+
+    // The generated client sends the first bytes.
+    within(app.get_costs(asked)).await.expect("answer");
+    assert_eq!(remembered_found(&app).await, (3.0, 1.0));
+    assert_eq!(app.sandbox.total_requests(), fetches, "no upstream request");
 }
 
 #[tokio::test]

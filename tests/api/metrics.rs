@@ -6,7 +6,12 @@ use crate::helpers::*;
 use costd::{clock::ManualClock, domain::ProviderKind, proto as pb, sandbox::Fault};
 use http::StatusCode;
 use pb::query_job_service_client::QueryJobServiceClient;
-use std::{collections::BTreeMap, sync::Arc, time::Duration};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    path::Path,
+    sync::Arc,
+    time::Duration,
+};
 
 const TEAM_ENDPOINT: &str = "/teams/{teamId}/billing/cost";
 const GET_COSTS: &str = "costd.v1.CostService/GetCosts";
@@ -320,5 +325,111 @@ async fn calls_to_paths_that_are_not_served_share_one_method_label() {
         methods,
         ["costd.v1.CostService/ListProviders", "unknown"].into(),
         "no series per made-up path"
+    );
+}
+
+/// The metric names a scrape declares (`# TYPE`), counters with their `_total` suffix, as a reader
+/// queries them. A family with no sample yet is not declared.
+async fn declared_metrics(app: &TestApp) -> BTreeSet<String> {
+    let addr = app.metrics_addr.expect("metrics are on by default");
+    let text = within(async {
+        reqwest::get(format!("http://{addr}/metrics"))
+            .await?
+            .text()
+            .await
+    })
+    .await
+    .expect("scraped");
+    text.lines()
+        .filter_map(|line| line.strip_prefix("# TYPE "))
+        .map(|declared| match declared.split_once(' ') {
+            Some((name, "counter")) => format!("{name}_total"),
+            Some((name, _)) => name.to_string(),
+            None => declared.to_string(),
+        })
+        .collect()
+}
+
+/// The names `src/metrics/mod.rs` registers, as a scrape spells them: `costd_`, the name, its
+/// unit's suffix, `_total` for a counter (the kind is read off the field the call registers).
+fn registered_metrics() -> BTreeSet<String> {
+    let source =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("src/metrics/mod.rs"))
+            .expect("the metrics module");
+    let field_kinds: BTreeMap<&str, bool> = source
+        .lines()
+        .filter_map(|line| line.trim().strip_suffix(','))
+        .filter_map(|field| field.split_once(": "))
+        // The struct's fields, not the constructor's `field: Kind::default()`.
+        .filter(|(_, kind)| !kind.contains("::"))
+        .map(|(field, kind)| (field, kind.ends_with("Counter>") || kind == "Counter"))
+        .collect();
+    source
+        .split("registry.register")
+        .skip(1)
+        .filter_map(|call| {
+            let call = &call[..call.find(");")?];
+            let name = call.split('"').nth(1)?;
+            let unit = match () {
+                _ if call.contains("Unit::Seconds") => "_seconds",
+                _ if call.contains("Unit::Bytes") => "_bytes",
+                _ => "",
+            };
+            // The last argument names the field: `metrics.<field>.clone()`.
+            let field = call
+                .rsplit(',')
+                .find(|argument| !argument.trim().is_empty())?
+                .trim()
+                .trim_start_matches("metrics.")
+                .trim_end_matches(".clone()");
+            let counter = field_kinds.get(field).copied().unwrap_or(false);
+            Some(format!(
+                "costd_{name}{unit}{}",
+                if counter { "_total" } else { "" }
+            ))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn the_readme_lists_every_metric_costd_registers_and_no_other() {
+    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
+        .expect("README");
+    let listed: BTreeSet<String> = readme
+        .lines()
+        .filter_map(|line| line.strip_prefix("| `"))
+        .filter_map(|row| row.split_once('`'))
+        .map(|(name, _)| name)
+        .filter(|name| name.starts_with("costd_"))
+        .map(str::to_string)
+        .collect();
+    let registered = registered_metrics();
+    assert!(
+        registered.len() > 25,
+        "read the registrations: {registered:?}"
+    );
+    let unlisted: Vec<_> = registered.difference(&listed).collect();
+    let gone: Vec<_> = listed.difference(&registered).collect();
+    assert!(
+        unlisted.is_empty() && gone.is_empty(),
+        "not in the README's table: {unlisted:?}; in it but never registered: {gone:?}"
+    );
+
+    // And the names as registered are the names a scrape declares, the kind's suffix included.
+    let app = spawn_app().await;
+    within(app.get_costs(query(
+        "2026-09-01",
+        "2026-10-01",
+        &[pb::GroupBy::Service],
+        pb::Granularity::Monthly,
+    )))
+    .await
+    .expect("answer");
+    let declared = declared_metrics(&app).await;
+    assert!(declared.len() > 15, "a scrape after traffic: {declared:?}");
+    let unknown: Vec<_> = declared.difference(&registered).collect();
+    assert!(
+        unknown.is_empty(),
+        "scraped, not as registered: {unknown:?}"
     );
 }
