@@ -94,9 +94,10 @@ impl Default for ServerConfig {
             // millisecond, so callers are by then waiting tens of times longer than the work.
             max_queue_delay_us: 10_000,
             queue_delay_interval_ms: 100,
-            // Refusals of callers that retry at once every 2 ms, not back to back; the refusal's p99
-            // stays near 3 ms, well inside the 10 ms it may take (benches/overload.rs).
-            early_retry_hold_ms: 2,
+            // Refusals of callers that retry at once every 4 ms, not back to back; the refusal's p99
+            // stays near 5 ms, half the 10 ms it may take (benches/overload.rs: 2 ms helped less,
+            // 6 ms little more and once came within 1 ms of the limit).
+            early_retry_hold_ms: 4,
             max_concurrent_streams: 200,
             max_connections: 5_000,
             handshake_timeout_ms: 5_000,
