@@ -23,6 +23,19 @@ pub(crate) async fn scrape(app: &TestApp) -> BTreeMap<String, f64> {
 
 /// The scrape of the metrics endpoint at `addr`, as [`scrape`].
 pub(crate) async fn scrape_at(addr: std::net::SocketAddr) -> BTreeMap<String, f64> {
+    scrape_text(addr)
+        .await
+        .lines()
+        .filter(|line| !line.starts_with('#'))
+        .map(|line| {
+            let (series, value) = line.rsplit_once(' ').expect("`series value`");
+            (series.to_string(), value.parse().expect("a number"))
+        })
+        .collect()
+}
+
+/// The exposition at `addr`, after checking the status, the content type and that it is whole.
+async fn scrape_text(addr: std::net::SocketAddr) -> String {
     let response = within(reqwest::get(format!("http://{addr}/metrics")))
         .await
         .expect("scraped");
@@ -33,13 +46,7 @@ pub(crate) async fn scrape_at(addr: std::net::SocketAddr) -> BTreeMap<String, f6
     );
     let text = response.text().await.expect("text");
     assert!(text.ends_with("# EOF\n"), "a complete exposition");
-    text.lines()
-        .filter(|line| !line.starts_with('#'))
-        .map(|line| {
-            let (series, value) = line.rsplit_once(' ').expect("`series value`");
-            (series.to_string(), value.parse().expect("a number"))
-        })
-        .collect()
+    text
 }
 
 fn value(scraped: &BTreeMap<String, f64>, series: &str) -> f64 {
@@ -331,15 +338,7 @@ async fn calls_to_paths_that_are_not_served_share_one_method_label() {
 /// The metric names a scrape declares (`# TYPE`), counters with their `_total` suffix, as a reader
 /// queries them. A family with no sample yet is not declared.
 async fn declared_metrics(app: &TestApp) -> BTreeSet<String> {
-    let addr = app.metrics_addr.expect("metrics are on by default");
-    let text = within(async {
-        reqwest::get(format!("http://{addr}/metrics"))
-            .await?
-            .text()
-            .await
-    })
-    .await
-    .expect("scraped");
+    let text = scrape_text(app.metrics_addr.expect("metrics are on by default")).await;
     text.lines()
         .filter_map(|line| line.strip_prefix("# TYPE "))
         .map(|declared| match declared.split_once(' ') {
