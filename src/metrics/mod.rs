@@ -181,6 +181,13 @@ impl Default for Metrics {
 
 impl Metrics {
     pub fn new() -> Self {
+        let answers_remembered = Family::<FoundLabels, Counter>::default();
+        let found = |by| {
+            answers_remembered
+                .get_or_create(&FoundLabels { by })
+                .clone()
+        };
+        let (answers_by_request, answers_by_query) = (found("request_bytes"), found("query"));
         let mut metrics = Metrics {
             registry: Registry::with_prefix("costd"),
             rpc_requests: Family::default(),
@@ -210,20 +217,10 @@ impl Metrics {
             queue_delay_microseconds: Gauge::default(),
             queue_delayed: Gauge::default(),
             early_retries_held: Counter::default(),
-            answers_remembered: Family::default(),
-            answers_by_request: Counter::default(),
-            answers_by_query: Counter::default(),
+            answers_remembered,
+            answers_by_request,
+            answers_by_query,
         };
-        metrics.answers_by_request = metrics
-            .answers_remembered
-            .get_or_create(&FoundLabels {
-                by: "request_bytes",
-            })
-            .clone();
-        metrics.answers_by_query = metrics
-            .answers_remembered
-            .get_or_create(&FoundLabels { by: "query" })
-            .clone();
         let registry = &mut metrics.registry;
         registry.register(
             "rpc_requests",
